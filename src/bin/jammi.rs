@@ -1,0 +1,545 @@
+//! `jammi`: the command-line interface.
+//!
+//! ```text
+//! jammi [--root URL] [--output table|csv|json] sources add NAME --url URL [--format FMT]
+//! jammi sources list | sources remove NAME
+//! jammi sql "SELECT ...; SELECT ..."      one-shot (several statements)
+//! jammi sql -f script.sql
+//! jammi                                   interactive shell (also `jammi sql` with no query)
+//! jammi tables list | tables show NAME | tables delete NAME
+//! jammi recover [--dry-run]
+//! ```
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use datafusion::arrow::record_batch::RecordBatch;
+use jammi_db::session::{JammiSession, OpenOptions, split_statements};
+use jammi_db::source::{FileFormat, SourceConnection, SourceType};
+use jammi_db::storage::{CloudConfig, Scheme, StorageUrl};
+
+#[derive(Parser)]
+#[command(
+    name = "jammi",
+    version,
+    about = "SQL over files and vector indexes on local disk, S3, GCS and Azure"
+)]
+struct Cli {
+    /// Database root: a local path or storage URL (default: ~/.local/share/jammi).
+    #[arg(long, global = true, env = "JAMMI_ROOT")]
+    root: Option<String>,
+    /// Output format of query results.
+    #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
+    output: Output,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage sources.
+    Sources {
+        #[command(subcommand)]
+        command: SourcesCommand,
+    },
+    /// Run SQL: a query argument, a file (-f), or an interactive shell when neither is given.
+    Sql {
+        /// Statements, separated by `;`.
+        query: Option<String>,
+        /// Read statements from a file.
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
+    },
+    /// Manage result tables.
+    Tables {
+        #[command(subcommand)]
+        command: TablesCommand,
+    },
+    /// Remove what crashed writes left behind under the root.
+    Recover {
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SourcesCommand {
+    /// Register a source.
+    Add {
+        /// Source name (the SQL catalog: NAME.public.<table>).
+        name: String,
+        /// Path or storage URL of a file, a prefix (ending in /) or a glob.
+        #[arg(long)]
+        url: String,
+        /// parquet, csv, json, arrow or avro (default: from the file extension).
+        #[arg(long)]
+        format: Option<String>,
+        /// Cloud option, repeatable: aws.region=us-east-1, aws.endpoint=..., gcp.*, azure.*.
+        #[arg(long = "option", value_name = "KEY=VALUE")]
+        options: Vec<String>,
+        /// Shorthand for aws.region.
+        #[arg(long)]
+        region: Option<String>,
+        /// Shorthand for the endpoint of the URL's cloud (aws.endpoint, gcp.endpoint, azure.endpoint).
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
+    /// List sources.
+    List,
+    /// Remove a source (its data is not touched).
+    Remove {
+        /// Source name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TablesCommand {
+    /// List result tables.
+    List,
+    /// Show a result table's manifest: rows, dimensions, metric, files and sizes.
+    Show {
+        /// Table name.
+        name: String,
+    },
+    /// Delete a result table and its sidecars.
+    Delete {
+        /// Table name.
+        name: String,
+    },
+}
+
+fn default_root() -> String {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("jammi").display().to_string();
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h)
+            .join(".local/share/jammi")
+            .display()
+            .to_string(),
+        None => "jammi-data".to_string(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("JAMMI_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e.to_string()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+type Error = Box<dyn std::error::Error>;
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let root = cli.root.clone().unwrap_or_else(default_root);
+    let session = JammiSession::open_with(&root, OpenOptions::default()).await?;
+    let out = cli.output;
+    match cli.command {
+        None => repl(&session, out).await,
+        Some(Command::Sql { query, file }) => match (query, file) {
+            (Some(q), None) => run_script(&session, &q, out).await,
+            (None, Some(f)) => {
+                let text = std::fs::read_to_string(&f)
+                    .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+                run_script(&session, &text, out).await
+            }
+            (None, None) => repl(&session, out).await,
+            (Some(_), Some(_)) => Err("give a query or -f FILE, not both".into()),
+        },
+        Some(Command::Sources { command }) => match command {
+            SourcesCommand::Add {
+                name,
+                url,
+                format,
+                options,
+                region,
+                endpoint,
+            } => {
+                let parsed = StorageUrl::parse(&url)?;
+                let cloud = cloud_options(parsed.scheme(), &options, region, endpoint)?;
+                let conn = SourceConnection {
+                    url: Some(parsed.to_string()),
+                    format: format.map(|f| f.parse::<FileFormat>()).transpose()?,
+                    cloud,
+                    ..Default::default()
+                };
+                session.add_source(&name, SourceType::File, conn).await?;
+                let entry = session
+                    .catalog()
+                    .source(&name)
+                    .await?
+                    .ok_or("source vanished")?;
+                println!(
+                    "added source {name}: query it as {name}.public.{}",
+                    entry.table
+                );
+                Ok(())
+            }
+            SourcesCommand::List => {
+                let rows: Vec<Vec<String>> = session
+                    .list_sources()
+                    .await?
+                    .into_iter()
+                    .map(|s| {
+                        vec![
+                            s.name.clone(),
+                            format!("{}.public.{}", s.name, s.table),
+                            s.connection.url.clone().unwrap_or_default(),
+                            s.connection
+                                .format
+                                .map(|f| f.to_string())
+                                .unwrap_or_default(),
+                        ]
+                    })
+                    .collect();
+                print_rows(&["name", "table", "url", "format"], &rows, out)
+            }
+            SourcesCommand::Remove { name } => {
+                session.remove_source(&name).await?;
+                println!("removed source {name}");
+                Ok(())
+            }
+        },
+        Some(Command::Tables { command }) => match command {
+            TablesCommand::List => {
+                let mut rows = Vec::new();
+                for t in session.list_tables().await? {
+                    let (n, dims, metric) = match session.describe_table(&t).await {
+                        Ok(m) => (
+                            m.rows.to_string(),
+                            m.index
+                                .as_ref()
+                                .map(|i| i.dimensions.to_string())
+                                .unwrap_or_default(),
+                            m.index
+                                .as_ref()
+                                .map(|i| i.metric.to_string())
+                                .unwrap_or_default(),
+                        ),
+                        Err(e) => ("broken".into(), String::new(), one_line(&e.to_string())),
+                    };
+                    rows.push(vec![t, n, dims, metric]);
+                }
+                print_rows(&["name", "rows", "dimensions", "metric"], &rows, out)
+            }
+            TablesCommand::Show { name } => {
+                let m = session.describe_table(&name).await?;
+                let mut rows = vec![
+                    vec!["table".into(), m.table.clone()],
+                    vec!["rows".into(), m.rows.to_string()],
+                    vec!["created_at".into(), m.created_at.clone()],
+                ];
+                for (k, v) in [
+                    ("source", &m.source),
+                    ("task", &m.task),
+                    ("model", &m.model),
+                    ("key_column", &m.key_column),
+                ] {
+                    if let Some(v) = v {
+                        rows.push(vec![k.into(), v.clone()]);
+                    }
+                }
+                if let Some(i) = &m.index {
+                    rows.push(vec!["vector_column".into(), i.column.clone()]);
+                    rows.push(vec!["dimensions".into(), i.dimensions.to_string()]);
+                    rows.push(vec!["metric".into(), i.metric.to_string()]);
+                    rows.push(vec!["vectors".into(), i.vectors.to_string()]);
+                    rows.push(vec![
+                        "hnsw".into(),
+                        format!(
+                            "M={} ef_construction={} ef_search={}",
+                            i.connectivity, i.expansion_add, i.expansion_search
+                        ),
+                    ]);
+                    rows.push(vec!["usearch_version".into(), i.usearch_version.clone()]);
+                }
+                for f in &m.files {
+                    rows.push(vec![
+                        format!("file {:?}", f.role).to_lowercase(),
+                        format!("{} ({} bytes, crc32c {:08x})", f.name, f.size, f.crc32c),
+                    ]);
+                }
+                print_rows(&["property", "value"], &rows, out)
+            }
+            TablesCommand::Delete { name } => {
+                session.delete_table(&name).await?;
+                println!("deleted result table {name}");
+                Ok(())
+            }
+        },
+        Some(Command::Recover { dry_run }) => {
+            let r = if dry_run {
+                session.result_store().recover_dry_run().await?
+            } else {
+                session.recover().await?
+            };
+            let verb = if dry_run { "would remove" } else { "removed" };
+            println!(
+                "{} committed tables; {verb} {} objects of {} uncommitted tables; {} writes in progress; {} broken tables",
+                r.committed_tables,
+                r.removed_objects.len(),
+                r.reclaimed_tables.len(),
+                r.live_writes.len(),
+                r.broken_tables.len()
+            );
+            for o in &r.removed_objects {
+                println!("  {verb} {o}");
+            }
+            for b in &r.broken_tables {
+                println!("  broken: {b}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Builds a cloud configuration from `KEY=VALUE` options and shorthands.
+fn cloud_options(
+    scheme: Scheme,
+    options: &[String],
+    region: Option<String>,
+    endpoint: Option<String>,
+) -> Result<Option<CloudConfig>, Error> {
+    let mut map = std::collections::HashMap::new();
+    for o in options {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| format!("--option '{o}' is not KEY=VALUE"))?;
+        map.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    let prefix = match scheme {
+        Scheme::S3 => Some("aws"),
+        Scheme::Gcs => Some("gcp"),
+        Scheme::Azure => Some("azure"),
+        _ => None,
+    };
+    if let Some(r) = region {
+        map.insert("aws.region".into(), r);
+    }
+    if let Some(e) = endpoint {
+        let p = prefix.ok_or("--endpoint applies to cloud URLs only")?;
+        if e.starts_with("http://") {
+            map.entry(format!("{p}.allow_http"))
+                .or_insert_with(|| "true".into());
+        }
+        map.insert(format!("{p}.endpoint"), e);
+    }
+    Ok(CloudConfig::from_options(scheme, &map)?)
+}
+
+async fn run_script(session: &JammiSession, script: &str, out: Output) -> Result<(), Error> {
+    let stmts = split_statements(script);
+    if stmts.is_empty() {
+        return Err("no SQL statement given".into());
+    }
+    for stmt in stmts {
+        let batches = session.sql(&stmt).await?.collect().await?;
+        print_batches(&batches, out)?;
+    }
+    Ok(())
+}
+
+async fn repl(session: &JammiSession, out: Output) -> Result<(), Error> {
+    if !std::io::stdin().is_terminal() {
+        let mut script = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut script)?;
+        return run_script(session, &script, out).await;
+    }
+    let mut rl = rustyline::DefaultEditor::new()?;
+    let history = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".jammi_history"));
+    if let Some(h) = &history {
+        let _ = rl.load_history(h);
+    }
+    println!(
+        "jammi {} — root {}; end statements with ';', \\q to quit",
+        env!("CARGO_PKG_VERSION"),
+        session.catalog().root()
+    );
+    let mut buf = String::new();
+    loop {
+        let prompt = if buf.is_empty() {
+            "jammi> "
+        } else {
+            "   ...> "
+        };
+        match rl.readline(prompt) {
+            Ok(line) => {
+                let t = line.trim();
+                if buf.is_empty() && (t == "\\q" || t == "quit" || t == "exit") {
+                    break;
+                }
+                buf.push_str(&line);
+                buf.push('\n');
+                if t.ends_with(';') {
+                    let _ = rl.add_history_entry(buf.trim());
+                    if let Err(e) = run_script(session, &buf, out).await {
+                        eprintln!("error: {}", one_line(&e.to_string()));
+                    }
+                    buf.clear();
+                }
+            }
+            Err(rustyline::error::ReadlineError::Interrupted) => buf.clear(),
+            Err(rustyline::error::ReadlineError::Eof) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Some(h) = &history {
+        let _ = rl.save_history(h);
+    }
+    Ok(())
+}
+
+fn print_batches(batches: &[RecordBatch], out: Output) -> Result<(), Error> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let Some(first) = batches.first() else {
+        return Ok(());
+    };
+    let schema = first.schema();
+    if schema.fields().is_empty() {
+        return Ok(());
+    }
+    match out {
+        Output::Table => {
+            println!(
+                "{}",
+                datafusion::arrow::util::pretty::pretty_format_batches(batches)?
+            );
+        }
+        Output::Csv | Output::Json => {
+            let header: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            let opts = FormatOptions::default().with_null("");
+            let mut rows = Vec::new();
+            for b in batches {
+                let fmts = b
+                    .columns()
+                    .iter()
+                    .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+                    .collect::<Result<Vec<_>, _>>()?;
+                for r in 0..b.num_rows() {
+                    rows.push(
+                        (0..fmts.len())
+                            .map(|c| {
+                                if b.column(c).is_null(r) {
+                                    None
+                                } else {
+                                    Some(fmts[c].value(r).to_string())
+                                }
+                            })
+                            .collect::<Vec<_>>(),
+                    );
+                }
+            }
+            match out {
+                Output::Csv => {
+                    println!(
+                        "{}",
+                        header
+                            .iter()
+                            .map(|h| csv_field(h))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    );
+                    for r in rows {
+                        println!(
+                            "{}",
+                            r.iter()
+                                .map(|v| v.as_deref().map(csv_field).unwrap_or_default())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        );
+                    }
+                }
+                _ => {
+                    for r in rows {
+                        let obj: serde_json::Map<String, serde_json::Value> = header
+                            .iter()
+                            .zip(r)
+                            .map(|(h, v)| (h.to_string(), json_value(v)))
+                            .collect();
+                        println!("{}", serde_json::Value::Object(obj));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+use datafusion::arrow::array::Array;
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn json_value(v: Option<String>) -> serde_json::Value {
+    match v {
+        None => serde_json::Value::Null,
+        Some(s) => serde_json::from_str::<serde_json::Value>(&s)
+            .ok()
+            .filter(|j| j.is_number() || j.is_boolean() || j.is_array())
+            .unwrap_or(serde_json::Value::String(s)),
+    }
+}
+
+fn print_rows(header: &[&str], rows: &[Vec<String>], out: Output) -> Result<(), Error> {
+    use datafusion::arrow::array::{ArrayRef, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+    let schema = Arc::new(Schema::new(
+        header
+            .iter()
+            .map(|h| Field::new(*h, DataType::Utf8, false))
+            .collect::<Vec<_>>(),
+    ));
+    let cols: Vec<ArrayRef> = (0..header.len())
+        .map(|c| {
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r[c].clone()),
+            )) as ArrayRef
+        })
+        .collect();
+    let batch = RecordBatch::try_new(schema, cols)?;
+    print_batches(&[batch], out)
+}

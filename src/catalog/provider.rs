@@ -1,0 +1,345 @@
+//! DataFusion catalog providers: one catalog per source (schema `public`, one table), and
+//! `JammiCatalogProvider` for result tables.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::execution::context::SessionState;
+use futures::StreamExt;
+use tokio::sync::OnceCell;
+
+use crate::catalog::SourceEntry;
+use crate::catalog::table::IndexedTable;
+use crate::error::{JammiError, Result};
+use crate::source::{FileFormat, listing};
+use crate::storage::{CloudConfig, StorageRegistry, StorageUrl};
+use crate::store::ResultStore;
+
+/// The schema every jammi catalog exposes.
+pub const SCHEMA: &str = "public";
+
+/// A source's table, built on first use (schema inference needs I/O).
+pub(crate) struct LazySource {
+    pub(crate) entry: SourceEntry,
+    cloud: Option<CloudConfig>,
+    registry: StorageRegistry,
+    state: SessionState,
+    table: OnceCell<Arc<dyn TableProvider>>,
+}
+
+impl std::fmt::Debug for LazySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazySource")
+            .field("entry", &self.entry)
+            .finish()
+    }
+}
+
+impl LazySource {
+    /// `cloud`: credentials supplied in this process (`None`: the stored, secret-free ones).
+    pub(crate) fn new(
+        entry: SourceEntry,
+        cloud: Option<CloudConfig>,
+        registry: StorageRegistry,
+        state: SessionState,
+    ) -> Self {
+        LazySource {
+            entry,
+            cloud,
+            registry,
+            state,
+            table: OnceCell::new(),
+        }
+    }
+
+    /// With an already built table (from `add_source`, which validated it).
+    pub(crate) fn with_table(self, table: Arc<dyn TableProvider>) -> Self {
+        let _ = self.table.set(table);
+        self
+    }
+
+    pub(crate) async fn table(&self) -> Result<Arc<dyn TableProvider>> {
+        self.table.get_or_try_init(|| self.load()).await.cloned()
+    }
+
+    async fn load(&self) -> Result<Arc<dyn TableProvider>> {
+        let e = &self.entry;
+        let supplied = self.cloud.is_some();
+        let cloud = self.cloud.clone().or_else(|| e.connection.cloud.clone());
+        let r =
+            build_source_table(&self.registry, &self.state, &e.connection, cloud.as_ref()).await;
+        match r {
+            Err(err) if e.credentials_withheld && !supplied => {
+                Err(JammiError::Credentials(format!(
+                    "source '{}' was registered with explicit credentials, which jammi-db never \
+                 stores; the ambient credential chain did not work ({err}). Supply the \
+                 credentials again with JammiSession::set_source_credentials or through the \
+                 environment",
+                    e.name
+                )))
+            }
+            Err(err) => Err(err),
+            Ok((_, table)) => Ok(table),
+        }
+    }
+}
+
+/// Probes and builds the listing table of a connection. Returns (table name hint, table):
+/// the hint is `None` for a prefix/glob (the table takes the source's name).
+pub(crate) async fn build_source_table(
+    registry: &StorageRegistry,
+    state: &SessionState,
+    conn: &crate::source::SourceConnection,
+    cloud: Option<&CloudConfig>,
+) -> Result<(Option<String>, Arc<dyn TableProvider>)> {
+    let raw = conn
+        .url
+        .as_deref()
+        .ok_or_else(|| JammiError::InvalidInput("a file source needs a url".into()))?;
+    let url = StorageUrl::parse(raw)?;
+    let format = match conn.format {
+        Some(f) => f,
+        None => FileFormat::from_file_name(&url.file_name()).ok_or_else(|| {
+            JammiError::InvalidInput(format!(
+                "cannot tell the file format of {url}; set format to one of {}",
+                FileFormat::ALL
+            ))
+        })?,
+    };
+    let store = registry.store(&url, cloud).await?;
+    let ext = conn
+        .file_extension
+        .clone()
+        .unwrap_or_else(|| format.extension().to_string());
+    let location = listing::probe(&store, &url, &ext).await?;
+    let table = listing::build_table(state, &location, format, conn).await?;
+    let hint = match &location {
+        listing::Location::File(u) => Some(u.file_stem()),
+        listing::Location::Collection(_) => None,
+    };
+    Ok((hint, table))
+}
+
+/// The catalog of one source: schema `public` with the source's one table.
+#[derive(Debug)]
+pub struct SourceCatalogProvider {
+    schema: Arc<SourceSchemaProvider>,
+}
+
+impl SourceCatalogProvider {
+    pub(crate) fn new(source: Arc<LazySource>) -> Self {
+        SourceCatalogProvider {
+            schema: Arc::new(SourceSchemaProvider { source }),
+        }
+    }
+}
+
+impl CatalogProvider for SourceCatalogProvider {
+    fn schema_names(&self) -> Vec<String> {
+        vec![SCHEMA.to_string()]
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        (name == SCHEMA).then(|| self.schema.clone() as Arc<dyn SchemaProvider>)
+    }
+}
+
+#[derive(Debug)]
+struct SourceSchemaProvider {
+    source: Arc<LazySource>,
+}
+
+#[async_trait]
+impl SchemaProvider for SourceSchemaProvider {
+    fn table_names(&self) -> Vec<String> {
+        vec![self.source.entry.table.clone()]
+    }
+
+    async fn table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
+        if name != self.source.entry.table {
+            return Ok(None);
+        }
+        Ok(Some(self.source.table().await?))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        name == self.source.entry.table
+    }
+}
+
+/// Result tables as a DataFusion catalog (schema `public`). Mount it with
+/// `ctx.register_catalog("jammi", Arc::new(JammiCatalogProvider::new(store)))`.
+#[derive(Debug)]
+pub struct JammiCatalogProvider {
+    schema: Arc<ResultSchemaProvider>,
+}
+
+impl JammiCatalogProvider {
+    /// The result tables of `store`. Call [`refresh`](Self::refresh) to load the listing.
+    pub fn new(store: Arc<ResultStore>) -> Self {
+        JammiCatalogProvider {
+            schema: Arc::new(ResultSchemaProvider {
+                store,
+                cache: RwLock::default(),
+            }),
+        }
+    }
+
+    /// Re-lists the root and loads every committed table's manifest (tables committed by
+    /// other processes appear; deleted ones disappear). Broken tables are logged and left
+    /// out; querying one reports why.
+    pub async fn refresh(&self) -> Result<()> {
+        self.schema.refresh().await
+    }
+
+    /// A committed table by name (`None` if there is none).
+    pub async fn indexed_table(&self, name: &str) -> Result<Option<Arc<IndexedTable>>> {
+        self.schema.load(name).await
+    }
+
+    /// Forgets a cached table (after a delete).
+    pub fn forget(&self, name: &str) {
+        self.schema.cache.write().expect("lock").remove(name);
+    }
+}
+
+impl CatalogProvider for JammiCatalogProvider {
+    fn schema_names(&self) -> Vec<String> {
+        vec![SCHEMA.to_string()]
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        (name == SCHEMA).then(|| self.schema.clone() as Arc<dyn SchemaProvider>)
+    }
+}
+
+#[derive(Debug)]
+struct ResultSchemaProvider {
+    store: Arc<ResultStore>,
+    cache: RwLock<HashMap<String, Arc<IndexedTable>>>,
+}
+
+impl ResultSchemaProvider {
+    async fn load(&self, name: &str) -> Result<Option<Arc<IndexedTable>>> {
+        if let Some(t) = self.cache.read().expect("lock").get(name) {
+            return Ok(Some(t.clone()));
+        }
+        if crate::store::naming::validate_table_name(name).is_err() {
+            return Ok(None);
+        }
+        let m = match self.store.manifest(name).await {
+            Ok(m) => m,
+            Err(JammiError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let t = Arc::new(IndexedTable::new(
+            self.store.parquet_url(name)?,
+            m,
+            self.store.catalog().cloud().cloned(),
+        )?);
+        self.store.catalog().note_table(name);
+        self.cache
+            .write()
+            .expect("lock")
+            .insert(name.to_string(), t.clone());
+        Ok(Some(t))
+    }
+
+    async fn refresh(&self) -> Result<()> {
+        let names = self.store.list_tables().await?;
+        self.cache
+            .write()
+            .expect("lock")
+            .retain(|k, _| names.contains(k));
+        let loads = names.iter().map(|n| async move { (n, self.load(n).await) });
+        let results: Vec<_> = futures::stream::iter(loads)
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        for (n, r) in results {
+            if let Err(e) = r {
+                tracing::warn!("result table {n}: {e}");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for ResultSchemaProvider {
+    fn table_names(&self) -> Vec<String> {
+        self.store.catalog().table_names()
+    }
+
+    async fn table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
+        Ok(self.load(name).await?.map(|t| t as Arc<dyn TableProvider>))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.store.catalog().table_names().iter().any(|n| n == name)
+            || self.cache.read().expect("lock").contains_key(name)
+    }
+
+    /// `CREATE TABLE jammi.public.<name> AS SELECT ...` writes a result table. Its vector
+    /// index is built on the only vector column (cosine, default HNSW parameters), if any.
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
+        crate::store::naming::validate_table_name(&name)?;
+        let any: &dyn std::any::Any = table.as_ref();
+        let mem = any
+            .downcast_ref::<datafusion::datasource::MemTable>()
+            .ok_or_else(|| {
+                JammiError::InvalidInput(
+                    "result tables are created with CREATE TABLE jammi.public.<name> AS SELECT ..."
+                        .into(),
+                )
+            })?;
+        let schema = mem.schema();
+        let vectors: Vec<String> = schema
+            .fields()
+            .iter()
+            .filter(|f| crate::index::vectors::check_vector_type(f.name(), f.data_type()).is_ok())
+            .map(|f| f.name().clone())
+            .collect();
+        let spec = crate::store::TableSpec {
+            name: Some(name.clone()),
+            vector_column: (vectors.len() == 1).then(|| vectors[0].clone()),
+            ..Default::default()
+        };
+        let partitions = mem.batches.clone();
+        let store = self.store.clone();
+        let write = async move {
+            let mut batches = Vec::new();
+            for p in partitions {
+                batches.extend(p.read().await.iter().cloned());
+            }
+            store.write_batches(&spec, schema, batches).await
+        };
+        let manifest = block_on(write)??;
+        let t = Arc::new(IndexedTable::new(
+            self.store.parquet_url(&name)?,
+            manifest,
+            self.store.catalog().cloud().cloned(),
+        )?);
+        self.cache.write().expect("lock").insert(name, t);
+        Ok(None)
+    }
+}
+
+/// Runs a future from synchronous catalog code (DataFusion's `register_table` is sync).
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            Ok(tokio::task::block_in_place(|| h.block_on(f)))
+        }
+        Ok(_) => Err(JammiError::InvalidInput(
+            "writing a result table from SQL needs a multi-threaded tokio runtime".into(),
+        )),
+        Err(_) => Ok(futures::executor::block_on(f)),
+    }
+}

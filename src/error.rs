@@ -1,0 +1,141 @@
+//! One error enum for every backend and layer, in the style of `object_store::Error`:
+//! callers branch on meaning (not found, already exists, bad input), never on the backend.
+//!
+//! Messages never contain secrets: configuration values are only ever named by their key.
+
+use std::fmt;
+
+/// Result type used throughout jammi-db.
+pub type Result<T, E = JammiError> = std::result::Result<T, E>;
+
+/// Every error jammi-db returns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JammiError {
+    /// A storage URL or local path could not be parsed.
+    #[error("invalid storage URL '{url}': {reason}")]
+    InvalidUrl {
+        /// The URL as given (URLs never carry secrets in jammi-db; SAS tokens go in config).
+        url: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The URL's scheme needs a cargo feature that this build does not have.
+    #[error(
+        "the '{scheme}://' scheme needs jammi-db's cargo feature '{feature}', which this build does not enable (add `features = [\"{feature}\"]`)"
+    )]
+    FeatureNotEnabled {
+        /// Scheme as written in the canonical URL.
+        scheme: String,
+        /// Feature to enable.
+        feature: &'static str,
+    },
+    /// A configuration key or value is wrong. Names the key, never echoes a secret value.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A named thing does not exist (source, table, object, column).
+    #[error("{kind} not found: {name}")]
+    NotFound {
+        /// What kind of thing (e.g. "source", "result table", "object").
+        kind: &'static str,
+        /// Its name or URL.
+        name: String,
+    },
+    /// A named thing exists already (e.g. a source name, a committed table).
+    #[error("{kind} already exists: {name}")]
+    AlreadyExists {
+        /// What kind of thing.
+        kind: &'static str,
+        /// Its name or URL.
+        name: String,
+    },
+    /// Input given by the caller is wrong (bad dimension, bad k, bad column, ...).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// A stored table failed verification (missing, truncated or corrupt sibling).
+    #[error("result table '{table}' is broken: {reason}")]
+    Corrupt {
+        /// Table name.
+        table: String,
+        /// What failed to verify.
+        reason: String,
+    },
+    /// Credentials are needed but missing (e.g. a source whose secrets were not persisted).
+    #[error("{0}")]
+    Credentials(String),
+    /// An object-store operation failed.
+    #[error("storage error at {url}: {source}")]
+    Storage {
+        /// The URL (or path) the operation was on.
+        url: String,
+        /// The underlying object_store error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// A DataFusion or Arrow/Parquet error.
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    /// USearch reported an error.
+    #[error("vector index error: {0}")]
+    Index(String),
+    /// Local I/O error (temp files, caches).
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// JSON (manifest / catalog document) could not be read.
+    #[error("invalid document {what}: {reason}")]
+    Document {
+        /// Which document.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl JammiError {
+    /// Wraps an object-store error, keeping the URL it happened at.
+    pub fn storage(url: impl fmt::Display, source: object_store::Error) -> Self {
+        match source {
+            object_store::Error::NotFound { .. } => JammiError::NotFound {
+                kind: "object",
+                name: url.to_string(),
+            },
+            source => JammiError::Storage {
+                url: url.to_string(),
+                source,
+            },
+        }
+    }
+
+    /// `true` when the error means "the thing does not exist".
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            JammiError::NotFound { .. }
+                | JammiError::Storage {
+                    source: object_store::Error::NotFound { .. },
+                    ..
+                }
+        )
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for JammiError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        JammiError::DataFusion(e.into())
+    }
+}
+
+impl From<datafusion::parquet::errors::ParquetError> for JammiError {
+    fn from(e: datafusion::parquet::errors::ParquetError) -> Self {
+        JammiError::DataFusion(e.into())
+    }
+}
+
+impl From<JammiError> for datafusion::error::DataFusionError {
+    fn from(e: JammiError) -> Self {
+        match e {
+            JammiError::DataFusion(e) => e,
+            other => datafusion::error::DataFusionError::External(Box::new(other)),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Building a USearch index while batches arrive: capacity reserved ahead, vectors added
+//! on every core, NULL vectors skipped, and the rowmap kept alongside.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::ArrayRef;
+
+use crate::error::{JammiError, Result};
+use crate::index::IndexParams;
+use crate::index::vectors::{VectorColumn, check_finite};
+
+/// Accumulates an index and its rowmap from batches of one vector column.
+pub struct IndexBuilder {
+    column: String,
+    params: IndexParams,
+    dimensions: Option<usize>,
+    index: Option<Arc<usearch::Index>>,
+    rowmap: Vec<u64>,
+    rows_seen: u64,
+    threads: usize,
+}
+
+impl IndexBuilder {
+    /// A builder for `column`; `dimensions` is known up front for fixed-size lists.
+    pub fn new(column: &str, params: IndexParams, dimensions: Option<usize>) -> Self {
+        IndexBuilder {
+            column: column.to_string(),
+            params,
+            dimensions,
+            index: None,
+            rowmap: Vec::new(),
+            rows_seen: 0,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
+    /// Dimensions, once known.
+    pub fn dimensions(&self) -> Option<usize> {
+        self.dimensions
+    }
+
+    /// Vectors added so far.
+    pub fn len(&self) -> usize {
+        self.rowmap.len()
+    }
+
+    /// `true` when no vector was added yet.
+    pub fn is_empty(&self) -> bool {
+        self.rowmap.is_empty()
+    }
+
+    fn ensure_index(&mut self, dims: usize, extra: usize) -> Result<Arc<usearch::Index>> {
+        if self.index.is_none() {
+            let idx = usearch::Index::new(&self.params.options(dims))
+                .map_err(|e| JammiError::Index(e.to_string()))?;
+            self.index = Some(Arc::new(idx));
+        }
+        let idx = self.index.clone().expect("created above");
+        let need = self.rowmap.len() + extra;
+        if idx.capacity() < need {
+            let cap = need.max(idx.capacity() * 2).max(1024);
+            idx.reserve_capacity_and_threads(cap, self.threads)
+                .map_err(|e| JammiError::Index(e.to_string()))?;
+        }
+        Ok(idx)
+    }
+
+    /// Reserves room for `n` more vectors (when the caller knows the row count).
+    pub fn reserve(&mut self, n: usize) -> Result<()> {
+        if let Some(d) = self.dimensions {
+            self.ensure_index(d, n)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the vectors of one batch's column; row positions continue from earlier batches.
+    /// CPU-bound: call it from a blocking context.
+    pub fn add_batch(&mut self, array: &ArrayRef) -> Result<()> {
+        let col = VectorColumn::new(&self.column, array)?;
+        let base_row = self.rows_seen;
+        self.rows_seen += col.len() as u64;
+        let mut rows = Vec::with_capacity(col.len());
+        for r in 0..col.len() {
+            let Some(v) = col.get(r) else { continue };
+            let d = *self.dimensions.get_or_insert(v.len());
+            if v.len() != d {
+                return Err(JammiError::InvalidInput(format!(
+                    "vector column '{}' row {} has {} dimensions, expected {d}",
+                    self.column,
+                    base_row + r as u64,
+                    v.len()
+                )));
+            }
+            check_finite(
+                &format!(
+                    "vector column '{}' row {}",
+                    self.column,
+                    base_row + r as u64
+                ),
+                &v,
+            )?;
+            rows.push(r);
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let dims = self.dimensions.expect("set by the first vector");
+        let index = self.ensure_index(dims, rows.len())?;
+        let first_key = self.rowmap.len() as u64;
+        let chunk = rows.len().div_ceil(self.threads);
+        let col = &col;
+        std::thread::scope(|s| -> Result<()> {
+            let handles: Vec<_> = rows
+                .chunks(chunk)
+                .enumerate()
+                .map(|(ci, part)| {
+                    let index = &index;
+                    s.spawn(move || -> Result<()> {
+                        for (j, &r) in part.iter().enumerate() {
+                            let key = first_key + (ci * chunk + j) as u64;
+                            let v = col.get(r).expect("non-null checked");
+                            index
+                                .add(key, &v)
+                                .map_err(|e| JammiError::Index(e.to_string()))?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| JammiError::Index("index worker panicked".into()))??;
+            }
+            Ok(())
+        })?;
+        self.rowmap
+            .extend(rows.iter().map(|&r| base_row + r as u64));
+        Ok(())
+    }
+
+    /// The finished index (if any vector or a fixed dimension was seen) and the rowmap.
+    pub fn finish(mut self) -> Result<(Option<Arc<usearch::Index>>, Vec<u64>, Option<usize>)> {
+        if self.index.is_none()
+            && let Some(d) = self.dimensions
+        {
+            self.ensure_index(d, 0)?;
+        }
+        Ok((self.index, self.rowmap, self.dimensions))
+    }
+}

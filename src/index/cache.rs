@@ -1,0 +1,307 @@
+//! Loaded indexes, kept in memory across queries (LRU under a byte budget, shared by
+//! concurrent queries, one load per key at a time).
+//!
+//! Local sidecars are memory-mapped in place (USearch `view`); remote ones are downloaded
+//! once into the [`LocalCache`] and mapped from there. Every load verifies the sidecars'
+//! sizes and CRC32C against the manifest, and the index header against its parameters.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use crate::error::{JammiError, Result};
+use crate::index::rowmap;
+use crate::storage::StorageUrl;
+use crate::storage::cache::LocalCache;
+use crate::store::manifest::{FileRole, IndexInfo, Manifest};
+
+/// Default in-memory budget for loaded indexes (4 GiB); `JAMMI_INDEX_CACHE_BYTES` overrides.
+pub const DEFAULT_INDEX_CACHE_BYTES: u64 = 4 << 30;
+
+/// An index ready to search, with its rowmap.
+pub struct LoadedIndex {
+    /// The USearch index (memory-mapped).
+    pub index: usearch::Index,
+    /// Index key → Parquet row position.
+    pub rowmap: Vec<u64>,
+    /// Parameters from the manifest.
+    pub info: IndexInfo,
+    /// Bytes this entry accounts for (index file + rowmap).
+    pub bytes: u64,
+    /// Searches hold it shared; a search with its own `ef_search` holds it exclusively
+    /// while the index's expansion is changed.
+    pub(crate) search_lock: std::sync::RwLock<()>,
+    /// Local copy of the index file (kept alive while mapped).
+    _path: PathBuf,
+}
+
+impl std::fmt::Debug for LoadedIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedIndex")
+            .field("info", &self.info)
+            .field("vectors", &self.rowmap.len())
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+/// Counters of the index cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IndexCacheStats {
+    /// Lookups served from memory.
+    pub hits: u64,
+    /// Lookups that had to load.
+    pub misses: u64,
+    /// Downloads of remote sidecars into the local cache.
+    pub downloads: u64,
+    /// Entries evicted to stay within budget.
+    pub evictions: u64,
+    /// Entries held now.
+    pub entries: u64,
+    /// Bytes held now.
+    pub bytes: u64,
+    /// Budget in bytes.
+    pub budget: u64,
+}
+
+/// The in-memory LRU of loaded indexes.
+#[derive(Debug)]
+pub struct IndexCache {
+    budget: u64,
+    local: LocalCache,
+    /// Most recently used last.
+    entries: Mutex<Vec<(String, Arc<LoadedIndex>)>>,
+    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    downloads: AtomicU64,
+    evictions: AtomicU64,
+}
+
+impl IndexCache {
+    /// A cache holding at most `budget` bytes of indexes, downloading into `local`.
+    pub fn new(budget: u64, local: LocalCache) -> Self {
+        IndexCache {
+            budget,
+            local,
+            entries: Mutex::new(Vec::new()),
+            gates: Mutex::default(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            downloads: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    /// A cache with the default budget and local directory.
+    pub fn with_defaults() -> Result<Self> {
+        let budget = std::env::var("JAMMI_INDEX_CACHE_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_INDEX_CACHE_BYTES);
+        Ok(Self::new(
+            budget,
+            LocalCache::new(
+                LocalCache::default_dir(),
+                crate::storage::cache::DEFAULT_CACHE_BYTES,
+            )?,
+        ))
+    }
+
+    /// Counters and current size.
+    pub fn stats(&self) -> IndexCacheStats {
+        let e = self.entries.lock().expect("lock");
+        IndexCacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            downloads: self.downloads.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            entries: e.len() as u64,
+            bytes: e.iter().map(|(_, l)| l.bytes).sum(),
+            budget: self.budget,
+        }
+    }
+
+    /// Drops every entry (e.g. after a table is deleted).
+    pub fn clear(&self) {
+        self.entries.lock().expect("lock").clear();
+    }
+
+    fn lookup(&self, key: &str) -> Option<Arc<LoadedIndex>> {
+        let mut e = self.entries.lock().expect("lock");
+        let pos = e.iter().position(|(k, _)| k == key)?;
+        let entry = e.remove(pos);
+        let found = entry.1.clone();
+        e.push(entry);
+        Some(found)
+    }
+
+    /// The loaded index of a committed table whose siblings live under `dir`.
+    pub async fn get(
+        &self,
+        dir: &StorageUrl,
+        store: &Arc<dyn ObjectStore>,
+        manifest: &Manifest,
+    ) -> Result<Arc<LoadedIndex>> {
+        let (Some(info), Some(idx), Some(rm)) = (
+            manifest.index.as_ref(),
+            manifest.file(FileRole::Index),
+            manifest.file(FileRole::Rowmap),
+        ) else {
+            return Err(JammiError::InvalidInput(format!(
+                "result table '{}' has no vector index",
+                manifest.table
+            )));
+        };
+        let key = format!("{}-{:08x}-{:08x}", manifest.table, idx.crc32c, rm.crc32c);
+        if let Some(hit) = self.lookup(&key) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(hit);
+        }
+        let gate = self
+            .gates
+            .lock()
+            .expect("lock")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _g = gate.lock().await;
+        if let Some(hit) = self.lookup(&key) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(hit);
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let corrupt = |reason: String| JammiError::Corrupt {
+            table: manifest.table.clone(),
+            reason,
+        };
+
+        // Rowmap: small, read whole and verify.
+        let rm_url = dir.join(&rm.name)?;
+        let rm_bytes = store
+            .get(&rm_url.object_path()?)
+            .await
+            .map_err(|e| JammiError::storage(&rm_url, e))?
+            .bytes()
+            .await
+            .map_err(|e| JammiError::storage(&rm_url, e))?;
+        if rm_bytes.len() as u64 != rm.size || crc32c::crc32c(&rm_bytes) != rm.crc32c {
+            return Err(corrupt(format!(
+                "{} does not match its manifest checksum",
+                rm.name
+            )));
+        }
+        let rowmap = rowmap::decode(&rm_bytes)?;
+
+        // Index: local file in place, or downloaded into the local cache.
+        let idx_url = dir.join(&idx.name)?;
+        let path = match idx_url.local_path() {
+            Some(p) => p,
+            None => {
+                let (p, downloaded) = self
+                    .local
+                    .fetch(&key, store, &idx_url.object_path()?, idx.size)
+                    .await?;
+                if downloaded {
+                    self.downloads.fetch_add(1, Ordering::Relaxed);
+                }
+                p
+            }
+        };
+        let (size, crc) = {
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || file_crc(&p))
+                .await
+                .map_err(|e| JammiError::Index(e.to_string()))??
+        };
+        if size != idx.size || crc != idx.crc32c {
+            return Err(corrupt(format!(
+                "{} does not match its manifest checksum",
+                idx.name
+            )));
+        }
+        let index = open_view(&path, info).map_err(|e| corrupt(e.to_string()))?;
+        if index.size() != rowmap.len() {
+            return Err(corrupt(format!(
+                "index holds {} vectors but the rowmap {}",
+                index.size(),
+                rowmap.len()
+            )));
+        }
+        let loaded = Arc::new(LoadedIndex {
+            index,
+            bytes: idx.size + rm.size,
+            rowmap,
+            info: info.clone(),
+            search_lock: std::sync::RwLock::new(()),
+            _path: path,
+        });
+        self.insert(key.clone(), loaded.clone());
+        self.gates.lock().expect("lock").remove(&key);
+        Ok(loaded)
+    }
+
+    fn insert(&self, key: String, loaded: Arc<LoadedIndex>) {
+        let mut e = self.entries.lock().expect("lock");
+        e.push((key, loaded));
+        let mut total: u64 = e.iter().map(|(_, l)| l.bytes).sum();
+        while total > self.budget && e.len() > 1 {
+            let (_, old) = e.remove(0);
+            total -= old.bytes;
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Memory-maps an index file and checks its header against the manifest.
+fn open_view(path: &Path, info: &IndexInfo) -> Result<usearch::Index> {
+    let p = path
+        .to_str()
+        .ok_or_else(|| JammiError::Index("non-UTF-8 cache path".into()))?;
+    let meta = usearch::Index::metadata(p).map_err(|e| JammiError::Index(e.to_string()))?;
+    if meta.dimensions as usize != info.dimensions {
+        return Err(JammiError::Index(format!(
+            "index file has {} dimensions, manifest says {}",
+            meta.dimensions, info.dimensions
+        )));
+    }
+    let params = crate::index::IndexParams {
+        metric: info.metric,
+        connectivity: info.connectivity,
+        expansion_add: info.expansion_add,
+        expansion_search: info.expansion_search,
+    };
+    let index = usearch::Index::new(&params.options(info.dimensions))
+        .map_err(|e| JammiError::Index(e.to_string()))?;
+    index
+        .view(p)
+        .map_err(|e| JammiError::Index(e.to_string()))?;
+    if index.metric_kind() != info.metric.usearch() {
+        return Err(JammiError::Index(format!(
+            "index file metric differs from the manifest's {}",
+            info.metric
+        )));
+    }
+    index.change_expansion_search(info.expansion_search);
+    Ok(index)
+}
+
+/// Size and CRC32C of a local file.
+pub(crate) fn file_crc(path: &Path) -> Result<(u64, u32)> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut crc, mut n) = (0u32, 0u64);
+    loop {
+        let r = f.read(&mut buf)?;
+        if r == 0 {
+            break;
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..r]);
+        n += r as u64;
+    }
+    Ok((n, crc))
+}

@@ -1,0 +1,132 @@
+//! The USearch sidecar: building it while batches arrive, the rowmap, loading and caching
+//! indexes, and the exact (brute-force) search used when no index is usable.
+
+pub mod build;
+pub mod cache;
+pub mod exact;
+pub mod rowmap;
+pub mod vectors;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{JammiError, Result};
+
+/// Distance metric of an index. `_distance` values are: cosine `1 - cos(a, b)`,
+/// l2 the Euclidean distance, ip `1 - a·b` (smaller is nearer for all three).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// Cosine distance (default).
+    #[default]
+    Cosine,
+    /// Euclidean distance.
+    L2,
+    /// Inner-product distance.
+    Ip,
+}
+
+impl Metric {
+    pub(crate) fn usearch(self) -> usearch::MetricKind {
+        match self {
+            Metric::Cosine => usearch::MetricKind::Cos,
+            Metric::L2 => usearch::MetricKind::L2sq,
+            Metric::Ip => usearch::MetricKind::IP,
+        }
+    }
+
+    /// Converts a USearch distance to this crate's `_distance` (`l2sq` → `l2`).
+    pub(crate) fn finalize(self, d: f32) -> f32 {
+        match self {
+            Metric::L2 => d.max(0.0).sqrt(),
+            _ => d,
+        }
+    }
+
+    /// Distance between two vectors of equal length, as USearch ranks them (before
+    /// [`finalize`](Self::finalize)).
+    pub(crate) fn raw_distance(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            Metric::Cosine => {
+                let (mut dot, mut na, mut nb) = (0f32, 0f32, 0f32);
+                for (x, y) in a.iter().zip(b) {
+                    dot += x * y;
+                    na += x * x;
+                    nb += y * y;
+                }
+                if na == 0.0 || nb == 0.0 {
+                    return 1.0;
+                }
+                1.0 - dot / (na.sqrt() * nb.sqrt())
+            }
+            Metric::L2 => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum(),
+            Metric::Ip => 1.0 - a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>(),
+        }
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Metric::Cosine => "cosine",
+            Metric::L2 => "l2",
+            Metric::Ip => "ip",
+        })
+    }
+}
+
+impl FromStr for Metric {
+    type Err = JammiError;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "cos" | "cosine" => Metric::Cosine,
+            "l2" | "l2sq" | "euclidean" => Metric::L2,
+            "ip" | "dot" | "inner_product" => Metric::Ip,
+            other => {
+                return Err(JammiError::InvalidInput(format!(
+                    "unknown metric '{other}'; expected cosine, l2 or ip"
+                )));
+            }
+        })
+    }
+}
+
+/// HNSW parameters of an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexParams {
+    /// Distance metric.
+    pub metric: Metric,
+    /// Graph connectivity (M); USearch's default is 16.
+    pub connectivity: usize,
+    /// Expansion while building (ef_construction); USearch's default is 128.
+    pub expansion_add: usize,
+    /// Default expansion while searching (ef); USearch's default is 64.
+    pub expansion_search: usize,
+}
+
+impl Default for IndexParams {
+    fn default() -> Self {
+        IndexParams {
+            metric: Metric::Cosine,
+            connectivity: 16,
+            expansion_add: 128,
+            expansion_search: 64,
+        }
+    }
+}
+
+impl IndexParams {
+    pub(crate) fn options(&self, dimensions: usize) -> usearch::IndexOptions {
+        usearch::IndexOptions {
+            dimensions,
+            metric: self.metric.usearch(),
+            quantization: usearch::ScalarKind::F32,
+            connectivity: self.connectivity,
+            expansion_add: self.expansion_add,
+            expansion_search: self.expansion_search,
+            multi: false,
+        }
+    }
+}

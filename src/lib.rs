@@ -1,0 +1,26 @@
+//! jammi-db: local disk, S3, GCS and Azure Blob as interchangeable storage backends for
+//! Apache DataFusion, with result tables (Parquet + USearch ANN sidecars) and
+//! `vector_search` in SQL.
+//!
+//! - [`storage`]: storage URLs, cloud configuration, the object-store registry.
+//! - [`source`]: file-shaped sources (`<source>.public.<table>`).
+//! - [`catalog`]: the persistent catalog and DataFusion catalog providers.
+//! - [`store`]: result tables with a crash-safe commit, delete and recovery.
+//! - [`index`]: the USearch sidecar.
+//! - [`sql`]: option namespaces, DDL, `vector_search`; [`register`] installs it all into
+//!   any `SessionContext`.
+//! - [`session`]: `JammiSession`, a database under one root.
+
+#![warn(missing_docs)]
+
+pub mod catalog;
+pub mod error;
+pub mod index;
+pub mod session;
+pub mod source;
+pub mod sql;
+pub mod storage;
+pub mod store;
+
+pub use error::{JammiError, Result};
+pub use sql::register;

@@ -1,0 +1,409 @@
+//! `JammiSession`: a database rooted at a path or storage URL — its catalog and result
+//! tables live under the root — with a DataFusion `SessionContext` that has everything
+//! jammi-db adds installed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::TryStreamExt;
+
+use crate::catalog::provider::{LazySource, build_source_table};
+use crate::catalog::{Catalog, SourceCatalogProvider, SourceEntry, validate_source_name};
+use crate::error::{JammiError, Result};
+use crate::source::{SourceConnection, SourceType};
+use crate::sql::{QueryStats, VectorSearchFunction};
+use crate::storage::{CloudConfig, StorageRegistry, StorageUrl};
+use crate::store::{Manifest, RecoveryReport, ResultStore, TableSpec};
+
+/// How to open a database.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Cloud settings of the root (`None`: the ambient credential chain).
+    pub cloud: Option<CloudConfig>,
+    /// Registry to use (e.g. one with a request-counting layer); a new one by default.
+    pub registry: Option<StorageRegistry>,
+    /// Skip the recovery pass that normally runs at open.
+    pub skip_recovery: bool,
+}
+
+/// A jammi database: sources, result tables and SQL over both.
+pub struct JammiSession {
+    ctx: SessionContext,
+    registry: StorageRegistry,
+    catalog: Arc<Catalog>,
+    store: Arc<ResultStore>,
+    search: Arc<VectorSearchFunction>,
+    sources: RwLock<HashMap<String, Arc<LazySource>>>,
+    recovery: RecoveryReport,
+}
+
+impl std::fmt::Debug for JammiSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JammiSession")
+            .field("root", &self.catalog.root().to_string())
+            .finish()
+    }
+}
+
+impl JammiSession {
+    /// Opens (or creates) the database under `root`, a local path or a storage URL, with
+    /// the ambient credentials of its cloud. Runs the recovery pass.
+    pub async fn open(root: &str) -> Result<JammiSession> {
+        Self::open_with(root, OpenOptions::default()).await
+    }
+
+    /// Opens with explicit options.
+    pub async fn open_with(root: &str, options: OpenOptions) -> Result<JammiSession> {
+        let root = StorageUrl::parse(root)?.as_prefix();
+        root.check_enabled()?;
+        if let Some(dir) = root.local_path() {
+            std::fs::create_dir_all(&dir).map_err(|e| JammiError::InvalidUrl {
+                url: root.to_string(),
+                reason: format!("cannot create the root directory: {e}"),
+            })?;
+        }
+        let registry = options.registry.unwrap_or_default();
+        let catalog = Catalog::new(root.clone(), registry.clone(), options.cloud.clone());
+        let store = Arc::new(ResultStore::with_root(
+            root,
+            registry.clone(),
+            catalog.clone(),
+        )?);
+        // Reach the root once now, so a wrong URL or credentials fail at open.
+        store.object_store().await?;
+        let recovery = if options.skip_recovery {
+            RecoveryReport::default()
+        } else {
+            store.recover().await?
+        };
+
+        let runtime = RuntimeEnvBuilder::new()
+            .with_object_store_registry(Arc::new(registry.clone()))
+            .build_arc()?;
+        let config = SessionConfig::new().with_information_schema(true);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        let search = crate::sql::register(&ctx, &registry, Some(store.clone())).await?;
+        let session = JammiSession {
+            ctx,
+            registry,
+            catalog,
+            store,
+            search,
+            sources: RwLock::default(),
+            recovery,
+        };
+        for entry in session.catalog.sources().await? {
+            session.mount(entry, None, None);
+        }
+        Ok(session)
+    }
+
+    fn mount(
+        &self,
+        entry: SourceEntry,
+        cloud: Option<CloudConfig>,
+        table: Option<Arc<dyn datafusion::catalog::TableProvider>>,
+    ) {
+        let name = entry.name.clone();
+        let mut lazy = LazySource::new(entry, cloud, self.registry.clone(), self.ctx.state());
+        if let Some(t) = table {
+            lazy = lazy.with_table(t);
+        }
+        let lazy = Arc::new(lazy);
+        self.ctx
+            .register_catalog(&name, Arc::new(SourceCatalogProvider::new(lazy.clone())));
+        self.sources.write().expect("lock").insert(name, lazy);
+    }
+
+    /// The underlying DataFusion context.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The storage registry.
+    pub fn registry(&self) -> &StorageRegistry {
+        &self.registry
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// The result store.
+    pub fn result_store(&self) -> &Arc<ResultStore> {
+        &self.store
+    }
+
+    /// What the recovery pass at open did.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// Runs SQL; returns a lazy `DataFrame` (DDL and DML run now).
+    pub async fn sql(&self, query: &str) -> Result<DataFrame> {
+        Ok(self.ctx.sql(query).await?)
+    }
+
+    /// Registers a source and persists it. The object (or a non-empty prefix) must exist
+    /// and its schema must be readable, so a bad URL, format or credentials fail here.
+    pub async fn add_source(
+        &self,
+        name: &str,
+        source_type: SourceType,
+        connection: SourceConnection,
+    ) -> Result<()> {
+        validate_source_name(name)?;
+        if self.ctx.catalog(name).is_some() {
+            return Err(JammiError::AlreadyExists {
+                kind: "source or catalog",
+                name: name.to_string(),
+            });
+        }
+        if let Some(c) = &connection.cloud {
+            c.validate()?;
+        }
+        let (hint, table) = build_source_table(
+            &self.registry,
+            &self.ctx.state(),
+            &connection,
+            connection.cloud.as_ref(),
+        )
+        .await?;
+        let table_name = hint.unwrap_or_else(|| name.to_string());
+        let entry = self
+            .catalog
+            .put_source(name, source_type, &table_name, &connection)
+            .await?;
+        self.mount(entry, connection.cloud.clone(), Some(table));
+        Ok(())
+    }
+
+    /// Re-supplies credentials for a source whose secrets were not persisted.
+    pub async fn set_source_credentials(&self, name: &str, cloud: CloudConfig) -> Result<()> {
+        cloud.validate()?;
+        let entry = self
+            .catalog
+            .source(name)
+            .await?
+            .ok_or_else(|| JammiError::NotFound {
+                kind: "source",
+                name: name.to_string(),
+            })?;
+        let lazy = LazySource::new(
+            entry.clone(),
+            Some(cloud.clone()),
+            self.registry.clone(),
+            self.ctx.state(),
+        );
+        let table = lazy.table().await?;
+        deregister_catalog(&self.ctx, name);
+        self.mount(entry, Some(cloud), Some(table));
+        Ok(())
+    }
+
+    /// Unregisters and forgets a source (its data is not touched).
+    pub async fn remove_source(&self, name: &str) -> Result<()> {
+        validate_source_name(name)?;
+        let existed = self.catalog.remove_source(name).await?;
+        let mounted = self.sources.write().expect("lock").remove(name).is_some();
+        if mounted {
+            deregister_catalog(&self.ctx, name);
+        }
+        if !existed && !mounted {
+            return Err(JammiError::NotFound {
+                kind: "source",
+                name: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Every persisted source.
+    pub async fn list_sources(&self) -> Result<Vec<SourceEntry>> {
+        self.catalog.sources().await
+    }
+
+    /// Writes a result table from a query's results (streamed, not collected).
+    pub async fn write_result_table(&self, spec: &TableSpec, df: DataFrame) -> Result<Manifest> {
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let stream = df.execute_stream().await?.map_err(JammiError::from);
+        let m = self.store.write_table(spec, schema, stream).await?;
+        self.refresh_tables().await?;
+        Ok(m)
+    }
+
+    /// Re-reads the catalog: sources added or removed by other processes, and result tables
+    /// committed or deleted by them.
+    pub async fn refresh(&self) -> Result<()> {
+        let entries = self.catalog.sources().await?;
+        let names: std::collections::HashSet<&str> =
+            entries.iter().map(|e| e.name.as_str()).collect();
+        let gone: Vec<String> = self
+            .sources
+            .read()
+            .expect("lock")
+            .keys()
+            .filter(|n| !names.contains(n.as_str()))
+            .cloned()
+            .collect();
+        for n in gone {
+            self.sources.write().expect("lock").remove(&n);
+            deregister_catalog(&self.ctx, &n);
+        }
+        for e in entries {
+            let known = self.sources.read().expect("lock").contains_key(&e.name);
+            if !known {
+                self.mount(e, None, None);
+            }
+        }
+        self.refresh_tables().await
+    }
+
+    /// Re-lists result tables (to see other processes' commits).
+    pub async fn refresh_tables(&self) -> Result<()> {
+        if let Some(c) = self.ctx.catalog(crate::sql::RESULT_CATALOG) {
+            let any: &dyn std::any::Any = c.as_ref();
+            if let Some(p) = any.downcast_ref::<crate::catalog::JammiCatalogProvider>() {
+                p.refresh().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Names of committed result tables.
+    pub async fn list_tables(&self) -> Result<Vec<String>> {
+        self.store.list_tables().await
+    }
+
+    /// A committed table's manifest (rows, dimensions, metric, files and sizes).
+    pub async fn describe_table(&self, name: &str) -> Result<Manifest> {
+        self.store.manifest(name).await
+    }
+
+    /// Deletes a result table (manifest first, then siblings).
+    pub async fn delete_table(&self, name: &str) -> Result<()> {
+        self.store.delete_table_files(name).await?;
+        if let Some(c) = self.ctx.catalog(crate::sql::RESULT_CATALOG) {
+            let any: &dyn std::any::Any = c.as_ref();
+            if let Some(p) = any.downcast_ref::<crate::catalog::JammiCatalogProvider>() {
+                p.forget(name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the recovery pass now.
+    pub async fn recover(&self) -> Result<RecoveryReport> {
+        self.store.recover().await
+    }
+
+    /// Nearest neighbours of `query` in `table` (see `vector_search` for `options`).
+    pub async fn search(
+        &self,
+        table: &str,
+        query: &[f32],
+        k: usize,
+        options: Option<&str>,
+    ) -> Result<DataFrame> {
+        let q = query
+            .iter()
+            .map(|v| format!("{v:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let esc = |s: &str| s.replace('\'', "''");
+        let sql = match options {
+            Some(o) => format!(
+                "SELECT * FROM vector_search('{}', [{q}], {k}, '{}')",
+                esc(table),
+                esc(o)
+            ),
+            None => format!("SELECT * FROM vector_search('{}', [{q}], {k})", esc(table)),
+        };
+        self.sql(&sql).await
+    }
+
+    /// How the last `vector_search` was answered (mode, fallback reason, requests).
+    pub fn last_search(&self) -> QueryStats {
+        self.search.last_query()
+    }
+
+    /// Runs several `;`-separated statements, returning each one's collected batches.
+    pub async fn sql_script(
+        &self,
+        script: &str,
+    ) -> Result<Vec<Vec<datafusion::arrow::record_batch::RecordBatch>>> {
+        let mut out = Vec::new();
+        for stmt in split_statements(script) {
+            out.push(self.sql(&stmt).await?.collect().await?);
+        }
+        Ok(out)
+    }
+}
+
+/// Splits a script on `;` outside quotes and comments.
+pub fn split_statements(script: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = script.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some(q), c) if c == q => {
+                quote = None;
+                cur.push(c);
+            }
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                cur.push(c);
+            }
+            (None, '-') if chars.peek() == Some(&'-') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        break;
+                    }
+                }
+                cur.push('\n');
+            }
+            (None, ';') => {
+                if !cur.trim().is_empty() {
+                    out.push(cur.trim().to_string());
+                }
+                cur.clear();
+            }
+            (None, c) => cur.push(c),
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out
+}
+
+/// Removes a catalog from a context (DataFusion's default catalog list is a
+/// `MemoryCatalogProviderList`; other lists get an empty catalog in its place).
+fn deregister_catalog(ctx: &SessionContext, name: &str) {
+    let list = ctx.state().catalog_list().clone();
+    let any: &dyn std::any::Any = list.as_ref();
+    match any.downcast_ref::<datafusion::catalog::MemoryCatalogProviderList>() {
+        Some(m) => {
+            m.catalogs.remove(name);
+        }
+        None => {
+            list.register_catalog(
+                name.to_string(),
+                Arc::new(datafusion::catalog::MemoryCatalogProvider::new()),
+            );
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The SQL surface: option namespaces, table factories (DDL), `vector_search`, distance
+//! functions, and the one call that installs them all into a `SessionContext`.
+
+pub mod ddl;
+pub mod functions;
+pub mod options;
+pub mod vector_search;
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+
+use crate::catalog::JammiCatalogProvider;
+use crate::error::Result;
+use crate::index::cache::IndexCache;
+use crate::source::FileFormat;
+use crate::storage::StorageRegistry;
+use crate::store::ResultStore;
+pub use vector_search::{QueryStats, SearchOptions, VectorSearchFunction};
+
+/// Name under which [`register`] mounts the result-table catalog.
+pub const RESULT_CATALOG: &str = "jammi";
+
+/// Installs jammi-db into an existing `SessionContext`:
+/// - `registry`'s object stores (now, and as later statements bind new buckets);
+/// - the `aws.*`, `gcp.*`, `azure.*` and `jammi.*` option namespaces;
+/// - table factories so `CREATE EXTERNAL TABLE ... STORED AS PARQUET|CSV|JSON|ARROW|AVRO
+///   LOCATION '<storage url>'` works for every scheme;
+/// - with a `store`, its result tables as the catalog `jammi` (schema `public`);
+/// - `vector_search(...)`, `vector_search_stats()` and the distance functions.
+///
+/// Returns the `vector_search` function (for its statistics).
+pub async fn register(
+    ctx: &SessionContext,
+    registry: &StorageRegistry,
+    store: Option<Arc<ResultStore>>,
+) -> Result<Arc<VectorSearchFunction>> {
+    registry.install(ctx);
+    ctx.register_table_options_extension(options::AwsOptions::default());
+    ctx.register_table_options_extension(options::GcpOptions::default());
+    ctx.register_table_options_extension(options::AzureOptions::default());
+    ctx.register_table_options_extension(options::JammiOptions::default());
+    {
+        let state = ctx.state_ref();
+        let mut state = state.write();
+        let factories = state.table_factories_mut();
+        for f in [
+            FileFormat::Parquet,
+            FileFormat::Csv,
+            FileFormat::Json,
+            FileFormat::Arrow,
+            FileFormat::Avro,
+        ] {
+            factories.insert(
+                f.sql_name().to_string(),
+                Arc::new(ddl::StorageTableFactory::new(registry.clone(), f)),
+            );
+        }
+        factories.insert(
+            "NDJSON".to_string(),
+            Arc::new(ddl::StorageTableFactory::new(
+                registry.clone(),
+                FileFormat::Json,
+            )),
+        );
+    }
+    let cache = match &store {
+        Some(s) => s.index_cache().clone(),
+        None => Arc::new(IndexCache::with_defaults()?),
+    };
+    if let Some(store) = store {
+        let provider = Arc::new(JammiCatalogProvider::new(store));
+        provider.refresh().await?;
+        ctx.register_catalog(RESULT_CATALOG, provider);
+    }
+    let search = Arc::new(VectorSearchFunction::new(registry.clone(), cache));
+    ctx.register_udtf("vector_search", search.clone());
+    ctx.register_udtf(
+        "vector_search_stats",
+        Arc::new(StatsFunction {
+            search: search.clone(),
+        }),
+    );
+    for udf in functions::distance_udfs() {
+        ctx.register_udf(udf);
+    }
+    Ok(search)
+}
+
+/// `vector_search_stats()`: how the last `vector_search` was answered and the index cache
+/// state, as one row.
+#[derive(Debug)]
+struct StatsFunction {
+    search: Arc<VectorSearchFunction>,
+}
+
+impl TableFunctionImpl for StatsFunction {
+    fn call_with_args(
+        &self,
+        _args: TableFunctionArgs,
+    ) -> datafusion::error::Result<Arc<dyn TableProvider>> {
+        let q = self.search.last_query();
+        let c = self.search.cache_stats();
+        let text = |name: &str| Field::new(name, DataType::Utf8, true);
+        let num = |name: &str| Field::new(name, DataType::UInt64, false);
+        let schema = Arc::new(Schema::new(vec![
+            text("last_mode"),
+            text("last_fallback_reason"),
+            num("last_rows"),
+            num("last_requests"),
+            num("last_get_requests"),
+            num("last_head_requests"),
+            num("last_list_requests"),
+            num("cache_hits"),
+            num("cache_misses"),
+            num("cache_downloads"),
+            num("cache_evictions"),
+            num("cache_entries"),
+            num("cache_bytes"),
+            num("cache_budget_bytes"),
+        ]));
+        let u = |v: u64| Arc::new(UInt64Array::from(vec![v])) as ArrayRef;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![
+                Some(q.mode.clone()).filter(|m| !m.is_empty()),
+            ])),
+            Arc::new(StringArray::from(vec![q.fallback_reason.clone()])),
+            u(q.rows as u64),
+            u(q.requests.total()),
+            u(q.requests.get + q.requests.get_range),
+            u(q.requests.head),
+            u(q.requests.list),
+            u(c.hits),
+            u(c.misses),
+            u(c.downloads),
+            u(c.evictions),
+            u(c.entries),
+            u(c.bytes),
+            u(c.budget),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), cols)?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+    }
+}

@@ -1,0 +1,180 @@
+//! Local cache of remote files (USearch sidecars need local files to memory-map).
+//!
+//! Entries are keyed by content (a manifest checksum), so a stale entry is impossible: a
+//! rewritten table has a new key. Files arrive through a temp file and an atomic rename, so
+//! concurrent processes sharing the directory never see a partial file. The directory is kept
+//! under a byte budget by evicting least-recently-used entries (by modification time, which
+//! every hit refreshes). Within a process, concurrent requests for one key download once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{JammiError, Result};
+
+/// Default byte budget of the cache directory (10 GiB).
+pub const DEFAULT_CACHE_BYTES: u64 = 10 << 30;
+
+/// A size-bounded directory of downloaded files, safe to share between processes.
+#[derive(Debug, Clone)]
+pub struct LocalCache {
+    dir: PathBuf,
+    max_bytes: u64,
+    inflight: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl LocalCache {
+    /// A cache in `dir` (created if missing) holding at most `max_bytes`.
+    pub fn new(dir: impl Into<PathBuf>, max_bytes: u64) -> Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        Ok(LocalCache {
+            dir,
+            max_bytes,
+            inflight: Arc::default(),
+        })
+    }
+
+    /// The default location: `$JAMMI_CACHE_DIR`, else `$XDG_CACHE_HOME/jammi`, else
+    /// `~/.cache/jammi`, else a directory under the system temp dir.
+    pub fn default_dir() -> PathBuf {
+        if let Some(d) = std::env::var_os("JAMMI_CACHE_DIR") {
+            return d.into();
+        }
+        if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+            return Path::new(&d).join("jammi");
+        }
+        if let Some(h) = std::env::var_os("HOME") {
+            return Path::new(&h).join(".cache").join("jammi");
+        }
+        std::env::temp_dir().join("jammi-cache")
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of `key` in the cache, downloading `location` from `store` first if needed.
+    /// `expected_size` guards against truncated downloads. Returns (path, downloaded?).
+    pub async fn fetch(
+        &self,
+        key: &str,
+        store: &Arc<dyn ObjectStore>,
+        location: &ObjectPath,
+        expected_size: u64,
+    ) -> Result<(PathBuf, bool)> {
+        let safe: String = key
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let target = self.dir.join(&safe);
+        if is_complete(&target, expected_size) {
+            touch(&target);
+            return Ok((target, false));
+        }
+        let gate = {
+            let mut m = self.inflight.lock().expect("lock");
+            m.entry(safe.clone()).or_default().clone()
+        };
+        let _g = gate.lock().await;
+        if is_complete(&target, expected_size) {
+            touch(&target);
+            return Ok((target, false));
+        }
+        let tmp = self
+            .dir
+            .join(format!(".tmp-{}-{}", safe, rand::random::<u64>()));
+        let result = download(store, location, &tmp, expected_size).await;
+        match result {
+            Ok(()) => {
+                std::fs::rename(&tmp, &target)?;
+                self.evict(&target);
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        }
+        self.inflight.lock().expect("lock").remove(&safe);
+        Ok((target, true))
+    }
+
+    /// Removes least-recently-used entries until the directory fits its budget (never `keep`).
+    fn evict(&self, keep: &Path) {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut entries: Vec<(PathBuf, u64, std::time::SystemTime)> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let m = e.metadata().ok()?;
+                let name = e.file_name();
+                let modified = m.modified().ok()?;
+                (m.is_file() && !name.to_string_lossy().starts_with(".tmp-"))
+                    .then(|| (e.path(), m.len(), modified))
+            })
+            .collect();
+        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        entries.sort_by_key(|e| e.2);
+        for (p, len, _) in entries {
+            if total <= self.max_bytes {
+                break;
+            }
+            if p != keep && std::fs::remove_file(&p).is_ok() {
+                total -= len;
+            }
+        }
+    }
+}
+
+fn is_complete(p: &Path, size: u64) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.len() == size)
+}
+
+fn touch(p: &Path) {
+    if let Ok(f) = std::fs::File::options().append(true).open(p) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+async fn download(
+    store: &Arc<dyn ObjectStore>,
+    location: &ObjectPath,
+    tmp: &Path,
+    expected_size: u64,
+) -> Result<()> {
+    use object_store::ObjectStoreExt;
+    let got = store
+        .get(location)
+        .await
+        .map_err(|e| JammiError::storage(location, e))?;
+    let mut stream = got.into_stream();
+    let mut f = tokio::fs::File::create(tmp).await?;
+    let mut n = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| JammiError::storage(location, e))?;
+        n += chunk.len() as u64;
+        f.write_all(&chunk).await?;
+    }
+    f.flush().await?;
+    f.sync_all().await?;
+    if n != expected_size {
+        return Err(JammiError::Corrupt {
+            table: location.to_string(),
+            reason: format!("downloaded {n} bytes, expected {expected_size}"),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! The commit record of a result table: written last, create-only, and the only thing
+//! that makes a table visible. It pins every sibling's size and CRC32C.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{JammiError, Result};
+use crate::index::Metric;
+
+/// Current manifest format version. Readers refuse newer versions.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Role of a sibling object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileRole {
+    /// The rows.
+    Parquet,
+    /// USearch graph.
+    Index,
+    /// Index key → row position.
+    Rowmap,
+}
+
+/// One committed sibling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// What the file is.
+    pub role: FileRole,
+    /// Object name relative to the table's directory.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// CRC32C of the whole object (Castagnoli, as used by GCS and S3 checksums).
+    pub crc32c: u32,
+}
+
+/// Parameters of the USearch index beside the Parquet file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexInfo {
+    /// Vector column.
+    pub column: String,
+    /// Dimensions.
+    pub dimensions: usize,
+    /// Distance metric.
+    pub metric: Metric,
+    /// Stored scalar type (`f32`).
+    pub quantization: String,
+    /// HNSW connectivity (M).
+    pub connectivity: usize,
+    /// HNSW expansion at build time (ef_construction).
+    pub expansion_add: usize,
+    /// Default HNSW expansion at search time (ef).
+    pub expansion_search: usize,
+    /// Number of vectors in the index (rows whose vector was not NULL).
+    pub vectors: u64,
+    /// USearch version that wrote the index.
+    pub usearch_version: String,
+}
+
+/// The commit record `<name>.idx.manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Manifest format version.
+    pub format_version: u32,
+    /// Table name.
+    pub table: String,
+    /// Commit time, RFC 3339 UTC.
+    pub created_at: String,
+    /// Source name the rows came from.
+    pub source: Option<String>,
+    /// Task (e.g. `text_embedding`).
+    pub task: Option<String>,
+    /// Model id.
+    pub model: Option<String>,
+    /// Key column, if the job declared one.
+    pub key_column: Option<String>,
+    /// Row count of the Parquet file.
+    pub rows: u64,
+    /// Arrow schema of the rows, as Arrow IPC bytes in hex (exact types, incl. nested).
+    pub schema_ipc: String,
+    /// Index parameters, when the table has a vector index.
+    pub index: Option<IndexInfo>,
+    /// Every sibling, with size and checksum.
+    pub files: Vec<FileEntry>,
+}
+
+impl Manifest {
+    /// Parses and checks the format version.
+    pub fn from_json(table: &str, bytes: &[u8]) -> Result<Manifest> {
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| JammiError::Corrupt {
+            table: table.to_string(),
+            reason: format!("manifest is not valid: {e}"),
+        })?;
+        if m.format_version > FORMAT_VERSION {
+            return Err(JammiError::Corrupt {
+                table: table.to_string(),
+                reason: format!(
+                    "manifest format version {} is newer than this build understands ({FORMAT_VERSION})",
+                    m.format_version
+                ),
+            });
+        }
+        Ok(m)
+    }
+
+    /// Serialised form.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).expect("manifest serialises")
+    }
+
+    /// The entry of a role.
+    pub fn file(&self, role: FileRole) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.role == role)
+    }
+
+    /// The Arrow schema of the rows.
+    pub fn schema(&self) -> Result<SchemaRef> {
+        decode_schema(&self.schema_ipc).map_err(|reason| JammiError::Corrupt {
+            table: self.table.clone(),
+            reason,
+        })
+    }
+}
+
+/// Arrow schema → IPC bytes → hex.
+pub fn encode_schema(schema: &Schema) -> String {
+    use datafusion::arrow::ipc::writer::StreamWriter;
+    let mut buf = Vec::new();
+    {
+        let mut w = StreamWriter::try_new(&mut buf, schema).expect("schema encodes");
+        w.finish().expect("schema encodes");
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_schema(hex: &str) -> std::result::Result<SchemaRef, String> {
+    use datafusion::arrow::ipc::reader::StreamReader;
+    if hex.len() % 2 != 0 {
+        return Err("schema is not valid hex".into());
+    }
+    let bytes: std::result::Result<Vec<u8>, _> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+        .collect();
+    let bytes = bytes.map_err(|e| format!("schema is not valid hex: {e}"))?;
+    let r = StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|e| format!("schema is not valid Arrow IPC: {e}"))?;
+    Ok(Arc::clone(&r.schema()))
+}

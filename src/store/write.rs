@@ -1,0 +1,390 @@
+//! The write path of a result table: Parquet streamed out as a multipart upload while the
+//! index is built from the same batches, checksums computed on the way, then index, rowmap
+//! and — last, create-only — the manifest.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::arrow::async_writer::AsyncFileWriter;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use futures::future::BoxFuture;
+use futures::{Stream, StreamExt};
+use object_store::buffered::BufWriter;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{JammiError, Result};
+use crate::index::IndexParams;
+use crate::index::build::IndexBuilder;
+use crate::index::rowmap;
+use crate::index::vectors::check_vector_type;
+use crate::storage::StorageUrl;
+use crate::store::manifest::{
+    FORMAT_VERSION, FileEntry, FileRole, IndexInfo, Manifest, encode_schema,
+};
+use crate::store::naming::{INDEX_SUFFIX, MANIFEST_SUFFIX, PARQUET_SUFFIX, ROWMAP_SUFFIX};
+
+/// Upload part size for multipart uploads (also the memory bound per upload).
+const PART: usize = 8 << 20;
+
+/// Parquet settings for result tables: small pages and a page index, so hydrating k rows
+/// reads a few small pages instead of whole column chunks.
+pub fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_max_row_group_row_count(Some(64 * 1024))
+        .set_data_page_size_limit(64 * 1024)
+        .set_data_page_row_count_limit(4 * 1024)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .build()
+}
+
+/// A multipart upload that computes its CRC32C and size as bytes pass through.
+pub(crate) struct CrcUpload {
+    inner: BufWriter,
+    crc: u32,
+    len: u64,
+}
+
+impl CrcUpload {
+    pub(crate) fn new(store: Arc<dyn ObjectStore>, url: &StorageUrl) -> Result<Self> {
+        Ok(CrcUpload {
+            inner: BufWriter::with_capacity(store, url.object_path()?, PART),
+            crc: 0,
+            len: 0,
+        })
+    }
+
+    pub(crate) async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        self.len += bytes.len() as u64;
+        self.inner.write_all(bytes).await
+    }
+
+    pub(crate) async fn finish(&mut self) -> std::io::Result<(u64, u32)> {
+        self.inner.shutdown().await?;
+        Ok((self.len, self.crc))
+    }
+
+    pub(crate) async fn abort(&mut self) {
+        let _ = self.inner.abort().await;
+    }
+}
+
+impl AsyncFileWriter for CrcUpload {
+    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, datafusion::parquet::errors::Result<()>> {
+        Box::pin(async move { CrcUpload::write(self, &bs).await.map_err(Into::into) })
+    }
+
+    fn complete(&mut self) -> BoxFuture<'_, datafusion::parquet::errors::Result<()>> {
+        Box::pin(async move { self.inner.shutdown().await.map_err(Into::into) })
+    }
+}
+
+/// What to index while writing.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexRequest {
+    pub column: String,
+    pub params: IndexParams,
+}
+
+/// Outcome of streaming the Parquet file (and building the index alongside).
+pub(crate) struct Streamed {
+    pub rows: u64,
+    pub parquet: FileEntry,
+    pub index: Option<(Arc<usearch::Index>, Vec<u64>, usize)>,
+}
+
+/// Streams `batches` to `url` as Parquet, building the index of `request` on the way.
+pub(crate) async fn stream_parquet<S>(
+    store: Arc<dyn ObjectStore>,
+    url: &StorageUrl,
+    schema: SchemaRef,
+    mut batches: S,
+    request: Option<&IndexRequest>,
+) -> Result<Streamed>
+where
+    S: Stream<Item = Result<RecordBatch>> + Unpin,
+{
+    let (column_idx, mut builder) = match request {
+        Some(r) => {
+            let idx = schema.index_of(&r.column).map_err(|_| {
+                JammiError::InvalidInput(format!(
+                    "vector column '{}' not found; columns: {}",
+                    r.column,
+                    column_names(&schema)
+                ))
+            })?;
+            let dims = check_vector_type(&r.column, schema.field(idx).data_type())?;
+            (
+                Some(idx),
+                Some(IndexBuilder::new(&r.column, r.params, dims)),
+            )
+        }
+        None => (None, None),
+    };
+    let upload = CrcUpload::new(store, url)?;
+    let mut writer = AsyncArrowWriter::try_new(upload, schema.clone(), Some(writer_properties()))?;
+    let mut rows = 0u64;
+    let result: Result<()> = async {
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            if batch.schema().fields() != schema.fields() {
+                return Err(JammiError::InvalidInput(format!(
+                    "batch schema differs from the table schema: [{}] vs [{}]",
+                    column_names(&batch.schema()),
+                    column_names(&schema)
+                )));
+            }
+            rows += batch.num_rows() as u64;
+            match (column_idx, builder.take()) {
+                (Some(ci), Some(mut b)) => {
+                    let col = batch.column(ci).clone();
+                    let adding = tokio::task::spawn_blocking(move || {
+                        let r = b.add_batch(&col);
+                        (b, r)
+                    });
+                    let (written, added) = tokio::join!(writer.write(&batch), adding);
+                    let (b, r) = added.map_err(|e| JammiError::Index(e.to_string()))?;
+                    builder = Some(b);
+                    r?;
+                    written?;
+                }
+                _ => writer.write(&batch).await?,
+            }
+        }
+        writer.finish().await?;
+        Ok(())
+    }
+    .await;
+    let mut upload = writer.into_inner();
+    if let Err(e) = result {
+        upload.abort().await;
+        return Err(e);
+    }
+    let parquet = FileEntry {
+        role: FileRole::Parquet,
+        name: String::new(),
+        size: upload.len,
+        crc32c: upload.crc,
+    };
+    let index = match builder {
+        Some(b) => {
+            let (idx, rowmap, dims) = tokio::task::spawn_blocking(move || b.finish())
+                .await
+                .map_err(|e| JammiError::Index(e.to_string()))??;
+            match (idx, dims) {
+                (Some(i), Some(d)) => Some((i, rowmap, d)),
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    Ok(Streamed {
+        rows,
+        parquet,
+        index,
+    })
+}
+
+pub(crate) fn column_names(schema: &SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Saves `index` through a temp file (USearch's file API) and uploads it with its checksum.
+pub(crate) async fn upload_index(
+    store: Arc<dyn ObjectStore>,
+    url: &StorageUrl,
+    index: Arc<usearch::Index>,
+) -> Result<FileEntry> {
+    let tmp = tempfile::NamedTempFile::new()?;
+    let path = tmp
+        .path()
+        .to_str()
+        .map(str::to_string)
+        .ok_or_else(|| JammiError::Index("temp path is not UTF-8".into()))?;
+    tokio::task::spawn_blocking(move || index.save(&path))
+        .await
+        .map_err(|e| JammiError::Index(e.to_string()))?
+        .map_err(|e| JammiError::Index(e.to_string()))?;
+    let mut upload = CrcUpload::new(store, url)?;
+    let mut file = tokio::fs::File::open(tmp.path()).await?;
+    let mut buf = vec![0u8; PART];
+    let result: std::io::Result<(u64, u32)> = async {
+        use tokio::io::AsyncReadExt;
+        loop {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            upload.write(&buf[..n]).await?;
+        }
+        upload.finish().await
+    }
+    .await;
+    match result {
+        Ok((size, crc32c)) => Ok(FileEntry {
+            role: FileRole::Index,
+            name: String::new(),
+            size,
+            crc32c,
+        }),
+        Err(e) => {
+            upload.abort().await;
+            Err(JammiError::Storage {
+                url: url.to_string(),
+                source: object_store::Error::Generic {
+                    store: "upload",
+                    source: Box::new(e),
+                },
+            })
+        }
+    }
+}
+
+/// Puts a small object and returns its entry.
+pub(crate) async fn put_small(
+    store: &Arc<dyn ObjectStore>,
+    url: &StorageUrl,
+    role: FileRole,
+    bytes: Vec<u8>,
+) -> Result<FileEntry> {
+    let entry = FileEntry {
+        role,
+        name: url.file_name(),
+        size: bytes.len() as u64,
+        crc32c: crc32c::crc32c(&bytes),
+    };
+    store
+        .put(&url.object_path()?, PutPayload::from(bytes))
+        .await
+        .map_err(|e| JammiError::storage(url, e))?;
+    Ok(entry)
+}
+
+/// Sibling URLs of a table `name` in directory `dir`.
+#[derive(Debug, Clone)]
+pub(crate) struct Siblings {
+    pub parquet: StorageUrl,
+    pub index: StorageUrl,
+    pub rowmap: StorageUrl,
+    pub manifest: StorageUrl,
+}
+
+impl Siblings {
+    pub(crate) fn new(dir: &StorageUrl, name: &str) -> Result<Self> {
+        let dir = dir.as_prefix();
+        Ok(Siblings {
+            parquet: dir.join(&format!("{name}{PARQUET_SUFFIX}"))?,
+            index: dir.join(&format!("{name}{INDEX_SUFFIX}"))?,
+            rowmap: dir.join(&format!("{name}{ROWMAP_SUFFIX}"))?,
+            manifest: dir.join(&format!("{name}{MANIFEST_SUFFIX}"))?,
+        })
+    }
+
+    /// The data siblings (not the manifest), in write order.
+    pub(crate) fn data(&self) -> [&StorageUrl; 3] {
+        [&self.parquet, &self.index, &self.rowmap]
+    }
+}
+
+/// Everything the manifest needs besides the files.
+pub(crate) struct CommitInfo {
+    pub table: String,
+    pub source: Option<String>,
+    pub task: Option<String>,
+    pub model: Option<String>,
+    pub key_column: Option<String>,
+    pub rows: u64,
+    pub schema: SchemaRef,
+}
+
+/// Uploads index and rowmap (if any), then publishes the manifest create-only.
+/// `before_publish` runs right before the manifest (lease check).
+pub(crate) async fn commit<F>(
+    store: &Arc<dyn ObjectStore>,
+    siblings: &Siblings,
+    info: CommitInfo,
+    mut parquet: FileEntry,
+    index: Option<(Arc<usearch::Index>, Vec<u64>, usize)>,
+    request: Option<&IndexRequest>,
+    before_publish: F,
+) -> Result<Manifest>
+where
+    F: std::future::Future<Output = Result<()>>,
+{
+    parquet.name = siblings.parquet.file_name();
+    let mut files = vec![parquet];
+    let mut index_info = None;
+    if let (Some((idx, rows, dims)), Some(req)) = (index, request) {
+        let vectors = rows.len() as u64;
+        let mut e = upload_index(store.clone(), &siblings.index, idx).await?;
+        e.name = siblings.index.file_name();
+        files.push(e);
+        files.push(
+            put_small(
+                store,
+                &siblings.rowmap,
+                FileRole::Rowmap,
+                rowmap::encode(&rows),
+            )
+            .await?,
+        );
+        index_info = Some(IndexInfo {
+            column: req.column.clone(),
+            dimensions: dims,
+            metric: req.params.metric,
+            quantization: "f32".into(),
+            connectivity: req.params.connectivity,
+            expansion_add: req.params.expansion_add,
+            expansion_search: req.params.expansion_search,
+            vectors,
+            usearch_version: usearch::version().to_string(),
+        });
+    }
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        table: info.table,
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        source: info.source,
+        task: info.task,
+        model: info.model,
+        key_column: info.key_column,
+        rows: info.rows,
+        schema_ipc: encode_schema(&info.schema),
+        index: index_info,
+        files,
+    };
+    before_publish.await?;
+    store
+        .put_opts(
+            &siblings.manifest.object_path()?,
+            PutPayload::from(manifest.to_json()),
+            PutMode::Create.into(),
+        )
+        .await
+        .map_err(|e| match e {
+            object_store::Error::AlreadyExists { .. } => JammiError::AlreadyExists {
+                kind: "result table",
+                name: manifest.table.clone(),
+            },
+            e => JammiError::storage(&siblings.manifest, e),
+        })?;
+    Ok(manifest)
+}
+
+/// Best-effort removal of a failed write's data siblings (recovery finishes what fails).
+pub(crate) async fn remove_data_siblings(store: &Arc<dyn ObjectStore>, siblings: &Siblings) {
+    for url in siblings.data() {
+        if let Ok(p) = url.object_path() {
+            let _ = store.delete(&p).await;
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! jammi-db's integration tests: one binary, one module per area. Live lanes (real S3,
+//! GCS and Azure servers on loopback) are compiled in by the `live-*-tests` features.
+
+mod common;
+
+mod catalog_sources;
+// mod cli;
+mod config;
+mod conformance;
+mod registry;
+mod result_store;
+mod storage_url;
+mod vector;
+
+#[cfg(any(
+    feature = "live-s3-tests",
+    feature = "live-gcs-tests",
+    feature = "live-azure-tests"
+))]
+mod live;

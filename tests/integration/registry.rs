@@ -1,0 +1,103 @@
+//! `StorageRegistry`: store identity, DataFusion integration, feature errors.
+
+use std::sync::Arc;
+
+use datafusion::prelude::SessionContext;
+use jammi_db::storage::{StorageRegistry, StorageUrl};
+use object_store::{ObjectStoreExt, PutPayload};
+
+use crate::common::{memory_root, parquet_bytes, sample_batch};
+
+#[tokio::test]
+async fn memory_urls_are_served_through_datafusion_sql_like_any_scheme() {
+    let registry = StorageRegistry::new();
+    let root = StorageUrl::parse(&memory_root("sql")).unwrap();
+    let store = registry.store(&root, None).await.unwrap();
+    let file = root.join("t/papers.parquet").unwrap();
+    store
+        .put(&file.object_path().unwrap(), PutPayload::from(parquet_bytes(&[sample_batch(0, 25, 4)])))
+        .await
+        .unwrap();
+    let ctx = SessionContext::new();
+    jammi_db::register(&ctx, &registry, None).await.unwrap();
+    ctx.sql(&format!("CREATE EXTERNAL TABLE p STORED AS PARQUET LOCATION '{file}'"))
+        .await
+        .unwrap();
+    let n = ctx.sql("SELECT count(*) AS n FROM p").await.unwrap().collect().await.unwrap();
+    let n = n[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap().value(0);
+    assert_eq!(n, 25);
+}
+
+#[tokio::test]
+async fn the_same_url_and_config_reuse_one_store() {
+    let registry = StorageRegistry::new();
+    let a = registry.store(&StorageUrl::parse("memory://same/x").unwrap(), None).await.unwrap();
+    let b = registry.store(&StorageUrl::parse("memory://same/y").unwrap(), None).await.unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    let c = registry.store(&StorageUrl::parse("memory://other/x").unwrap(), None).await.unwrap();
+    assert!(!Arc::ptr_eq(&a, &c));
+}
+
+#[cfg(feature = "storage-s3")]
+#[tokio::test]
+async fn one_bucket_name_on_two_endpoints_gets_two_stores() {
+    use jammi_db::storage::{CloudConfig, S3Config};
+    let registry = StorageRegistry::new();
+    let url = StorageUrl::parse("s3://data/x.parquet").unwrap();
+    let cfg = |endpoint: &str| {
+        CloudConfig::S3(S3Config {
+            endpoint: Some(endpoint.into()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some("k".into()),
+            secret_access_key: Some("s".into()),
+            allow_http: Some(true),
+            ..Default::default()
+        })
+    };
+    let aws = registry.store(&url, Some(&cfg("https://s3.amazonaws.com"))).await.unwrap();
+    let local = registry.store(&url, Some(&cfg("http://127.0.0.1:9"))).await.unwrap();
+    let local_again = registry.store(&url, Some(&cfg("http://127.0.0.1:9"))).await.unwrap();
+    assert!(!Arc::ptr_eq(&aws, &local));
+    assert!(Arc::ptr_eq(&local, &local_again));
+    assert!(format!("{aws}").contains("amazonaws") || format!("{aws:?}").contains("amazonaws"));
+    assert!(format!("{local:?}").contains("127.0.0.1"));
+    // Different credentials on the same endpoint are different clients too.
+    let mut other = cfg("http://127.0.0.1:9");
+    if let CloudConfig::S3(s) = &mut other {
+        s.secret_access_key = Some("other".into());
+    }
+    let local_other_creds = registry.store(&url, Some(&other)).await.unwrap();
+    assert!(!Arc::ptr_eq(&local, &local_other_creds));
+    assert_eq!(registry.store_count(), 3);
+}
+
+#[cfg(feature = "storage-azure")]
+#[tokio::test]
+async fn two_containers_of_one_azure_account_get_two_stores() {
+    use jammi_db::storage::{AzureConfig, CloudConfig};
+    let registry = StorageRegistry::new();
+    let cfg = CloudConfig::Azure(AzureConfig {
+        account_name: Some("acct".into()),
+        account_key: Some("a2V5".into()),
+        ..Default::default()
+    });
+    let a = registry.store(&StorageUrl::parse("azure://one/x").unwrap(), Some(&cfg)).await.unwrap();
+    let b = registry.store(&StorageUrl::parse("azure://two/x").unwrap(), Some(&cfg)).await.unwrap();
+    assert!(!Arc::ptr_eq(&a, &b));
+    assert!(format!("{a:?}").contains("one") && format!("{b:?}").contains("two"));
+    let dbg = format!("{a:?}");
+    assert!(!dbg.contains("a2V5"), "store Debug leaks the key: {dbg}");
+}
+
+#[cfg(not(feature = "storage-s3"))]
+#[tokio::test]
+async fn a_cloud_scheme_without_its_feature_names_the_feature_in_sql() {
+    let dir = crate::common::tempdir();
+    let s = jammi_db::session::JammiSession::open(dir.path().to_str().unwrap()).await.unwrap();
+    let err = s
+        .sql("CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 's3://bkt/x.parquet' OPTIONS ('aws.region' 'us-east-1')")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("storage-s3"), "{err}");
+}

@@ -1,0 +1,438 @@
+//! ResultStore: write → list → query → delete, the manifest, corruption detection, fault
+//! injection at every request of a write, concurrent writers and recovery.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, Int64Array};
+use futures::TryStreamExt;
+use futures::stream::BoxStream;
+use jammi_db::JammiError;
+use jammi_db::catalog::Catalog;
+use jammi_db::index::{IndexParams, Metric};
+use jammi_db::session::{JammiSession, OpenOptions};
+use jammi_db::storage::{StorageRegistry, StorageUrl};
+use jammi_db::store::{FileRole, ResultStore, TableSpec};
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+
+use crate::common::{memory_root, sample_batch, sample_schema, tempdir};
+
+fn spec(vector: bool) -> TableSpec {
+    TableSpec {
+        source: "papers".into(),
+        task: "text_embedding".into(),
+        model: "BAAI/bge-m3".into(),
+        key_column: Some("id".into()),
+        vector_column: vector.then(|| "embedding".into()),
+        index: IndexParams::default(),
+        ..Default::default()
+    }
+}
+
+fn store_at(root: &str, registry: StorageRegistry) -> ResultStore {
+    let url = StorageUrl::parse(root).unwrap();
+    let catalog = Catalog::new(url.clone(), registry.clone(), None);
+    ResultStore::with_root(url, registry, catalog).unwrap()
+}
+
+async fn names_under(store: &Arc<dyn ObjectStore>, root: &StorageUrl) -> Vec<String> {
+    let mut v: Vec<String> = store
+        .list(Some(&root.object_path().unwrap()))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    v.sort();
+    v
+}
+
+async fn write_query_delete(root: &str) {
+    let rs = store_at(root, StorageRegistry::new());
+    let batches = vec![sample_batch(0, 300, 8), sample_batch(300, 200, 8)];
+    let m = rs.write_batches(&spec(true), sample_schema(8), batches).await.unwrap();
+
+    // Naming and manifest contents (DESIGN §4).
+    let parts: Vec<&str> = m.table.split("__").collect();
+    assert_eq!(&parts[..3], &["papers", "text_embedding", "BAAI_bge-m3"]);
+    assert_eq!(m.rows, 500);
+    assert_eq!(m.key_column.as_deref(), Some("id"));
+    let info = m.index.as_ref().unwrap();
+    assert_eq!((info.dimensions, info.metric, info.vectors), (8, Metric::Cosine, 500));
+    assert_eq!(info.usearch_version, usearch::version());
+    for role in [FileRole::Parquet, FileRole::Index, FileRole::Rowmap] {
+        let f = m.file(role).unwrap();
+        assert!(f.size > 0 && f.name.starts_with(&m.table), "{f:?}");
+    }
+    assert_eq!(rs.list_tables().await.unwrap(), vec![m.table.clone()]);
+    rs.verify(&m.table).await.unwrap();
+
+    // Query through a session on the same root.
+    let s = JammiSession::open(root).await.unwrap();
+    let r = s
+        .sql(&format!("SELECT count(*), sum(id) FROM jammi.public.\"{}\"", m.table))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let c0 = r[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+    let c1 = r[0].column(1).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+    assert_eq!((c0, c1), (500, (0..500).sum::<i64>()));
+
+    // Delete: gone from listing, from SQL, and from storage; idempotent.
+    s.delete_table(&m.table).await.unwrap();
+    s.delete_table(&m.table).await.unwrap();
+    assert!(rs.list_tables().await.unwrap().is_empty());
+    assert!(matches!(rs.manifest(&m.table).await, Err(JammiError::NotFound { .. })));
+    let store = rs.object_store().await.unwrap();
+    let left: Vec<String> = names_under(&store, rs.root())
+        .await
+        .into_iter()
+        .filter(|n| n.contains(&m.table))
+        .collect();
+    assert!(left.is_empty(), "objects left after delete: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_write_list_query_delete() {
+    let dir = tempdir();
+    write_query_delete(dir.path().to_str().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_write_list_query_delete() {
+    write_query_delete(&memory_root("store")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nulls_in_the_vector_column_are_skipped_and_the_rowmap_points_at_parquet_rows() {
+    use datafusion::arrow::array::{ArrayRef, FixedSizeListArray, Float32Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field};
+    let dir = tempdir();
+    let rs = store_at(dir.path().to_str().unwrap(), StorageRegistry::new());
+    let b = sample_batch(0, 6, 2);
+    let emb = b.column(3).as_any().downcast_ref::<FixedSizeListArray>().unwrap();
+    let nulls = datafusion::arrow::buffer::NullBuffer::from(vec![true, false, true, false, false, true]);
+    let emb = FixedSizeListArray::new(
+        Arc::new(Field::new("item", DataType::Float32, true)),
+        2,
+        Arc::new(emb.values().as_any().downcast_ref::<Float32Array>().unwrap().clone()),
+        Some(nulls),
+    );
+    let mut cols: Vec<ArrayRef> = b.columns().to_vec();
+    cols[3] = Arc::new(emb);
+    let b = RecordBatch::try_new(b.schema(), cols).unwrap();
+    let m = rs.write_batches(&spec(true), b.schema(), vec![b]).await.unwrap();
+    assert_eq!(m.index.as_ref().unwrap().vectors, 3);
+    let loaded = rs.index(&m).await.unwrap();
+    assert_eq!(loaded.rowmap, vec![0, 2, 5]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_write_requests_are_refused_without_leaving_objects() {
+    let dir = tempdir();
+    let rs = store_at(dir.path().to_str().unwrap(), StorageRegistry::new());
+    let mut s = spec(true);
+    s.vector_column = Some("nope".into());
+    let e = rs.write_batches(&s, sample_schema(4), vec![sample_batch(0, 5, 4)]).await.unwrap_err();
+    assert!(e.to_string().contains("nope"), "{e}");
+    let mut s = spec(true);
+    s.vector_column = Some("title".into());
+    let e = rs.write_batches(&s, sample_schema(4), vec![sample_batch(0, 5, 4)]).await.unwrap_err();
+    assert!(e.to_string().contains("title") && e.to_string().contains("FixedSizeList"), "{e}");
+    let mut s = spec(false);
+    s.key_column = Some("missing_key".into());
+    assert!(rs.write_batches(&s, sample_schema(4), vec![]).await.unwrap_err().to_string().contains("missing_key"));
+    let mut s = spec(false);
+    s.name = Some("../escape".into());
+    assert!(rs.write_batches(&s, sample_schema(4), vec![]).await.is_err());
+    let store = rs.object_store().await.unwrap();
+    let left = names_under(&store, rs.root()).await;
+    assert!(left.iter().all(|n| !n.ends_with(".parquet")), "{left:?}");
+    let report = rs.recover().await.unwrap();
+    assert!(report.is_clean(), "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn truncated_or_flipped_sidecars_are_reported_as_broken() {
+    let dir = tempdir();
+    let root = dir.path().to_str().unwrap();
+    let rs = store_at(root, StorageRegistry::new());
+    let m = rs.write_batches(&spec(true), sample_schema(8), vec![sample_batch(0, 200, 8)]).await.unwrap();
+    let idx = dir.path().join(&m.file(FileRole::Index).unwrap().name);
+    let original = std::fs::read(&idx).unwrap();
+
+    // One byte flipped: sizes still match, the checksum does not.
+    let mut flipped = original.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x40;
+    std::fs::write(&idx, &flipped).unwrap();
+    rs.manifest(&m.table).await.unwrap();
+    let e = rs.verify(&m.table).await.unwrap_err();
+    assert!(matches!(e, JammiError::Corrupt { .. }) && e.to_string().contains("checksum"), "{e}");
+    let e = rs.index(&m).await.unwrap_err();
+    assert!(matches!(e, JammiError::Corrupt { .. }), "{e}");
+
+    // Truncated: the manifest check itself reports it, and SQL refuses the table.
+    std::fs::write(&idx, &original[..original.len() - 10]).unwrap();
+    let e = rs.manifest(&m.table).await.unwrap_err();
+    assert!(e.to_string().contains("bytes, the manifest says"), "{e}");
+    let s = JammiSession::open(root).await.unwrap();
+    let e = s
+        .sql(&format!("SELECT count(*) FROM jammi.public.\"{}\"", m.table))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("broken"), "{e}");
+    // Recovery reports it and keeps it.
+    let report = s.recover().await.unwrap();
+    assert_eq!(report.broken_tables, vec![m.table.clone()]);
+    assert!(report.removed_objects.is_empty());
+}
+
+/// Fails the `fail_at`-th request (1-based) while armed; counts requests.
+struct FaultyStore {
+    inner: Arc<dyn ObjectStore>,
+    count: Arc<AtomicUsize>,
+    fail_at: usize,
+    armed: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Faulty({:?})", self.inner)
+    }
+}
+impl fmt::Display for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Faulty({})", self.inner)
+    }
+}
+
+impl FaultyStore {
+    fn check(&self) -> object_store::Result<()> {
+        if !self.armed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.fail_at {
+            return Err(object_store::Error::Generic {
+                store: "faulty",
+                source: format!("injected fault at request {n}").into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FaultyStore {
+    async fn put_opts(&self, l: &Path, p: PutPayload, o: PutOptions) -> object_store::Result<PutResult> {
+        self.check()?;
+        self.inner.put_opts(l, p, o).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        l: &Path,
+        o: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.check()?;
+        self.inner.put_multipart_opts(l, o).await
+    }
+    async fn get_opts(&self, l: &Path, o: GetOptions) -> object_store::Result<GetResult> {
+        self.check()?;
+        self.inner.get_opts(l, o).await
+    }
+    async fn get_ranges(&self, l: &Path, r: &[Range<u64>]) -> object_store::Result<Vec<bytes::Bytes>> {
+        self.check()?;
+        self.inner.get_ranges(l, r).await
+    }
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        if let Err(e) = self.check() {
+            return Box::pin(futures::stream::once(async move { Err(e) }));
+        }
+        self.inner.delete_stream(locations)
+    }
+    fn list(&self, p: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        if let Err(e) = self.check() {
+            return Box::pin(futures::stream::once(async move { Err(e) }));
+        }
+        self.inner.list(p)
+    }
+    fn list_with_offset(&self, p: Option<&Path>, o: &Path) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        if let Err(e) = self.check() {
+            return Box::pin(futures::stream::once(async move { Err(e) }));
+        }
+        self.inner.list_with_offset(p, o)
+    }
+    async fn list_with_delimiter(&self, p: Option<&Path>) -> object_store::Result<ListResult> {
+        self.check()?;
+        self.inner.list_with_delimiter(p).await
+    }
+    async fn copy_opts(&self, f: &Path, t: &Path, o: CopyOptions) -> object_store::Result<()> {
+        self.check()?;
+        self.inner.copy_opts(f, t, o).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fault_at_any_request_of_a_write_leaves_the_table_whole_or_gone() {
+    let mut n = 1;
+    let mut committed_runs = 0;
+    loop {
+        let count = Arc::new(AtomicUsize::new(0));
+        let armed = Arc::new(AtomicBool::new(false));
+        let (c, a) = (count.clone(), armed.clone());
+        let registry = StorageRegistry::with_layer(Arc::new(move |inner| {
+            Arc::new(FaultyStore {
+                inner,
+                count: c.clone(),
+                fail_at: n,
+                armed: a.clone(),
+            }) as Arc<dyn ObjectStore>
+        }));
+        let root = memory_root("faults");
+        let rs = store_at(&root, registry);
+        // A table committed before the faulty write must come through untouched.
+        let before = rs.write_batches(&spec(true), sample_schema(8), vec![sample_batch(0, 50, 8)]).await.unwrap();
+
+        armed.store(true, Ordering::SeqCst);
+        let result = rs
+            .write_batches(&spec(true), sample_schema(8), vec![sample_batch(0, 120, 8), sample_batch(120, 80, 8)])
+            .await;
+        armed.store(false, Ordering::SeqCst);
+        let requests = count.load(Ordering::SeqCst);
+
+        let report = rs.recover().await.unwrap();
+        assert!(report.broken_tables.is_empty(), "fault {n}: {report:?}");
+        let tables = rs.list_tables().await.unwrap();
+        rs.verify(&before.table).await.unwrap_or_else(|e| panic!("fault {n}: earlier table damaged: {e}"));
+        let store = rs.object_store().await.unwrap();
+        let objects = names_under(&store, rs.root()).await;
+        let new_tables: Vec<&String> = tables.iter().filter(|t| **t != before.table).collect();
+        match (&result, new_tables.as_slice()) {
+            (Ok(m), [t]) => {
+                assert_eq!(&m.table, *t);
+                rs.verify(t).await.unwrap();
+                committed_runs += 1;
+            }
+            (Err(_), []) => {}
+            // The write failed after its manifest landed (e.g. lease removal): committed.
+            (Err(_), [t]) => {
+                rs.verify(t).await.unwrap_or_else(|e| panic!("fault {n}: visible table does not verify: {e}"));
+                committed_runs += 1;
+            }
+            other => panic!("fault {n}: unexpected outcome {other:?}"),
+        }
+        // No orphans: every object belongs to a committed table.
+        for o in &objects {
+            let file = o.rsplit('/').next().unwrap();
+            assert!(
+                tables.iter().any(|t| file.starts_with(t.as_str())),
+                "fault {n}: orphan object {o} (tables {tables:?})"
+            );
+        }
+        if requests < n {
+            // This run had fewer requests than n: every position has been faulted.
+            assert!(result.is_ok());
+            break;
+        }
+        n += 1;
+        assert!(n < 200, "write sequence longer than expected");
+    }
+    assert!(n > 5, "the write sequence was exercised ({n} positions)");
+    assert!(committed_runs >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_writers_on_one_root_all_land() {
+    let dir = tempdir();
+    let root = dir.path().to_str().unwrap().to_string();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let root = root.clone();
+        tasks.push(tokio::spawn(async move {
+            let rs = store_at(&root, StorageRegistry::new());
+            rs.write_batches(&spec(true), sample_schema(8), vec![sample_batch(i * 100, 100, 8)])
+                .await
+                .unwrap()
+        }));
+    }
+    let mut names = Vec::new();
+    for t in tasks {
+        names.push(t.await.unwrap().table);
+    }
+    let rs = store_at(&root, StorageRegistry::new());
+    let mut listed = rs.list_tables().await.unwrap();
+    listed.sort();
+    names.sort();
+    assert_eq!(listed, names);
+    for n in &names {
+        let m = rs.verify(n).await.unwrap();
+        assert_eq!(m.rows, 100);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_at_open_removes_an_abandoned_write_but_never_a_live_one() {
+    let dir = tempdir();
+    let root = dir.path().to_str().unwrap();
+    let rs = store_at(root, StorageRegistry::new());
+    let store = rs.object_store().await.unwrap();
+    let rootu = rs.root().clone();
+    // An abandoned write: siblings and a lease of a process that no longer exists.
+    let dead = "papers__x__m__20260101T000000Z_deadbeef";
+    store.put(&rootu.join(&format!("{dead}.parquet")).unwrap().object_path().unwrap(), PutPayload::from_static(b"partial")).await.unwrap();
+    store.put(&rootu.join(&format!("{dead}.idx.usearch")).unwrap().object_path().unwrap(), PutPayload::from_static(b"partial")).await.unwrap();
+    let lease = serde_json::json!({"id": "1", "table": dead, "host": "other-host", "pid": 1, "expires_ms": 0});
+    store.put(&rootu.join(&format!("_jammi/leases/{dead}.json")).unwrap().object_path().unwrap(), PutPayload::from(lease.to_string())).await.unwrap();
+    // A live write on another host: lease not expired.
+    let live = "papers__x__m__20260101T000000Z_0000beef";
+    store.put(&rootu.join(&format!("{live}.parquet")).unwrap().object_path().unwrap(), PutPayload::from_static(b"partial")).await.unwrap();
+    let far = chrono::Utc::now().timestamp_millis() + 3_600_000;
+    let lease = serde_json::json!({"id": "2", "table": live, "host": "other-host", "pid": 1, "expires_ms": far});
+    store.put(&rootu.join(&format!("_jammi/leases/{live}.json")).unwrap().object_path().unwrap(), PutPayload::from(lease.to_string())).await.unwrap();
+    // A committed table.
+    let ok = rs.write_batches(&spec(true), sample_schema(4), vec![sample_batch(0, 10, 4)]).await.unwrap();
+
+    let dry = rs.recover_dry_run().await.unwrap();
+    assert_eq!(dry.reclaimed_tables, vec![dead.to_string()]);
+    assert!(dir.path().join(format!("{dead}.parquet")).exists(), "dry run removes nothing");
+
+    let s = JammiSession::open_with(root, OpenOptions::default()).await.unwrap();
+    let r = s.recovery_report();
+    assert_eq!(r.reclaimed_tables, vec![dead.to_string()]);
+    assert_eq!(r.live_writes, vec![live.to_string()]);
+    assert_eq!(r.committed_tables, 1);
+    assert!(!dir.path().join(format!("{dead}.parquet")).exists());
+    assert!(!dir.path().join(format!("_jammi/leases/{dead}.json")).exists());
+    assert!(dir.path().join(format!("{live}.parquet")).exists());
+    rs.verify(&ok.table).await.unwrap();
+    // A second pass has nothing left to do but the live write.
+    let again = s.recover().await.unwrap();
+    assert!(again.removed_objects.is_empty(), "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tables_written_with_other_metrics_record_them() {
+    let dir = tempdir();
+    let rs = store_at(dir.path().to_str().unwrap(), StorageRegistry::new());
+    for metric in [Metric::L2, Metric::Ip] {
+        let mut s = spec(true);
+        s.index.metric = metric;
+        s.index.connectivity = 8;
+        let m = rs.write_batches(&s, sample_schema(4), vec![sample_batch(0, 30, 4)]).await.unwrap();
+        let i = m.index.unwrap();
+        assert_eq!((i.metric, i.connectivity), (metric, 8));
+    }
+}
