@@ -99,27 +99,51 @@ pub(crate) async fn build_source_table(
         .as_deref()
         .ok_or_else(|| JammiError::InvalidInput("a file source needs a url".into()))?;
     let url = StorageUrl::parse(raw)?;
-    let format = match conn.format {
-        Some(f) => f,
-        None => FileFormat::from_file_name(&url.file_name()).ok_or_else(|| {
-            JammiError::InvalidInput(format!(
-                "cannot tell the file format of {url}; set format to one of {}",
-                FileFormat::ALL
-            ))
-        })?,
-    };
     let store = registry.store(&url, cloud).await?;
     let ext = conn
         .file_extension
         .clone()
-        .unwrap_or_else(|| format.extension().to_string());
+        .or_else(|| conn.format.map(|f| f.extension().to_string()))
+        .unwrap_or_default();
     let location = listing::probe(&store, &url, &ext).await?;
+    let format = match conn.format {
+        Some(f) => f,
+        None => infer_format(&store, &location).await?,
+    };
     let table = listing::build_table(state, &location, format, conn).await?;
     let hint = match &location {
         listing::Location::File(u) => Some(u.file_stem()),
         listing::Location::Collection(_) => None,
     };
     Ok((hint, table))
+}
+
+/// Guesses the format of a location from its file name, or the first file under a prefix.
+async fn infer_format(
+    store: &Arc<dyn object_store::ObjectStore>,
+    location: &listing::Location,
+) -> Result<FileFormat> {
+    let url = location.url();
+    let mut name = url.file_name();
+    if let listing::Location::Collection(prefix) = location
+        && !url.has_glob()
+    {
+        use futures::TryStreamExt;
+        let first = store
+            .list(Some(&prefix.object_path()?))
+            .try_next()
+            .await
+            .map_err(|e| JammiError::storage(prefix, e))?;
+        name = first
+            .and_then(|m| m.location.filename().map(str::to_string))
+            .unwrap_or_default();
+    }
+    FileFormat::from_file_name(&name).ok_or_else(|| {
+        JammiError::InvalidInput(format!(
+            "cannot tell the file format of {url}; set format to one of {}",
+            FileFormat::ALL
+        ))
+    })
 }
 
 /// The catalog of one source: schema `public` with the source's one table.

@@ -294,7 +294,13 @@ impl VectorSearchFunction {
 
     fn lookup(&self, state: &SessionState, name: &str) -> Result<Arc<dyn TableProvider>> {
         let opts = state.config_options();
-        let reference = TableReference::from(name);
+        // Result-table names hold upper case (`..T120000Z_..`): a plain name is taken
+        // verbatim; dotted names follow SQL rules (quote parts to keep their case).
+        let reference = if name.contains('.') {
+            TableReference::from(name)
+        } else {
+            TableReference::bare(name)
+        };
         let unqualified = matches!(reference, TableReference::Bare { .. });
         let resolved =
             reference.resolve(&opts.catalog.default_catalog, &opts.catalog.default_schema);

@@ -46,6 +46,8 @@ pub(crate) struct CrcUpload {
     inner: BufWriter,
     crc: u32,
     len: u64,
+    /// Set once shutdown was attempted: `BufWriter::abort` must not follow it.
+    shut: bool,
 }
 
 impl CrcUpload {
@@ -54,6 +56,7 @@ impl CrcUpload {
             inner: BufWriter::with_capacity(store, url.object_path()?, PART),
             crc: 0,
             len: 0,
+            shut: false,
         })
     }
 
@@ -64,12 +67,15 @@ impl CrcUpload {
     }
 
     pub(crate) async fn finish(&mut self) -> std::io::Result<(u64, u32)> {
+        self.shut = true;
         self.inner.shutdown().await?;
         Ok((self.len, self.crc))
     }
 
     pub(crate) async fn abort(&mut self) {
-        let _ = self.inner.abort().await;
+        if !self.shut {
+            let _ = self.inner.abort().await;
+        }
     }
 }
 
@@ -79,7 +85,10 @@ impl AsyncFileWriter for CrcUpload {
     }
 
     fn complete(&mut self) -> BoxFuture<'_, datafusion::parquet::errors::Result<()>> {
-        Box::pin(async move { self.inner.shutdown().await.map_err(Into::into) })
+        Box::pin(async move {
+            self.shut = true;
+            self.inner.shutdown().await.map_err(Into::into)
+        })
     }
 }
 

@@ -12,7 +12,12 @@ use jammi_db::storage::{CloudConfig, S3Config, StorageRegistry, StorageUrl};
 use crate::common::{parquet_bytes, sample_batch, tempdir};
 
 fn int(batches: &[RecordBatch], col: usize) -> i64 {
-    batches[0].column(col).as_any().downcast_ref::<Int64Array>().unwrap().value(0)
+    batches[0]
+        .column(col)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0)
 }
 
 fn conn(url: &str, format: Option<FileFormat>) -> SourceConnection {
@@ -31,7 +36,11 @@ fn fixture() -> tempfile::TempDir {
     std::fs::create_dir_all(d.join("data")).unwrap();
     std::fs::create_dir_all(d.join("parts")).unwrap();
     std::fs::create_dir_all(d.join("empty")).unwrap();
-    std::fs::write(d.join("data/papers.parquet"), parquet_bytes(&[sample_batch(0, 100, 4)])).unwrap();
+    std::fs::write(
+        d.join("data/papers.parquet"),
+        parquet_bytes(&[sample_batch(0, 100, 4)]),
+    )
+    .unwrap();
     for i in 0..3 {
         std::fs::write(
             d.join(format!("parts/part-{i}.parquet")),
@@ -54,11 +63,17 @@ fn fixture() -> tempfile::TempDir {
 async fn a_single_file_source_is_queried_as_source_public_file_stem() {
     let data = fixture();
     let root = tempdir();
-    let s = JammiSession::open(root.path().to_str().unwrap()).await.unwrap();
-    let url = StorageUrl::parse(data.path().join("data/papers.parquet").to_str().unwrap()).unwrap();
-    s.add_source("papers", SourceType::File, conn(&url.to_string(), Some(FileFormat::Parquet)))
+    let s = JammiSession::open(root.path().to_str().unwrap())
         .await
         .unwrap();
+    let url = StorageUrl::parse(data.path().join("data/papers.parquet").to_str().unwrap()).unwrap();
+    s.add_source(
+        "papers",
+        SourceType::File,
+        conn(&url.to_string(), Some(FileFormat::Parquet)),
+    )
+    .await
+    .unwrap();
     let r = s
         .sql("SELECT count(*) AS n, max(id) AS m FROM papers.public.papers WHERE score >= 0.5")
         .await
@@ -73,25 +88,50 @@ async fn a_single_file_source_is_queried_as_source_public_file_stem() {
 async fn a_directory_source_is_queried_under_the_source_name_and_formats_are_inferred() {
     let data = fixture();
     let root = tempdir();
-    let s = JammiSession::open(root.path().to_str().unwrap()).await.unwrap();
+    let s = JammiSession::open(root.path().to_str().unwrap())
+        .await
+        .unwrap();
     // No trailing slash and no format: the prefix and the format are found by probing.
-    s.add_source("parts", SourceType::File, conn(data.path().join("parts").to_str().unwrap(), None))
-        .await
-        .unwrap();
-    let r = s.sql("SELECT count(*), sum(id) FROM parts.public.parts").await.unwrap().collect().await.unwrap();
-    assert_eq!((int(&r, 0), int(&r, 1)), (30, (0..30).sum::<i64>()));
-
-    s.add_source("csvs", SourceType::File, conn(data.path().join("papers.csv").to_str().unwrap(), None))
-        .await
-        .unwrap();
     s.add_source(
-        "jsons",
+        "parts",
         SourceType::File,
-        conn(data.path().join("papers.json").to_str().unwrap(), Some(FileFormat::Json)),
+        conn(data.path().join("parts").to_str().unwrap(), None),
     )
     .await
     .unwrap();
-    let r = s.sql("SELECT count(*) FROM csvs.public.papers").await.unwrap().collect().await.unwrap();
+    let r = s
+        .sql("SELECT count(*), sum(id) FROM parts.public.parts")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!((int(&r, 0), int(&r, 1)), (30, (0..30).sum::<i64>()));
+
+    s.add_source(
+        "csvs",
+        SourceType::File,
+        conn(data.path().join("papers.csv").to_str().unwrap(), None),
+    )
+    .await
+    .unwrap();
+    s.add_source(
+        "jsons",
+        SourceType::File,
+        conn(
+            data.path().join("papers.json").to_str().unwrap(),
+            Some(FileFormat::Json),
+        ),
+    )
+    .await
+    .unwrap();
+    let r = s
+        .sql("SELECT count(*) FROM csvs.public.papers")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(int(&r, 0), 10);
     let r = s
         .sql("SELECT count(*) FROM jsons.public.papers j JOIN csvs.public.papers c ON j.id = c.id")
@@ -107,10 +147,16 @@ async fn a_directory_source_is_queried_under_the_source_name_and_formats_are_inf
 async fn bad_sources_fail_at_add_time_naming_the_url() {
     let data = fixture();
     let root = tempdir();
-    let s = JammiSession::open(root.path().to_str().unwrap()).await.unwrap();
+    let s = JammiSession::open(root.path().to_str().unwrap())
+        .await
+        .unwrap();
     let missing = data.path().join("nope.parquet");
     let e = s
-        .add_source("a", SourceType::File, conn(missing.to_str().unwrap(), Some(FileFormat::Parquet)))
+        .add_source(
+            "a",
+            SourceType::File,
+            conn(missing.to_str().unwrap(), Some(FileFormat::Parquet)),
+        )
         .await
         .unwrap_err();
     assert!(e.to_string().contains("nope.parquet"), "{e}");
@@ -118,7 +164,11 @@ async fn bad_sources_fail_at_add_time_naming_the_url() {
 
     let empty = data.path().join("empty");
     let e = s
-        .add_source("b", SourceType::File, conn(empty.to_str().unwrap(), Some(FileFormat::Parquet)))
+        .add_source(
+            "b",
+            SourceType::File,
+            conn(empty.to_str().unwrap(), Some(FileFormat::Parquet)),
+        )
         .await
         .unwrap_err();
     assert!(e.to_string().contains("empty"), "{e}");
@@ -127,16 +177,28 @@ async fn bad_sources_fail_at_add_time_naming_the_url() {
         .add_source(
             "c",
             SourceType::File,
-            conn(data.path().join("papers.csv").to_str().unwrap(), Some(FileFormat::Parquet)),
+            conn(
+                data.path().join("papers.csv").to_str().unwrap(),
+                Some(FileFormat::Parquet),
+            ),
         )
         .await
         .unwrap_err();
-    assert!(e.to_string().contains("papers.csv"), "wrong format names the URL: {e}");
+    assert!(
+        e.to_string().contains("papers.csv"),
+        "wrong format names the URL: {e}"
+    );
 
-    let e = s.add_source("d", SourceType::File, conn("ftp://x/y", None)).await.unwrap_err();
+    let e = s
+        .add_source("d", SourceType::File, conn("ftp://x/y", None))
+        .await
+        .unwrap_err();
     assert!(matches!(e, JammiError::InvalidUrl { .. }), "{e}");
 
-    let e = s.add_source("Bad-Name", SourceType::File, conn("/tmp", None)).await.unwrap_err();
+    let e = s
+        .add_source("Bad-Name", SourceType::File, conn("/tmp", None))
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("Bad-Name"), "{e}");
 
     // Nothing of the failed adds was persisted.
@@ -147,9 +209,13 @@ async fn bad_sources_fail_at_add_time_naming_the_url() {
 async fn duplicate_source_names_are_refused() {
     let data = fixture();
     let root = tempdir();
-    let s = JammiSession::open(root.path().to_str().unwrap()).await.unwrap();
+    let s = JammiSession::open(root.path().to_str().unwrap())
+        .await
+        .unwrap();
     let c = conn(data.path().join("papers.csv").to_str().unwrap(), None);
-    s.add_source("dup", SourceType::File, c.clone()).await.unwrap();
+    s.add_source("dup", SourceType::File, c.clone())
+        .await
+        .unwrap();
     let e = s.add_source("dup", SourceType::File, c).await.unwrap_err();
     assert!(matches!(e, JammiError::AlreadyExists { .. }), "{e}");
 }
@@ -161,23 +227,50 @@ async fn sources_survive_a_reopen_and_are_shared_by_sessions_on_one_root() {
     let r = root.path().to_str().unwrap().to_string();
     {
         let s = JammiSession::open(&r).await.unwrap();
-        s.add_source("papers", SourceType::File, conn(data.path().join("data/papers.parquet").to_str().unwrap(), None))
-            .await
-            .unwrap();
-    }
-    let a = JammiSession::open(&r).await.unwrap();
-    let n = a.sql("SELECT count(*) FROM papers.public.papers").await.unwrap().collect().await.unwrap();
-    assert_eq!(int(&n, 0), 100);
-    let b = JammiSession::open(&r).await.unwrap();
-    b.add_source("csvs", SourceType::File, conn(data.path().join("papers.csv").to_str().unwrap(), None))
+        s.add_source(
+            "papers",
+            SourceType::File,
+            conn(
+                data.path().join("data/papers.parquet").to_str().unwrap(),
+                None,
+            ),
+        )
         .await
         .unwrap();
+    }
+    let a = JammiSession::open(&r).await.unwrap();
+    let n = a
+        .sql("SELECT count(*) FROM papers.public.papers")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(int(&n, 0), 100);
+    let b = JammiSession::open(&r).await.unwrap();
+    b.add_source(
+        "csvs",
+        SourceType::File,
+        conn(data.path().join("papers.csv").to_str().unwrap(), None),
+    )
+    .await
+    .unwrap();
     a.refresh().await.unwrap();
-    let n = a.sql("SELECT count(*) FROM csvs.public.papers").await.unwrap().collect().await.unwrap();
+    let n = a
+        .sql("SELECT count(*) FROM csvs.public.papers")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(int(&n, 0), 10);
     b.remove_source("csvs").await.unwrap();
     a.refresh().await.unwrap();
-    assert!(a.sql("SELECT count(*) FROM csvs.public.papers").await.is_err());
+    assert!(
+        a.sql("SELECT count(*) FROM csvs.public.papers")
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -192,7 +285,8 @@ async fn concurrent_writers_never_lose_a_catalog_entry() {
         let cat = if i % 2 == 0 { a.clone() } else { b.clone() };
         let c = c.clone();
         tasks.push(tokio::spawn(async move {
-            cat.put_source(&format!("s{i}"), SourceType::File, "t", &c).await
+            cat.put_source(&format!("s{i}"), SourceType::File, "t", &c)
+                .await
         }));
     }
     // Both writers also race on one name: exactly one wins.
@@ -200,11 +294,20 @@ async fn concurrent_writers_never_lose_a_catalog_entry() {
         a.put_source("same", SourceType::File, "t", &c),
         b.put_source("same", SourceType::File, "t", &c)
     );
-    assert!(x.is_ok() != y.is_ok(), "exactly one create wins: {x:?} {y:?}");
+    assert!(
+        x.is_ok() != y.is_ok(),
+        "exactly one create wins: {x:?} {y:?}"
+    );
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    let names: HashSet<String> = a.sources().await.unwrap().into_iter().map(|s| s.name).collect();
+    let names: HashSet<String> = a
+        .sources()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
     assert_eq!(names.len(), 41);
 }
 
@@ -227,13 +330,19 @@ async fn secrets_are_never_written_to_the_catalog() {
         })),
         ..Default::default()
     };
-    let entry = cat.put_source("papers", SourceType::File, "papers", &c).await.unwrap();
+    let entry = cat
+        .put_source("papers", SourceType::File, "papers", &c)
+        .await
+        .unwrap();
     assert!(entry.credentials_withheld);
     let stored = std::fs::read_to_string(root.path().join("_jammi/sources/papers.json")).unwrap();
     for s in [secret, token, "AKIAEXAMPLEKEYID"] {
         assert!(!stored.contains(s), "catalog file holds a secret: {stored}");
     }
-    assert!(stored.contains("us-east-1"), "non-secret settings are kept: {stored}");
+    assert!(
+        stored.contains("us-east-1"),
+        "non-secret settings are kept: {stored}"
+    );
     let back = cat.source("papers").await.unwrap().unwrap();
     assert!(!back.connection.cloud.unwrap().has_secrets());
     // Debug of a connection holding secrets is redacted too.
@@ -245,18 +354,29 @@ async fn secrets_are_never_written_to_the_catalog() {
 async fn information_schema_lists_sources_and_their_tables() {
     let data = fixture();
     let root = tempdir();
-    let s = JammiSession::open(root.path().to_str().unwrap()).await.unwrap();
-    s.add_source("papers", SourceType::File, conn(data.path().join("data/papers.parquet").to_str().unwrap(), None))
+    let s = JammiSession::open(root.path().to_str().unwrap())
         .await
         .unwrap();
+    s.add_source(
+        "papers",
+        SourceType::File,
+        conn(
+            data.path().join("data/papers.parquet").to_str().unwrap(),
+            None,
+        ),
+    )
+    .await
+    .unwrap();
     let r = s
-        .sql("SELECT table_catalog, table_schema, table_name FROM information_schema.tables WHERE table_catalog = 'papers'")
+        .sql("SELECT table_catalog, table_schema, table_name FROM information_schema.tables WHERE table_catalog = 'papers' AND table_schema = 'public'")
         .await
         .unwrap()
         .collect()
         .await
         .unwrap();
-    let txt = datafusion::arrow::util::pretty::pretty_format_batches(&r).unwrap().to_string();
+    let txt = datafusion::arrow::util::pretty::pretty_format_batches(&r)
+        .unwrap()
+        .to_string();
     assert!(txt.contains("papers") && txt.contains("public"), "{txt}");
     assert_eq!(r.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
     let _ = r[0].column(0).len();

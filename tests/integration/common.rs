@@ -57,7 +57,9 @@ pub fn sample_batch(start: i64, n: usize, dims: i32) -> RecordBatch {
 
 /// The embedding the sample data gives row `i`.
 pub fn sample_vector(i: i64, dims: i32) -> Vec<f32> {
-    (0..dims).map(|d| ((i as f32) * 0.37 + d as f32 * 1.3).sin()).collect()
+    (0..dims)
+        .map(|d| ((i as f32) * 0.37 + d as f32 * 1.3).sin())
+        .collect()
 }
 
 /// Parquet bytes of batches.
@@ -82,7 +84,10 @@ static NEXT_MEMORY: AtomicUsize = AtomicUsize::new(0);
 
 /// A unique `memory://` bucket URL for a test.
 pub fn memory_root(tag: &str) -> String {
-    format!("memory://{tag}-{}/", NEXT_MEMORY.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "memory://{tag}-{}/",
+        NEXT_MEMORY.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The real MiniLM corpus shipped beside the repository.

@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use jammi_db::storage::{AzureConfig, CloudConfig, GcsConfig, S3Config, Scheme};
 
 fn opts(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 const SECRET: &str = "SeCrEt-VaLuE-123";
@@ -51,7 +54,10 @@ fn datafusion_cli_keys_and_object_store_aliases_set_the_same_fields() {
     );
     let z = CloudConfig::from_options(
         Scheme::Azure,
-        &opts(&[("azure_storage_account_name", "acct"), ("azure.sas_token", "sv=1&sig=x")]),
+        &opts(&[
+            ("azure_storage_account_name", "acct"),
+            ("azure.sas_token", "sv=1&sig=x"),
+        ]),
     )
     .unwrap()
     .unwrap();
@@ -72,12 +78,20 @@ fn no_cloud_keys_means_ambient_credentials() {
 fn unknown_and_misplaced_keys_are_errors_naming_the_key() {
     let e = CloudConfig::from_options(Scheme::S3, &opts(&[("aws.acess_key_id", "x")])).unwrap_err();
     assert!(e.to_string().contains("aws.acess_key_id"), "{e}");
-    assert!(e.to_string().contains("aws.access_key_id"), "lists valid keys: {e}");
+    assert!(
+        e.to_string().contains("aws.access_key_id"),
+        "lists valid keys: {e}"
+    );
     let e = CloudConfig::from_options(Scheme::Gcs, &opts(&[("aws.region", "x")])).unwrap_err();
-    assert!(e.to_string().contains("aws.region") && e.to_string().contains("gcp."), "{e}");
-    let e = CloudConfig::from_options(Scheme::File, &opts(&[("azure.account_name", "x")])).unwrap_err();
+    assert!(
+        e.to_string().contains("aws.region") && e.to_string().contains("gcp."),
+        "{e}"
+    );
+    let e =
+        CloudConfig::from_options(Scheme::File, &opts(&[("azure.account_name", "x")])).unwrap_err();
     assert!(e.to_string().contains("azure.account_name"), "{e}");
-    let e = CloudConfig::from_options(Scheme::S3, &opts(&[("aws.allow_http", "maybe")])).unwrap_err();
+    let e =
+        CloudConfig::from_options(Scheme::S3, &opts(&[("aws.allow_http", "maybe")])).unwrap_err();
     assert!(e.to_string().contains("aws.allow_http"), "{e}");
 }
 
@@ -85,15 +99,24 @@ fn unknown_and_misplaced_keys_are_errors_naming_the_key() {
 fn partial_credential_sets_are_rejected_naming_the_missing_fields() {
     let cases: Vec<(CloudConfig, &[&str])> = vec![
         (
-            CloudConfig::S3(S3Config { access_key_id: Some("a".into()), ..Default::default() }),
+            CloudConfig::S3(S3Config {
+                access_key_id: Some("a".into()),
+                ..Default::default()
+            }),
             &["aws.secret_access_key"],
         ),
         (
-            CloudConfig::S3(S3Config { secret_access_key: Some(SECRET.into()), ..Default::default() }),
+            CloudConfig::S3(S3Config {
+                secret_access_key: Some(SECRET.into()),
+                ..Default::default()
+            }),
             &["aws.access_key_id"],
         ),
         (
-            CloudConfig::S3(S3Config { session_token: Some(SECRET.into()), ..Default::default() }),
+            CloudConfig::S3(S3Config {
+                session_token: Some(SECRET.into()),
+                ..Default::default()
+            }),
             &["aws.session_token"],
         ),
         (
@@ -106,11 +129,17 @@ fn partial_credential_sets_are_rejected_naming_the_missing_fields() {
             &["aws.skip_signature"],
         ),
         (
-            CloudConfig::S3(S3Config { endpoint: Some("http://127.0.0.1:9000".into()), ..Default::default() }),
+            CloudConfig::S3(S3Config {
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                ..Default::default()
+            }),
             &["aws.allow_http"],
         ),
         (
-            CloudConfig::S3(S3Config { endpoint: Some("not a url".into()), ..Default::default() }),
+            CloudConfig::S3(S3Config {
+                endpoint: Some("not a url".into()),
+                ..Default::default()
+            }),
             &["aws.endpoint"],
         ),
         (
@@ -122,7 +151,10 @@ fn partial_credential_sets_are_rejected_naming_the_missing_fields() {
             &["gcp.service_account_path", "gcp.service_account_key"],
         ),
         (
-            CloudConfig::Azure(AzureConfig { client_secret: Some(SECRET.into()), ..Default::default() }),
+            CloudConfig::Azure(AzureConfig {
+                client_secret: Some(SECRET.into()),
+                ..Default::default()
+            }),
             &["azure.client_id", "azure.tenant_id"],
         ),
         (
@@ -134,7 +166,10 @@ fn partial_credential_sets_are_rejected_naming_the_missing_fields() {
             &["azure.tenant_id"],
         ),
         (
-            CloudConfig::Azure(AzureConfig { account_key: Some(SECRET.into()), ..Default::default() }),
+            CloudConfig::Azure(AzureConfig {
+                account_key: Some(SECRET.into()),
+                ..Default::default()
+            }),
             &["azure.account_name"],
         ),
         (
@@ -148,7 +183,10 @@ fn partial_credential_sets_are_rejected_naming_the_missing_fields() {
         ),
     ];
     for (cfg, names) in cases {
-        let err = cfg.validate().expect_err(&format!("{cfg:?} should be rejected")).to_string();
+        let err = cfg
+            .validate()
+            .expect_err(&format!("{cfg:?} should be rejected"))
+            .to_string();
         for n in names {
             assert!(err.contains(n), "error '{err}' does not name {n}");
         }
@@ -167,7 +205,10 @@ fn complete_configurations_validate() {
             allow_http: Some(true),
             ..Default::default()
         }),
-        CloudConfig::Gcs(GcsConfig { service_account_path: Some("/sa.json".into()), ..Default::default() }),
+        CloudConfig::Gcs(GcsConfig {
+            service_account_path: Some("/sa.json".into()),
+            ..Default::default()
+        }),
         CloudConfig::Azure(AzureConfig {
             account_name: Some("acct".into()),
             client_id: Some("id".into()),
@@ -175,7 +216,10 @@ fn complete_configurations_validate() {
             tenant_id: Some("t".into()),
             ..Default::default()
         }),
-        CloudConfig::Azure(AzureConfig { use_emulator: Some(true), ..Default::default() }),
+        CloudConfig::Azure(AzureConfig {
+            use_emulator: Some(true),
+            ..Default::default()
+        }),
     ] {
         cfg.validate().unwrap_or_else(|e| panic!("{cfg:?}: {e}"));
     }
@@ -189,7 +233,10 @@ fn all_secrets() -> Vec<CloudConfig> {
             session_token: Some(format!("{SECRET}-token")),
             ..Default::default()
         }),
-        CloudConfig::Gcs(GcsConfig { service_account_key: Some(SECRET.into()), ..Default::default() }),
+        CloudConfig::Gcs(GcsConfig {
+            service_account_key: Some(SECRET.into()),
+            ..Default::default()
+        }),
         CloudConfig::Azure(AzureConfig {
             account_name: Some("acct".into()),
             account_key: Some(SECRET.into()),
@@ -230,10 +277,17 @@ fn secrets_never_appear_in_debug_display_or_serialised_form() {
 fn secrets_never_appear_in_option_errors() {
     let e = CloudConfig::from_options(
         Scheme::S3,
-        &opts(&[("aws.secret_access_key", SECRET), ("aws.region", "bad region!")]),
+        &opts(&[
+            ("aws.secret_access_key", SECRET),
+            ("aws.region", "bad region!"),
+        ]),
     )
     .unwrap_err();
     assert!(!e.to_string().contains(SECRET), "{e}");
-    let e = CloudConfig::from_options(Scheme::S3, &opts(&[("aws.secret_access_key", SECRET)])).unwrap_err();
-    assert!(!e.to_string().contains(SECRET) && !format!("{e:?}").contains(SECRET), "{e:?}");
+    let e = CloudConfig::from_options(Scheme::S3, &opts(&[("aws.secret_access_key", SECRET)]))
+        .unwrap_err();
+    assert!(
+        !e.to_string().contains(SECRET) && !format!("{e:?}").contains(SECRET),
+        "{e:?}"
+    );
 }

@@ -15,26 +15,51 @@ async fn memory_urls_are_served_through_datafusion_sql_like_any_scheme() {
     let store = registry.store(&root, None).await.unwrap();
     let file = root.join("t/papers.parquet").unwrap();
     store
-        .put(&file.object_path().unwrap(), PutPayload::from(parquet_bytes(&[sample_batch(0, 25, 4)])))
+        .put(
+            &file.object_path().unwrap(),
+            PutPayload::from(parquet_bytes(&[sample_batch(0, 25, 4)])),
+        )
         .await
         .unwrap();
     let ctx = SessionContext::new();
     jammi_db::register(&ctx, &registry, None).await.unwrap();
-    ctx.sql(&format!("CREATE EXTERNAL TABLE p STORED AS PARQUET LOCATION '{file}'"))
+    ctx.sql(&format!(
+        "CREATE EXTERNAL TABLE p STORED AS PARQUET LOCATION '{file}'"
+    ))
+    .await
+    .unwrap();
+    let n = ctx
+        .sql("SELECT count(*) AS n FROM p")
+        .await
+        .unwrap()
+        .collect()
         .await
         .unwrap();
-    let n = ctx.sql("SELECT count(*) AS n FROM p").await.unwrap().collect().await.unwrap();
-    let n = n[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().unwrap().value(0);
+    let n = n[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .unwrap()
+        .value(0);
     assert_eq!(n, 25);
 }
 
 #[tokio::test]
 async fn the_same_url_and_config_reuse_one_store() {
     let registry = StorageRegistry::new();
-    let a = registry.store(&StorageUrl::parse("memory://same/x").unwrap(), None).await.unwrap();
-    let b = registry.store(&StorageUrl::parse("memory://same/y").unwrap(), None).await.unwrap();
+    let a = registry
+        .store(&StorageUrl::parse("memory://same/x").unwrap(), None)
+        .await
+        .unwrap();
+    let b = registry
+        .store(&StorageUrl::parse("memory://same/y").unwrap(), None)
+        .await
+        .unwrap();
     assert!(Arc::ptr_eq(&a, &b));
-    let c = registry.store(&StorageUrl::parse("memory://other/x").unwrap(), None).await.unwrap();
+    let c = registry
+        .store(&StorageUrl::parse("memory://other/x").unwrap(), None)
+        .await
+        .unwrap();
     assert!(!Arc::ptr_eq(&a, &c));
 }
 
@@ -54,9 +79,18 @@ async fn one_bucket_name_on_two_endpoints_gets_two_stores() {
             ..Default::default()
         })
     };
-    let aws = registry.store(&url, Some(&cfg("https://s3.amazonaws.com"))).await.unwrap();
-    let local = registry.store(&url, Some(&cfg("http://127.0.0.1:9"))).await.unwrap();
-    let local_again = registry.store(&url, Some(&cfg("http://127.0.0.1:9"))).await.unwrap();
+    let aws = registry
+        .store(&url, Some(&cfg("https://s3.amazonaws.com")))
+        .await
+        .unwrap();
+    let local = registry
+        .store(&url, Some(&cfg("http://127.0.0.1:9")))
+        .await
+        .unwrap();
+    let local_again = registry
+        .store(&url, Some(&cfg("http://127.0.0.1:9")))
+        .await
+        .unwrap();
     assert!(!Arc::ptr_eq(&aws, &local));
     assert!(Arc::ptr_eq(&local, &local_again));
     assert!(format!("{aws}").contains("amazonaws") || format!("{aws:?}").contains("amazonaws"));
@@ -81,8 +115,14 @@ async fn two_containers_of_one_azure_account_get_two_stores() {
         account_key: Some("a2V5".into()),
         ..Default::default()
     });
-    let a = registry.store(&StorageUrl::parse("azure://one/x").unwrap(), Some(&cfg)).await.unwrap();
-    let b = registry.store(&StorageUrl::parse("azure://two/x").unwrap(), Some(&cfg)).await.unwrap();
+    let a = registry
+        .store(&StorageUrl::parse("azure://one/x").unwrap(), Some(&cfg))
+        .await
+        .unwrap();
+    let b = registry
+        .store(&StorageUrl::parse("azure://two/x").unwrap(), Some(&cfg))
+        .await
+        .unwrap();
     assert!(!Arc::ptr_eq(&a, &b));
     assert!(format!("{a:?}").contains("one") && format!("{b:?}").contains("two"));
     let dbg = format!("{a:?}");
@@ -93,7 +133,9 @@ async fn two_containers_of_one_azure_account_get_two_stores() {
 #[tokio::test]
 async fn a_cloud_scheme_without_its_feature_names_the_feature_in_sql() {
     let dir = crate::common::tempdir();
-    let s = jammi_db::session::JammiSession::open(dir.path().to_str().unwrap()).await.unwrap();
+    let s = jammi_db::session::JammiSession::open(dir.path().to_str().unwrap())
+        .await
+        .unwrap();
     let err = s
         .sql("CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 's3://bkt/x.parquet' OPTIONS ('aws.region' 'us-east-1')")
         .await

@@ -56,7 +56,10 @@ async fn names_under(store: &Arc<dyn ObjectStore>, root: &StorageUrl) -> Vec<Str
 async fn write_query_delete(root: &str) {
     let rs = store_at(root, StorageRegistry::new());
     let batches = vec![sample_batch(0, 300, 8), sample_batch(300, 200, 8)];
-    let m = rs.write_batches(&spec(true), sample_schema(8), batches).await.unwrap();
+    let m = rs
+        .write_batches(&spec(true), sample_schema(8), batches)
+        .await
+        .unwrap();
 
     // Naming and manifest contents (DESIGN §4).
     let parts: Vec<&str> = m.table.split("__").collect();
@@ -64,7 +67,10 @@ async fn write_query_delete(root: &str) {
     assert_eq!(m.rows, 500);
     assert_eq!(m.key_column.as_deref(), Some("id"));
     let info = m.index.as_ref().unwrap();
-    assert_eq!((info.dimensions, info.metric, info.vectors), (8, Metric::Cosine, 500));
+    assert_eq!(
+        (info.dimensions, info.metric, info.vectors),
+        (8, Metric::Cosine, 500)
+    );
     assert_eq!(info.usearch_version, usearch::version());
     for role in [FileRole::Parquet, FileRole::Index, FileRole::Rowmap] {
         let f = m.file(role).unwrap();
@@ -74,23 +80,47 @@ async fn write_query_delete(root: &str) {
     rs.verify(&m.table).await.unwrap();
 
     // Query through a session on the same root.
-    let s = JammiSession::open(root).await.unwrap();
+    let s = JammiSession::open_with(
+        root,
+        OpenOptions {
+            registry: Some(rs.registry().clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let r = s
-        .sql(&format!("SELECT count(*), sum(id) FROM jammi.public.\"{}\"", m.table))
+        .sql(&format!(
+            "SELECT count(*), sum(id) FROM jammi.public.\"{}\"",
+            m.table
+        ))
         .await
         .unwrap()
         .collect()
         .await
         .unwrap();
-    let c0 = r[0].column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
-    let c1 = r[0].column(1).as_any().downcast_ref::<Int64Array>().unwrap().value(0);
+    let c0 = r[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0);
+    let c1 = r[0]
+        .column(1)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0);
     assert_eq!((c0, c1), (500, (0..500).sum::<i64>()));
 
     // Delete: gone from listing, from SQL, and from storage; idempotent.
     s.delete_table(&m.table).await.unwrap();
     s.delete_table(&m.table).await.unwrap();
     assert!(rs.list_tables().await.unwrap().is_empty());
-    assert!(matches!(rs.manifest(&m.table).await, Err(JammiError::NotFound { .. })));
+    assert!(matches!(
+        rs.manifest(&m.table).await,
+        Err(JammiError::NotFound { .. })
+    ));
     let store = rs.object_store().await.unwrap();
     let left: Vec<String> = names_under(&store, rs.root())
         .await
@@ -118,18 +148,32 @@ async fn nulls_in_the_vector_column_are_skipped_and_the_rowmap_points_at_parquet
     let dir = tempdir();
     let rs = store_at(dir.path().to_str().unwrap(), StorageRegistry::new());
     let b = sample_batch(0, 6, 2);
-    let emb = b.column(3).as_any().downcast_ref::<FixedSizeListArray>().unwrap();
-    let nulls = datafusion::arrow::buffer::NullBuffer::from(vec![true, false, true, false, false, true]);
+    let emb = b
+        .column(3)
+        .as_any()
+        .downcast_ref::<FixedSizeListArray>()
+        .unwrap();
+    let nulls =
+        datafusion::arrow::buffer::NullBuffer::from(vec![true, false, true, false, false, true]);
     let emb = FixedSizeListArray::new(
         Arc::new(Field::new("item", DataType::Float32, true)),
         2,
-        Arc::new(emb.values().as_any().downcast_ref::<Float32Array>().unwrap().clone()),
+        Arc::new(
+            emb.values()
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .unwrap()
+                .clone(),
+        ),
         Some(nulls),
     );
     let mut cols: Vec<ArrayRef> = b.columns().to_vec();
     cols[3] = Arc::new(emb);
     let b = RecordBatch::try_new(b.schema(), cols).unwrap();
-    let m = rs.write_batches(&spec(true), b.schema(), vec![b]).await.unwrap();
+    let m = rs
+        .write_batches(&spec(true), b.schema(), vec![b])
+        .await
+        .unwrap();
     assert_eq!(m.index.as_ref().unwrap().vectors, 3);
     let loaded = rs.index(&m).await.unwrap();
     assert_eq!(loaded.rowmap, vec![0, 2, 5]);
@@ -141,18 +185,37 @@ async fn bad_write_requests_are_refused_without_leaving_objects() {
     let rs = store_at(dir.path().to_str().unwrap(), StorageRegistry::new());
     let mut s = spec(true);
     s.vector_column = Some("nope".into());
-    let e = rs.write_batches(&s, sample_schema(4), vec![sample_batch(0, 5, 4)]).await.unwrap_err();
+    let e = rs
+        .write_batches(&s, sample_schema(4), vec![sample_batch(0, 5, 4)])
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("nope"), "{e}");
     let mut s = spec(true);
     s.vector_column = Some("title".into());
-    let e = rs.write_batches(&s, sample_schema(4), vec![sample_batch(0, 5, 4)]).await.unwrap_err();
-    assert!(e.to_string().contains("title") && e.to_string().contains("FixedSizeList"), "{e}");
+    let e = rs
+        .write_batches(&s, sample_schema(4), vec![sample_batch(0, 5, 4)])
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("title") && e.to_string().contains("FixedSizeList"),
+        "{e}"
+    );
     let mut s = spec(false);
     s.key_column = Some("missing_key".into());
-    assert!(rs.write_batches(&s, sample_schema(4), vec![]).await.unwrap_err().to_string().contains("missing_key"));
+    assert!(
+        rs.write_batches(&s, sample_schema(4), vec![])
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("missing_key")
+    );
     let mut s = spec(false);
     s.name = Some("../escape".into());
-    assert!(rs.write_batches(&s, sample_schema(4), vec![]).await.is_err());
+    assert!(
+        rs.write_batches(&s, sample_schema(4), vec![])
+            .await
+            .is_err()
+    );
     let store = rs.object_store().await.unwrap();
     let left = names_under(&store, rs.root()).await;
     assert!(left.iter().all(|n| !n.ends_with(".parquet")), "{left:?}");
@@ -165,7 +228,10 @@ async fn truncated_or_flipped_sidecars_are_reported_as_broken() {
     let dir = tempdir();
     let root = dir.path().to_str().unwrap();
     let rs = store_at(root, StorageRegistry::new());
-    let m = rs.write_batches(&spec(true), sample_schema(8), vec![sample_batch(0, 200, 8)]).await.unwrap();
+    let m = rs
+        .write_batches(&spec(true), sample_schema(8), vec![sample_batch(0, 200, 8)])
+        .await
+        .unwrap();
     let idx = dir.path().join(&m.file(FileRole::Index).unwrap().name);
     let original = std::fs::read(&idx).unwrap();
 
@@ -176,7 +242,10 @@ async fn truncated_or_flipped_sidecars_are_reported_as_broken() {
     std::fs::write(&idx, &flipped).unwrap();
     rs.manifest(&m.table).await.unwrap();
     let e = rs.verify(&m.table).await.unwrap_err();
-    assert!(matches!(e, JammiError::Corrupt { .. }) && e.to_string().contains("checksum"), "{e}");
+    assert!(
+        matches!(e, JammiError::Corrupt { .. }) && e.to_string().contains("checksum"),
+        "{e}"
+    );
     let e = rs.index(&m).await.unwrap_err();
     assert!(matches!(e, JammiError::Corrupt { .. }), "{e}");
 
@@ -186,7 +255,10 @@ async fn truncated_or_flipped_sidecars_are_reported_as_broken() {
     assert!(e.to_string().contains("bytes, the manifest says"), "{e}");
     let s = JammiSession::open(root).await.unwrap();
     let e = s
-        .sql(&format!("SELECT count(*) FROM jammi.public.\"{}\"", m.table))
+        .sql(&format!(
+            "SELECT count(*) FROM jammi.public.\"{}\"",
+            m.table
+        ))
         .await
         .unwrap_err()
         .to_string();
@@ -234,7 +306,12 @@ impl FaultyStore {
 
 #[async_trait]
 impl ObjectStore for FaultyStore {
-    async fn put_opts(&self, l: &Path, p: PutPayload, o: PutOptions) -> object_store::Result<PutResult> {
+    async fn put_opts(
+        &self,
+        l: &Path,
+        p: PutPayload,
+        o: PutOptions,
+    ) -> object_store::Result<PutResult> {
         self.check()?;
         self.inner.put_opts(l, p, o).await
     }
@@ -250,7 +327,11 @@ impl ObjectStore for FaultyStore {
         self.check()?;
         self.inner.get_opts(l, o).await
     }
-    async fn get_ranges(&self, l: &Path, r: &[Range<u64>]) -> object_store::Result<Vec<bytes::Bytes>> {
+    async fn get_ranges(
+        &self,
+        l: &Path,
+        r: &[Range<u64>],
+    ) -> object_store::Result<Vec<bytes::Bytes>> {
         self.check()?;
         self.inner.get_ranges(l, r).await
     }
@@ -269,7 +350,11 @@ impl ObjectStore for FaultyStore {
         }
         self.inner.list(p)
     }
-    fn list_with_offset(&self, p: Option<&Path>, o: &Path) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+    fn list_with_offset(
+        &self,
+        p: Option<&Path>,
+        o: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         if let Err(e) = self.check() {
             return Box::pin(futures::stream::once(async move { Err(e) }));
         }
@@ -304,11 +389,18 @@ async fn a_fault_at_any_request_of_a_write_leaves_the_table_whole_or_gone() {
         let root = memory_root("faults");
         let rs = store_at(&root, registry);
         // A table committed before the faulty write must come through untouched.
-        let before = rs.write_batches(&spec(true), sample_schema(8), vec![sample_batch(0, 50, 8)]).await.unwrap();
+        let before = rs
+            .write_batches(&spec(true), sample_schema(8), vec![sample_batch(0, 50, 8)])
+            .await
+            .unwrap();
 
         armed.store(true, Ordering::SeqCst);
         let result = rs
-            .write_batches(&spec(true), sample_schema(8), vec![sample_batch(0, 120, 8), sample_batch(120, 80, 8)])
+            .write_batches(
+                &spec(true),
+                sample_schema(8),
+                vec![sample_batch(0, 120, 8), sample_batch(120, 80, 8)],
+            )
             .await;
         armed.store(false, Ordering::SeqCst);
         let requests = count.load(Ordering::SeqCst);
@@ -316,7 +408,9 @@ async fn a_fault_at_any_request_of_a_write_leaves_the_table_whole_or_gone() {
         let report = rs.recover().await.unwrap();
         assert!(report.broken_tables.is_empty(), "fault {n}: {report:?}");
         let tables = rs.list_tables().await.unwrap();
-        rs.verify(&before.table).await.unwrap_or_else(|e| panic!("fault {n}: earlier table damaged: {e}"));
+        rs.verify(&before.table)
+            .await
+            .unwrap_or_else(|e| panic!("fault {n}: earlier table damaged: {e}"));
         let store = rs.object_store().await.unwrap();
         let objects = names_under(&store, rs.root()).await;
         let new_tables: Vec<&String> = tables.iter().filter(|t| **t != before.table).collect();
@@ -329,7 +423,9 @@ async fn a_fault_at_any_request_of_a_write_leaves_the_table_whole_or_gone() {
             (Err(_), []) => {}
             // The write failed after its manifest landed (e.g. lease removal): committed.
             (Err(_), [t]) => {
-                rs.verify(t).await.unwrap_or_else(|e| panic!("fault {n}: visible table does not verify: {e}"));
+                rs.verify(t)
+                    .await
+                    .unwrap_or_else(|e| panic!("fault {n}: visible table does not verify: {e}"));
                 committed_runs += 1;
             }
             other => panic!("fault {n}: unexpected outcome {other:?}"),
@@ -363,9 +459,13 @@ async fn concurrent_writers_on_one_root_all_land() {
         let root = root.clone();
         tasks.push(tokio::spawn(async move {
             let rs = store_at(&root, StorageRegistry::new());
-            rs.write_batches(&spec(true), sample_schema(8), vec![sample_batch(i * 100, 100, 8)])
-                .await
-                .unwrap()
+            rs.write_batches(
+                &spec(true),
+                sample_schema(8),
+                vec![sample_batch(i * 100, 100, 8)],
+            )
+            .await
+            .unwrap()
         }));
     }
     let mut names = Vec::new();
@@ -392,30 +492,92 @@ async fn recovery_at_open_removes_an_abandoned_write_but_never_a_live_one() {
     let rootu = rs.root().clone();
     // An abandoned write: siblings and a lease of a process that no longer exists.
     let dead = "papers__x__m__20260101T000000Z_deadbeef";
-    store.put(&rootu.join(&format!("{dead}.parquet")).unwrap().object_path().unwrap(), PutPayload::from_static(b"partial")).await.unwrap();
-    store.put(&rootu.join(&format!("{dead}.idx.usearch")).unwrap().object_path().unwrap(), PutPayload::from_static(b"partial")).await.unwrap();
+    store
+        .put(
+            &rootu
+                .join(&format!("{dead}.parquet"))
+                .unwrap()
+                .object_path()
+                .unwrap(),
+            PutPayload::from_static(b"partial"),
+        )
+        .await
+        .unwrap();
+    store
+        .put(
+            &rootu
+                .join(&format!("{dead}.idx.usearch"))
+                .unwrap()
+                .object_path()
+                .unwrap(),
+            PutPayload::from_static(b"partial"),
+        )
+        .await
+        .unwrap();
     let lease = serde_json::json!({"id": "1", "table": dead, "host": "other-host", "pid": 1, "expires_ms": 0});
-    store.put(&rootu.join(&format!("_jammi/leases/{dead}.json")).unwrap().object_path().unwrap(), PutPayload::from(lease.to_string())).await.unwrap();
+    store
+        .put(
+            &rootu
+                .join(&format!("_jammi/leases/{dead}.json"))
+                .unwrap()
+                .object_path()
+                .unwrap(),
+            PutPayload::from(lease.to_string()),
+        )
+        .await
+        .unwrap();
     // A live write on another host: lease not expired.
     let live = "papers__x__m__20260101T000000Z_0000beef";
-    store.put(&rootu.join(&format!("{live}.parquet")).unwrap().object_path().unwrap(), PutPayload::from_static(b"partial")).await.unwrap();
+    store
+        .put(
+            &rootu
+                .join(&format!("{live}.parquet"))
+                .unwrap()
+                .object_path()
+                .unwrap(),
+            PutPayload::from_static(b"partial"),
+        )
+        .await
+        .unwrap();
     let far = chrono::Utc::now().timestamp_millis() + 3_600_000;
     let lease = serde_json::json!({"id": "2", "table": live, "host": "other-host", "pid": 1, "expires_ms": far});
-    store.put(&rootu.join(&format!("_jammi/leases/{live}.json")).unwrap().object_path().unwrap(), PutPayload::from(lease.to_string())).await.unwrap();
+    store
+        .put(
+            &rootu
+                .join(&format!("_jammi/leases/{live}.json"))
+                .unwrap()
+                .object_path()
+                .unwrap(),
+            PutPayload::from(lease.to_string()),
+        )
+        .await
+        .unwrap();
     // A committed table.
-    let ok = rs.write_batches(&spec(true), sample_schema(4), vec![sample_batch(0, 10, 4)]).await.unwrap();
+    let ok = rs
+        .write_batches(&spec(true), sample_schema(4), vec![sample_batch(0, 10, 4)])
+        .await
+        .unwrap();
 
     let dry = rs.recover_dry_run().await.unwrap();
     assert_eq!(dry.reclaimed_tables, vec![dead.to_string()]);
-    assert!(dir.path().join(format!("{dead}.parquet")).exists(), "dry run removes nothing");
+    assert!(
+        dir.path().join(format!("{dead}.parquet")).exists(),
+        "dry run removes nothing"
+    );
 
-    let s = JammiSession::open_with(root, OpenOptions::default()).await.unwrap();
+    let s = JammiSession::open_with(root, OpenOptions::default())
+        .await
+        .unwrap();
     let r = s.recovery_report();
     assert_eq!(r.reclaimed_tables, vec![dead.to_string()]);
     assert_eq!(r.live_writes, vec![live.to_string()]);
     assert_eq!(r.committed_tables, 1);
     assert!(!dir.path().join(format!("{dead}.parquet")).exists());
-    assert!(!dir.path().join(format!("_jammi/leases/{dead}.json")).exists());
+    assert!(
+        !dir.path()
+            .join(format!("_jammi/leases/{dead}.json"))
+            .exists()
+    );
     assert!(dir.path().join(format!("{live}.parquet")).exists());
     rs.verify(&ok.table).await.unwrap();
     // A second pass has nothing left to do but the live write.
@@ -431,7 +593,10 @@ async fn tables_written_with_other_metrics_record_them() {
         let mut s = spec(true);
         s.index.metric = metric;
         s.index.connectivity = 8;
-        let m = rs.write_batches(&s, sample_schema(4), vec![sample_batch(0, 30, 4)]).await.unwrap();
+        let m = rs
+            .write_batches(&s, sample_schema(4), vec![sample_batch(0, 30, 4)])
+            .await
+            .unwrap();
         let i = m.index.unwrap();
         assert_eq!((i.metric, i.connectivity), (metric, 8));
     }

@@ -32,8 +32,14 @@ const VALID: &[(&str, &str)] = &[
     ("s3://bucket/data/*.parquet", "s3://bucket/data/*.parquet"),
     ("gs://bucket/k.parquet", "gs://bucket/k.parquet"),
     ("gcs://bucket/k.parquet", "gs://bucket/k.parquet"),
-    ("gs://bucket_with_underscore/k", "gs://bucket_with_underscore/k"),
-    ("azure://container/path/x.parquet", "azure://container/path/x.parquet"),
+    (
+        "gs://bucket_with_underscore/k",
+        "gs://bucket_with_underscore/k",
+    ),
+    (
+        "azure://container/path/x.parquet",
+        "azure://container/path/x.parquet",
+    ),
     ("az://container/x.parquet", "azure://container/x.parquet"),
     ("azure://container", "azure://container/"),
     (
@@ -75,7 +81,10 @@ const INVALID: &[(&str, &str)] = &[
     ("s3://buck$et/k", "invalid bucket"),
     ("s3://bucket/k?x-amz-signature=abc", "query strings"),
     ("azure://ctr/x?sig=SECRET", "query strings"),
-    ("abfss://acct.dfs.core.windows.net/x", "container before '@'"),
+    (
+        "abfss://acct.dfs.core.windows.net/x",
+        "container before '@'",
+    ),
     ("abfss://ctr@example.com/x", "dfs.core.windows.net"),
     ("https://acct.blob.core.windows.net/", "missing container"),
     ("file://otherhost/x", "cannot name a host"),
@@ -96,7 +105,10 @@ fn valid_inputs_parse_to_their_canonical_form_and_round_trip() {
 fn invalid_inputs_fail_with_a_message_naming_the_problem() {
     for (input, needle) in INVALID {
         let err = StorageUrl::parse(input).expect_err(input).to_string();
-        assert!(err.contains(needle), "{input}: error '{err}' lacks '{needle}'");
+        assert!(
+            err.contains(needle),
+            "{input}: error '{err}' lacks '{needle}'"
+        );
     }
     assert!(VALID.len() + INVALID.len() >= 40);
 }
@@ -104,7 +116,14 @@ fn invalid_inputs_fail_with_a_message_naming_the_problem() {
 #[test]
 fn unsupported_scheme_errors_list_the_accepted_schemes() {
     let err = StorageUrl::parse("ftp://h/x").unwrap_err().to_string();
-    for s in ["file://", "memory://", "s3://", "gs://", "azure://", "abfss://"] {
+    for s in [
+        "file://",
+        "memory://",
+        "s3://",
+        "gs://",
+        "azure://",
+        "abfss://",
+    ] {
         assert!(err.contains(s), "{err} lacks {s}");
     }
 }
@@ -123,7 +142,10 @@ fn relative_paths_become_absolute_file_urls() {
     assert_eq!(url.scheme(), Scheme::File);
     assert_eq!(url.local_path().unwrap(), cwd.join("some/dir/x.parquet"));
     let up = StorageUrl::parse("../x.csv").unwrap();
-    assert_eq!(up.local_path().unwrap(), cwd.parent().unwrap().join("x.csv"));
+    assert_eq!(
+        up.local_path().unwrap(),
+        cwd.parent().unwrap().join("x.csv")
+    );
 }
 
 #[test]
@@ -143,7 +165,10 @@ fn components_are_exposed_decoded() {
         "abfss://ctr@acct.dfs.core.windows.net/"
     );
     assert_eq!(
-        StorageUrl::parse("s3://b/k").unwrap().object_store_url().as_str(),
+        StorageUrl::parse("s3://b/k")
+            .unwrap()
+            .object_store_url()
+            .as_str(),
         "s3://b/"
     );
 }
@@ -151,7 +176,10 @@ fn components_are_exposed_decoded() {
 #[test]
 fn join_encodes_segments_and_refuses_to_escape_the_root() {
     let root = StorageUrl::parse("s3://bkt/root").unwrap();
-    assert_eq!(root.join("a b.parquet").unwrap().to_string(), "s3://bkt/root/a%20b.parquet");
+    assert_eq!(
+        root.join("a b.parquet").unwrap().to_string(),
+        "s3://bkt/root/a%20b.parquet"
+    );
     assert_eq!(root.join("x/y").unwrap().to_string(), "s3://bkt/root/x/y");
     assert!(root.join("../etc").is_err());
     assert!(root.join("a//b").is_err());

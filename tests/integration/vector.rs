@@ -8,13 +8,20 @@ use datafusion::arrow::compute::concat_batches;
 use jammi_db::session::JammiSession;
 use jammi_db::store::TableSpec;
 
-use crate::common::{corpus_path, parquet_bytes, sample_batch, sample_schema, sample_vector, tempdir};
+use crate::common::{
+    corpus_path, parquet_bytes, sample_batch, sample_schema, sample_vector, tempdir,
+};
 
 fn ids(batches: &[RecordBatch]) -> Vec<i64> {
     batches
         .iter()
         .flat_map(|b| {
-            let c = b.column_by_name("id").unwrap().as_any().downcast_ref::<Int64Array>().unwrap();
+            let c = b
+                .column_by_name("id")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
             (0..c.len()).map(|i| c.value(i)).collect::<Vec<_>>()
         })
         .collect()
@@ -24,18 +31,31 @@ fn distances(batches: &[RecordBatch]) -> Vec<f32> {
     batches
         .iter()
         .flat_map(|b| {
-            let c = b.column_by_name("_distance").unwrap().as_any().downcast_ref::<Float32Array>().unwrap();
+            let c = b
+                .column_by_name("_distance")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Float32Array>()
+                .unwrap();
             c.values().to_vec()
         })
         .collect()
 }
 
 fn vec_sql(v: &[f32]) -> String {
-    format!("[{}]", v.iter().map(|x| format!("{x:?}")).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        v.iter()
+            .map(|x| format!("{x:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
 }
 
 async fn session_with_table(dir: &tempfile::TempDir, rows: usize) -> (JammiSession, String) {
-    let s = JammiSession::open(dir.path().to_str().unwrap()).await.unwrap();
+    let s = JammiSession::open(dir.path().to_str().unwrap())
+        .await
+        .unwrap();
     let spec = TableSpec {
         source: "papers".into(),
         task: "emb".into(),
@@ -44,8 +64,14 @@ async fn session_with_table(dir: &tempfile::TempDir, rows: usize) -> (JammiSessi
         vector_column: Some("embedding".into()),
         ..Default::default()
     };
-    let batches: Vec<RecordBatch> = (0..rows / 500).map(|i| sample_batch(i as i64 * 500, 500, 16)).collect();
-    let m = s.result_store().write_batches(&spec, sample_schema(16), batches).await.unwrap();
+    let batches: Vec<RecordBatch> = (0..rows / 500)
+        .map(|i| sample_batch(i as i64 * 500, 500, 16))
+        .collect();
+    let m = s
+        .result_store()
+        .write_batches(&spec, sample_schema(16), batches)
+        .await
+        .unwrap();
     s.refresh_tables().await.unwrap();
     (s, m.table)
 }
@@ -56,23 +82,37 @@ async fn nearest_rows_come_back_nearest_first_with_all_columns_and_distance() {
     let (s, t) = session_with_table(&dir, 2000).await;
     let q = sample_vector(777, 16);
     let r = s
-        .sql(&format!("SELECT * FROM vector_search('{t}', {}, 5)", vec_sql(&q)))
+        .sql(&format!(
+            "SELECT * FROM vector_search('{t}', {}, 5)",
+            vec_sql(&q)
+        ))
         .await
         .unwrap()
         .collect()
         .await
         .unwrap();
     let b = concat_batches(&r[0].schema(), &r).unwrap();
-    let names: Vec<&str> = b.schema_ref().fields().iter().map(|f| f.name().as_str()).collect();
+    let names: Vec<&str> = b
+        .schema_ref()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
     assert_eq!(names, ["id", "title", "score", "embedding", "_distance"]);
     assert_eq!(b.num_rows(), 5);
     assert_eq!(ids(&r)[0], 777);
     let d = distances(&r);
-    assert!(d[0].abs() < 1e-4 && d.windows(2).all(|w| w[0] <= w[1]), "{d:?}");
+    assert!(
+        d[0].abs() < 1e-4 && d.windows(2).all(|w| w[0] <= w[1]),
+        "{d:?}"
+    );
     assert_eq!(s.last_search().mode, "index");
     // The exact answer agrees (same rows for this easy query).
     let e = s
-        .sql(&format!("SELECT id, _distance FROM vector_search('{t}', {}, 5, 'exact=true')", vec_sql(&q)))
+        .sql(&format!(
+            "SELECT id, _distance FROM vector_search('{t}', {}, 5, 'exact=true')",
+            vec_sql(&q)
+        ))
         .await
         .unwrap()
         .collect()
@@ -114,7 +154,10 @@ async fn a_selective_prefilter_still_returns_k_matching_rows() {
             .unwrap();
         let want: HashSet<i64> = ids(&e).into_iter().collect();
         let have: HashSet<i64> = got.iter().copied().collect();
-        assert!(have.intersection(&want).count() >= 9, "{filter}: {got:?} vs {want:?}");
+        assert!(
+            have.intersection(&want).count() >= 9,
+            "{filter}: {got:?} vs {want:?}"
+        );
         match filter {
             "score = 0.3" => assert!(got.iter().all(|i| i % 10 == 3)),
             "id % 2 = 1" => assert!(got.iter().all(|i| i % 2 == 1)),
@@ -138,13 +181,20 @@ async fn projection_reads_only_the_requested_columns_and_options_apply() {
     assert_eq!(r[0].num_columns(), 2);
     assert_eq!(ids(&r)[0], 10);
     let r = s
-        .sql(&format!("SELECT * FROM vector_search('{t}', {q}, 3, 'columns=title')"))
+        .sql(&format!(
+            "SELECT * FROM vector_search('{t}', {q}, 3, 'columns=title')"
+        ))
         .await
         .unwrap()
         .collect()
         .await
         .unwrap();
-    let names: Vec<String> = r[0].schema().fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<String> = r[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     assert_eq!(names, ["title", "_distance"]);
 }
 
@@ -160,12 +210,34 @@ async fn a_warm_query_makes_no_object_store_request_for_the_index() {
     let warm = s.last_search();
     assert_eq!(warm.mode, "index");
     // Cold: rowmap GET + footer. Warm: only the pages of the hit rows.
-    assert!(warm.requests.total() < first.requests.total(), "{first:?} vs {warm:?}");
+    assert!(
+        warm.requests.total() < first.requests.total(),
+        "{first:?} vs {warm:?}"
+    );
     assert_eq!(warm.requests.head, 0, "{warm:?}");
     assert_eq!(warm.requests.list, 0, "{warm:?}");
-    let stats = s.sql("SELECT cache_hits, cache_misses, cache_entries FROM vector_search_stats()").await.unwrap().collect().await.unwrap();
-    let u = |i: usize| stats[0].column(i).as_any().downcast_ref::<datafusion::arrow::array::UInt64Array>().unwrap().value(0);
-    assert!(u(0) >= 1 && u(1) == 1 && u(2) == 1, "hits {} misses {} entries {}", u(0), u(1), u(2));
+    let stats = s
+        .sql("SELECT cache_hits, cache_misses, cache_entries FROM vector_search_stats()")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let u = |i: usize| {
+        stats[0]
+            .column(i)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+            .unwrap()
+            .value(0)
+    };
+    assert!(
+        u(0) >= 1 && u(1) == 1 && u(2) == 1,
+        "hits {} misses {} entries {}",
+        u(0),
+        u(1),
+        u(2)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -178,7 +250,13 @@ async fn a_corrupt_index_falls_back_to_exact_search_with_a_reason() {
     bytes[n - 5] ^= 0xff;
     std::fs::write(&idx, bytes).unwrap();
     let q = vec_sql(&sample_vector(42, 16));
-    let r = s.sql(&format!("SELECT id FROM vector_search('{t}', {q}, 3)")).await.unwrap().collect().await.unwrap();
+    let r = s
+        .sql(&format!("SELECT id FROM vector_search('{t}', {q}, 3)"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(ids(&r)[0], 42);
     let last = s.last_search();
     assert_eq!(last.mode, "exact");
@@ -191,22 +269,67 @@ async fn bad_arguments_are_clear_errors() {
     let (s, t) = session_with_table(&dir, 500).await;
     let q = vec_sql(&sample_vector(1, 16));
     let cases = [
-        (format!("SELECT * FROM vector_search('no_such_table', {q}, 3)"), "no_such_table"),
-        (format!("SELECT * FROM vector_search('{t}', [1.0, 2.0], 3)"), "2 dimensions"),
-        (format!("SELECT * FROM vector_search('{t}', {q}, 0)"), "k must be between 1 and 10000"),
-        (format!("SELECT * FROM vector_search('{t}', {q}, 10001)"), "k must be between"),
-        (format!("SELECT * FROM vector_search('{t}', {q}, NULL)"), "k is NULL"),
-        (format!("SELECT * FROM vector_search('{t}', NULL, 3)"), "NULL"),
-        (format!("SELECT * FROM vector_search('{t}', ['a', 'b'], 3)"), "array of numbers"),
-        (format!("SELECT * FROM vector_search('{t}', 'cat', 3)"), "array of numbers"),
+        (
+            format!("SELECT * FROM vector_search('no_such_table', {q}, 3)"),
+            "no_such_table",
+        ),
+        (
+            format!("SELECT * FROM vector_search('{t}', [1.0, 2.0], 3)"),
+            "2 dimensions",
+        ),
+        (
+            format!("SELECT * FROM vector_search('{t}', {q}, 0)"),
+            "k must be between 1 and 10000",
+        ),
+        (
+            format!("SELECT * FROM vector_search('{t}', {q}, 10001)"),
+            "k must be between",
+        ),
+        (
+            format!("SELECT * FROM vector_search('{t}', {q}, NULL)"),
+            "k is NULL",
+        ),
+        (
+            format!("SELECT * FROM vector_search('{t}', NULL, 3)"),
+            "NULL",
+        ),
+        (
+            format!("SELECT * FROM vector_search('{t}', ['a', 'b'], 3)"),
+            "array of numbers",
+        ),
+        (
+            format!("SELECT * FROM vector_search('{t}', 'cat', 3)"),
+            "array of numbers",
+        ),
         (format!("SELECT * FROM vector_search(NULL, {q}, 3)"), "NULL"),
-        (format!("SELECT * FROM vector_search('{t}', {q})"), "3 or 4 arguments"),
-        (format!("SELECT * FROM vector_search('{t}', {q}, 3, 'metric=l2')"), "built with metric cosine"),
-        (format!("SELECT * FROM vector_search('{t}', {q}, 3, 'bogus=1')"), "unknown vector_search option 'bogus'"),
-        (format!("SELECT * FROM vector_search('{t}', {q}, 3, 'columns=nope')"), "unknown column 'nope'"),
-        (format!("SELECT * FROM vector_search('{t}', {q}, 3, 'filter=nope > 1')"), "nope"),
-        (format!("SELECT * FROM vector_search('{t}', {q}, 3, 'ef_search=0')"), "ef_search"),
-        ("SELECT * FROM vector_search('papers', [1.0, 'nan'::float], 3)".to_string(), ""),
+        (
+            format!("SELECT * FROM vector_search('{t}', {q})"),
+            "3 or 4 arguments",
+        ),
+        (
+            format!("SELECT * FROM vector_search('{t}', {q}, 3, 'metric=l2')"),
+            "built with metric cosine",
+        ),
+        (
+            format!("SELECT * FROM vector_search('{t}', {q}, 3, 'bogus=1')"),
+            "unknown vector_search option 'bogus'",
+        ),
+        (
+            format!("SELECT * FROM vector_search('{t}', {q}, 3, 'columns=nope')"),
+            "unknown column 'nope'",
+        ),
+        (
+            format!("SELECT * FROM vector_search('{t}', {q}, 3, 'filter=nope > 1')"),
+            "nope",
+        ),
+        (
+            format!("SELECT * FROM vector_search('{t}', {q}, 3, 'ef_search=0')"),
+            "ef_search",
+        ),
+        (
+            "SELECT * FROM vector_search('papers', [1.0, 'nan'::float], 3)".to_string(),
+            "",
+        ),
     ];
     for (sql, needle) in cases {
         let e = match s.sql(&sql).await {
@@ -215,7 +338,13 @@ async fn bad_arguments_are_clear_errors() {
         };
         assert!(e.contains(needle), "{sql}: '{e}' lacks '{needle}'");
     }
-    let e = s.sql(&format!("SELECT * FROM vector_search('{t}', [1.0, 'NaN'::float, {}], 3)", vec!["0.0"; 14].join(","))).await.unwrap_err();
+    let e = s
+        .sql(&format!(
+            "SELECT * FROM vector_search('{t}', [1.0, 'NaN'::float, {}], 3)",
+            vec!["0.0"; 14].join(",")
+        ))
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("non-finite"), "{e}");
 }
 
@@ -224,7 +353,11 @@ async fn an_existing_parquet_file_is_indexed_from_sql_and_searched() {
     let dir = tempdir();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    std::fs::write(data.join("emb.parquet"), parquet_bytes(&[sample_batch(0, 800, 8)])).unwrap();
+    std::fs::write(
+        data.join("emb.parquet"),
+        parquet_bytes(&[sample_batch(0, 800, 8)]),
+    )
+    .unwrap();
     let root = dir.path().join("root");
     let s = JammiSession::open(root.to_str().unwrap()).await.unwrap();
     let loc = data.join("emb.parquet");
@@ -238,7 +371,15 @@ async fn an_existing_parquet_file_is_indexed_from_sql_and_searched() {
         assert!(data.join(f).exists(), "{f} built beside the file");
     }
     let q = vec_sql(&sample_vector(123, 8));
-    let r = s.sql(&format!("SELECT id, _distance FROM vector_search('emb', {q}, 3)")).await.unwrap().collect().await.unwrap();
+    let r = s
+        .sql(&format!(
+            "SELECT id, _distance FROM vector_search('emb', {q}, 3)"
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(ids(&r)[0], 123);
     assert_eq!(s.last_search().mode, "index");
     // A second CREATE reuses the sidecars (same manifest), and the URL form works too.
@@ -249,9 +390,18 @@ async fn an_existing_parquet_file_is_indexed_from_sql_and_searched() {
     ))
     .await
     .unwrap();
-    assert_eq!(before, std::fs::read(data.join("emb.idx.manifest.json")).unwrap());
+    assert_eq!(
+        before,
+        std::fs::read(data.join("emb.idx.manifest.json")).unwrap()
+    );
     let url = jammi_db::storage::StorageUrl::parse(loc.to_str().unwrap()).unwrap();
-    let r = s.sql(&format!("SELECT id FROM vector_search('{url}', {q}, 2)")).await.unwrap().collect().await.unwrap();
+    let r = s
+        .sql(&format!("SELECT id FROM vector_search('{url}', {q}, 2)"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(ids(&r)[0], 123);
     // Asking for another metric than the index was built with is an error.
     let e = s
@@ -275,13 +425,28 @@ async fn an_existing_parquet_file_is_indexed_from_sql_and_searched() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plain_parquet_table_without_sidecars_is_searched_exactly() {
     let dir = tempdir();
-    std::fs::write(dir.path().join("plain.parquet"), parquet_bytes(&[sample_batch(0, 300, 8)])).unwrap();
-    let s = JammiSession::open(dir.path().join("root").to_str().unwrap()).await.unwrap();
-    s.sql(&format!("CREATE EXTERNAL TABLE plain STORED AS PARQUET LOCATION '{}'", dir.path().join("plain.parquet").display()))
+    std::fs::write(
+        dir.path().join("plain.parquet"),
+        parquet_bytes(&[sample_batch(0, 300, 8)]),
+    )
+    .unwrap();
+    let s = JammiSession::open(dir.path().join("root").to_str().unwrap())
         .await
         .unwrap();
+    s.sql(&format!(
+        "CREATE EXTERNAL TABLE plain STORED AS PARQUET LOCATION '{}'",
+        dir.path().join("plain.parquet").display()
+    ))
+    .await
+    .unwrap();
     let q = vec_sql(&sample_vector(200, 8));
-    let r = s.sql(&format!("SELECT id FROM vector_search('plain', {q}, 2)")).await.unwrap().collect().await.unwrap();
+    let r = s
+        .sql(&format!("SELECT id FROM vector_search('plain', {q}, 2)"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(ids(&r)[0], 200);
     let last = s.last_search();
     assert_eq!(last.mode, "exact");
@@ -302,7 +467,13 @@ async fn ctas_into_the_jammi_catalog_writes_an_indexed_result_table() {
     assert_eq!(m.rows, 100);
     assert_eq!(m.index.unwrap().column, "embedding");
     let q = vec_sql(&sample_vector(50, 16));
-    let r = s.sql(&format!("SELECT id FROM vector_search('copy_of', {q}, 1)")).await.unwrap().collect().await.unwrap();
+    let r = s
+        .sql(&format!("SELECT id FROM vector_search('copy_of', {q}, 1)"))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(ids(&r), vec![50]);
 }
 
@@ -324,7 +495,12 @@ async fn distance_functions_agree_with_vector_search() {
     let a = b.column(1).as_any().downcast_ref::<Float32Array>().unwrap();
     let c = b.column(2).as_any().downcast_ref::<Float32Array>().unwrap();
     for i in 0..b.num_rows() {
-        assert!((a.value(i) - c.value(i)).abs() < 1e-4, "{} vs {}", a.value(i), c.value(i));
+        assert!(
+            (a.value(i) - c.value(i)).abs() < 1e-4,
+            "{} vs {}",
+            a.value(i),
+            c.value(i)
+        );
     }
     let r = s
         .sql("SELECT l2_distance([3.0, 0.0], [0.0, 4.0]) AS l2, inner_product([1.0, 2.0], [3.0, 4.0]) AS ip, cosine_distance([1.0, 0.0], [0.0, 1.0]) AS c")
@@ -333,9 +509,21 @@ async fn distance_functions_agree_with_vector_search() {
         .collect()
         .await
         .unwrap();
-    let f = |i: usize| r[0].column(i).as_any().downcast_ref::<Float32Array>().unwrap().value(0);
+    let f = |i: usize| {
+        r[0].column(i)
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .unwrap()
+            .value(0)
+    };
     assert_eq!((f(0), f(1), f(2)), (5.0, 11.0, 1.0));
-    let e = s.sql("SELECT l2_distance([1.0], [1.0, 2.0])").await.unwrap().collect().await.unwrap_err();
+    let e = s
+        .sql("SELECT l2_distance([1.0], [1.0, 2.0])")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("dimensions"), "{e}");
 }
 
@@ -346,11 +534,19 @@ async fn real_minilm_vectors_find_themselves() {
         panic!("{} is missing", corpus.display());
     }
     let dir = tempdir();
-    let s = JammiSession::open(dir.path().to_str().unwrap()).await.unwrap();
-    s.sql(&format!("CREATE EXTERNAL TABLE corpus STORED AS PARQUET LOCATION '{}'", corpus.display()))
+    let s = JammiSession::open(dir.path().to_str().unwrap())
         .await
         .unwrap();
-    let df = s.sql("SELECT id, package, section, embedding FROM corpus WHERE id < 3000").await.unwrap();
+    s.sql(&format!(
+        "CREATE EXTERNAL TABLE corpus STORED AS PARQUET LOCATION '{}'",
+        corpus.display()
+    ))
+    .await
+    .unwrap();
+    let df = s
+        .sql("SELECT id, package, section, embedding FROM corpus WHERE id < 3000")
+        .await
+        .unwrap();
     let m = s
         .write_result_table(
             &TableSpec {
@@ -366,10 +562,25 @@ async fn real_minilm_vectors_find_themselves() {
         .await
         .unwrap();
     assert_eq!(m.index.as_ref().unwrap().dimensions, 384);
-    let probe = s.sql("SELECT embedding FROM corpus WHERE id = 1234").await.unwrap().collect().await.unwrap();
-    let emb = probe[0].column(0).as_any().downcast_ref::<datafusion::arrow::array::FixedSizeListArray>().unwrap();
+    let probe = s
+        .sql("SELECT embedding FROM corpus WHERE id = 1234")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let emb = probe[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::FixedSizeListArray>()
+        .unwrap();
     let v = emb.value(0);
-    let v: Vec<f32> = v.as_any().downcast_ref::<Float32Array>().unwrap().values().to_vec();
+    let v: Vec<f32> = v
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .unwrap()
+        .values()
+        .to_vec();
     let r = s
         .sql(&format!("SELECT id, section, _distance FROM vector_search('{}', {}, 10, 'filter=section = ''libs''')", m.table, vec_sql(&v)))
         .await
@@ -378,6 +589,12 @@ async fn real_minilm_vectors_find_themselves() {
         .await
         .unwrap();
     assert_eq!(r.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
-    let r = s.search(&m.table, &v, 1, None).await.unwrap().collect().await.unwrap();
+    let r = s
+        .search(&m.table, &v, 1, None)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     assert_eq!(ids(&r), vec![1234]);
 }

@@ -1,0 +1,325 @@
+//! Live lanes: the conformance suite, SQL DDL, sources, result tables and vector search
+//! against real S3 (moto), GCS (XML adapter over gcp-storage-emulator) and Azure (Azurite)
+//! servers on loopback, started by `scripts/test-servers.sh`.
+
+use std::collections::HashMap;
+
+use datafusion::arrow::array::{Array, Int64Array};
+use jammi_db::session::{JammiSession, OpenOptions};
+use jammi_db::source::{FileFormat, SourceConnection, SourceType};
+use jammi_db::storage::{CloudConfig, StorageRegistry, StorageUrl};
+use jammi_db::store::TableSpec;
+use object_store::{ObjectStoreExt, PutPayload};
+
+use crate::common::{Live, parquet_bytes, sample_batch, sample_schema, sample_vector};
+use crate::conformance::storage_conformance;
+
+/// SQL OPTIONS spelling of a live server's configuration.
+fn sql_options(cloud: &CloudConfig) -> String {
+    let pairs: Vec<(&str, String)> = match cloud {
+        CloudConfig::S3(c) => vec![
+            ("aws.endpoint", c.endpoint.clone().unwrap()),
+            ("aws.region", "us-east-1".into()),
+            ("aws.access_key_id", "testing".into()),
+            ("aws.secret_access_key", "testing".into()),
+            ("aws.allow_http", "true".into()),
+        ],
+        CloudConfig::Gcs(c) => vec![
+            ("gcp.endpoint", c.endpoint.clone().unwrap()),
+            ("gcp.allow_http", "true".into()),
+            ("gcp.skip_signature", "true".into()),
+        ],
+        CloudConfig::Azure(c) => vec![
+            ("azure.endpoint", c.endpoint.clone().unwrap()),
+            ("azure.use_emulator", "true".into()),
+        ],
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("'{k}' '{v}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn count(b: &[datafusion::arrow::array::RecordBatch]) -> i64 {
+    b[0].column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0)
+}
+
+async fn ddl_sources_and_results(scheme: &str, cloud: CloudConfig) {
+    let bucket = Live::bucket();
+    let base = format!("{scheme}://{bucket}/");
+    storage_conformance(&format!("{base}conformance/"), Some(&cloud)).await;
+
+    // Data: one file and a prefix of three.
+    let registry = StorageRegistry::new();
+    let baseu = StorageUrl::parse(&base).unwrap();
+    let store = registry.store(&baseu, Some(&cloud)).await.unwrap();
+    let put = |k: &str, bytes: Vec<u8>| {
+        let store = store.clone();
+        let p = baseu.join(k).unwrap().object_path().unwrap();
+        async move { store.put(&p, PutPayload::from(bytes)).await.unwrap() }
+    };
+    put(
+        "data/papers.parquet",
+        parquet_bytes(&[sample_batch(0, 100, 4)]),
+    )
+    .await;
+    for i in 0..3 {
+        put(
+            &format!("parts/p{i}.parquet"),
+            parquet_bytes(&[sample_batch(i * 10, 10, 4)]),
+        )
+        .await;
+    }
+
+    // The database root is in the bucket too.
+    let s = JammiSession::open_with(
+        &format!("{base}db/"),
+        OpenOptions {
+            cloud: Some(cloud.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    // CREATE EXTERNAL TABLE with OPTIONS, no pre-registration.
+    s.sql(&format!(
+        "CREATE EXTERNAL TABLE ext STORED AS PARQUET LOCATION '{base}data/papers.parquet' OPTIONS ({})",
+        sql_options(&cloud)
+    ))
+    .await
+    .unwrap();
+    let r = s
+        .sql("SELECT count(*) FROM ext WHERE id < 10")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(count(&r), 10);
+    let e = s
+        .sql(&format!(
+            "CREATE EXTERNAL TABLE missing STORED AS PARQUET LOCATION '{base}data/nope.parquet' OPTIONS ({})",
+            sql_options(&cloud)
+        ))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("nope.parquet"), "{e}");
+
+    // Sources with an explicit cloud configuration.
+    s.add_source(
+        "parts",
+        SourceType::File,
+        SourceConnection {
+            url: Some(format!("{base}parts/")),
+            format: Some(FileFormat::Parquet),
+            cloud: Some(cloud.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let r = s
+        .sql("SELECT count(*) FROM parts.public.parts")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(count(&r), 30);
+
+    // Result table: write → list → query → search → delete.
+    let spec = TableSpec {
+        source: "papers".into(),
+        task: "text_embedding".into(),
+        model: "m".into(),
+        key_column: Some("id".into()),
+        vector_column: Some("embedding".into()),
+        ..Default::default()
+    };
+    let m = s
+        .result_store()
+        .write_batches(&spec, sample_schema(4), vec![sample_batch(0, 400, 4)])
+        .await
+        .unwrap();
+    s.refresh_tables().await.unwrap();
+    assert!(s.list_tables().await.unwrap().contains(&m.table));
+    s.result_store().verify(&m.table).await.unwrap();
+    let q = sample_vector(77, 4)
+        .iter()
+        .map(|v| format!("{v:?}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!(
+        "SELECT id, _distance FROM vector_search('{}', [{q}], 3)",
+        m.table
+    );
+    let r = s.sql(&sql).await.unwrap().collect().await.unwrap();
+    let id = r[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(id, 77);
+    assert_eq!(s.last_search().mode, "index");
+    let cold = s.last_search().requests;
+    s.sql(&sql).await.unwrap().collect().await.unwrap();
+    let warm = s.last_search().requests;
+    assert!(warm.total() < cold.total(), "cold {cold:?} warm {warm:?}");
+    s.delete_table(&m.table).await.unwrap();
+    assert!(!s.list_tables().await.unwrap().contains(&m.table));
+
+    // A second process (session) on the same root sees the catalog.
+    let other = JammiSession::open_with(
+        &format!("{base}db/"),
+        OpenOptions {
+            cloud: Some(cloud.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(other.list_sources().await.unwrap().len(), 1);
+}
+
+#[cfg(feature = "live-s3-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_server_conformance_sql_sources_and_result_tables() {
+    ddl_sources_and_results("s3", Live::s3()).await;
+}
+
+#[cfg(feature = "live-gcs-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn gcs_server_conformance_sql_sources_and_result_tables() {
+    ddl_sources_and_results("gs", Live::gcs()).await;
+}
+
+#[cfg(feature = "live-azure-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_server_conformance_sql_sources_and_result_tables() {
+    ddl_sources_and_results("azure", Live::azure()).await;
+}
+
+#[cfg(feature = "live-s3-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn eight_concurrent_writers_on_one_s3_root_all_land() {
+    let bucket = Live::bucket();
+    let root = format!("s3://{bucket}/concurrent/");
+    let mut tasks = Vec::new();
+    for i in 0..8i64 {
+        let root = root.clone();
+        tasks.push(tokio::spawn(async move {
+            let s = JammiSession::open_with(
+                &root,
+                OpenOptions {
+                    cloud: Some(Live::s3()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            let spec = TableSpec {
+                source: format!("w{i}"),
+                task: "t".into(),
+                model: "m".into(),
+                vector_column: Some("embedding".into()),
+                ..Default::default()
+            };
+            s.result_store()
+                .write_batches(
+                    &spec,
+                    sample_schema(4),
+                    vec![sample_batch(i * 1000, 300, 4)],
+                )
+                .await
+                .unwrap()
+                .table
+        }));
+    }
+    let mut names = Vec::new();
+    for t in tasks {
+        names.push(t.await.unwrap());
+    }
+    let s = JammiSession::open_with(
+        &root,
+        OpenOptions {
+            cloud: Some(Live::s3()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut listed = s.list_tables().await.unwrap();
+    listed.sort();
+    names.sort();
+    assert_eq!(listed, names);
+    for n in &names {
+        let m = s.result_store().verify(n).await.unwrap();
+        assert_eq!(m.rows, 300);
+    }
+}
+
+#[cfg(feature = "live-s3-tests")]
+#[test]
+fn aws_profile_credentials_from_a_temporary_home_reach_the_s3_server() {
+    // A real ~/.aws/credentials + config in a temporary HOME, used by the CLI with no
+    // credentials in its arguments or environment.
+    let home = crate::common::tempdir();
+    let aws = home.path().join(".aws");
+    std::fs::create_dir_all(&aws).unwrap();
+    std::fs::write(
+        aws.join("credentials"),
+        "[jammi-test]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    std::fs::write(
+        aws.join("config"),
+        "[profile jammi-test]\nregion = us-east-1\n",
+    )
+    .unwrap();
+    let bucket = Live::bucket();
+    let endpoint = std::env::var("JAMMI_TEST_S3_ENDPOINT").unwrap();
+    // Put a file with explicit credentials first.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = StorageUrl::parse(&format!("s3://{bucket}/profile/papers.parquet")).unwrap();
+        let store = StorageRegistry::new()
+            .store(&url, Some(&Live::s3()))
+            .await
+            .unwrap();
+        store
+            .put(
+                &url.object_path().unwrap(),
+                PutPayload::from(parquet_bytes(&[sample_batch(0, 42, 4)])),
+            )
+            .await
+            .unwrap();
+    });
+    let env: HashMap<&str, String> = HashMap::from([
+        ("HOME", home.path().display().to_string()),
+        ("AWS_PROFILE", "jammi-test".to_string()),
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+    ]);
+    let root = home.path().join("db");
+    let out = std::process::Command::new(crate::common::jammi_bin())
+        .env_clear()
+        .envs(&env)
+        .env("PATH", std::env::var("PATH").unwrap())
+        .args(["--root", root.to_str().unwrap(), "--output", "csv", "sql"])
+        .arg(format!(
+            "CREATE EXTERNAL TABLE p STORED AS PARQUET LOCATION 's3://{bucket}/profile/papers.parquet'; SELECT count(*) AS n FROM p"
+        ))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout {stdout} stderr {stderr}");
+    assert!(stdout.contains("n\n42"), "{stdout}");
+}
