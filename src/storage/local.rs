@@ -12,7 +12,7 @@ use crate::storage::url::{Scheme, StorageUrl};
 pub(crate) fn build(url: &StorageUrl) -> Result<Arc<dyn ObjectStore>> {
     Ok(match url.scheme() {
         // Rooted at `/`: object paths of `file://` URLs are absolute paths.
-        Scheme::File => Arc::new(LocalFileSystem::new().with_automatic_cleanup(true)),
+        Scheme::File => Arc::new(LocalFileSystem::new()),
         _ => Arc::new(InMemory::new()),
     })
 }

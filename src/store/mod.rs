@@ -23,6 +23,7 @@ use crate::index::cache::{IndexCache, LoadedIndex};
 use crate::storage::{StorageRegistry, StorageUrl};
 pub use manifest::{FileEntry, FileRole, IndexInfo, Manifest};
 pub use recovery::RecoveryReport;
+pub use write::writer_properties;
 use write::{CommitInfo, IndexRequest, Siblings};
 
 /// What a job is writing: naming components, key column and the optional vector index.

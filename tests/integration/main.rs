@@ -4,7 +4,7 @@
 mod common;
 
 mod catalog_sources;
-// mod cli;
+mod cli;
 mod config;
 mod conformance;
 mod registry;
