@@ -18,7 +18,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Result tables live under a root (any storage URL); here a temporary directory.
     let dir = tempfile::tempdir()?;
-    let root = StorageUrl::parse(dir.path().to_str().expect("utf-8 path"))?;
+    let root = StorageUrl::parse(dir.path().join("results").to_str().expect("utf-8 path"))?;
     let registry = StorageRegistry::new();
     let catalog = Catalog::new(root.clone(), registry.clone(), None);
     let store = Arc::new(ResultStore::with_root(root, registry.clone(), catalog)?);
@@ -48,7 +48,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?
     .collect()
     .await?;
-    ctx.sql("SELECT table_catalog, table_name FROM information_schema.tables WHERE table_catalog = 'jammi'")
+    let jammi = ctx.catalog("jammi").expect("registered");
+    let tables = jammi.schema("public").expect("public").table_names();
+    println!("result tables: {tables:?}");
+    ctx.sql("SELECT count(*) AS docs FROM jammi.public.docs")
         .await?
         .show()
         .await?;
