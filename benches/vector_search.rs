@@ -198,6 +198,23 @@ async fn main() {
     .unwrap();
     let sql_build_time = t.elapsed();
 
+    // Searches run on a result table jammi-db wrote (small pages + page index for row access).
+    let spec = jammi_db::store::TableSpec {
+        source: "debian".into(),
+        task: "text_embedding".into(),
+        model: "all-MiniLM-L6-v2".into(),
+        key_column: Some("id".into()),
+        vector_column: Some("embedding".into()),
+        ..Default::default()
+    };
+    let rows = s
+        .sql(&format!(
+            "SELECT * FROM corpus WHERE id >= {QUERIES} ORDER BY id"
+        ))
+        .await
+        .unwrap();
+    let table = s.write_result_table(&spec, rows).await.unwrap().table;
+
     // Ground truth and recall.
     let truth: Vec<Vec<i64>> = q_vecs
         .iter()
@@ -215,7 +232,7 @@ async fn main() {
     raw_recall /= QUERIES as f64;
 
     // Raw search on the very index jammi wrote (memory-mapped sidecar), for latency.
-    let sidecar = dir.path().join("corpus_indexed.idx.usearch");
+    let sidecar = dir.path().join("root").join(format!("{table}.idx.usearch"));
     let viewed = usearch::Index::restore_view(sidecar.to_str().unwrap()).unwrap();
     let mut raw_view_times = Vec::new();
     for _ in 0..3 {
@@ -231,7 +248,7 @@ async fn main() {
     let mut star_times = Vec::new();
     // Warm-up: loads the index into the cache.
     s.sql(&format!(
-        "SELECT id FROM vector_search('emb', {}, {K})",
+        "SELECT id FROM vector_search('{table}', {}, {K})",
         vec_sql(&q_vecs[0])
     ))
     .await
@@ -241,14 +258,17 @@ async fn main() {
     .unwrap();
     for (q, t) in q_vecs.iter().zip(&truth) {
         let sql = format!(
-            "SELECT id, _distance FROM vector_search('emb', {}, {K})",
+            "SELECT id, _distance FROM vector_search('{table}', {}, {K})",
             vec_sql(q)
         );
         let start = Instant::now();
         let r = s.sql(&sql).await.unwrap().collect().await.unwrap();
         key_times.push(start.elapsed());
         jammi_recall += recall(&ids_of(&r), t);
-        let sql = format!("SELECT * FROM vector_search('emb', {}, {K})", vec_sql(q));
+        let sql = format!(
+            "SELECT * FROM vector_search('{table}', {}, {K})",
+            vec_sql(q)
+        );
         let start = Instant::now();
         std::hint::black_box(s.sql(&sql).await.unwrap().collect().await.unwrap());
         star_times.push(start.elapsed());
@@ -261,7 +281,7 @@ async fn main() {
     let mut brute_times = Vec::new();
     for q in q_vecs.iter().take(20) {
         let sql = format!(
-            "SELECT id, _distance FROM vector_search('emb', {}, {K}, 'exact=true')",
+            "SELECT id, _distance FROM vector_search('{table}', {}, {K}, 'exact=true')",
             vec_sql(q)
         );
         let start = Instant::now();

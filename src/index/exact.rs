@@ -76,45 +76,74 @@ impl TopK {
     }
 }
 
-/// Exact top-k over column `column_idx` of a Parquet file. `allowed[row]` restricts the
-/// candidates (pre-filter). Returned distances are final (`_distance` values).
-#[allow(clippy::too_many_arguments)]
-pub async fn exact_search(
-    store: &Arc<dyn ObjectStore>,
-    url: &StorageUrl,
-    meta: &ArrowReaderMetadata,
-    column_idx: usize,
-    column: &str,
-    query: &[f32],
-    k: usize,
-    metric: Metric,
-    allowed: Option<&[bool]>,
-) -> Result<Vec<(u64, f32)>> {
-    let mut stream = crate::store::read::scan_columns(store, url, meta, &[column_idx]).await?;
-    let mut top = TopK::new(k);
-    let mut base = 0u64;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let col = batch.column(0);
-        let vectors = VectorColumn::new(column, col)?;
-        for r in 0..vectors.len() {
-            let row = base + r as u64;
-            if allowed.is_some_and(|a| !a.get(row as usize).copied().unwrap_or(false)) {
-                continue;
-            }
-            let Some(v) = vectors.get(r) else { continue };
-            if v.len() != query.len() {
-                continue;
-            }
-            top.push(metric.raw_distance(query, &v), row);
-        }
-        base += batch.num_rows() as u64;
+/// The vectors of one column, decoded once and kept for repeated exact searches.
+#[derive(Debug)]
+pub struct ExactVectors {
+    /// Dimensions.
+    pub dims: usize,
+    /// Row position of each stored vector (rows with NULL or wrongly sized vectors are absent).
+    pub rows: Vec<u64>,
+    /// `rows.len() * dims` values.
+    pub values: Vec<f32>,
+}
+
+impl ExactVectors {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.values.len() * 4 + self.rows.len() * 8
     }
-    Ok(top
-        .into_sorted()
-        .into_iter()
-        .map(|(r, d)| (r, metric.finalize(d)))
-        .collect())
+
+    /// Reads column `column_idx` of a Parquet file (vectors of `dims` values).
+    pub async fn load(
+        store: &Arc<dyn ObjectStore>,
+        url: &StorageUrl,
+        meta: &ArrowReaderMetadata,
+        column_idx: usize,
+        column: &str,
+        dims: usize,
+    ) -> Result<Self> {
+        let mut stream = crate::store::read::scan_columns(store, url, meta, &[column_idx]).await?;
+        let rows_total = meta.metadata().file_metadata().num_rows() as usize;
+        let mut rows = Vec::with_capacity(rows_total);
+        let mut values = Vec::with_capacity(rows_total * dims);
+        let mut base = 0u64;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let vectors = VectorColumn::new(column, batch.column(0))?;
+            for r in 0..vectors.len() {
+                if let Some(v) = vectors.get(r)
+                    && v.len() == dims
+                {
+                    rows.push(base + r as u64);
+                    values.extend_from_slice(&v);
+                }
+            }
+            base += batch.num_rows() as u64;
+        }
+        Ok(ExactVectors { dims, rows, values })
+    }
+
+    /// Exact top-k; `allowed[row]` restricts the candidates. Distances are final.
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        metric: Metric,
+        allowed: Option<&[bool]>,
+    ) -> Vec<(u64, f32)> {
+        let mut top = TopK::new(k);
+        for (i, row) in self.rows.iter().enumerate() {
+            if allowed.is_some_and(|a| !a.get(*row as usize).copied().unwrap_or(false)) {
+                continue;
+            }
+            let v = &self.values[i * self.dims..(i + 1) * self.dims];
+            top.push(metric.raw_distance(query, v), *row);
+        }
+        top.into_sorted()
+            .into_iter()
+            .map(|(r, d)| (r, metric.finalize(d)))
+            .collect()
+    }
 }
 
 #[cfg(test)]

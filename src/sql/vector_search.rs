@@ -44,7 +44,7 @@ use crate::catalog::IndexedTable;
 use crate::error::{JammiError, Result};
 use crate::index::Metric;
 use crate::index::cache::{IndexCache, IndexCacheStats, LoadedIndex};
-use crate::index::exact::{TopK, exact_search};
+use crate::index::exact::{ExactVectors, TopK};
 use crate::index::vectors::check_vector_type;
 use crate::storage::metrics::RequestSnapshot;
 use crate::storage::{CloudConfig, StorageRegistry, StorageUrl};
@@ -145,8 +145,12 @@ pub struct VectorSearchFunction {
     registry: StorageRegistry,
     cache: Arc<IndexCache>,
     metadata: Arc<Mutex<HashMap<String, ArrowReaderMetadata>>>,
+    exact: Arc<Mutex<Vec<(String, Arc<ExactVectors>)>>>,
     last: Arc<Mutex<QueryStats>>,
 }
+
+/// Bytes of decoded vectors kept for exact searches (most recently used kept).
+const EXACT_CACHE_BYTES: usize = 1 << 30;
 
 impl VectorSearchFunction {
     /// A function resolving storage through `registry` and caching indexes in `cache`.
@@ -155,6 +159,7 @@ impl VectorSearchFunction {
             registry,
             cache,
             metadata: Arc::default(),
+            exact: Arc::default(),
             last: Arc::default(),
         }
     }
@@ -434,6 +439,7 @@ impl TableFunctionImpl for VectorSearchFunction {
             registry: self.registry.clone(),
             cache: self.cache.clone(),
             metadata: self.metadata.clone(),
+            exact: self.exact.clone(),
             last: self.last.clone(),
         }))
     }
@@ -556,6 +562,7 @@ struct VectorSearchTable {
     registry: StorageRegistry,
     cache: Arc<IndexCache>,
     metadata: Arc<Mutex<HashMap<String, ArrowReaderMetadata>>>,
+    exact: Arc<Mutex<Vec<(String, Arc<ExactVectors>)>>>,
     last: Arc<Mutex<QueryStats>>,
 }
 
@@ -624,6 +631,49 @@ impl VectorSearchTable {
         let m = crate::store::read::load_metadata(store, &p.parquet).await?;
         self.metadata.lock().expect("lock").insert(key, m.clone());
         Ok(m)
+    }
+
+    /// The decoded vectors of the target (cached across queries, LRU under a byte budget).
+    async fn exact_vectors(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        meta: &ArrowReaderMetadata,
+    ) -> Result<Arc<ExactVectors>> {
+        let p = &self.plan;
+        let key = format!(
+            "{}#{}#{}#{}",
+            p.target.parquet,
+            p.vector_name,
+            meta.metadata().file_metadata().num_rows(),
+            meta.metadata().memory_size()
+        );
+        {
+            let mut c = self.exact.lock().expect("lock");
+            if let Some(i) = c.iter().position(|(k, _)| *k == key) {
+                let e = c.remove(i);
+                let v = e.1.clone();
+                c.push(e);
+                return Ok(v);
+            }
+        }
+        let v = Arc::new(
+            ExactVectors::load(
+                store,
+                &p.target.parquet,
+                meta,
+                p.vector_idx,
+                &p.vector_name,
+                p.query.len(),
+            )
+            .await?,
+        );
+        let mut c = self.exact.lock().expect("lock");
+        c.push((key, v.clone()));
+        let mut total: usize = c.iter().map(|(_, v)| v.bytes()).sum();
+        while total > EXACT_CACHE_BYTES && c.len() > 1 {
+            total -= c.remove(0).1.bytes();
+        }
+        Ok(v)
     }
 
     /// Rows allowed by the pre-filter (`None`: no filter).
@@ -730,21 +780,11 @@ impl VectorSearchTable {
         }
         let (hits, mode) = match loaded {
             Some(l) => self.search_index(&l, allowed.as_deref())?,
-            None => (
-                exact_search(
-                    &store,
-                    &t.parquet,
-                    &meta,
-                    p.vector_idx,
-                    &p.vector_name,
-                    &p.query,
-                    p.k,
-                    p.metric,
-                    allowed.as_deref(),
-                )
-                .await?,
-                "exact".to_string(),
-            ),
+            None => {
+                let vectors = self.exact_vectors(&store, &meta).await?;
+                let hits = vectors.search(&p.query, p.k, p.metric, allowed.as_deref());
+                (hits, "exact".to_string())
+            }
         };
         let batch = self.hydrate(&store, &meta, &hits, projection).await?;
         Ok((batch, mode, reason))

@@ -132,14 +132,36 @@ pub async fn read_rows(
         meta.metadata().file_metadata().schema_descr(),
         columns.iter().copied(),
     );
-    let stream =
-        ParquetRecordBatchStreamBuilder::new_with_metadata(reader(store, url)?, meta.clone())
+    let selection = RowSelection::from(selectors);
+    let (schema, batches) = match url.local_path() {
+        // Local files: a few small positioned reads, no async round trips.
+        Some(path) => {
+            use datafusion::arrow::record_batch::RecordBatchReader;
+            use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+            let file = std::fs::File::open(&path)?;
+            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone())
+                .with_projection(mask)
+                .with_row_selection(selection)
+                .with_batch_size(sorted.len().max(1))
+                .build()?;
+            let schema = reader.schema();
+            let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+            (schema, batches)
+        }
+        None => {
+            let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+                reader(store, url)?,
+                meta.clone(),
+            )
             .with_projection(mask)
-            .with_row_selection(RowSelection::from(selectors))
+            .with_row_selection(selection)
             .with_batch_size(sorted.len().max(1))
             .build()?;
-    let schema = stream.schema().clone();
-    let batches: Vec<RecordBatch> = stream.try_collect().await?;
+            let schema = stream.schema().clone();
+            let batches: Vec<RecordBatch> = stream.try_collect().await?;
+            (schema, batches)
+        }
+    };
     let all = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
     if all.num_rows() != sorted.len() {
         return Err(JammiError::Corrupt {
