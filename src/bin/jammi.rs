@@ -371,7 +371,29 @@ async fn run_script(session: &JammiSession, script: &str, out: Output) -> Result
         return Err("no SQL statement given".into());
     }
     for stmt in stmts {
-        let batches = session.sql(&stmt).await?.collect().await?;
+        // A spinner on a terminal while a statement runs (uploads, index builds, scans);
+        // indicatif draws nothing when stderr is not a terminal.
+        let spinner = indicatif::ProgressBar::new_spinner().with_message(
+            stmt.split_whitespace()
+                .take(6)
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        spinner.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("template"),
+        );
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+        let result = async {
+            session
+                .sql(&stmt)
+                .await?
+                .collect()
+                .await
+                .map_err(Into::into)
+        }
+        .await;
+        spinner.finish_and_clear();
+        let batches: Vec<RecordBatch> = result.map_err(|e: jammi_db::JammiError| e)?;
         print_batches(&batches, out)?;
     }
     Ok(())

@@ -16,7 +16,6 @@ use std::sync::{Arc, RwLock};
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
 
 use crate::error::{JammiError, Result};
 use crate::source::{SourceConnection, SourceType};
@@ -47,7 +46,7 @@ pub struct Catalog {
     root: StorageUrl,
     registry: StorageRegistry,
     cloud: Option<CloudConfig>,
-    store: OnceCell<Arc<dyn ObjectStore>>,
+    store: std::sync::OnceLock<Arc<dyn ObjectStore>>,
     tables: RwLock<BTreeSet<String>>,
 }
 
@@ -88,7 +87,7 @@ impl Catalog {
             root: root.as_prefix(),
             registry,
             cloud,
-            store: OnceCell::new(),
+            store: std::sync::OnceLock::new(),
             tables: RwLock::default(),
         })
     }
@@ -104,10 +103,13 @@ impl Catalog {
     }
 
     async fn store(&self) -> Result<Arc<dyn ObjectStore>> {
-        self.store
-            .get_or_try_init(|| self.registry.store(&self.root, self.cloud.as_ref()))
-            .await
-            .cloned()
+        // A plain check-then-set (not `get_or_try_init` with a closure) keeps this future
+        // `Send` for every caller; a race builds the store twice and keeps the first.
+        if let Some(s) = self.store.get() {
+            return Ok(s.clone());
+        }
+        let built = self.registry.store(&self.root, self.cloud.as_ref()).await?;
+        Ok(self.store.get_or_init(|| built).clone())
     }
 
     fn source_url(&self, name: &str) -> Result<StorageUrl> {

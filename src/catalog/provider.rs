@@ -7,7 +7,6 @@ use std::sync::{Arc, RwLock};
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::execution::context::SessionState;
-use futures::StreamExt;
 use tokio::sync::OnceCell;
 
 use crate::catalog::SourceEntry;
@@ -277,13 +276,10 @@ impl ResultSchemaProvider {
             .write()
             .expect("lock")
             .retain(|k, _| names.contains(k));
-        let loads = names.iter().map(|n| async move { (n, self.load(n).await) });
-        let results: Vec<_> = futures::stream::iter(loads)
-            .buffer_unordered(8)
-            .collect()
-            .await;
-        for (n, r) in results {
-            if let Err(e) = r {
+        // Sequential on purpose: a stream of borrowing futures would make `refresh` (and so
+        // `JammiSession::open`) a non-`Send` future.
+        for n in &names {
+            if let Err(e) = self.load(n).await {
                 tracing::warn!("result table {n}: {e}");
             }
         }

@@ -110,7 +110,13 @@ impl TableProviderFactory for StorageTableFactory {
 
         let mut stores = Vec::new();
         for url in &urls {
-            let store = self.registry.store(url, cloud.as_ref()).await?;
+            // Without options, a bucket already bound (by an earlier statement, a source or
+            // the application) keeps its store; otherwise the options (or ambient credentials)
+            // build one.
+            let store = match (&cloud, self.registry.bound(url)) {
+                (None, Some(bound)) => bound,
+                _ => self.registry.store(url, cloud.as_ref()).await?,
+            };
             state
                 .runtime_env()
                 .register_object_store(url.object_store_url().as_ref(), store.clone());

@@ -19,7 +19,12 @@ pub(crate) async fn build(
     match url.scheme() {
         Scheme::File | Scheme::Memory => crate::storage::local::build(url),
         #[cfg(feature = "storage-s3")]
-        Scheme::S3 => crate::storage::s3::build(url, s3_config(cloud)).await,
+        Scheme::S3 => {
+            // Boxed as `Send`: callers spawn sessions and writes onto multi-threaded runtimes.
+            let fut: futures::future::BoxFuture<'_, Result<Arc<dyn ObjectStore>>> =
+                Box::pin(crate::storage::s3::build(url, s3_config(cloud)));
+            fut.await
+        }
         _ => build_sync(url, cloud),
     }
 }

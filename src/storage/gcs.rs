@@ -29,8 +29,16 @@ pub(crate) fn build(url: &StorageUrl, cfg: Option<&GcsConfig>) -> Result<Arc<dyn
         if let Some(e) = &c.endpoint {
             b = b.with_base_url(e);
         }
-        if let Some(s) = c.skip_signature {
-            b = b.with_skip_signature(s);
+        if c.skip_signature == Some(true) {
+            // Unauthenticated requests: no token is fetched (object_store would otherwise
+            // still ask the metadata server for one).
+            b = b.with_skip_signature(true).with_credentials(Arc::new(
+                object_store::client::StaticCredentialProvider::new(
+                    object_store::gcp::GcpCredential {
+                        bearer: String::new(),
+                    },
+                ),
+            ));
         }
         allow_http = c.allow_http.unwrap_or(false);
     }

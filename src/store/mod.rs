@@ -14,7 +14,6 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::{Stream, StreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
-use tokio::sync::OnceCell;
 
 use crate::catalog::Catalog;
 use crate::error::{JammiError, Result};
@@ -50,7 +49,7 @@ pub struct ResultStore {
     root: StorageUrl,
     registry: StorageRegistry,
     catalog: Arc<Catalog>,
-    store: OnceCell<Arc<dyn ObjectStore>>,
+    store: std::sync::OnceLock<Arc<dyn ObjectStore>>,
     index_cache: Arc<IndexCache>,
 }
 
@@ -75,7 +74,7 @@ impl ResultStore {
             root: root.as_prefix(),
             registry,
             catalog,
-            store: OnceCell::new(),
+            store: std::sync::OnceLock::new(),
             index_cache: Arc::new(IndexCache::with_defaults()?),
         })
     }
@@ -108,10 +107,16 @@ impl ResultStore {
 
     /// The object store of the root (built on first use).
     pub async fn object_store(&self) -> Result<Arc<dyn ObjectStore>> {
-        self.store
-            .get_or_try_init(|| self.registry.store(&self.root, self.catalog.cloud()))
-            .await
-            .cloned()
+        // A plain check-then-set (not `get_or_try_init` with a closure) keeps this future
+        // `Send` for every caller; a race builds the store twice and keeps the first.
+        if let Some(s) = self.store.get() {
+            return Ok(s.clone());
+        }
+        let built = self
+            .registry
+            .store(&self.root, self.catalog.cloud())
+            .await?;
+        Ok(self.store.get_or_init(|| built).clone())
     }
 
     /// URL of a table's Parquet file.

@@ -32,7 +32,13 @@ pub async fn load_metadata(
     store: &Arc<dyn ObjectStore>,
     url: &StorageUrl,
 ) -> Result<ArrowReaderMetadata> {
-    let mut r = reader(store, url)?;
+    // With the size known the footer is one bounded range read (Azure refuses suffix ranges).
+    let size = store
+        .head(&url.object_path()?)
+        .await
+        .map_err(|e| JammiError::storage(url, e))?
+        .size;
+    let mut r = reader(store, url)?.with_file_size(size);
     let opts = ArrowReaderOptions::new().with_page_index(true);
     ArrowReaderMetadata::load_async(&mut r, opts)
         .await

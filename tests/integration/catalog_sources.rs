@@ -381,3 +381,22 @@ async fn information_schema_lists_sources_and_their_tables() {
     assert_eq!(r.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
     let _ = r[0].column(0).len();
 }
+
+#[test]
+fn public_futures_are_send_so_they_can_be_spawned() {
+    fn is_send<T: Send>(_: &T) {}
+    let registry = StorageRegistry::new();
+    let url = StorageUrl::parse("memory:///x").unwrap();
+    let open = JammiSession::open("memory:///send-check");
+    is_send(&open);
+    let store = registry.store(&url, None);
+    is_send(&store);
+    let catalog = Catalog::new(url.clone(), registry.clone(), None);
+    let rs =
+        jammi_db::store::ResultStore::with_root(url.clone(), registry.clone(), catalog).unwrap();
+    let spec = jammi_db::store::TableSpec::default();
+    let write = rs.write_batches(&spec, crate::common::sample_schema(4), vec![]);
+    is_send(&write);
+    let recover = rs.recover();
+    is_send(&recover);
+}

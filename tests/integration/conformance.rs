@@ -16,6 +16,7 @@ pub async fn storage_conformance(base: &str, cloud: Option<&CloudConfig>) {
     let base = StorageUrl::parse(base).unwrap().as_prefix();
     let store = registry.store(&base, cloud).await.unwrap();
     let at = |k: &str| base.join(k).unwrap().object_path().unwrap();
+    clear_prefix(&store, &base).await;
 
     // put / get / head / range
     store
@@ -160,4 +161,20 @@ async fn local_file_backend_conforms() {
 #[tokio::test]
 async fn memory_backend_conforms() {
     storage_conformance(&memory_root("conformance"), None).await;
+}
+
+/// Deletes everything under `base` (live servers keep objects between runs).
+pub async fn clear_prefix(
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
+    base: &StorageUrl,
+) {
+    let old: Vec<_> = store
+        .list(Some(&base.object_path().unwrap()))
+        .map_ok(|m| m.location)
+        .try_collect()
+        .await
+        .unwrap();
+    for p in old {
+        store.delete(&p).await.unwrap();
+    }
 }

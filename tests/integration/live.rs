@@ -58,6 +58,7 @@ async fn ddl_sources_and_results(scheme: &str, cloud: CloudConfig) {
     let registry = StorageRegistry::new();
     let baseu = StorageUrl::parse(&base).unwrap();
     let store = registry.store(&baseu, Some(&cloud)).await.unwrap();
+    crate::conformance::clear_prefix(&store, &baseu).await;
     let put = |k: &str, bytes: Vec<u8>| {
         let store = store.clone();
         let p = baseu.join(k).unwrap().object_path().unwrap();
@@ -211,6 +212,12 @@ async fn azure_server_conformance_sql_sources_and_result_tables() {
 async fn eight_concurrent_writers_on_one_s3_root_all_land() {
     let bucket = Live::bucket();
     let root = format!("s3://{bucket}/concurrent/");
+    let rootu = StorageUrl::parse(&root).unwrap();
+    let store = StorageRegistry::new()
+        .store(&rootu, Some(&Live::s3()))
+        .await
+        .unwrap();
+    crate::conformance::clear_prefix(&store, &rootu).await;
     let mut tasks = Vec::new();
     for i in 0..8i64 {
         let root = root.clone();
@@ -322,4 +329,68 @@ fn aws_profile_credentials_from_a_temporary_home_reach_the_s3_server() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stdout {stdout} stderr {stderr}");
     assert!(stdout.contains("n\n42"), "{stdout}");
+}
+
+#[cfg(feature = "live-s3-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_whose_secrets_were_withheld_fails_until_credentials_are_supplied() {
+    let bucket = Live::bucket();
+    let url = format!("s3://{bucket}/withheld/papers.parquet");
+    let parsed = StorageUrl::parse(&url).unwrap();
+    let store = StorageRegistry::new()
+        .store(&parsed, Some(&Live::s3()))
+        .await
+        .unwrap();
+    store
+        .put(
+            &parsed.object_path().unwrap(),
+            PutPayload::from(parquet_bytes(&[sample_batch(0, 12, 4)])),
+        )
+        .await
+        .unwrap();
+    let root = crate::common::tempdir();
+    let r = root.path().to_str().unwrap();
+    {
+        let s = JammiSession::open(r).await.unwrap();
+        s.add_source(
+            "papers",
+            SourceType::File,
+            SourceConnection {
+                url: Some(url.clone()),
+                cloud: Some(Live::s3()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let n = s
+            .sql("SELECT count(*) FROM papers.public.papers")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(count(&n), 12);
+    }
+    // Reopened: the secret-free configuration (endpoint, region) plus the ambient chain,
+    // which has nothing here; the S3 server refuses unsigned requests.
+    let s = JammiSession::open(r).await.unwrap();
+    let e = s
+        .sql("SELECT count(*) FROM papers.public.papers")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("never stores") && e.contains("papers"), "{e}");
+    assert!(!e.contains("testing"), "no secret in the error: {e}");
+    s.set_source_credentials("papers", Live::s3())
+        .await
+        .unwrap();
+    let n = s
+        .sql("SELECT count(*) FROM papers.public.papers")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(count(&n), 12);
 }

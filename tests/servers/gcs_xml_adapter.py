@@ -90,20 +90,20 @@ class Handler(BaseHTTPRequestHandler):
         if data and not head:
             self.wfile.write(data)
 
-    def error(self, code, what):
+    def error(self, code, what, head=False):
         xml = "<?xml version='1.0' encoding='UTF-8'?><Error><Code>%s</Code><Message>%s</Message></Error>" % (what, what)
-        self.reply(code, xml.encode(), {"Content-Type": "application/xml"})
+        self.reply(code, xml.encode(), {"Content-Type": "application/xml"}, head)
 
     def do_GET(self, head=False):
         bucket, name, q = self.split()
         with LOCK:
             if bucket not in STORAGE.buckets:
-                return self.error(404, "NoSuchBucket")
+                return self.error(404, "NoSuchBucket", head)
             if not name:
                 return self.list(bucket, q)
             obj = meta(bucket, name)
             if obj is None:
-                return self.error(404, "NoSuchKey")
+                return self.error(404, "NoSuchKey", head)
             data = STORAGE.get_file(bucket, name)
         headers = {
             "ETag": obj["etag"],
@@ -119,7 +119,7 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 start, end = int(start), (int(end) if end else len(data) - 1)
             if start >= len(data):
-                return self.error(416, "InvalidRange")
+                return self.error(416, "InvalidRange", head)
             end = min(end, len(data) - 1)
             headers["Content-Range"] = "bytes %d-%d/%d" % (start, end, len(data))
             return self.reply(206, data[start:end + 1], headers, head)
