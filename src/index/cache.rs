@@ -198,24 +198,28 @@ impl IndexCache {
 
         // Index: local file in place, or downloaded into the local cache.
         let idx_url = dir.join(&idx.name)?;
-        let path = match idx_url.local_path() {
-            Some(p) => p,
+        let (path, fresh_crc) = match idx_url.local_path() {
+            Some(p) => (p, None),
             None => {
-                let (p, downloaded) = self
+                let (p, crc) = self
                     .local
                     .fetch(&key, store, &idx_url.object_path()?, idx.size)
                     .await?;
-                if downloaded {
+                if crc.is_some() {
                     self.downloads.fetch_add(1, Ordering::Relaxed);
                 }
-                p
+                (p, crc)
             }
         };
-        let (size, crc) = {
-            let p = path.clone();
-            tokio::task::spawn_blocking(move || file_crc(&p))
-                .await
-                .map_err(|e| JammiError::Index(e.to_string()))??
+        // A fresh download's CRC was computed on the way; files already on disk are read.
+        let (size, crc) = match fresh_crc {
+            Some(crc) => (idx.size, crc),
+            None => {
+                let p = path.clone();
+                tokio::task::spawn_blocking(move || file_crc(&p))
+                    .await
+                    .map_err(|e| JammiError::Index(e.to_string()))??
+            }
         };
         if size != idx.size || crc != idx.crc32c {
             return Err(corrupt(format!(

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
-use tokio::io::AsyncWriteExt;
 
 use crate::error::{JammiError, Result};
 
@@ -61,14 +60,15 @@ impl LocalCache {
     }
 
     /// Path of `key` in the cache, downloading `location` from `store` first if needed.
-    /// `expected_size` guards against truncated downloads. Returns (path, downloaded?).
+    /// `expected_size` guards against truncated downloads. Returns the path and, when this
+    /// call downloaded the file, its CRC32C (computed on the way, so callers need not re-read).
     pub async fn fetch(
         &self,
         key: &str,
         store: &Arc<dyn ObjectStore>,
         location: &ObjectPath,
         expected_size: u64,
-    ) -> Result<(PathBuf, bool)> {
+    ) -> Result<(PathBuf, Option<u32>)> {
         let safe: String = key
             .chars()
             .map(|c| {
@@ -82,7 +82,7 @@ impl LocalCache {
         let target = self.dir.join(&safe);
         if is_complete(&target, expected_size) {
             touch(&target);
-            return Ok((target, false));
+            return Ok((target, None));
         }
         let gate = {
             let mut m = self.inflight.lock().expect("lock");
@@ -91,24 +91,25 @@ impl LocalCache {
         let _g = gate.lock().await;
         if is_complete(&target, expected_size) {
             touch(&target);
-            return Ok((target, false));
+            return Ok((target, None));
         }
         let tmp = self
             .dir
             .join(format!(".tmp-{}-{}", safe, rand::random::<u64>()));
         let result = download(store, location, &tmp, expected_size).await;
-        match result {
-            Ok(()) => {
+        let crc = match result {
+            Ok(crc) => {
                 std::fs::rename(&tmp, &target)?;
                 self.evict(&target);
+                crc
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(e);
             }
-        }
+        };
         self.inflight.lock().expect("lock").remove(&safe);
-        Ok((target, true))
+        Ok((target, Some(crc)))
     }
 
     /// Removes least-recently-used entries until the directory fits its budget (never `keep`).
@@ -149,32 +150,49 @@ fn touch(p: &Path) {
     }
 }
 
+/// Size of each ranged GET of a download, and how many run at once.
+const CHUNK: u64 = 8 << 20;
+const PARALLEL: usize = 4;
+
+/// Downloads `location` into `tmp` with parallel ranged GETs written in place; returns the
+/// CRC32C of the whole object (chunk CRCs combined in order).
 async fn download(
     store: &Arc<dyn ObjectStore>,
     location: &ObjectPath,
     tmp: &Path,
     expected_size: u64,
-) -> Result<()> {
+) -> Result<u32> {
     use object_store::ObjectStoreExt;
-    let got = store
-        .get(location)
-        .await
-        .map_err(|e| JammiError::storage(location, e))?;
-    let mut stream = got.into_stream();
-    let mut f = tokio::fs::File::create(tmp).await?;
-    let mut n = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| JammiError::storage(location, e))?;
-        n += chunk.len() as u64;
-        f.write_all(&chunk).await?;
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::create(tmp)?;
+    file.set_len(expected_size)?;
+    let file = Arc::new(file);
+    let parts: Vec<_> = (0..expected_size)
+        .step_by(CHUNK as usize)
+        .map(|start| {
+            let range = start..(start + CHUNK).min(expected_size);
+            let (store, location, file) = (store.clone(), location.clone(), file.clone());
+            async move {
+                let bytes = store
+                    .get_range(&location, range.clone())
+                    .await
+                    .map_err(|e| JammiError::storage(&location, e))?;
+                if bytes.len() as u64 != range.end - range.start {
+                    return Err(JammiError::Corrupt {
+                        table: location.to_string(),
+                        reason: format!("short read at {}..{}", range.start, range.end),
+                    });
+                }
+                file.write_all_at(&bytes, range.start)?;
+                Ok::<_, JammiError>((crc32c::crc32c(&bytes), bytes.len() as u64))
+            }
+        })
+        .collect();
+    let mut crcs = futures::stream::iter(parts).buffered(PARALLEL);
+    let mut crc = 0u32;
+    while let Some(part) = crcs.next().await {
+        let (c, len) = part?;
+        crc = crc32c::crc32c_combine(crc, c, len as usize);
     }
-    f.flush().await?;
-    f.sync_all().await?;
-    if n != expected_size {
-        return Err(JammiError::Corrupt {
-            table: location.to_string(),
-            reason: format!("downloaded {n} bytes, expected {expected_size}"),
-        });
-    }
-    Ok(())
+    Ok(crc)
 }
