@@ -150,12 +150,8 @@ fn touch(p: &Path) {
     }
 }
 
-/// Size of each ranged GET of a download, and how many run at once.
-const CHUNK: u64 = 8 << 20;
-const PARALLEL: usize = 4;
-
-/// Downloads `location` into `tmp` with parallel ranged GETs written in place; returns the
-/// CRC32C of the whole object (chunk CRCs combined in order).
+/// Streams `location` into `tmp` (one GET; local object-store servers serve parallel ranged
+/// reads slower than one stream) and returns its CRC32C, computed on the way.
 async fn download(
     store: &Arc<dyn ObjectStore>,
     location: &ObjectPath,
@@ -163,36 +159,26 @@ async fn download(
     expected_size: u64,
 ) -> Result<u32> {
     use object_store::ObjectStoreExt;
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::File::create(tmp)?;
-    file.set_len(expected_size)?;
-    let file = Arc::new(file);
-    let parts: Vec<_> = (0..expected_size)
-        .step_by(CHUNK as usize)
-        .map(|start| {
-            let range = start..(start + CHUNK).min(expected_size);
-            let (store, location, file) = (store.clone(), location.clone(), file.clone());
-            async move {
-                let bytes = store
-                    .get_range(&location, range.clone())
-                    .await
-                    .map_err(|e| JammiError::storage(&location, e))?;
-                if bytes.len() as u64 != range.end - range.start {
-                    return Err(JammiError::Corrupt {
-                        table: location.to_string(),
-                        reason: format!("short read at {}..{}", range.start, range.end),
-                    });
-                }
-                file.write_all_at(&bytes, range.start)?;
-                Ok::<_, JammiError>((crc32c::crc32c(&bytes), bytes.len() as u64))
-            }
-        })
-        .collect();
-    let mut crcs = futures::stream::iter(parts).buffered(PARALLEL);
-    let mut crc = 0u32;
-    while let Some(part) = crcs.next().await {
-        let (c, len) = part?;
-        crc = crc32c::crc32c_combine(crc, c, len as usize);
+    use tokio::io::AsyncWriteExt;
+    let got = store
+        .get(location)
+        .await
+        .map_err(|e| JammiError::storage(location, e))?;
+    let mut stream = got.into_stream();
+    let mut f = tokio::io::BufWriter::with_capacity(8 << 20, tokio::fs::File::create(tmp).await?);
+    let (mut n, mut crc) = (0u64, 0u32);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| JammiError::storage(location, e))?;
+        n += chunk.len() as u64;
+        crc = crc32c::crc32c_append(crc, &chunk);
+        f.write_all(&chunk).await?;
+    }
+    f.flush().await?;
+    if n != expected_size {
+        return Err(JammiError::Corrupt {
+            table: location.to_string(),
+            reason: format!("downloaded {n} bytes, expected {expected_size}"),
+        });
     }
     Ok(crc)
 }

@@ -34,7 +34,8 @@ const PART: usize = 8 << 20;
 /// reads a few small pages instead of whole column chunks.
 pub fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
-        .set_max_row_group_row_count(Some(64 * 1024))
+        // 16k-row groups bound the writer's in-memory buffer (~25 MB of 384-d vectors).
+        .set_max_row_group_row_count(Some(16 * 1024))
         .set_data_page_size_limit(64 * 1024)
         .set_data_page_row_count_limit(4 * 1024)
         .set_statistics_enabled(EnabledStatistics::Page)
