@@ -9,6 +9,9 @@ use crate::error::{JammiError, Result};
 use crate::index::IndexParams;
 use crate::index::vectors::{VectorColumn, check_finite};
 
+/// What [`IndexBuilder::finish`] returns: (index, rowmap, dimensions).
+pub type Finished = (Option<Arc<usearch::Index>>, Vec<u64>, Option<usize>);
+
 /// Accumulates an index and its rowmap from batches of one vector column.
 pub struct IndexBuilder {
     column: String,
@@ -138,8 +141,9 @@ impl IndexBuilder {
         Ok(())
     }
 
-    /// The finished index (if any vector or a fixed dimension was seen) and the rowmap.
-    pub fn finish(mut self) -> Result<(Option<Arc<usearch::Index>>, Vec<u64>, Option<usize>)> {
+    /// The finished index (if any vector or a fixed dimension was seen), the rowmap and the
+    /// dimensions.
+    pub fn finish(mut self) -> Result<Finished> {
         if self.index.is_none()
             && let Some(d) = self.dimensions
         {

@@ -145,9 +145,12 @@ pub struct VectorSearchFunction {
     registry: StorageRegistry,
     cache: Arc<IndexCache>,
     metadata: Arc<Mutex<HashMap<String, ArrowReaderMetadata>>>,
-    exact: Arc<Mutex<Vec<(String, Arc<ExactVectors>)>>>,
+    exact: Arc<Mutex<ExactCache>>,
     last: Arc<Mutex<QueryStats>>,
 }
+
+/// Decoded vector columns for exact search, most recently used last.
+type ExactCache = Vec<(String, Arc<ExactVectors>)>;
 
 /// Bytes of decoded vectors kept for exact searches (most recently used kept).
 const EXACT_CACHE_BYTES: usize = 1 << 30;
@@ -562,7 +565,7 @@ struct VectorSearchTable {
     registry: StorageRegistry,
     cache: Arc<IndexCache>,
     metadata: Arc<Mutex<HashMap<String, ArrowReaderMetadata>>>,
-    exact: Arc<Mutex<Vec<(String, Arc<ExactVectors>)>>>,
+    exact: Arc<Mutex<ExactCache>>,
     last: Arc<Mutex<QueryStats>>,
 }
 

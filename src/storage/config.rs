@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::Hash;
 
 use serde::{Deserialize, Serialize};
 
@@ -513,9 +513,7 @@ impl CloudConfig {
     /// cannot be reversed or compared across processes. Used only in memory.
     pub(crate) fn fingerprint(&self, state: &std::collections::hash_map::RandomState) -> u64 {
         use std::hash::BuildHasher;
-        let mut h = state.build_hasher();
-        self.hash(&mut h);
-        h.finish()
+        state.hash_one(self)
     }
 }
 

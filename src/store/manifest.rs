@@ -138,7 +138,7 @@ pub fn encode_schema(schema: &Schema) -> String {
 
 fn decode_schema(hex: &str) -> std::result::Result<SchemaRef, String> {
     use datafusion::arrow::ipc::reader::StreamReader;
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return Err("schema is not valid hex".into());
     }
     let bytes: std::result::Result<Vec<u8>, _> = (0..hex.len())
