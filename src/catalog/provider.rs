@@ -340,7 +340,7 @@ impl SchemaProvider for ResultSchemaProvider {
             }
             store.write_batches(&spec, schema, batches).await
         };
-        let manifest = block_on(write)??;
+        let manifest = block_on("writing a result table from SQL", write)??;
         let t = Arc::new(IndexedTable::new(
             self.store.parquet_url(&name)?,
             manifest,
@@ -351,15 +351,22 @@ impl SchemaProvider for ResultSchemaProvider {
     }
 }
 
-/// Runs a future from synchronous catalog code (DataFusion's `register_table` is sync).
-pub(crate) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+/// Runs a future from synchronous DataFusion code (`register_table`, table functions):
+/// ready futures return at once; otherwise the thread blocks in place, which needs a
+/// multi-threaded runtime (`what` names the operation in that error).
+pub(crate) fn block_on<F: std::future::Future>(what: &str, f: F) -> Result<F::Output> {
+    use futures::FutureExt;
+    let mut f = Box::pin(f);
+    if let Some(v) = (&mut f).now_or_never() {
+        return Ok(v);
+    }
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             Ok(tokio::task::block_in_place(|| h.block_on(f)))
         }
-        Ok(_) => Err(JammiError::InvalidInput(
-            "writing a result table from SQL needs a multi-threaded tokio runtime".into(),
-        )),
+        Ok(_) => Err(JammiError::InvalidInput(format!(
+            "{what} needs a multi-threaded tokio runtime"
+        ))),
         Err(_) => Ok(futures::executor::block_on(f)),
     }
 }

@@ -37,10 +37,11 @@ use datafusion::logical_expr::ColumnarValue;
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::Expr;
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use object_store::ObjectStore;
 
 use crate::catalog::IndexedTable;
+use crate::catalog::provider::block_on;
 use crate::error::{JammiError, Result};
 use crate::index::Metric;
 use crate::index::cache::{IndexCache, IndexCacheStats, LoadedIndex};
@@ -188,23 +189,6 @@ struct Target {
     schema: SchemaRef,
 }
 
-/// Runs a future to completion from synchronous planning code.
-fn block<F: std::future::Future>(f: F) -> Result<F::Output> {
-    let mut f = Box::pin(f);
-    if let Some(v) = (&mut f).now_or_never() {
-        return Ok(v);
-    }
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            Ok(tokio::task::block_in_place(|| h.block_on(f)))
-        }
-        Ok(_) => Err(JammiError::InvalidInput(
-            "vector_search on a storage URL needs a multi-threaded tokio runtime".into(),
-        )),
-        Err(_) => Ok(futures::executor::block_on(f)),
-    }
-}
-
 fn is_url_like(s: &str) -> bool {
     s.contains("://") || s.starts_with('/') || s.starts_with("./") || s.ends_with(".parquet")
 }
@@ -320,7 +304,7 @@ impl VectorSearchFunction {
                 let Some(s) = c.schema(schema) else {
                     return Ok(None);
                 };
-                Ok(block(s.table(table))??)
+                Ok(block_on("vector_search", s.table(table))??)
             };
         if let Some(p) = find(&resolved.catalog, &resolved.schema, &resolved.table)? {
             return Ok(p);
@@ -341,7 +325,7 @@ impl VectorSearchFunction {
         schema: Option<SchemaRef>,
     ) -> Result<Target> {
         let registry = self.registry.clone();
-        block(async move {
+        block_on("vector_search on a storage URL", async move {
             let store = match registry.bound(&url) {
                 Some(s) => s,
                 None => registry.store(&url, cloud.as_ref()).await?,

@@ -48,11 +48,11 @@ fn distances(batches: &[RecordBatch]) -> Vec<f32> {
 fn assert_hit(r: &[RecordBatch], expected: i64) {
     let got = ids(r);
     assert!(got.contains(&expected), "{expected} not in {got:?}");
-    if got[0] != expected {
-        if let Some(d) = r[0].column_by_name("_distance") {
-            let d = d.as_any().downcast_ref::<Float32Array>().unwrap().value(0);
-            assert!(d < 1e-3, "first hit {} at distance {d}", got[0]);
-        }
+    if got[0] != expected
+        && let Some(d) = r[0].column_by_name("_distance")
+    {
+        let d = d.as_any().downcast_ref::<Float32Array>().unwrap().value(0);
+        assert!(d < 1e-3, "first hit {} at distance {d}", got[0]);
     }
 }
 
