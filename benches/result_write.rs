@@ -4,7 +4,10 @@
 //! data, in the same run. Each measurement runs in its own child process so its peak RSS
 //! (VmHWM) is its own.
 //!
-//! Run: `cargo bench --profile dev --bench result_write [-- --rows 1000000]`
+//! Vectors are blended from real MiniLM embeddings (`--data minilm`, the default) or uniform
+//! random (`--data random`, HNSW's worst case).
+//!
+//! Run: `cargo bench --profile dev --bench result_write [-- --rows 1000000 --data minilm]`
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,15 +35,84 @@ fn schema() -> SchemaRef {
     ]))
 }
 
-/// Deterministic pseudo-random unit-ish vectors, generated batch by batch.
-fn batch(start: usize, n: usize) -> RecordBatch {
+/// Real MiniLM embeddings (the first row group of the shared corpus) that synthetic rows
+/// are blended from, so the 1M vectors cluster like real text embeddings do. Uniform random
+/// 384-d vectors (`--data random`) are HNSW's worst case: every distance is nearly equal.
+fn bases() -> Option<Vec<f32>> {
+    use datafusion::parquet::arrow::ProjectionMask;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let args: Vec<String> = std::env::args().collect();
+    if args
+        .windows(2)
+        .any(|w| w[0] == "--data" && w[1] == "random")
+    {
+        return None;
+    }
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/data/debian-minilm/corpus.parquet"
+    );
+    let file = std::fs::File::open(path).expect("the shared MiniLM corpus");
+    let b = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let mask = ProjectionMask::columns(b.parquet_schema(), ["embedding"]);
+    let mut out = Vec::new();
+    for batch in b
+        .with_row_groups(vec![0])
+        .with_projection(mask)
+        .build()
+        .unwrap()
+    {
+        let batch = batch.unwrap();
+        let emb = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<FixedSizeListArray>()
+            .unwrap();
+        let vals = emb
+            .values()
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .unwrap();
+        out.extend_from_slice(vals.values());
+    }
+    Some(out)
+}
+
+fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// Deterministic vectors, generated batch by batch: a real embedding plus a third of another
+/// plus small noise, normalised (or, with no bases, uniform random in [-0.5, 0.5)).
+fn batch(bases: Option<&[f32]>, start: usize, n: usize) -> RecordBatch {
     let mut x = (start as u64).wrapping_mul(0x9E3779B97F4A7C15) | 1;
     let mut vals = Vec::with_capacity(n * DIMS);
-    for _ in 0..n * DIMS {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        vals.push(((x >> 40) as f32 / (1u64 << 24) as f32) - 0.5);
+    for _ in 0..n {
+        match bases {
+            Some(b) => {
+                let count = (b.len() / DIMS) as u64;
+                let a = (xorshift(&mut x) % count) as usize * DIMS;
+                let c = (xorshift(&mut x) % count) as usize * DIMS;
+                let row = vals.len();
+                let mut norm = 0f32;
+                for d in 0..DIMS {
+                    let noise = ((xorshift(&mut x) >> 40) as f32 / (1u64 << 24) as f32) - 0.5;
+                    let v = b[a + d] + 0.33 * b[c + d] + 0.04 * noise;
+                    norm += v * v;
+                    vals.push(v);
+                }
+                let inv = 1.0 / norm.sqrt();
+                vals[row..].iter_mut().for_each(|v| *v *= inv);
+            }
+            None => {
+                for _ in 0..DIMS {
+                    vals.push(((xorshift(&mut x) >> 40) as f32 / (1u64 << 24) as f32) - 0.5);
+                }
+            }
+        }
     }
     let emb = FixedSizeListArray::new(
         Arc::new(Field::new("item", DataType::Float32, true)),
@@ -61,9 +133,10 @@ fn batch(start: usize, n: usize) -> RecordBatch {
 }
 
 fn batches(rows: usize) -> impl Iterator<Item = RecordBatch> {
+    let bases = bases();
     (0..rows)
         .step_by(BATCH)
-        .map(move |s| batch(s, BATCH.min(rows - s)))
+        .map(move |s| batch(bases.as_deref(), s, BATCH.min(rows - s)))
 }
 
 fn peak_rss_mib() -> f64 {
@@ -74,6 +147,19 @@ fn peak_rss_mib() -> f64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// CPU seconds (user + system, all threads) this process has used: unlike wall time, it
+/// does not grow when other work shares the machine.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // Fields 14 and 15 of stat (utime, stime) in clock ticks of 1/100 s.
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
 }
 
 async fn child(mode: &str, rows: usize, dir: &std::path::Path) {
@@ -89,7 +175,7 @@ async fn child(mode: &str, rows: usize, dir: &std::path::Path) {
             let f = tokio::fs::File::create(dir.join("raw.parquet"))
                 .await
                 .unwrap();
-            let props = jammi_db::store::writer_properties();
+            let props = jammi_db::store::writer_properties(&schema(), Some("embedding"));
             let mut w =
                 datafusion::parquet::arrow::AsyncArrowWriter::try_new(f, schema(), Some(props))
                     .unwrap();
@@ -178,15 +264,26 @@ async fn child(mode: &str, rows: usize, dir: &std::path::Path) {
         other => panic!("unknown mode {other}"),
     }
     println!(
-        "{mode} {:.3} {:.1} {extra}",
+        "{mode} {:.3} {:.3} {:.1} {extra}",
         t.elapsed().as_secs_f64(),
+        cpu_seconds(),
         peak_rss_mib()
     );
 }
 
-fn run(mode: &str, rows: usize, dir: &std::path::Path) -> (f64, f64, String) {
+/// What one child measured.
+struct Measured {
+    wall: f64,
+    cpu: f64,
+    rss: f64,
+    extra: String,
+}
+
+fn run(mode: &str, rows: usize, data: &str, dir: &std::path::Path) -> Measured {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
+            "--data",
+            data,
             "--child",
             mode,
             "--rows",
@@ -207,11 +304,12 @@ fn run(mode: &str, rows: usize, dir: &std::path::Path) -> (f64, f64, String) {
         .unwrap()
         .to_string();
     let f: Vec<&str> = line.split_whitespace().collect();
-    (
-        f[1].parse().unwrap(),
-        f[2].parse().unwrap(),
-        f.get(3).unwrap_or(&"").to_string(),
-    )
+    Measured {
+        wall: f[1].parse().unwrap(),
+        cpu: f[2].parse().unwrap(),
+        rss: f[3].parse().unwrap(),
+        extra: f.get(4).unwrap_or(&"").to_string(),
+    }
 }
 
 fn main() {
@@ -231,28 +329,43 @@ fn main() {
         rt.block_on(child(&mode, rows, &dir));
         return;
     }
+    let data = arg("--data").unwrap_or_else(|| "minilm".into());
     let dir = tempfile::tempdir().unwrap();
-    println!("writing {rows} rows of {DIMS}-d vectors with keys");
-    let (gen_t, _, _) = run("generate", rows, dir.path());
-    let (pq_t, pq_rss, _) = run("parquet", rows, dir.path());
-    let (us_t, us_rss, us_size) = run("usearch", rows, dir.path());
-    let (j_t, j_rss, sizes) = run("jammi", rows, dir.path());
-    let baseline = pq_t + us_t - gen_t;
-    let index_mib = us_size.parse::<f64>().unwrap_or(0.0) / (1 << 20) as f64;
+    println!("writing {rows} rows of {DIMS}-d vectors ({data}) with keys");
+    let g = run("generate", rows, &data, dir.path());
+    let pq = run("parquet", rows, &data, dir.path());
+    let us = run("usearch", rows, &data, dir.path());
+    let j = run("jammi", rows, &data, dir.path());
+    let wall_ratio = j.wall / (pq.wall + us.wall - g.wall);
+    let cpu_ratio = j.cpu / (pq.cpu + us.cpu - g.cpu);
+    let index_mib = us.extra.parse::<f64>().unwrap_or(0.0) / (1 << 20) as f64;
     println!();
-    println!("| measure | value |");
-    println!("|---|---|");
-    println!("| data generation alone | {gen_t:.2} s |");
-    println!("| raw Parquet write | {pq_t:.2} s (peak RSS {pq_rss:.0} MiB) |");
-    println!("| raw USearch build + save | {us_t:.2} s (peak RSS {us_rss:.0} MiB) |");
-    println!("| jammi-db write_table (Parquet + index + sidecars + manifest) | {j_t:.2} s |");
+    println!("| measure | wall | CPU (user+sys) | peak RSS |");
+    println!("|---|---|---|---|");
+    for (name, m) in [
+        ("data generation alone", &g),
+        ("raw Parquet write", &pq),
+        ("raw USearch build + save", &us),
+        (
+            "jammi-db write_table (Parquet + index + sidecars + manifest)",
+            &j,
+        ),
+    ] {
+        println!(
+            "| {name} | {:.2} s | {:.2} s | {:.0} MiB |",
+            m.wall, m.cpu, m.rss
+        );
+    }
     println!(
-        "| time ratio jammi / (Parquet + USearch - generation) | {:.3} |",
-        j_t / baseline
+        "| ratio jammi / (Parquet + USearch - generation) | {wall_ratio:.3} | {cpu_ratio:.3} | |"
     );
     println!(
-        "| jammi peak RSS | {j_rss:.0} MiB (index file {index_mib:.0} MiB; budget index + 256 = {:.0} MiB) |",
+        "| jammi peak RSS vs budget (index file {index_mib:.0} MiB + 256) | | | {:.0} / {:.0} MiB |",
+        j.rss,
         index_mib + 256.0
     );
-    println!("| jammi file sizes (parquet, index, rowmap) | {sizes} bytes |");
+    println!(
+        "| jammi file sizes (parquet, index, rowmap) | {} bytes | | |",
+        j.extra
+    );
 }

@@ -179,48 +179,53 @@ impl IndexCache {
             reason,
         };
 
-        // Rowmap: small, read whole and verify.
-        let rm_url = dir.join(&rm.name)?;
-        let rm_bytes = store
-            .get(&rm_url.object_path()?)
-            .await
-            .map_err(|e| JammiError::storage(&rm_url, e))?
-            .bytes()
-            .await
-            .map_err(|e| JammiError::storage(&rm_url, e))?;
-        if rm_bytes.len() as u64 != rm.size || crc32c::crc32c(&rm_bytes) != rm.crc32c {
-            return Err(corrupt(format!(
-                "{} does not match its manifest checksum",
-                rm.name
-            )));
-        }
-        let rowmap = rowmap::decode(&rm_bytes)?;
-
-        // Index: local file in place, or downloaded into the local cache.
-        let idx_url = dir.join(&idx.name)?;
-        let (path, fresh_crc) = match idx_url.local_path() {
-            Some(p) => (p, None),
-            None => {
-                let (p, crc) = self
-                    .local
-                    .fetch(&key, store, &idx_url.object_path()?, idx.size)
-                    .await?;
-                if crc.is_some() {
-                    self.downloads.fetch_add(1, Ordering::Relaxed);
+        // Rowmap (small, read whole) and index (local file in place, or downloaded into the
+        // local cache) are fetched side by side.
+        let rowmap = async {
+            let rm_url = dir.join(&rm.name)?;
+            let rm_bytes = store
+                .get(&rm_url.object_path()?)
+                .await
+                .map_err(|e| JammiError::storage(&rm_url, e))?
+                .bytes()
+                .await
+                .map_err(|e| JammiError::storage(&rm_url, e))?;
+            if rm_bytes.len() as u64 != rm.size || crc32c::crc32c(&rm_bytes) != rm.crc32c {
+                return Err(corrupt(format!(
+                    "{} does not match its manifest checksum",
+                    rm.name
+                )));
+            }
+            rowmap::decode(&rm_bytes)
+        };
+        let index_file = async {
+            let idx_url = dir.join(&idx.name)?;
+            let (path, fresh_crc) = match idx_url.local_path() {
+                Some(p) => (p, None),
+                None => {
+                    let (p, crc) = self
+                        .local
+                        .fetch(&key, store, &idx_url.object_path()?, idx.size)
+                        .await?;
+                    if crc.is_some() {
+                        self.downloads.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (p, crc)
                 }
-                (p, crc)
-            }
+            };
+            // A fresh download's CRC was computed on the way; files already on disk are read.
+            let (size, crc) = match fresh_crc {
+                Some(crc) => (idx.size, crc),
+                None => {
+                    let p = path.clone();
+                    tokio::task::spawn_blocking(move || file_crc(&p))
+                        .await
+                        .map_err(|e| JammiError::Index(e.to_string()))??
+                }
+            };
+            Ok::<_, JammiError>((path, size, crc))
         };
-        // A fresh download's CRC was computed on the way; files already on disk are read.
-        let (size, crc) = match fresh_crc {
-            Some(crc) => (idx.size, crc),
-            None => {
-                let p = path.clone();
-                tokio::task::spawn_blocking(move || file_crc(&p))
-                    .await
-                    .map_err(|e| JammiError::Index(e.to_string()))??
-            }
-        };
+        let (rowmap, (path, size, crc)) = tokio::try_join!(rowmap, index_file)?;
         if size != idx.size || crc != idx.crc32c {
             return Err(corrupt(format!(
                 "{} does not match its manifest checksum",

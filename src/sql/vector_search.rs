@@ -713,6 +713,40 @@ impl VectorSearchTable {
         Ok(Some(allowed))
     }
 
+    /// The loaded index, or why the search goes exact.
+    async fn index(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+    ) -> (Option<Arc<LoadedIndex>>, Option<String>) {
+        let t = &self.plan.target;
+        let m = match (&t.manifest, self.plan.options.exact) {
+            (_, true) => return (None, Some("exact=true".to_string())),
+            (None, _) => return (None, Some(format!("no index beside {}", t.parquet))),
+            (Some(m), false) => m,
+        };
+        let Some(info) = &m.index else {
+            return (
+                None,
+                Some(format!("result table '{}' has no vector index", m.table)),
+            );
+        };
+        let major = |v: &str| v.split('.').next().unwrap_or("").to_string();
+        if major(&info.usearch_version) != major(usearch::version()) {
+            return (
+                None,
+                Some(format!(
+                    "index written by USearch {}, this build has {}",
+                    info.usearch_version,
+                    usearch::version()
+                )),
+            );
+        }
+        match self.cache.get(&t.dir, store, m).await {
+            Ok(l) => (Some(l), None),
+            Err(e) => (None, Some(e.to_string())),
+        }
+    }
+
     async fn run(
         &self,
         state: &SessionState,
@@ -724,56 +758,33 @@ impl VectorSearchTable {
             Some(s) => s,
             None => self.registry.store(&t.parquet, t.cloud.as_ref()).await?,
         };
-        let meta = self.metadata(&store).await?;
-        let allowed = self.prefilter(state, &store, &meta).await?;
-
-        let mut reason = None;
-        let loaded: Option<Arc<LoadedIndex>> = match (&t.manifest, p.options.exact) {
-            (_, true) => {
-                reason = Some("exact=true".to_string());
-                None
-            }
-            (None, _) => {
-                reason = Some(format!("no index beside {}", t.parquet));
-                None
-            }
-            (Some(m), false) if m.index.is_none() => {
-                reason = Some(format!("result table '{}' has no vector index", m.table));
-                None
-            }
-            (Some(m), false) => {
-                let info = m.index.as_ref().expect("checked");
-                let major = |v: &str| v.split('.').next().unwrap_or("").to_string();
-                if major(&info.usearch_version) != major(usearch::version()) {
-                    reason = Some(format!(
-                        "index written by USearch {}, this build has {}",
-                        info.usearch_version,
-                        usearch::version()
-                    ));
-                    None
-                } else {
-                    match self.cache.get(&t.dir, &store, m).await {
-                        Ok(l) => Some(l),
-                        Err(e) => {
-                            reason = Some(e.to_string());
-                            None
-                        }
-                    }
-                }
-            }
-        };
+        // A cold query's requests overlap: Parquet footer and page index beside the
+        // sidecar download.
+        let (meta, (loaded, reason)) = tokio::join!(self.metadata(&store), self.index(&store));
+        let meta = meta?;
         if let (Some(r), false) = (&reason, p.options.exact) {
             tracing::warn!("vector_search: using exact search: {r}");
         }
-        let (hits, mode) = match loaded {
-            Some(l) => self.search_index(&l, allowed.as_deref())?,
+        let allowed = self.prefilter(state, &store, &meta).await?;
+        let (hits, mode) = match &loaded {
+            Some(l) => self.search_index(l, allowed.as_deref())?,
             None => {
                 let vectors = self.exact_vectors(&store, &meta).await?;
                 let hits = vectors.search(&p.query, p.k, p.metric, allowed.as_deref());
+                let hits = hits
+                    .into_iter()
+                    .map(|(row, distance)| Hit {
+                        row,
+                        key: None,
+                        distance,
+                    })
+                    .collect();
                 (hits, "exact".to_string())
             }
         };
-        let batch = self.hydrate(&store, &meta, &hits, projection).await?;
+        let batch = self
+            .hydrate(&store, &meta, &hits, loaded.as_deref(), projection)
+            .await?;
         Ok((batch, mode, reason))
     }
 
@@ -782,7 +793,7 @@ impl VectorSearchTable {
         &self,
         l: &LoadedIndex,
         allowed: Option<&[bool]>,
-    ) -> Result<(Vec<(u64, f32)>, String)> {
+    ) -> Result<(Vec<Hit>, String)> {
         let p = &self.plan;
         let with_ef =
             |f: &dyn Fn() -> Result<usearch::ffi::Matches>| -> Result<usearch::ffi::Matches> {
@@ -800,11 +811,15 @@ impl VectorSearchTable {
                     }
                 }
             };
-        let to_hits = |m: usearch::ffi::Matches| -> Vec<(u64, f32)> {
+        let to_hits = |m: usearch::ffi::Matches| -> Vec<Hit> {
             m.keys
                 .iter()
                 .zip(&m.distances)
-                .map(|(k, d)| (l.rowmap[*k as usize], p.metric.finalize(*d)))
+                .map(|(k, d)| Hit {
+                    row: l.rowmap[*k as usize],
+                    key: Some(*k),
+                    distance: p.metric.finalize(*d),
+                })
                 .collect()
         };
         let Some(allowed) = allowed else {
@@ -826,15 +841,17 @@ impl VectorSearchTable {
             let mut buf = vec![0f32; l.info.dimensions];
             for key in (0..l.rowmap.len() as u64).filter(|k| ok(*k)) {
                 l.index.get(key, &mut buf).map_err(idx_err)?;
-                top.push(
-                    p.metric.raw_distance(&p.query, &buf),
-                    l.rowmap[key as usize],
-                );
+                // Keys rise with row positions, so the tie-break by key is the one by row.
+                top.push(p.metric.raw_distance(&p.query, &buf), key);
             }
             let hits = top
                 .into_sorted()
                 .into_iter()
-                .map(|(r, d)| (r, p.metric.finalize(d)))
+                .map(|(key, d)| Hit {
+                    row: l.rowmap[key as usize],
+                    key: Some(key),
+                    distance: p.metric.finalize(d),
+                })
                 .collect();
             return Ok((hits, "index+exact-filter".into()));
         }
@@ -849,12 +866,15 @@ impl VectorSearchTable {
         Ok((hits, "index+filter".into()))
     }
 
-    /// Reads the hit rows' projected columns and appends `_distance`.
+    /// Reads the hit rows' projected columns and appends `_distance`. The vector column of
+    /// index hits comes from the index itself when it holds the column's exact values
+    /// (`Float32` elements), so `SELECT *` reads no vector pages.
     async fn hydrate(
         &self,
         store: &Arc<dyn ObjectStore>,
         meta: &ArrowReaderMetadata,
-        hits: &[(u64, f32)],
+        hits: &[Hit],
+        loaded: Option<&LoadedIndex>,
         projection: Option<&Vec<usize>>,
     ) -> Result<RecordBatch> {
         let p = &self.plan;
@@ -863,15 +883,22 @@ impl VectorSearchTable {
             None => (0..p.schema.fields().len()).collect(),
         };
         let distance_pos = p.columns.len();
-        let wanted: Vec<usize> = out
+        let vector_type = p.target.schema.field(p.vector_idx).data_type();
+        let from_index = match loaded {
+            Some(l) if hits.iter().all(|h| h.key.is_some()) => {
+                vectors_from_index(l, hits, vector_type)?
+            }
+            _ => None,
+        };
+        let mut file_cols: Vec<usize> = out
             .iter()
             .filter(|&&i| i != distance_pos)
             .map(|&i| p.columns[i])
+            .filter(|&c| !(c == p.vector_idx && from_index.is_some()))
             .collect();
-        let positions: Vec<u64> = hits.iter().map(|h| h.0).collect();
-        let mut file_cols: Vec<usize> = wanted.clone();
         file_cols.sort_unstable();
         file_cols.dedup();
+        let positions: Vec<u64> = hits.iter().map(|h| h.row).collect();
         let rows = if file_cols.is_empty() || positions.is_empty() {
             None
         } else {
@@ -886,8 +913,9 @@ impl VectorSearchTable {
                 .await?,
             )
         };
-        let distances: ArrayRef =
-            Arc::new(Float32Array::from_iter_values(hits.iter().map(|h| h.1)));
+        let distances: ArrayRef = Arc::new(Float32Array::from_iter_values(
+            hits.iter().map(|h| h.distance),
+        ));
         let schema = Arc::new(p.schema.project(&out)?);
         let mut arrays = Vec::with_capacity(out.len());
         for &i in &out {
@@ -896,15 +924,16 @@ impl VectorSearchTable {
                 continue;
             }
             let table_col = p.columns[i];
-            let arr = match &rows {
-                Some(b) => {
+            let arr = match (&rows, &from_index) {
+                (_, Some(v)) if table_col == p.vector_idx => v.clone(),
+                (Some(b), _) => {
                     let pos = file_cols
                         .iter()
                         .position(|c| *c == table_col)
                         .expect("read");
                     b.column(pos).clone()
                 }
-                None => datafusion::arrow::array::new_empty_array(
+                (None, _) => datafusion::arrow::array::new_empty_array(
                     p.target.schema.field(table_col).data_type(),
                 ),
             };
@@ -916,6 +945,63 @@ impl VectorSearchTable {
             &RecordBatchOptions::new().with_row_count(Some(hits.len())),
         )?)
     }
+}
+
+/// One result row: its Parquet row position, its index key (index searches) and distance.
+#[derive(Debug, Clone, Copy)]
+struct Hit {
+    row: u64,
+    key: Option<u64>,
+    distance: f32,
+}
+
+/// The hits' vectors read back from the index (which stores them as `f32`), in the
+/// column's own type; `None` when that type holds other values (`Float64` elements).
+fn vectors_from_index(
+    l: &LoadedIndex,
+    hits: &[Hit],
+    data_type: &DataType,
+) -> Result<Option<ArrayRef>> {
+    use datafusion::arrow::array::{FixedSizeListArray, ListArray};
+    use datafusion::arrow::buffer::OffsetBuffer;
+    let dims = l.info.dimensions;
+    let mut values = vec![0f32; hits.len() * dims];
+    let read = |values: &mut [f32]| -> Result<()> {
+        for (h, out) in hits.iter().zip(values.chunks_mut(dims.max(1))) {
+            let key = h.key.expect("index hits carry keys");
+            let n = l.index.get(key, out).map_err(idx_err)?;
+            if n != 1 {
+                return Err(JammiError::Index(format!(
+                    "index has no vector for key {key}"
+                )));
+            }
+        }
+        Ok(())
+    };
+    let array: ArrayRef = match data_type {
+        DataType::FixedSizeList(f, n)
+            if f.data_type() == &DataType::Float32 && *n as usize == dims =>
+        {
+            read(&mut values)?;
+            Arc::new(FixedSizeListArray::try_new(
+                f.clone(),
+                *n,
+                Arc::new(Float32Array::from(values)),
+                None,
+            )?)
+        }
+        DataType::List(f) if f.data_type() == &DataType::Float32 => {
+            read(&mut values)?;
+            Arc::new(ListArray::try_new(
+                f.clone(),
+                OffsetBuffer::from_lengths(std::iter::repeat_n(dims, hits.len())),
+                Arc::new(Float32Array::from(values)),
+                None,
+            )?)
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(array))
 }
 
 fn idx_err<E: std::fmt::Display>(e: E) -> JammiError {

@@ -5,10 +5,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::arrow::async_writer::AsyncFileWriter;
+use datafusion::parquet::arrow::{ArrowSchemaConverter, AsyncArrowWriter};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
@@ -31,15 +31,26 @@ use crate::store::naming::{INDEX_SUFFIX, MANIFEST_SUFFIX, PARQUET_SUFFIX, ROWMAP
 const PART: usize = 8 << 20;
 
 /// Parquet settings for result tables: small pages and a page index, so hydrating k rows
-/// reads a few small pages instead of whole column chunks.
-pub fn writer_properties() -> WriterProperties {
-    WriterProperties::builder()
+/// reads a few small pages instead of whole column chunks. Dictionaries stay small (a
+/// row read first reads its column chunk's dictionary page): high-cardinality columns fall
+/// back to plain pages early, and the vector column, whose floats never repeat, has none.
+pub fn writer_properties(schema: &Schema, vector_column: Option<&str>) -> WriterProperties {
+    let mut b = WriterProperties::builder()
         // 16k-row groups bound the writer's in-memory buffer (~25 MB of 384-d vectors).
         .set_max_row_group_row_count(Some(16 * 1024))
         .set_data_page_size_limit(64 * 1024)
         .set_data_page_row_count_limit(4 * 1024)
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .build()
+        .set_dictionary_page_size_limit(64 * 1024)
+        .set_statistics_enabled(EnabledStatistics::Page);
+    if let (Some(column), Ok(descr)) = (vector_column, ArrowSchemaConverter::new().convert(schema))
+    {
+        for leaf in descr.columns() {
+            if leaf.path().parts().first().map(String::as_str) == Some(column) {
+                b = b.set_column_dictionary_enabled(leaf.path().clone(), false);
+            }
+        }
+    }
+    b.build()
 }
 
 /// A multipart upload that computes its CRC32C and size as bytes pass through.
@@ -136,7 +147,14 @@ where
         None => (None, None),
     };
     let upload = CrcUpload::new(store, url)?;
-    let mut writer = AsyncArrowWriter::try_new(upload, schema.clone(), Some(writer_properties()))?;
+    let mut writer = AsyncArrowWriter::try_new(
+        upload,
+        schema.clone(),
+        Some(writer_properties(
+            &schema,
+            request.map(|r| r.column.as_str()),
+        )),
+    )?;
     let mut rows = 0u64;
     let result: Result<()> = async {
         while let Some(batch) = batches.next().await {

@@ -137,6 +137,56 @@ async fn nearest_rows_come_back_nearest_first_with_all_columns_and_distance() {
     assert_eq!(ids(&e).len(), 5);
 }
 
+/// `SELECT *` serves index hits' vectors from the index: they must be the stored values,
+/// bit for bit (the cosine index must not hand back normalised copies).
+#[tokio::test(flavor = "multi_thread")]
+async fn hit_vectors_equal_the_stored_vectors() {
+    use datafusion::arrow::array::FixedSizeListArray;
+    let dir = tempdir();
+    let (s, t) = session_with_table(&dir, 1000).await;
+    let q = sample_vector(321, 16);
+    let hits = s
+        .sql(&format!(
+            "SELECT id, embedding FROM vector_search('{t}', {}, 8) ORDER BY id",
+            vec_sql(&q)
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(s.last_search().mode, "index");
+    let hits = concat_batches(&hits[0].schema(), &hits).unwrap();
+    let list = ids(std::slice::from_ref(&hits))
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let stored = s
+        .sql(&format!(
+            "SELECT id, embedding FROM jammi.public.\"{t}\" WHERE id IN ({list}) ORDER BY id"
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let stored = concat_batches(&stored[0].schema(), &stored).unwrap();
+    assert_eq!(hits.num_rows(), 8);
+    let values = |b: &RecordBatch| -> Vec<u32> {
+        let l = b
+            .column(1)
+            .as_any()
+            .downcast_ref::<FixedSizeListArray>()
+            .unwrap();
+        let v = l.values().as_any().downcast_ref::<Float32Array>().unwrap();
+        v.values().iter().map(|x| x.to_bits()).collect()
+    };
+    assert_eq!(hits.column(0), stored.column(0));
+    assert_eq!(values(&hits), values(&stored));
+    assert_eq!(hits.schema().field(1), stored.schema().field(1));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_selective_prefilter_still_returns_k_matching_rows() {
     let dir = tempdir();
