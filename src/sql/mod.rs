@@ -3,6 +3,7 @@
 
 pub mod ddl;
 pub mod functions;
+pub mod literal;
 pub mod options;
 pub mod vector_search;
 
@@ -12,6 +13,7 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::datasource::MemTable;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::SessionContext;
 
 use crate::catalog::JammiCatalogProvider;
@@ -31,7 +33,9 @@ pub const RESULT_CATALOG: &str = "jammi";
 /// - table factories so `CREATE EXTERNAL TABLE ... STORED AS PARQUET|CSV|JSON|ARROW|AVRO
 ///   LOCATION '<storage url>'` works for every scheme;
 /// - with a `store`, its result tables as the catalog `jammi` (schema `public`);
-/// - `vector_search(...)`, `vector_search_stats()` and the distance functions.
+/// - `vector_search(...)`, `vector_search_stats()` and the distance functions;
+/// - an expression planner folding array literals of 32 or more plain numbers (query
+///   vectors) straight to their constant, with the value and type `make_array` yields.
 ///
 /// Returns the `vector_search` function (for its statistics).
 pub async fn register(
@@ -47,6 +51,10 @@ pub async fn register(
     {
         let state = ctx.state_ref();
         let mut state = state.write();
+        let planners = literal::with_literal_planner(state.expr_planners());
+        let mut builder = SessionStateBuilder::new_from_existing(state.clone());
+        *builder.expr_planners() = Some(planners);
+        *state = builder.build();
         let factories = state.table_factories_mut();
         for f in [
             FileFormat::Parquet,

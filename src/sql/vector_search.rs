@@ -2,7 +2,9 @@
 //!
 //! `table` is a result table, a table created with `OPTIONS ('jammi.vector_column' ...)`,
 //! any table backed by one Parquet file, or a storage URL of a Parquet file. The output is
-//! the table's columns plus `_distance` (Float32), nearest first, at most `k` rows.
+//! the table's columns plus `_distance` (Float32), nearest first, at most `k` rows. The
+//! query is an array literal (`[0.1, 0.2, ...]`) or a string holding a JSON array of
+//! numbers (`'[0.1, 0.2, ...]'`), the cheaper form to plan for long vectors.
 //!
 //! `options` is a string of `key=value` pairs separated by `;`:
 //! - `ef_search=N`: HNSW expansion for this query (default: the index's);
@@ -211,8 +213,32 @@ fn eval_const(state: &SessionState, e: &Expr) -> Result<ScalarValue> {
     }
 }
 
+/// The query vector of a string argument: a JSON array of numbers, as applications often
+/// hold embeddings. Parsing it costs far less than planning an array literal of the same
+/// numbers.
+fn query_vector_text(s: &str) -> Result<Vec<f32>> {
+    let q: Vec<f32> = serde_json::from_str(s.trim()).map_err(|e| {
+        let shown: String = s.chars().take(40).collect();
+        let more = if s.chars().count() > 40 { "..." } else { "" };
+        JammiError::InvalidInput(format!(
+            "vector_search: the query must be an array of numbers (or a string holding one, \
+             like '[0.1, 0.2]'); '{shown}{more}' is not: {e}"
+        ))
+    })?;
+    if q.is_empty() {
+        return Err(JammiError::InvalidInput(
+            "vector_search: the query vector is empty".into(),
+        ));
+    }
+    crate::index::vectors::check_finite("vector_search: the query", &q)?;
+    Ok(q)
+}
+
 fn query_vector(v: &ScalarValue) -> Result<Vec<f32>> {
     let values: ArrayRef = match v {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => return query_vector_text(s),
         ScalarValue::List(a) if !a.is_null(0) => a.value(0),
         ScalarValue::LargeList(a) if !a.is_null(0) => a.value(0),
         ScalarValue::FixedSizeList(a) if !a.is_null(0) => a.value(0),

@@ -187,6 +187,33 @@ async fn hit_vectors_equal_the_stored_vectors() {
     assert_eq!(hits.schema().field(1), stored.schema().field(1));
 }
 
+/// A query given as a string holding a JSON array is the same query as the array literal.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_json_string_query_equals_the_array_literal() {
+    let dir = tempdir();
+    let (s, t) = session_with_table(&dir, 1000).await;
+    let q = sample_vector(42, 16);
+    let run = |query: String| {
+        let s = &s;
+        let t = &t;
+        async move {
+            s.sql(&format!(
+                "SELECT id, _distance FROM vector_search('{t}', {query}, 6)"
+            ))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap()
+        }
+    };
+    let literal = run(vec_sql(&q)).await;
+    let text = run(format!("'{}'", vec_sql(&q))).await;
+    assert_eq!(ids(&literal), ids(&text));
+    assert_eq!(distances(&literal), distances(&text));
+    assert_hit(&text, 42);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_selective_prefilter_still_returns_k_matching_rows() {
     let dir = tempdir();
@@ -364,6 +391,25 @@ async fn bad_arguments_are_clear_errors() {
         (
             format!("SELECT * FROM vector_search('{t}', 'cat', 3)"),
             "array of numbers",
+        ),
+        (
+            format!("SELECT * FROM vector_search('{t}', '[1.0, \"x\"]', 3)"),
+            "'[1.0, \"x\"]' is not",
+        ),
+        (
+            format!("SELECT * FROM vector_search('{t}', '[]', 3)"),
+            "empty",
+        ),
+        (
+            format!("SELECT * FROM vector_search('{t}', '[1.0, 2.0]', 3)"),
+            "2 dimensions",
+        ),
+        (
+            format!(
+                "SELECT * FROM vector_search('{t}', '[1e60, {}]', 3)",
+                vec!["0.0"; 15].join(",")
+            ),
+            "non-finite",
         ),
         (format!("SELECT * FROM vector_search(NULL, {q}, 3)"), "NULL"),
         (
@@ -663,4 +709,41 @@ async fn real_minilm_vectors_find_themselves() {
         .await
         .unwrap();
     assert_hit(&r, 1234);
+}
+
+/// The planner that folds long numeric array literals (the query vectors) yields exactly
+/// what DataFusion's `make_array` folds to, and leaves other literals to DataFusion.
+#[tokio::test(flavor = "multi_thread")]
+async fn long_numeric_array_literals_plan_to_the_same_value_as_make_array() {
+    let dir = tempdir();
+    let s = JammiSession::open(dir.path().to_str().unwrap())
+        .await
+        .unwrap();
+    let plain = datafusion::prelude::SessionContext::new();
+    let floats: Vec<String> = (0..40).map(|i| format!("{:?}", i as f64 * -0.37)).collect();
+    let ints: Vec<String> = (0..40).map(|i| (i * 7 - 90).to_string()).collect();
+    let mut mixed = ints.clone();
+    mixed[3] = "2.5".into();
+    let mut with_null = floats.clone();
+    with_null[5] = "NULL".into();
+    let mut with_call = floats.clone();
+    with_call[0] = "abs(-1.5)".into();
+    for (elements, folded) in [
+        (floats, true),
+        (ints, true),
+        (mixed, true),
+        (with_null, false),
+        (with_call, false),
+    ] {
+        let sql = format!(
+            "SELECT x, arrow_typeof(x) AS t FROM (SELECT [{}] AS x)",
+            elements.join(", ")
+        );
+        let df = s.sql(&sql).await.unwrap();
+        let plan = format!("{}", df.logical_plan().display_indent());
+        assert_eq!(!plan.contains("make_array"), folded, "{plan}");
+        let ours = df.collect().await.unwrap();
+        let theirs = plain.sql(&sql).await.unwrap().collect().await.unwrap();
+        assert_eq!(ours, theirs, "{sql}");
+    }
 }
