@@ -151,7 +151,8 @@ fn touch(p: &Path) {
 }
 
 /// Streams `location` into `tmp` (one GET; local object-store servers serve parallel ranged
-/// reads slower than one stream) and returns its CRC32C, computed on the way.
+/// reads slower than one stream) and returns its CRC32C, computed on the way. A blocking
+/// thread writes the file while the next chunks arrive.
 async fn download(
     store: &Arc<dyn ObjectStore>,
     location: &ObjectPath,
@@ -159,21 +160,41 @@ async fn download(
     expected_size: u64,
 ) -> Result<u32> {
     use object_store::ObjectStoreExt;
-    use tokio::io::AsyncWriteExt;
+    use std::io::Write;
     let got = store
         .get(location)
         .await
         .map_err(|e| JammiError::storage(location, e))?;
     let mut stream = got.into_stream();
-    let mut f = tokio::io::BufWriter::with_capacity(8 << 20, tokio::fs::File::create(tmp).await?);
+    let file = std::fs::File::create(tmp)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(64);
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut f = std::io::BufWriter::with_capacity(4 << 20, file);
+        while let Some(chunk) = rx.blocking_recv() {
+            f.write_all(&chunk)?;
+        }
+        f.flush()
+    });
     let (mut n, mut crc) = (0u64, 0u32);
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| JammiError::storage(location, e))?;
-        n += chunk.len() as u64;
-        crc = crc32c::crc32c_append(crc, &chunk);
-        f.write_all(&chunk).await?;
+    let received: Result<()> = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| JammiError::storage(location, e))?;
+            n += chunk.len() as u64;
+            crc = crc32c::crc32c_append(crc, &chunk);
+            if tx.send(chunk).await.is_err() {
+                // The writer stopped: its error is reported below.
+                break;
+            }
+        }
+        Ok(())
     }
-    f.flush().await?;
+    .await;
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| JammiError::Index(format!("cache writer: {e}")))?;
+    received?;
+    written?;
     if n != expected_size {
         return Err(JammiError::Corrupt {
             table: location.to_string(),

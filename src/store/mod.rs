@@ -378,7 +378,12 @@ pub(crate) async fn index_existing(
         parquet: parquet.clone(),
         ..Siblings::new(&dir, &name)?
     };
-    let (schema, rows, batches) = read::vector_batches(&store, parquet, column).await?;
+    let read::VectorScan {
+        file_schema,
+        field,
+        rows,
+        mut batches,
+    } = read::vector_batches(&store, parquet, column).await?;
     if let Some(pb) = progress {
         pb.set_length(rows);
     }
@@ -386,15 +391,9 @@ pub(crate) async fn index_existing(
         column: column.to_string(),
         params,
     };
-    let dims = crate::index::vectors::check_vector_type(
-        column,
-        schema
-            .field(schema.index_of(column).expect("projected"))
-            .data_type(),
-    )?;
+    let dims = crate::index::vectors::check_vector_type(column, field.data_type())?;
     let mut builder = crate::index::build::IndexBuilder::new(column, params, dims);
     builder.reserve(rows as usize)?;
-    let mut batches = batches;
     while let Some(batch) = batches.next().await {
         let batch = batch?;
         let col = batch.column(0).clone();
@@ -421,7 +420,6 @@ pub(crate) async fn index_existing(
         size,
         crc32c,
     };
-    let full_schema = read::parquet_schema(&store, parquet).await?;
     let info = CommitInfo {
         table: name,
         source: None,
@@ -429,7 +427,7 @@ pub(crate) async fn index_existing(
         model: None,
         key_column: None,
         rows,
-        schema: full_schema,
+        schema: file_schema,
     };
     let result = write::commit(
         &store,

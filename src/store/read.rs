@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Field, SchemaRef};
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector,
@@ -90,11 +90,7 @@ pub async fn vector_batches(
     store: &Arc<dyn ObjectStore>,
     url: &StorageUrl,
     column: &str,
-) -> Result<(
-    SchemaRef,
-    u64,
-    futures::stream::BoxStream<'static, Result<RecordBatch>>,
-)> {
+) -> Result<VectorScan> {
     let meta = load_metadata(store, url).await?;
     let idx = meta.schema().index_of(column).map_err(|_| {
         JammiError::InvalidInput(format!(
@@ -104,8 +100,24 @@ pub async fn vector_batches(
     })?;
     let rows = meta.metadata().file_metadata().num_rows() as u64;
     let stream = scan_columns(store, url, &meta, &[idx]).await?;
-    let schema = stream.schema().clone();
-    Ok((schema, rows, stream.map_err(JammiError::from).boxed()))
+    Ok(VectorScan {
+        file_schema: meta.schema().clone(),
+        field: stream.schema().field(0).clone(),
+        rows,
+        batches: stream.map_err(JammiError::from).boxed(),
+    })
+}
+
+/// A streamed read of one vector column, with what the footer said about the file.
+pub struct VectorScan {
+    /// Schema of the whole file.
+    pub file_schema: SchemaRef,
+    /// The vector column's field.
+    pub field: Field,
+    /// Rows in the file.
+    pub rows: u64,
+    /// Single-column batches in row order.
+    pub batches: futures::stream::BoxStream<'static, Result<RecordBatch>>,
 }
 
 /// Reads the rows at `positions` (any order, duplicates allowed) with the given top-level

@@ -27,8 +27,14 @@ use crate::store::manifest::{
 };
 use crate::store::naming::{INDEX_SUFFIX, MANIFEST_SUFFIX, PARQUET_SUFFIX, ROWMAP_SUFFIX};
 
-/// Upload part size for multipart uploads (also the memory bound per upload).
+/// Upload part size for multipart uploads.
 const PART: usize = 8 << 20;
+
+/// Parts of one upload in flight at once (with [`PART`], its memory bound).
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// Encoded bytes of a Parquet row group held before it is flushed.
+const ROW_GROUP_BYTES: usize = 8 << 20;
 
 /// Parquet settings for result tables: small pages and a page index, so hydrating k rows
 /// reads a few small pages instead of whole column chunks. Dictionaries stay small (a
@@ -36,8 +42,9 @@ const PART: usize = 8 << 20;
 /// back to plain pages early, and the vector column, whose floats never repeat, has none.
 pub fn writer_properties(schema: &Schema, vector_column: Option<&str>) -> WriterProperties {
     let mut b = WriterProperties::builder()
-        // 16k-row groups bound the writer's in-memory buffer (~25 MB of 384-d vectors).
-        .set_max_row_group_row_count(Some(16 * 1024))
+        // The row group being written is held in memory: bound it by bytes (~5k rows of
+        // 384-d vectors), not rows, so narrow tables still get large row groups.
+        .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
         .set_data_page_size_limit(64 * 1024)
         .set_data_page_row_count_limit(4 * 1024)
         .set_dictionary_page_size_limit(64 * 1024)
@@ -65,7 +72,8 @@ pub(crate) struct CrcUpload {
 impl CrcUpload {
     pub(crate) fn new(store: Arc<dyn ObjectStore>, url: &StorageUrl) -> Result<Self> {
         Ok(CrcUpload {
-            inner: BufWriter::with_capacity(store, url.object_path()?, PART),
+            inner: BufWriter::with_capacity(store, url.object_path()?, PART)
+                .with_max_concurrency(PARTS_IN_FLIGHT),
             crc: 0,
             len: 0,
             shut: false,
@@ -76,6 +84,13 @@ impl CrcUpload {
         self.crc = crc32c::crc32c_append(self.crc, bytes);
         self.len += bytes.len() as u64;
         self.inner.write_all(bytes).await
+    }
+
+    /// Like [`CrcUpload::write`] for owned bytes, which the upload keeps without copying.
+    pub(crate) async fn put(&mut self, bytes: Bytes) -> std::io::Result<()> {
+        self.crc = crc32c::crc32c_append(self.crc, &bytes);
+        self.len += bytes.len() as u64;
+        self.inner.put(bytes).await.map_err(std::io::Error::other)
     }
 
     pub(crate) async fn finish(&mut self) -> std::io::Result<(u64, u32)> {
@@ -93,7 +108,7 @@ impl CrcUpload {
 
 impl AsyncFileWriter for CrcUpload {
     fn write(&mut self, bs: Bytes) -> BoxFuture<'_, datafusion::parquet::errors::Result<()>> {
-        Box::pin(async move { CrcUpload::write(self, &bs).await.map_err(Into::into) })
+        Box::pin(async move { self.put(bs).await.map_err(Into::into) })
     }
 
     fn complete(&mut self) -> BoxFuture<'_, datafusion::parquet::errors::Result<()>> {
