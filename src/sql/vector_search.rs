@@ -217,31 +217,45 @@ fn eval_const(state: &SessionState, e: &Expr) -> Result<ScalarValue> {
 /// hold embeddings. Parsing it costs far less than planning an array literal of the same
 /// numbers.
 fn query_vector_text(s: &str) -> Result<Vec<f32>> {
-    let q: Vec<f32> = serde_json::from_str(s.trim()).map_err(|e| {
+    serde_json::from_str(s.trim()).map_err(|e| {
         let shown: String = s.chars().take(40).collect();
         let more = if s.chars().count() > 40 { "..." } else { "" };
         JammiError::InvalidInput(format!(
             "vector_search: the query must be an array of numbers (or a string holding one, \
              like '[0.1, 0.2]'); '{shown}{more}' is not: {e}"
         ))
-    })?;
-    if q.is_empty() {
+    })
+}
+
+/// The query vector of an array argument.
+fn query_vector_array(values: ArrayRef) -> Result<Vec<f32>> {
+    if !values.data_type().is_numeric() && values.data_type() != &DataType::Null {
+        return Err(JammiError::InvalidInput(format!(
+            "vector_search: the query must be an array of numbers, got an array of {}",
+            values.data_type()
+        )));
+    }
+    if values.null_count() > 0 {
         return Err(JammiError::InvalidInput(
-            "vector_search: the query vector is empty".into(),
+            "vector_search: the query vector holds NULL".into(),
         ));
     }
-    crate::index::vectors::check_finite("vector_search: the query", &q)?;
-    Ok(q)
+    let f = cast(&values, &DataType::Float32)?;
+    let f = f
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .expect("cast to f32");
+    Ok(f.values().to_vec())
 }
 
 fn query_vector(v: &ScalarValue) -> Result<Vec<f32>> {
-    let values: ArrayRef = match v {
+    let q = match v {
         ScalarValue::Utf8(Some(s))
         | ScalarValue::LargeUtf8(Some(s))
-        | ScalarValue::Utf8View(Some(s)) => return query_vector_text(s),
-        ScalarValue::List(a) if !a.is_null(0) => a.value(0),
-        ScalarValue::LargeList(a) if !a.is_null(0) => a.value(0),
-        ScalarValue::FixedSizeList(a) if !a.is_null(0) => a.value(0),
+        | ScalarValue::Utf8View(Some(s)) => query_vector_text(s)?,
+        ScalarValue::List(a) if !a.is_null(0) => query_vector_array(a.value(0))?,
+        ScalarValue::LargeList(a) if !a.is_null(0) => query_vector_array(a.value(0))?,
+        ScalarValue::FixedSizeList(a) if !a.is_null(0) => query_vector_array(a.value(0))?,
         v if v.is_null() => {
             return Err(JammiError::InvalidInput(
                 "vector_search: the query vector is NULL".into(),
@@ -254,28 +268,11 @@ fn query_vector(v: &ScalarValue) -> Result<Vec<f32>> {
             )));
         }
     };
-    if !values.data_type().is_numeric() && values.data_type() != &DataType::Null {
-        return Err(JammiError::InvalidInput(format!(
-            "vector_search: the query must be an array of numbers, got an array of {}",
-            values.data_type()
-        )));
-    }
-    if values.null_count() > 0 {
-        return Err(JammiError::InvalidInput(
-            "vector_search: the query vector holds NULL".into(),
-        ));
-    }
-    if values.is_empty() {
+    if q.is_empty() {
         return Err(JammiError::InvalidInput(
             "vector_search: the query vector is empty".into(),
         ));
     }
-    let f = cast(&values, &DataType::Float32)?;
-    let f = f
-        .as_any()
-        .downcast_ref::<Float32Array>()
-        .expect("cast to f32");
-    let q: Vec<f32> = f.values().to_vec();
     crate::index::vectors::check_finite("vector_search: the query", &q)?;
     Ok(q)
 }
@@ -909,9 +906,12 @@ impl VectorSearchTable {
             None => (0..p.schema.fields().len()).collect(),
         };
         let distance_pos = p.columns.len();
+        let vector_wanted = out
+            .iter()
+            .any(|&i| i != distance_pos && p.columns[i] == p.vector_idx);
         let vector_type = p.target.schema.field(p.vector_idx).data_type();
         let from_index = match loaded {
-            Some(l) if hits.iter().all(|h| h.key.is_some()) => {
+            Some(l) if vector_wanted && hits.iter().all(|h| h.key.is_some()) => {
                 vectors_from_index(l, hits, vector_type)?
             }
             _ => None,
