@@ -52,7 +52,8 @@ pub async fn register(
         let state = ctx.state_ref();
         let mut state = state.write();
         let planners = literal::with_literal_planner(state.expr_planners());
-        let mut builder = SessionStateBuilder::new_from_existing(state.clone());
+        let mut builder = SessionStateBuilder::new_from_existing(state.clone())
+            .with_session_id(state.session_id().to_string());
         *builder.expr_planners() = Some(planners);
         *state = builder.build();
         let factories = state.table_factories_mut();

@@ -44,6 +44,42 @@ async fn memory_urls_are_served_through_datafusion_sql_like_any_scheme() {
     assert_eq!(n, 25);
 }
 
+/// `register` installs into the user's context without losing what it already had (its
+/// session id, tables, functions and settings), and may run twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn registering_keeps_the_existing_context_intact() {
+    let ctx = SessionContext::new();
+    ctx.sql("SET datafusion.execution.batch_size = 1234")
+        .await
+        .unwrap();
+    ctx.register_batch("mine", sample_batch(0, 3, 4)).unwrap();
+    let id = ctx.session_id();
+    let registry = StorageRegistry::new();
+    jammi_db::register(&ctx, &registry, None).await.unwrap();
+    jammi_db::register(&ctx, &registry, None).await.unwrap();
+    assert_eq!(ctx.session_id(), id);
+    assert_eq!(ctx.state().config().batch_size(), 1234);
+    let planners = ctx.state().expr_planners().len();
+    assert_eq!(
+        planners,
+        SessionContext::new().state().expr_planners().len() + 1
+    );
+    let r = ctx
+        .sql("SELECT count(*) AS n, max(l2_distance(embedding, embedding)) AS d FROM mine")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let n = r[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(n, 3);
+}
+
 #[tokio::test]
 async fn the_same_url_and_config_reuse_one_store() {
     let registry = StorageRegistry::new();
