@@ -62,20 +62,22 @@ fn bases() -> Option<Vec<f32>> {
         .build()
         .unwrap()
     {
-        let batch = batch.unwrap();
-        let emb = batch
-            .column(0)
-            .as_any()
-            .downcast_ref::<FixedSizeListArray>()
-            .unwrap();
-        let vals = emb
-            .values()
-            .as_any()
-            .downcast_ref::<Float32Array>()
-            .unwrap();
-        out.extend_from_slice(vals.values());
+        out.extend_from_slice(vector_values(batch.unwrap().column(0)));
     }
     Some(out)
+}
+
+/// The flat `f32` values of a `FixedSizeList<Float32>` column.
+fn vector_values(column: &ArrayRef) -> &[f32] {
+    column
+        .as_any()
+        .downcast_ref::<FixedSizeListArray>()
+        .unwrap()
+        .values()
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .unwrap()
+        .values()
 }
 
 fn xorshift(x: &mut u64) -> u64 {
@@ -200,17 +202,7 @@ async fn child(mode: &str, rows: usize, dir: &std::path::Path) {
             idx.reserve_capacity_and_threads(rows, threads).unwrap();
             let mut key = 0u64;
             for b in batches(rows) {
-                let emb = b
-                    .column(1)
-                    .as_any()
-                    .downcast_ref::<FixedSizeListArray>()
-                    .unwrap();
-                let vals = emb
-                    .values()
-                    .as_any()
-                    .downcast_ref::<Float32Array>()
-                    .unwrap()
-                    .values();
+                let vals = vector_values(b.column(1));
                 let n = b.num_rows();
                 let chunk = n.div_ceil(threads);
                 std::thread::scope(|s| {
