@@ -80,13 +80,7 @@ impl CrcUpload {
         })
     }
 
-    pub(crate) async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.crc = crc32c::crc32c_append(self.crc, bytes);
-        self.len += bytes.len() as u64;
-        self.inner.write_all(bytes).await
-    }
-
-    /// Like [`CrcUpload::write`] for owned bytes, which the upload keeps without copying.
+    /// Appends owned bytes, which the upload keeps without copying.
     pub(crate) async fn put(&mut self, bytes: Bytes) -> std::io::Result<()> {
         self.crc = crc32c::crc32c_append(self.crc, &bytes);
         self.len += bytes.len() as u64;
@@ -259,15 +253,17 @@ pub(crate) async fn upload_index(
         .map_err(|e| JammiError::Index(e.to_string()))?;
     let mut upload = CrcUpload::new(store, url)?;
     let mut file = tokio::fs::File::open(tmp.path()).await?;
-    let mut buf = vec![0u8; PART];
+    let mut buf = bytes::BytesMut::new();
     let result: std::io::Result<(u64, u32)> = async {
         use tokio::io::AsyncReadExt;
         loop {
-            let n = file.read(&mut buf).await?;
-            if n == 0 {
+            if buf.capacity() == 0 {
+                buf.reserve(PART);
+            }
+            if file.read_buf(&mut buf).await? == 0 {
                 break;
             }
-            upload.write(&buf[..n]).await?;
+            upload.put(buf.split().freeze()).await?;
         }
         upload.finish().await
     }
