@@ -36,24 +36,38 @@ const PARTS_IN_FLIGHT: usize = 2;
 /// Encoded bytes of a Parquet row group held before it is flushed.
 const ROW_GROUP_BYTES: usize = 8 << 20;
 
+/// Data page bound of a result table's columns (all but the vector column).
+const ROW_PAGE_BYTES: usize = 8 << 10;
+
+/// Rows at which a data page is closed. The writer checks this between mini-batches
+/// (of `ROW_PAGE_ROWS / 2` rows, or of this many for nullable columns without nulls), so
+/// pages hold fewer than `2 * ROW_PAGE_ROWS` rows: under 8 KiB of 64-bit keys.
+const ROW_PAGE_ROWS: usize = 512;
+
+/// Data page bound of the vector column.
+const VECTOR_PAGE_BYTES: usize = 64 << 10;
+
 /// Parquet settings for result tables: small pages and a page index, so hydrating k rows
-/// reads a few small pages instead of whole column chunks. Dictionaries stay small (a
-/// row read first reads its column chunk's dictionary page): high-cardinality columns fall
-/// back to plain pages early, and the vector column, whose floats never repeat, has none.
+/// reads one small page per column and row instead of whole column chunks. No
+/// dictionaries: a row read would first read its column chunk's dictionary page, and the
+/// columns that dominate a result table (keys, vectors, text) barely repeat. Vector pages
+/// stay larger: hits read their vectors from the index, and exact search scans the column
+/// whole.
 pub fn writer_properties(schema: &Schema, vector_column: Option<&str>) -> WriterProperties {
     let mut b = WriterProperties::builder()
         // The row group being written is held in memory: bound it by bytes (~5k rows of
         // 384-d vectors), not rows, so narrow tables still get large row groups.
         .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
-        .set_data_page_size_limit(64 * 1024)
-        .set_data_page_row_count_limit(4 * 1024)
-        .set_dictionary_page_size_limit(64 * 1024)
+        .set_data_page_size_limit(ROW_PAGE_BYTES)
+        .set_data_page_row_count_limit(ROW_PAGE_ROWS)
+        .set_write_batch_size(ROW_PAGE_ROWS / 2)
+        .set_dictionary_enabled(false)
         .set_statistics_enabled(EnabledStatistics::Page);
     if let (Some(column), Ok(descr)) = (vector_column, ArrowSchemaConverter::new().convert(schema))
     {
         for leaf in descr.columns() {
             if leaf.path().parts().first().map(String::as_str) == Some(column) {
-                b = b.set_column_dictionary_enabled(leaf.path().clone(), false);
+                b = b.set_column_data_page_size_limit(leaf.path().clone(), VECTOR_PAGE_BYTES);
             }
         }
     }

@@ -180,6 +180,50 @@ async fn nulls_in_the_vector_column_are_skipped_and_the_rowmap_points_at_parquet
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn result_parquet_has_a_page_index_small_pages_and_no_dictionaries() {
+    use datafusion::parquet::file::reader::FileReader;
+    use datafusion::parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader};
+    let dir = tempdir();
+    let rs = store_at(dir.path().to_str().unwrap(), StorageRegistry::new());
+    let batches = vec![sample_batch(0, 3000, 64), sample_batch(3000, 2000, 64)];
+    let m = rs
+        .write_batches(&spec(true), sample_schema(64), batches)
+        .await
+        .unwrap();
+    let path = rs.parquet_url(&m.table).unwrap().local_path().unwrap();
+    let reader = SerializedFileReader::new_with_options(
+        std::fs::File::open(path).unwrap(),
+        ReadOptionsBuilder::new().with_page_index().build(),
+    )
+    .unwrap();
+    let md = reader.metadata();
+    let offsets = md.offset_index().expect("page index written");
+    let mut pages = 0;
+    for (g, rg) in md.row_groups().iter().enumerate() {
+        for (c, chunk) in rg.columns().iter().enumerate() {
+            let name = chunk.column_path().string();
+            assert_eq!(
+                chunk.dictionary_page_offset(),
+                None,
+                "{name} has a dictionary"
+            );
+            let starts: Vec<i64> = offsets[g][c]
+                .page_locations
+                .iter()
+                .map(|p| p.first_row_index)
+                .chain([rg.num_rows()])
+                .collect();
+            pages += starts.len() - 1;
+            if !name.starts_with("embedding") {
+                let widest = starts.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+                assert!(widest < 1024, "{name}: a page of {widest} rows");
+            }
+        }
+    }
+    assert!(pages >= 4 * 5, "{pages} pages for 5000 rows of 4 columns");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn bad_write_requests_are_refused_without_leaving_objects() {
     let dir = tempdir();
     let rs = store_at(dir.path().to_str().unwrap(), StorageRegistry::new());
