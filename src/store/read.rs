@@ -5,7 +5,11 @@
 // the maintained object_store bridge DataFusion itself uses, so it is used here.
 #![allow(deprecated)]
 
+use std::ops::Range;
 use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
 
 use datafusion::arrow::array::{RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
@@ -15,8 +19,9 @@ use datafusion::parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector,
 };
 use datafusion::parquet::arrow::async_reader::{
-    ParquetObjectReader, ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder,
+    AsyncFileReader, ParquetObjectReader, ParquetRecordBatchStream, ParquetRecordBatchStreamBuilder,
 };
+use datafusion::parquet::file::metadata::ParquetMetaData;
 use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
 
@@ -166,15 +171,25 @@ pub async fn read_rows(
             let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
             (schema, batches)
         }
+        // Remote files: every page the rows need is fetched up front in one coalesced,
+        // concurrent request set (the stream alone would fetch row group by row group).
         None => {
-            let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
-                reader(store, url)?,
-                meta.clone(),
-            )
-            .with_projection(mask)
-            .with_row_selection(selection)
-            .with_batch_size(sorted.len().max(1))
-            .build()?;
+            let path = url.object_path()?;
+            let ranges = merge_ranges(page_ranges(meta, &sorted, columns));
+            let fetched = store
+                .get_ranges(&path, &ranges)
+                .await
+                .map_err(|e| JammiError::storage(url, e))?;
+            let prefetched = Prefetched {
+                inner: reader(store, url)?,
+                pages: ranges.into_iter().zip(fetched).collect(),
+            };
+            let stream =
+                ParquetRecordBatchStreamBuilder::new_with_metadata(prefetched, meta.clone())
+                    .with_projection(mask)
+                    .with_row_selection(selection)
+                    .with_batch_size(sorted.len().max(1))
+                    .build()?;
             let schema = stream.schema().clone();
             let batches: Vec<RecordBatch> = stream.try_collect().await?;
             (schema, batches)
@@ -192,4 +207,107 @@ pub async fn read_rows(
         .map(|p| sorted.binary_search(p).expect("present") as u32)
         .collect();
     Ok(take_record_batch(&all, &order)?)
+}
+
+/// Byte ranges of the pages holding the rows `sorted` (ascending file row positions) in the
+/// given top-level columns, each column chunk's dictionary page included. Empty without an
+/// offset index (the reader then fetches what it needs itself).
+fn page_ranges(meta: &ArrowReaderMetadata, sorted: &[u64], columns: &[usize]) -> Vec<Range<u64>> {
+    let md = meta.metadata();
+    let Some(offsets) = md.offset_index() else {
+        return Vec::new();
+    };
+    let descr = md.file_metadata().schema_descr();
+    let leaves: Vec<usize> = (0..descr.num_columns())
+        .filter(|&l| columns.contains(&descr.get_column_root_idx(l)))
+        .collect();
+    let mut ranges = Vec::new();
+    let mut group_start = 0u64;
+    let mut rest = sorted;
+    for (g, rg) in md.row_groups().iter().enumerate() {
+        let group_end = group_start + rg.num_rows() as u64;
+        let n = rest.partition_point(|&r| r < group_end);
+        let (rows, later) = rest.split_at(n);
+        rest = later;
+        if !rows.is_empty() {
+            for &l in &leaves {
+                let pages = offsets[g][l].page_locations();
+                let chunk = rg.column(l);
+                if let (Some(dict), Some(first)) = (chunk.dictionary_page_offset(), pages.first()) {
+                    ranges.push(dict as u64..first.offset as u64);
+                }
+                for &r in rows {
+                    let local = (r - group_start) as i64;
+                    let i = pages.partition_point(|p| p.first_row_index <= local);
+                    if let Some(p) = i.checked_sub(1).map(|i| &pages[i]) {
+                        ranges.push(
+                            p.offset as u64..(p.offset + p.compressed_page_size as i64) as u64,
+                        );
+                    }
+                }
+            }
+        }
+        group_start = group_end;
+    }
+    ranges
+}
+
+/// Sorted, with overlapping and touching ranges merged.
+fn merge_ranges(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    ranges.sort_unstable_by_key(|r| r.start);
+    let mut merged: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    merged
+}
+
+/// A Parquet reader that serves reads from prefetched byte ranges, and anything else
+/// from the object store.
+struct Prefetched {
+    inner: ParquetObjectReader,
+    /// Disjoint, sorted by start.
+    pages: Vec<(Range<u64>, Bytes)>,
+}
+
+impl Prefetched {
+    fn cached(&self, range: &Range<u64>) -> Option<Bytes> {
+        let i = self.pages.partition_point(|(r, _)| r.start <= range.start);
+        let (r, bytes) = &self.pages[i.checked_sub(1)?];
+        (range.end <= r.end)
+            .then(|| bytes.slice((range.start - r.start) as usize..(range.end - r.start) as usize))
+    }
+}
+
+impl AsyncFileReader for Prefetched {
+    fn get_bytes(
+        &mut self,
+        range: Range<u64>,
+    ) -> BoxFuture<'_, datafusion::parquet::errors::Result<Bytes>> {
+        match self.cached(&range) {
+            Some(b) => Box::pin(futures::future::ready(Ok(b))),
+            None => self.inner.get_bytes(range),
+        }
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, datafusion::parquet::errors::Result<Vec<Bytes>>> {
+        let cached: Option<Vec<Bytes>> = ranges.iter().map(|r| self.cached(r)).collect();
+        match cached {
+            Some(all) => Box::pin(futures::future::ready(Ok(all))),
+            None => self.inner.get_byte_ranges(ranges),
+        }
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, datafusion::parquet::errors::Result<Arc<ParquetMetaData>>> {
+        self.inner.get_metadata(options)
+    }
 }

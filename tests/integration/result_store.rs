@@ -1,28 +1,20 @@
 //! ResultStore: write → list → query → delete, the manifest, corruption detection, fault
 //! injection at every request of a write, concurrent writers and recovery.
 
-use std::fmt;
-use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use async_trait::async_trait;
 use datafusion::arrow::array::{Array, Int64Array};
 use futures::TryStreamExt;
-use futures::stream::BoxStream;
 use jammi_db::JammiError;
 use jammi_db::catalog::Catalog;
 use jammi_db::index::{IndexParams, Metric};
 use jammi_db::session::{JammiSession, OpenOptions};
 use jammi_db::storage::{StorageRegistry, StorageUrl};
 use jammi_db::store::{FileRole, ResultStore, TableSpec};
-use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use crate::common::{memory_root, sample_batch, sample_schema, tempdir};
+use crate::common::{FaultyStore, memory_root, sample_batch, sample_schema, tempdir};
 
 fn spec(vector: bool) -> TableSpec {
     TableSpec {
@@ -311,107 +303,6 @@ async fn truncated_or_flipped_sidecars_are_reported_as_broken() {
     let report = s.recover().await.unwrap();
     assert_eq!(report.broken_tables, vec![m.table.clone()]);
     assert!(report.removed_objects.is_empty());
-}
-
-/// Fails the `fail_at`-th request (1-based) while armed; counts requests.
-struct FaultyStore {
-    inner: Arc<dyn ObjectStore>,
-    count: Arc<AtomicUsize>,
-    fail_at: usize,
-    armed: Arc<AtomicBool>,
-}
-
-impl fmt::Debug for FaultyStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Faulty({:?})", self.inner)
-    }
-}
-impl fmt::Display for FaultyStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Faulty({})", self.inner)
-    }
-}
-
-impl FaultyStore {
-    fn check(&self) -> object_store::Result<()> {
-        if !self.armed.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
-        if n == self.fail_at {
-            return Err(object_store::Error::Generic {
-                store: "faulty",
-                source: format!("injected fault at request {n}").into(),
-            });
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl ObjectStore for FaultyStore {
-    async fn put_opts(
-        &self,
-        l: &Path,
-        p: PutPayload,
-        o: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.check()?;
-        self.inner.put_opts(l, p, o).await
-    }
-    async fn put_multipart_opts(
-        &self,
-        l: &Path,
-        o: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.check()?;
-        self.inner.put_multipart_opts(l, o).await
-    }
-    async fn get_opts(&self, l: &Path, o: GetOptions) -> object_store::Result<GetResult> {
-        self.check()?;
-        self.inner.get_opts(l, o).await
-    }
-    async fn get_ranges(
-        &self,
-        l: &Path,
-        r: &[Range<u64>],
-    ) -> object_store::Result<Vec<bytes::Bytes>> {
-        self.check()?;
-        self.inner.get_ranges(l, r).await
-    }
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        if let Err(e) = self.check() {
-            return Box::pin(futures::stream::once(async move { Err(e) }));
-        }
-        self.inner.delete_stream(locations)
-    }
-    fn list(&self, p: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        if let Err(e) = self.check() {
-            return Box::pin(futures::stream::once(async move { Err(e) }));
-        }
-        self.inner.list(p)
-    }
-    fn list_with_offset(
-        &self,
-        p: Option<&Path>,
-        o: &Path,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        if let Err(e) = self.check() {
-            return Box::pin(futures::stream::once(async move { Err(e) }));
-        }
-        self.inner.list_with_offset(p, o)
-    }
-    async fn list_with_delimiter(&self, p: Option<&Path>) -> object_store::Result<ListResult> {
-        self.check()?;
-        self.inner.list_with_delimiter(p).await
-    }
-    async fn copy_opts(&self, f: &Path, t: &Path, o: CopyOptions) -> object_store::Result<()> {
-        self.check()?;
-        self.inner.copy_opts(f, t, o).await
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

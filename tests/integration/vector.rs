@@ -5,11 +5,14 @@ use std::collections::HashSet;
 
 use datafusion::arrow::array::{Array, Float32Array, Int64Array, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
-use jammi_db::session::JammiSession;
+use std::sync::Arc;
+
+use jammi_db::session::{JammiSession, OpenOptions};
 use jammi_db::store::TableSpec;
 
 use crate::common::{
-    corpus_path, parquet_bytes, sample_batch, sample_schema, sample_vector, tempdir,
+    FaultyStore, corpus_path, memory_root, parquet_bytes, sample_batch, sample_schema,
+    sample_vector, tempdir,
 };
 
 fn ids(batches: &[RecordBatch]) -> Vec<i64> {
@@ -287,6 +290,77 @@ async fn projection_reads_only_the_requested_columns_and_options_apply() {
         .map(|f| f.name().clone())
         .collect();
     assert_eq!(names, ["title", "_distance"]);
+}
+
+/// Hits spread over many row groups of a remote file: their pages are fetched together
+/// (one `get_ranges`, which the store coalesces), not one row group after another.
+#[tokio::test(flavor = "multi_thread")]
+async fn remote_hydration_fetches_the_pages_of_all_hits_at_once() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let count = Arc::new(AtomicUsize::new(0));
+    let armed = Arc::new(AtomicBool::new(false));
+    let (c, a) = (count.clone(), armed.clone());
+    let registry = jammi_db::storage::StorageRegistry::with_layer(Arc::new(move |inner| {
+        Arc::new(FaultyStore {
+            inner,
+            count: c.clone(),
+            fail_at: 0,
+            armed: a.clone(),
+        }) as Arc<dyn object_store::ObjectStore>
+    }));
+    let root = memory_root("hydrate");
+    let s = JammiSession::open_with(
+        &root,
+        OpenOptions {
+            registry: Some(registry),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let batches: Vec<RecordBatch> = (0..4).map(|i| sample_batch(i * 250, 250, 16)).collect();
+    let mem = datafusion::datasource::MemTable::try_new(sample_schema(16), vec![batches]).unwrap();
+    s.context()
+        .register_table("papers_mem", Arc::new(mem))
+        .unwrap();
+    s.sql(&format!(
+        "COPY (SELECT * FROM papers_mem) TO '{root}papers.parquet' STORED AS PARQUET \
+         OPTIONS ('format.max_row_group_size' '100')"
+    ))
+    .await
+    .unwrap()
+    .collect()
+    .await
+    .unwrap();
+    s.sql(&format!(
+        "CREATE EXTERNAL TABLE papers STORED AS PARQUET LOCATION '{root}papers.parquet' \
+         OPTIONS ('jammi.vector_column' 'embedding')"
+    ))
+    .await
+    .unwrap();
+    let sql = format!(
+        "SELECT id, title, _distance FROM vector_search('papers', {}, 10)",
+        vec_sql(&sample_vector(3, 16))
+    );
+    s.sql(&sql).await.unwrap().collect().await.unwrap();
+    armed.store(true, Ordering::SeqCst);
+    let r = s.sql(&sql).await.unwrap().collect().await.unwrap();
+    armed.store(false, Ordering::SeqCst);
+    let groups: HashSet<i64> = ids(&r).iter().map(|id| id / 100).collect();
+    assert!(groups.len() >= 3, "hits in row groups {groups:?}");
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        1,
+        "requests of a warm query over {} row groups",
+        groups.len()
+    );
+    assert_eq!(
+        concat_batches(&r[0].schema(), &r)
+            .unwrap()
+            .column(1)
+            .null_count(),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
