@@ -620,25 +620,26 @@ impl TableProvider for VectorSearchTable {
 impl VectorSearchTable {
     async fn metadata(&self, store: &Arc<dyn ObjectStore>) -> Result<ArrowReaderMetadata> {
         let p = &self.plan.target;
-        let key = match p
+        let (key, size) = match p
             .manifest
             .as_ref()
             .and_then(|m| m.file(crate::store::FileRole::Parquet))
         {
-            Some(f) => format!("{}#{:08x}", p.parquet, f.crc32c),
+            Some(f) => (format!("{}#{:08x}", p.parquet, f.crc32c), f.size),
             None => {
                 use object_store::ObjectStoreExt;
                 let head = store
                     .head(&p.parquet.object_path()?)
                     .await
                     .map_err(|e| JammiError::storage(&p.parquet, e))?;
-                format!("{}#{}#{:?}", p.parquet, head.size, head.e_tag)
+                let key = format!("{}#{}#{:?}", p.parquet, head.size, head.e_tag);
+                (key, head.size)
             }
         };
         if let Some(m) = self.metadata.lock().expect("lock").get(&key) {
             return Ok(m.clone());
         }
-        let m = crate::store::read::load_metadata(store, &p.parquet).await?;
+        let m = crate::store::read::load_metadata(store, &p.parquet, Some(size)).await?;
         self.metadata.lock().expect("lock").insert(key, m.clone());
         Ok(m)
     }

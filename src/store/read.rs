@@ -32,18 +32,30 @@ fn reader(store: &Arc<dyn ObjectStore>, url: &StorageUrl) -> Result<ParquetObjec
     Ok(ParquetObjectReader::new(store.clone(), url.object_path()?))
 }
 
-/// Footer and page index of a Parquet file.
+/// Bytes read from the end of a Parquet file in the first request: the footer and, in
+/// files of up to a few million rows, the page index before it (no second request).
+const FOOTER_HINT: usize = 1 << 20;
+
+/// Footer and page index of a Parquet file, in one request when its size is known (from a
+/// manifest); otherwise a HEAD first (Azure refuses suffix ranges).
 pub async fn load_metadata(
     store: &Arc<dyn ObjectStore>,
     url: &StorageUrl,
+    size: Option<u64>,
 ) -> Result<ArrowReaderMetadata> {
-    // With the size known the footer is one bounded range read (Azure refuses suffix ranges).
-    let size = store
-        .head(&url.object_path()?)
-        .await
-        .map_err(|e| JammiError::storage(url, e))?
-        .size;
-    let mut r = reader(store, url)?.with_file_size(size);
+    let size = match size {
+        Some(s) => s,
+        None => {
+            store
+                .head(&url.object_path()?)
+                .await
+                .map_err(|e| JammiError::storage(url, e))?
+                .size
+        }
+    };
+    let mut r = reader(store, url)?
+        .with_file_size(size)
+        .with_footer_size_hint(FOOTER_HINT);
     let opts = ArrowReaderOptions::new().with_page_index(true);
     ArrowReaderMetadata::load_async(&mut r, opts)
         .await
@@ -52,7 +64,7 @@ pub async fn load_metadata(
 
 /// The Arrow schema of a Parquet file.
 pub async fn parquet_schema(store: &Arc<dyn ObjectStore>, url: &StorageUrl) -> Result<SchemaRef> {
-    Ok(load_metadata(store, url).await?.schema().clone())
+    Ok(load_metadata(store, url, None).await?.schema().clone())
 }
 
 /// Size and CRC32C of an object, streamed.
@@ -96,7 +108,7 @@ pub async fn vector_batches(
     url: &StorageUrl,
     column: &str,
 ) -> Result<VectorScan> {
-    let meta = load_metadata(store, url).await?;
+    let meta = load_metadata(store, url, None).await?;
     let idx = meta.schema().index_of(column).map_err(|_| {
         JammiError::InvalidInput(format!(
             "column '{column}' not found in {url}; columns: {}",
