@@ -11,7 +11,8 @@
 //!   held in memory;
 //! - index build through the SQL path against a raw USearch build of the same vectors;
 //! - with `JAMMI_TEST_S3_ENDPOINT` set (scripts/test-servers.sh): cold first query from the
-//!   S3 server against a raw GET of the sidecar bytes, and requests of a warm query.
+//!   S3 server against a raw GET of the sidecar bytes, and requests of a warm query. Run it
+//!   against moto (`start`) and against s3s-fs (`scripts/test-servers.sh s3s`).
 //!
 //! Run: `cargo bench --profile dev --bench vector_search`
 
@@ -415,6 +416,20 @@ async fn s3_cold(endpoint: &str, data: &std::path::Path, q_vecs: &[Vec<f32>]) {
     let t = Instant::now();
     let raw = store.get(&idx_path).await.unwrap().bytes().await.unwrap();
     let raw_get = t.elapsed();
+    // One small ranged read of the Parquet file, as hydration makes: what it costs on this
+    // server (moto reads the whole object to serve a range).
+    let pq_path = base
+        .join("corpus_indexed.parquet")
+        .unwrap()
+        .object_path()
+        .unwrap();
+    let pq_size = store.head(&pq_path).await.unwrap().size;
+    let t = Instant::now();
+    store
+        .get_range(&pq_path, pq_size / 2..pq_size / 2 + 8192)
+        .await
+        .unwrap();
+    let raw_range = t.elapsed();
     let cache = tempfile::tempdir().unwrap();
     // SAFETY: set before any thread reads it (the session below is created after).
     unsafe { std::env::set_var("JAMMI_CACHE_DIR", cache.path()) };
@@ -444,6 +459,11 @@ async fn s3_cold(endpoint: &str, data: &std::path::Path, q_vecs: &[Vec<f32>]) {
         raw.len() as f64 / 1e6,
         ms(raw_get),
         ms(cold) / ms(raw_get)
+    );
+    println!(
+        "| one 8 KiB ranged GET of the {:.1} MB Parquet file (a hydration read) | | {:.1} ms | |",
+        pq_size as f64 / 1e6,
+        ms(raw_range)
     );
     println!(
         "| requests: cold / warm query (S3) | {} / {} (warm: get {}, head {}, list {}) | | |",

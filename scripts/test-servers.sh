@@ -3,10 +3,13 @@
 #   S3    moto server (PyPI moto[server])
 #   Azure Azurite (npm azurite)
 #   GCS   tests/servers/gcs_xml_adapter.py over gcp-storage-emulator (PyPI)
-# Usage: scripts/test-servers.sh start|stop|env
+# Usage: scripts/test-servers.sh start|stop|env|s3s
 # `start` installs what is missing (into $JAMMI_SERVERS_DIR, default ~/.cache/jammi-servers),
 # starts the servers, creates the test buckets/containers and writes an env file that
 # `env` prints (eval "$(scripts/test-servers.sh env)").
+# `s3s` installs and starts a second S3 server, s3s-fs (crates.io, file-backed), and prints
+# the endpoint to use instead of moto's (moto reads a whole object to serve a range, so
+# range-heavy benchmarks measure it rather than the client).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 dir="${JAMMI_SERVERS_DIR:-$HOME/.cache/jammi-servers}"
@@ -75,8 +78,23 @@ ENV
   echo "servers up: S3 :$S3_PORT, Azure :$AZ_PORT, GCS :$GCS_PORT (env: $dir/env.sh)"
 }
 
+s3s() {
+  local port="${JAMMI_S3S_PORT:-45056}"
+  if [ ! -x "$dir/s3s/bin/s3s-fs" ]; then
+    cargo install -q s3s-fs@0.14.1 --features binary --root "$dir/s3s"
+  fi
+  [ -f "$dir/s3s.pid" ] && kill "$(cat "$dir/s3s.pid")" 2>/dev/null || true
+  rm -rf "$dir/s3s-data"
+  for b in $BUCKETS; do mkdir -p "$dir/s3s-data/$b"; done
+  "$dir/s3s/bin/s3s-fs" --host 127.0.0.1 --port "$port" --access-key testing \
+    --secret-key testing "$dir/s3s-data" >"$dir/s3s.log" 2>&1 &
+  echo $! >"$dir/s3s.pid"
+  wait_port "$port"
+  echo "export JAMMI_TEST_S3_ENDPOINT=http://127.0.0.1:$port"
+}
+
 stop() {
-  for s in moto azurite gcs; do
+  for s in moto azurite gcs s3s; do
     if [ -f "$dir/$s.pid" ]; then
       kill "$(cat "$dir/$s.pid")" 2>/dev/null || true
       rm -f "$dir/$s.pid"
@@ -88,5 +106,6 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   env) cat "$dir/env.sh" ;;
-  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+  s3s) s3s ;;
+  *) echo "usage: $0 start|stop|env|s3s" >&2; exit 2 ;;
 esac
