@@ -136,7 +136,8 @@ pub struct QueryStats {
     pub mode: String,
     /// Why an exact search was used, if it was a fallback.
     pub fallback_reason: Option<String>,
-    /// Object-store requests made by the query (all stores of the registry).
+    /// Object-store requests made by the query, from resolving its table at planning to
+    /// the end of the search (all stores of the registry).
     pub requests: RequestSnapshot,
     /// Rows returned.
     pub rows: usize,
@@ -442,10 +443,12 @@ impl TableFunctionImpl for VectorSearchFunction {
                 .into());
             }
         };
+        let started = self.registry.request_counts();
         let target = self.resolve(state, &table)?;
         let plan = SearchPlan::new(target, query, k as usize, options)?;
         Ok(Arc::new(VectorSearchTable {
             plan,
+            started,
             registry: self.registry.clone(),
             cache: self.cache.clone(),
             metadata: self.metadata.clone(),
@@ -569,6 +572,8 @@ impl SearchPlan {
 #[derive(Debug)]
 struct VectorSearchTable {
     plan: SearchPlan,
+    /// Request counts before the table was resolved (a URL's manifest is read then).
+    started: RequestSnapshot,
     registry: StorageRegistry,
     cache: Arc<IndexCache>,
     metadata: Arc<Mutex<HashMap<String, ArrowReaderMetadata>>>,
@@ -599,12 +604,11 @@ impl TableProvider for VectorSearchTable {
             .ok_or_else(|| {
                 DataFusionError::Internal("vector_search needs a SessionState".into())
             })?;
-        let before = self.registry.request_counts();
         let (batch, mode, reason) = self.run(state, projection).await?;
         let stats = QueryStats {
             mode,
             fallback_reason: reason,
-            requests: self.registry.request_counts().since(&before),
+            requests: self.registry.request_counts().since(&self.started),
             rows: batch.num_rows(),
         };
         *self.last.lock().expect("lock") = stats;

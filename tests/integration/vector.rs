@@ -383,6 +383,15 @@ async fn a_warm_query_makes_no_object_store_request_for_the_index() {
     assert_eq!(warm.requests.list, 0, "{warm:?}");
     // The manifest gives the Parquet size: the footer and page index come in one read.
     assert_eq!(first.requests.head, 0, "{first:?}");
+    // By URL the table is resolved at each planning: its manifest is read and verified
+    // (one HEAD per sibling); the index still comes from memory.
+    let url = s.result_store().parquet_url(&t).unwrap();
+    let by_url = sql.replace(&format!("'{t}'"), &format!("'{url}'"));
+    s.sql(&by_url).await.unwrap().collect().await.unwrap();
+    let warm_url = s.last_search();
+    assert_eq!(warm_url.requests.get, 1, "{warm_url:?}");
+    assert_eq!(warm_url.requests.head, 3, "{warm_url:?}");
+    assert_eq!(warm_url.requests.total(), 4, "{warm_url:?}");
     let stats = s
         .sql("SELECT cache_hits, cache_misses, cache_entries FROM vector_search_stats()")
         .await
