@@ -187,10 +187,14 @@ pub async fn read_rows(
         None => {
             let path = url.object_path()?;
             let ranges = merge_ranges(page_ranges(meta, &sorted, columns));
-            let fetched = store
-                .get_ranges(&path, &ranges)
-                .await
-                .map_err(|e| JammiError::storage(url, e))?;
+            let fetched = if ranges.is_empty() {
+                Vec::new()
+            } else {
+                store
+                    .get_ranges(&path, &ranges)
+                    .await
+                    .map_err(|e| JammiError::storage(url, e))?
+            };
             let prefetched = Prefetched {
                 inner: reader(store, url)?,
                 pages: ranges.into_iter().zip(fetched).collect(),
