@@ -59,6 +59,11 @@ fn assert_hit(r: &[RecordBatch], expected: i64) {
     }
 }
 
+/// Runs a statement and collects its batches (panics on error).
+async fn collect_sql(s: &JammiSession, sql: &str) -> Vec<RecordBatch> {
+    s.sql(sql).await.unwrap().collect().await.unwrap()
+}
+
 fn vec_sql(v: &[f32]) -> String {
     format!(
         "[{}]",
@@ -98,16 +103,11 @@ async fn nearest_rows_come_back_nearest_first_with_all_columns_and_distance() {
     let dir = tempdir();
     let (s, t) = session_with_table(&dir, 2000).await;
     let q = sample_vector(777, 16);
-    let r = s
-        .sql(&format!(
-            "SELECT * FROM vector_search('{t}', {}, 5)",
-            vec_sql(&q)
-        ))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let r = collect_sql(
+        &s,
+        &format!("SELECT * FROM vector_search('{t}', {}, 5)", vec_sql(&q)),
+    )
+    .await;
     let b = concat_batches(&r[0].schema(), &r).unwrap();
     let names: Vec<&str> = b
         .schema_ref()
@@ -125,16 +125,14 @@ async fn nearest_rows_come_back_nearest_first_with_all_columns_and_distance() {
     );
     assert_eq!(s.last_search().mode, "index");
     // The exact answer agrees (same rows for this easy query).
-    let e = s
-        .sql(&format!(
+    let e = collect_sql(
+        &s,
+        &format!(
             "SELECT id, _distance FROM vector_search('{t}', {}, 5, 'exact=true')",
             vec_sql(&q)
-        ))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     assert_eq!(s.last_search().mode, "exact");
     assert_hit(&e, 777);
     assert_eq!(ids(&e).len(), 5);
@@ -148,16 +146,14 @@ async fn hit_vectors_equal_the_stored_vectors() {
     let dir = tempdir();
     let (s, t) = session_with_table(&dir, 1000).await;
     let q = sample_vector(321, 16);
-    let hits = s
-        .sql(&format!(
+    let hits = collect_sql(
+        &s,
+        &format!(
             "SELECT id, embedding FROM vector_search('{t}', {}, 8) ORDER BY id",
             vec_sql(&q)
-        ))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     assert_eq!(s.last_search().mode, "index");
     let hits = concat_batches(&hits[0].schema(), &hits).unwrap();
     let list = ids(std::slice::from_ref(&hits))
@@ -165,15 +161,11 @@ async fn hit_vectors_equal_the_stored_vectors() {
         .map(|i| i.to_string())
         .collect::<Vec<_>>()
         .join(",");
-    let stored = s
-        .sql(&format!(
-            "SELECT id, embedding FROM jammi.public.\"{t}\" WHERE id IN ({list}) ORDER BY id"
-        ))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let stored = collect_sql(
+        &s,
+        &format!("SELECT id, embedding FROM jammi.public.\"{t}\" WHERE id IN ({list}) ORDER BY id"),
+    )
+    .await;
     let stored = concat_batches(&stored[0].schema(), &stored).unwrap();
     assert_eq!(hits.num_rows(), 8);
     let values = |b: &RecordBatch| -> Vec<u32> {
@@ -200,14 +192,11 @@ async fn a_json_string_query_equals_the_array_literal() {
         let s = &s;
         let t = &t;
         async move {
-            s.sql(&format!(
-                "SELECT id, _distance FROM vector_search('{t}', {query}, 6)"
-            ))
+            collect_sql(
+                s,
+                &format!("SELECT id, _distance FROM vector_search('{t}', {query}, 6)"),
+            )
             .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap()
         }
     };
     let literal = run(vec_sql(&q)).await;
@@ -223,29 +212,25 @@ async fn a_selective_prefilter_still_returns_k_matching_rows() {
     let (s, t) = session_with_table(&dir, 3000).await;
     let q = sample_vector(5, 16);
     for filter in ["score = 0.3", "id % 2 = 1", "id < 40 AND score > 0.5"] {
-        let r = s
-            .sql(&format!(
+        let r = collect_sql(
+            &s,
+            &format!(
                 "SELECT id, score, _distance FROM vector_search('{t}', {}, 10, 'filter={filter}')",
                 vec_sql(&q)
-            ))
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
+            ),
+        )
+        .await;
         let got = ids(&r);
         assert_eq!(got.len(), 10, "{filter}: {got:?} ({:?})", s.last_search());
         // Same rows as an exact search with the same filter.
-        let e = s
-            .sql(&format!(
+        let e = collect_sql(
+            &s,
+            &format!(
                 "SELECT id FROM vector_search('{t}', {}, 10, 'exact=true; filter={filter}')",
                 vec_sql(&q)
-            ))
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
+            ),
+        )
+        .await;
         let want: HashSet<i64> = ids(&e).into_iter().collect();
         let have: HashSet<i64> = got.iter().copied().collect();
         assert!(
@@ -265,24 +250,14 @@ async fn projection_reads_only_the_requested_columns_and_options_apply() {
     let dir = tempdir();
     let (s, t) = session_with_table(&dir, 1000).await;
     let q = vec_sql(&sample_vector(10, 16));
-    let r = s
-        .sql(&format!("SELECT id, _distance FROM vector_search('{t}', {q}, 3, 'ef_search=200; columns=id,title')"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let r = collect_sql(&s, &format!("SELECT id, _distance FROM vector_search('{t}', {q}, 3, 'ef_search=200; columns=id,title')")).await;
     assert_eq!(r[0].num_columns(), 2);
     assert_hit(&r, 10);
-    let r = s
-        .sql(&format!(
-            "SELECT * FROM vector_search('{t}', {q}, 3, 'columns=title')"
-        ))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let r = collect_sql(
+        &s,
+        &format!("SELECT * FROM vector_search('{t}', {q}, 3, 'columns=title')"),
+    )
+    .await;
     let names: Vec<String> = r[0]
         .schema()
         .fields()
@@ -323,15 +298,14 @@ async fn remote_hydration_fetches_the_pages_of_all_hits_at_once() {
     s.context()
         .register_table("papers_mem", Arc::new(mem))
         .unwrap();
-    s.sql(&format!(
-        "COPY (SELECT * FROM papers_mem) TO '{root}papers.parquet' STORED AS PARQUET \
+    collect_sql(
+        &s,
+        &format!(
+            "COPY (SELECT * FROM papers_mem) TO '{root}papers.parquet' STORED AS PARQUET \
          OPTIONS ('format.max_row_group_size' '100')"
-    ))
-    .await
-    .unwrap()
-    .collect()
-    .await
-    .unwrap();
+        ),
+    )
+    .await;
     s.sql(&format!(
         "CREATE EXTERNAL TABLE papers STORED AS PARQUET LOCATION '{root}papers.parquet' \
          OPTIONS ('jammi.vector_column' 'embedding')"
@@ -342,9 +316,9 @@ async fn remote_hydration_fetches_the_pages_of_all_hits_at_once() {
         "SELECT id, title, _distance FROM vector_search('papers', {}, 10)",
         vec_sql(&sample_vector(3, 16))
     );
-    s.sql(&sql).await.unwrap().collect().await.unwrap();
+    collect_sql(&s, &sql).await;
     armed.store(true, Ordering::SeqCst);
-    let r = s.sql(&sql).await.unwrap().collect().await.unwrap();
+    let r = collect_sql(&s, &sql).await;
     armed.store(false, Ordering::SeqCst);
     let groups: HashSet<i64> = ids(&r).iter().map(|id| id / 100).collect();
     assert!(groups.len() >= 3, "hits in row groups {groups:?}");
@@ -369,9 +343,9 @@ async fn a_warm_query_makes_no_object_store_request_for_the_index() {
     let (s, t) = session_with_table(&dir, 1000).await;
     let q = vec_sql(&sample_vector(3, 16));
     let sql = format!("SELECT id, _distance FROM vector_search('{t}', {q}, 4)");
-    s.sql(&sql).await.unwrap().collect().await.unwrap();
+    collect_sql(&s, &sql).await;
     let first = s.last_search();
-    s.sql(&sql).await.unwrap().collect().await.unwrap();
+    collect_sql(&s, &sql).await;
     let warm = s.last_search();
     assert_eq!(warm.mode, "index");
     // Cold: rowmap GET + footer. Warm: only the pages of the hit rows.
@@ -387,18 +361,16 @@ async fn a_warm_query_makes_no_object_store_request_for_the_index() {
     // (one HEAD per sibling); the index still comes from memory.
     let url = s.result_store().parquet_url(&t).unwrap();
     let by_url = sql.replace(&format!("'{t}'"), &format!("'{url}'"));
-    s.sql(&by_url).await.unwrap().collect().await.unwrap();
+    collect_sql(&s, &by_url).await;
     let warm_url = s.last_search();
     assert_eq!(warm_url.requests.get, 1, "{warm_url:?}");
     assert_eq!(warm_url.requests.head, 3, "{warm_url:?}");
     assert_eq!(warm_url.requests.total(), 4, "{warm_url:?}");
-    let stats = s
-        .sql("SELECT cache_hits, cache_misses, cache_entries FROM vector_search_stats()")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let stats = collect_sql(
+        &s,
+        "SELECT cache_hits, cache_misses, cache_entries FROM vector_search_stats()",
+    )
+    .await;
     let u = |i: usize| {
         stats[0]
             .column(i)
@@ -426,13 +398,7 @@ async fn a_corrupt_index_falls_back_to_exact_search_with_a_reason() {
     bytes[n - 5] ^= 0xff;
     std::fs::write(&idx, bytes).unwrap();
     let q = vec_sql(&sample_vector(42, 16));
-    let r = s
-        .sql(&format!("SELECT id FROM vector_search('{t}', {q}, 3)"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let r = collect_sql(&s, &format!("SELECT id FROM vector_search('{t}', {q}, 3)")).await;
     assert_hit(&r, 42);
     let last = s.last_search();
     assert_eq!(last.mode, "exact");
@@ -566,15 +532,11 @@ async fn an_existing_parquet_file_is_indexed_from_sql_and_searched() {
         assert!(data.join(f).exists(), "{f} built beside the file");
     }
     let q = vec_sql(&sample_vector(123, 8));
-    let r = s
-        .sql(&format!(
-            "SELECT id, _distance FROM vector_search('emb', {q}, 3)"
-        ))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let r = collect_sql(
+        &s,
+        &format!("SELECT id, _distance FROM vector_search('emb', {q}, 3)"),
+    )
+    .await;
     assert_hit(&r, 123);
     assert_eq!(s.last_search().mode, "index");
     // A second CREATE reuses the sidecars (same manifest), and the URL form works too.
@@ -590,13 +552,11 @@ async fn an_existing_parquet_file_is_indexed_from_sql_and_searched() {
         std::fs::read(data.join("emb.idx.manifest.json")).unwrap()
     );
     let url = jammi_db::storage::StorageUrl::parse(loc.to_str().unwrap()).unwrap();
-    let r = s
-        .sql(&format!("SELECT id FROM vector_search('{url}', {q}, 2)"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let r = collect_sql(
+        &s,
+        &format!("SELECT id FROM vector_search('{url}', {q}, 2)"),
+    )
+    .await;
     assert_hit(&r, 123);
     // Asking for another metric than the index was built with is an error.
     let e = s
@@ -635,13 +595,11 @@ async fn a_plain_parquet_table_without_sidecars_is_searched_exactly() {
     .await
     .unwrap();
     let q = vec_sql(&sample_vector(200, 8));
-    let r = s
-        .sql(&format!("SELECT id FROM vector_search('plain', {q}, 2)"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let r = collect_sql(
+        &s,
+        &format!("SELECT id FROM vector_search('plain', {q}, 2)"),
+    )
+    .await;
     assert_hit(&r, 200);
     let last = s.last_search();
     assert_eq!(last.mode, "exact");
@@ -652,25 +610,16 @@ async fn a_plain_parquet_table_without_sidecars_is_searched_exactly() {
 async fn ctas_into_the_jammi_catalog_writes_an_indexed_result_table() {
     let dir = tempdir();
     let (s, t) = session_with_table(&dir, 500).await;
-    s.sql(&format!("CREATE TABLE jammi.public.copy_of AS SELECT id, title, embedding FROM jammi.public.\"{t}\" WHERE id < 100"))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    collect_sql(&s, &format!("CREATE TABLE jammi.public.copy_of AS SELECT id, title, embedding FROM jammi.public.\"{t}\" WHERE id < 100")).await;
     let m = s.describe_table("copy_of").await.unwrap();
     assert_eq!(m.rows, 100);
     assert_eq!(m.index.unwrap().column, "embedding");
     let q = vec_sql(&sample_vector(50, 16));
-    let r = s
-        .sql(&format!(
-            "SELECT id, _distance FROM vector_search('copy_of', {q}, 3)"
-        ))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let r = collect_sql(
+        &s,
+        &format!("SELECT id, _distance FROM vector_search('copy_of', {q}, 3)"),
+    )
+    .await;
     assert_hit(&r, 50);
 }
 
@@ -679,15 +628,9 @@ async fn distance_functions_agree_with_vector_search() {
     let dir = tempdir();
     let (s, t) = session_with_table(&dir, 500).await;
     let q = vec_sql(&sample_vector(9, 16));
-    let r = s
-        .sql(&format!(
+    let r = collect_sql(&s, &format!(
             "SELECT v.id, v._distance, cosine_distance(v.embedding, {q}) AS d FROM vector_search('{t}', {q}, 5) v"
-        ))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+        )).await;
     let b = &r[0];
     let a = b.column(1).as_any().downcast_ref::<Float32Array>().unwrap();
     let c = b.column(2).as_any().downcast_ref::<Float32Array>().unwrap();
@@ -699,13 +642,7 @@ async fn distance_functions_agree_with_vector_search() {
             c.value(i)
         );
     }
-    let r = s
-        .sql("SELECT l2_distance([3.0, 0.0], [0.0, 4.0]) AS l2, inner_product([1.0, 2.0], [3.0, 4.0]) AS ip, cosine_distance([1.0, 0.0], [0.0, 1.0]) AS c")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let r = collect_sql(&s, "SELECT l2_distance([3.0, 0.0], [0.0, 4.0]) AS l2, inner_product([1.0, 2.0], [3.0, 4.0]) AS ip, cosine_distance([1.0, 0.0], [0.0, 1.0]) AS c").await;
     let f = |i: usize| {
         r[0].column(i)
             .as_any()
@@ -759,13 +696,7 @@ async fn real_minilm_vectors_find_themselves() {
         .await
         .unwrap();
     assert_eq!(m.index.as_ref().unwrap().dimensions, 384);
-    let probe = s
-        .sql("SELECT embedding FROM corpus WHERE id = 1234")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let probe = collect_sql(&s, "SELECT embedding FROM corpus WHERE id = 1234").await;
     let emb = probe[0]
         .column(0)
         .as_any()
@@ -778,13 +709,7 @@ async fn real_minilm_vectors_find_themselves() {
         .unwrap()
         .values()
         .to_vec();
-    let r = s
-        .sql(&format!("SELECT id, section, _distance FROM vector_search('{}', {}, 10, 'filter=section = ''libs''')", m.table, vec_sql(&v)))
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let r = collect_sql(&s, &format!("SELECT id, section, _distance FROM vector_search('{}', {}, 10, 'filter=section = ''libs''')", m.table, vec_sql(&v))).await;
     assert_eq!(r.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
     let r = s
         .search(&m.table, &v, 3, None)
