@@ -27,14 +27,24 @@ use crate::store::manifest::{
 };
 use crate::store::naming::{INDEX_SUFFIX, MANIFEST_SUFFIX, PARQUET_SUFFIX, ROWMAP_SUFFIX};
 
-/// Upload part size for multipart uploads.
-const PART: usize = 8 << 20;
+/// Upload part size for multipart uploads of a size not known up front (Parquet): the
+/// smallest S3 accepts, as the parts in flight add to a write's peak memory beside the
+/// index being built. At S3's 10,000 parts that caps one Parquet file at 48 GiB.
+const PART: usize = 5 << 20;
+
+/// Most parts one upload of a known size is split into (S3 allows 10,000).
+const MAX_PARTS: u64 = 9_000;
 
 /// Parts of one upload in flight at once (with [`PART`], its memory bound).
 const PARTS_IN_FLIGHT: usize = 2;
 
 /// Encoded bytes of a Parquet row group held before it is flushed.
-const ROW_GROUP_BYTES: usize = 8 << 20;
+const ROW_GROUP_BYTES: usize = 4 << 20;
+
+/// Incoming batches are handed to the Parquet writer in slices of about this many bytes:
+/// its row-group byte bound only splits batches after the first rows of a group are
+/// buffered, so one large batch would otherwise become one (larger) row group.
+const SLICE_BYTES: usize = 1 << 20;
 
 /// Data page bound of a result table's columns (all but the vector column).
 const ROW_PAGE_BYTES: usize = 8 << 10;
@@ -55,7 +65,7 @@ const VECTOR_PAGE_BYTES: usize = 64 << 10;
 /// whole.
 pub fn writer_properties(schema: &Schema, vector_column: Option<&str>) -> WriterProperties {
     let mut b = WriterProperties::builder()
-        // The row group being written is held in memory: bound it by bytes (~5k rows of
+        // The row group being written is held in memory: bound it by bytes (~2.7k rows of
         // 384-d vectors), not rows, so narrow tables still get large row groups.
         .set_max_row_group_bytes(Some(ROW_GROUP_BYTES))
         .set_data_page_size_limit(ROW_PAGE_BYTES)
@@ -85,8 +95,17 @@ pub(crate) struct CrcUpload {
 
 impl CrcUpload {
     pub(crate) fn new(store: Arc<dyn ObjectStore>, url: &StorageUrl) -> Result<Self> {
+        Self::with_part_size(store, url, PART)
+    }
+
+    /// An upload whose parts are at least `part` bytes.
+    pub(crate) fn with_part_size(
+        store: Arc<dyn ObjectStore>,
+        url: &StorageUrl,
+        part: usize,
+    ) -> Result<Self> {
         Ok(CrcUpload {
-            inner: BufWriter::with_capacity(store, url.object_path()?, PART)
+            inner: BufWriter::with_capacity(store, url.object_path()?, part)
                 .with_max_concurrency(PARTS_IN_FLIGHT),
             crc: 0,
             len: 0,
@@ -197,13 +216,13 @@ where
                         let r = b.add_batch(&col);
                         (b, r)
                     });
-                    let (written, added) = tokio::join!(writer.write(&batch), adding);
+                    let (written, added) = tokio::join!(write_sliced(&mut writer, &batch), adding);
                     let (b, r) = added.map_err(|e| JammiError::Index(e.to_string()))?;
                     builder = Some(b);
                     r?;
                     written?;
                 }
-                _ => writer.write(&batch).await?,
+                _ => write_sliced(&mut writer, &batch).await?,
             }
         }
         writer.finish().await?;
@@ -240,6 +259,20 @@ where
     })
 }
 
+/// Writes `batch` in slices of about [`SLICE_BYTES`] (zero-copy), so row groups respect
+/// [`ROW_GROUP_BYTES`] whatever the size of the batches the caller streams.
+async fn write_sliced(writer: &mut AsyncArrowWriter<CrcUpload>, batch: &RecordBatch) -> Result<()> {
+    let rows = batch.num_rows();
+    let per_row = batch.get_array_memory_size() / rows.max(1);
+    let step = (SLICE_BYTES / per_row.max(1)).clamp(1, rows.max(1));
+    for start in (0..rows).step_by(step) {
+        writer
+            .write(&batch.slice(start, step.min(rows - start)))
+            .await?;
+    }
+    Ok(())
+}
+
 pub(crate) fn column_names(schema: &SchemaRef) -> String {
     schema
         .fields()
@@ -265,14 +298,18 @@ pub(crate) async fn upload_index(
         .await
         .map_err(|e| JammiError::Index(e.to_string()))?
         .map_err(|e| JammiError::Index(e.to_string()))?;
-    let mut upload = CrcUpload::new(store, url)?;
     let mut file = tokio::fs::File::open(tmp.path()).await?;
+    // The index is saved, so its size is known: parts grow with it to stay under the
+    // part-count limit (an index of 1M 384-d vectors is ~1.6 GiB).
+    let size = file.metadata().await?.len();
+    let part = PART.max(size.div_ceil(MAX_PARTS) as usize);
+    let mut upload = CrcUpload::with_part_size(store, url, part)?;
     let mut buf = bytes::BytesMut::new();
     let result: std::io::Result<(u64, u32)> = async {
         use tokio::io::AsyncReadExt;
         loop {
             if buf.capacity() == 0 {
-                buf.reserve(PART);
+                buf.reserve(part);
             }
             if file.read_buf(&mut buf).await? == 0 {
                 break;

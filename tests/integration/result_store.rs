@@ -172,6 +172,37 @@ async fn nulls_in_the_vector_column_are_skipped_and_the_rowmap_points_at_parquet
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn one_large_batch_is_written_as_row_groups_of_bounded_size() {
+    use datafusion::parquet::file::reader::FileReader;
+    use datafusion::parquet::file::serialized_reader::SerializedFileReader;
+    let dir = tempdir();
+    let rs = store_at(dir.path().to_str().unwrap(), StorageRegistry::new());
+    // One 24k-row batch of 64-d vectors: ~7 MiB encoded, held as one row group unless
+    // the writer is fed slices.
+    let m = rs
+        .write_batches(
+            &spec(true),
+            sample_schema(64),
+            vec![sample_batch(0, 24_000, 64)],
+        )
+        .await
+        .unwrap();
+    let path = rs.parquet_url(&m.table).unwrap().local_path().unwrap();
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let groups = reader.metadata().row_groups();
+    assert!(groups.len() >= 2, "{} row groups", groups.len());
+    for g in groups {
+        assert!(
+            g.compressed_size() <= (9 << 19),
+            "row group of {} bytes",
+            g.compressed_size()
+        );
+    }
+    let rows: i64 = groups.iter().map(|g| g.num_rows()).sum();
+    assert_eq!(rows, 24_000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn result_parquet_has_a_page_index_small_pages_and_no_dictionaries() {
     use datafusion::parquet::file::reader::FileReader;
     use datafusion::parquet::file::serialized_reader::{ReadOptionsBuilder, SerializedFileReader};
