@@ -7,10 +7,20 @@ use datafusion::arrow::array::ArrayRef;
 
 use crate::error::{JammiError, Result};
 use crate::index::IndexParams;
+use crate::index::rowmap::{KeySpill, SpilledKeys};
 use crate::index::vectors::{VectorColumn, check_finite};
 
-/// What [`IndexBuilder::finish`] returns: (index, rowmap, dimensions).
-pub type Finished = (Option<Arc<usearch::Index>>, Vec<u64>, Option<usize>);
+/// What [`IndexBuilder::finish`] returns.
+pub struct Finished {
+    /// The index, if any vector or a fixed dimension was seen.
+    pub index: Option<Arc<usearch::Index>>,
+    /// Row position of each index key.
+    pub rowmap: Vec<u64>,
+    /// Dimensions, once known.
+    pub dimensions: Option<usize>,
+    /// The key column's values in index-key order, when keys were given.
+    pub keys: Option<SpilledKeys>,
+}
 
 /// Accumulates an index and its rowmap from batches of one vector column.
 pub struct IndexBuilder {
@@ -21,6 +31,7 @@ pub struct IndexBuilder {
     rowmap: Vec<u64>,
     rows_seen: u64,
     threads: usize,
+    keys: Option<KeySpill>,
 }
 
 impl IndexBuilder {
@@ -34,7 +45,15 @@ impl IndexBuilder {
             rowmap: Vec::new(),
             rows_seen: 0,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            keys: None,
         }
+    }
+
+    /// Also records the values of key column `field` (passed to [`Self::add_batch`]) of
+    /// every indexed row, for the rowmap.
+    pub fn with_keys(mut self, field: &datafusion::arrow::datatypes::Field) -> Result<Self> {
+        self.keys = Some(KeySpill::new(field)?);
+        Ok(self)
     }
 
     /// Dimensions, once known.
@@ -76,9 +95,10 @@ impl IndexBuilder {
         Ok(())
     }
 
-    /// Adds the vectors of one batch's column; row positions continue from earlier batches.
-    /// CPU-bound: call it from a blocking context.
-    pub fn add_batch(&mut self, array: &ArrayRef) -> Result<()> {
+    /// Adds the vectors of one batch's column (and, with [`Self::with_keys`], their rows'
+    /// keys); row positions continue from earlier batches. CPU-bound: call it from a
+    /// blocking context.
+    pub fn add_batch(&mut self, array: &ArrayRef, keys: Option<&ArrayRef>) -> Result<()> {
         let col = VectorColumn::new(&self.column, array)?;
         let base_row = self.rows_seen;
         self.rows_seen += col.len() as u64;
@@ -106,6 +126,9 @@ impl IndexBuilder {
         }
         if rows.is_empty() {
             return Ok(());
+        }
+        if let (Some(spill), Some(keys)) = (self.keys.as_mut(), keys) {
+            spill.push(keys, &rows)?;
         }
         let dims = self.dimensions.expect("set by the first vector");
         let index = self.ensure_index(dims, rows.len())?;
@@ -149,6 +172,12 @@ impl IndexBuilder {
         {
             self.ensure_index(d, 0)?;
         }
-        Ok((self.index, self.rowmap, self.dimensions))
+        let keys = self.keys.take().map(KeySpill::finish).transpose()?;
+        Ok(Finished {
+            index: self.index,
+            rowmap: self.rowmap,
+            dimensions: self.dimensions,
+            keys,
+        })
     }
 }

@@ -27,6 +27,8 @@ pub struct LoadedIndex {
     pub index: usearch::Index,
     /// Index key → Parquet row position.
     pub rowmap: Vec<u64>,
+    /// Index key → key column value (result tables with a key column).
+    pub keys: Option<datafusion::arrow::array::ArrayRef>,
     /// Parameters from the manifest.
     pub info: IndexInfo,
     /// Bytes this entry accounts for (index file + rowmap).
@@ -225,7 +227,8 @@ impl IndexCache {
             };
             Ok::<_, JammiError>((path, size, crc))
         };
-        let (rowmap, (path, size, crc)) = tokio::try_join!(rowmap, index_file)?;
+        let (rowmap::RowMap { rows: rowmap, keys }, (path, size, crc)) =
+            tokio::try_join!(rowmap, index_file)?;
         if size != idx.size || crc != idx.crc32c {
             return Err(corrupt(format!(
                 "{} does not match its manifest checksum",
@@ -244,6 +247,7 @@ impl IndexCache {
             index,
             bytes: idx.size + rm.size,
             rowmap,
+            keys,
             info: info.clone(),
             search_lock: std::sync::RwLock::new(()),
             _path: path,

@@ -786,18 +786,30 @@ impl VectorSearchTable {
             Some(s) => s,
             None => self.registry.store(&t.parquet, t.cloud.as_ref()).await?,
         };
-        // A cold query's requests overlap: Parquet footer and page index beside the
-        // sidecar download.
-        let (meta, (loaded, reason)) = tokio::join!(self.metadata(&store), self.index(&store));
-        let meta = meta?;
+        // A query that returns only keys and distances is answered from the sidecars when
+        // the rowmap carries the keys: the Parquet file is not touched. Otherwise a cold
+        // query's requests overlap: Parquet footer and page index beside the sidecar
+        // download.
+        let meta = tokio::sync::OnceCell::new();
+        let (loaded, reason) = if self.keys_only(projection) {
+            self.index(&store).await
+        } else {
+            let (m, li) = tokio::join!(self.metadata(&store), self.index(&store));
+            let _ = meta.set(m?);
+            li
+        };
+        let meta = || meta.get_or_try_init(|| self.metadata(&store));
         if let (Some(r), false) = (&reason, p.options.exact) {
             tracing::warn!("vector_search: using exact search: {r}");
         }
-        let allowed = self.prefilter(state, &store, &meta).await?;
+        let allowed = match p.options.filter {
+            Some(_) => self.prefilter(state, &store, meta().await?).await?,
+            None => None,
+        };
         let (hits, mode) = match &loaded {
             Some(l) => self.search_index(l, allowed.as_deref())?,
             None => {
-                let vectors = self.exact_vectors(&store, &meta).await?;
+                let vectors = self.exact_vectors(&store, meta().await?).await?;
                 let hits = vectors.search(&p.query, p.k, p.metric, allowed.as_deref());
                 let hits = hits
                     .into_iter()
@@ -811,9 +823,33 @@ impl VectorSearchTable {
             }
         };
         let batch = self
-            .hydrate(&store, &meta, &hits, loaded.as_deref(), projection)
+            .hydrate(&store, meta, &hits, loaded.as_deref(), projection)
             .await?;
         Ok((batch, mode, reason))
+    }
+
+    /// The table's key column, when it is a result table that declares one.
+    fn key_column(&self) -> Option<usize> {
+        let t = &self.plan.target;
+        let name = t.manifest.as_ref()?.key_column.as_deref()?;
+        t.schema.index_of(name).ok()
+    }
+
+    /// `true` when the output needs no column but the key (and `_distance`), and the
+    /// search will not need the Parquet file to filter or scan.
+    fn keys_only(&self, projection: Option<&Vec<usize>>) -> bool {
+        let p = &self.plan;
+        let Some(key) = self.key_column() else {
+            return false;
+        };
+        let distance_pos = p.columns.len();
+        let all: Vec<usize> = (0..p.schema.fields().len()).collect();
+        !p.options.exact
+            && p.options.filter.is_none()
+            && projection
+                .unwrap_or(&all)
+                .iter()
+                .all(|&i| i == distance_pos || p.columns[i] == key)
     }
 
     /// Searches the index; selective filters go exact over the matching keys.
@@ -896,15 +932,21 @@ impl VectorSearchTable {
 
     /// Reads the hit rows' projected columns and appends `_distance`. The vector column of
     /// index hits comes from the index itself when it holds the column's exact values
-    /// (`Float32` elements), so `SELECT *` reads no vector pages.
-    async fn hydrate(
+    /// (`Float32` elements), so `SELECT *` reads no vector pages; their keys come from the
+    /// rowmap when it carries them. The Parquet footer (`meta`) is loaded only if a column
+    /// is left to read.
+    async fn hydrate<'m, F, M>(
         &self,
         store: &Arc<dyn ObjectStore>,
-        meta: &ArrowReaderMetadata,
+        meta: M,
         hits: &[Hit],
         loaded: Option<&LoadedIndex>,
         projection: Option<&Vec<usize>>,
-    ) -> Result<RecordBatch> {
+    ) -> Result<RecordBatch>
+    where
+        M: FnOnce() -> F,
+        F: std::future::Future<Output = Result<&'m ArrowReaderMetadata>>,
+    {
         let p = &self.plan;
         let out: Vec<usize> = match projection {
             Some(pr) => pr.clone(),
@@ -921,11 +963,29 @@ impl VectorSearchTable {
             }
             _ => None,
         };
+        let key_col = self.key_column();
+        let from_keys = match (loaded.and_then(|l| l.keys.as_ref()), key_col) {
+            (Some(keys), Some(kc))
+                if out.iter().any(|&i| i != distance_pos && p.columns[i] == kc) =>
+            {
+                let ks: Option<Vec<u64>> = hits.iter().map(|h| h.key).collect();
+                match ks {
+                    Some(ks) => Some(datafusion::arrow::compute::take(
+                        keys.as_ref(),
+                        &datafusion::arrow::array::UInt64Array::from(ks),
+                        None,
+                    )?),
+                    None => None,
+                }
+            }
+            _ => None,
+        };
         let mut file_cols: Vec<usize> = out
             .iter()
             .filter(|&&i| i != distance_pos)
             .map(|&i| p.columns[i])
             .filter(|&c| !(c == p.vector_idx && from_index.is_some()))
+            .filter(|&c| !(Some(c) == key_col && from_keys.is_some()))
             .collect();
         file_cols.sort_unstable();
         file_cols.dedup();
@@ -937,7 +997,7 @@ impl VectorSearchTable {
                 crate::store::read::read_rows(
                     store,
                     &p.target.parquet,
-                    meta,
+                    meta().await?,
                     &positions,
                     &file_cols,
                 )
@@ -955,16 +1015,17 @@ impl VectorSearchTable {
                 continue;
             }
             let table_col = p.columns[i];
-            let arr = match (&rows, &from_index) {
-                (_, Some(v)) if table_col == p.vector_idx => v.clone(),
-                (Some(b), _) => {
+            let arr = match (&rows, &from_index, &from_keys) {
+                (_, Some(v), _) if table_col == p.vector_idx => v.clone(),
+                (_, _, Some(k)) if Some(table_col) == key_col => k.clone(),
+                (Some(b), _, _) => {
                     let pos = file_cols
                         .iter()
                         .position(|c| *c == table_col)
                         .expect("read");
                     b.column(pos).clone()
                 }
-                (None, _) => datafusion::arrow::array::new_empty_array(
+                (None, _, _) => datafusion::arrow::array::new_empty_array(
                     p.target.schema.field(table_col).data_type(),
                 ),
             };

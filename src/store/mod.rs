@@ -162,6 +162,7 @@ impl ResultStore {
         let request = spec.vector_column.as_ref().map(|c| IndexRequest {
             column: c.clone(),
             params: spec.index,
+            key_column: spec.key_column.clone(),
         });
         let result = async {
             let streamed = write::stream_parquet(
@@ -390,6 +391,7 @@ pub(crate) async fn index_existing(
     let request = IndexRequest {
         column: column.to_string(),
         params,
+        key_column: None,
     };
     let dims = crate::index::vectors::check_vector_type(column, field.data_type())?;
     let mut builder = crate::index::build::IndexBuilder::new(column, params, dims);
@@ -398,17 +400,18 @@ pub(crate) async fn index_existing(
         let batch = batch?;
         let col = batch.column(0).clone();
         let n = batch.num_rows() as u64;
-        builder = tokio::task::spawn_blocking(move || builder.add_batch(&col).map(|_| builder))
-            .await
-            .map_err(|e| JammiError::Index(e.to_string()))??;
+        builder =
+            tokio::task::spawn_blocking(move || builder.add_batch(&col, None).map(|_| builder))
+                .await
+                .map_err(|e| JammiError::Index(e.to_string()))??;
         if let Some(pb) = progress {
             pb.inc(n);
         }
     }
-    let (idx, rowmap, dims) = tokio::task::spawn_blocking(move || builder.finish())
+    let finished = tokio::task::spawn_blocking(move || builder.finish())
         .await
         .map_err(|e| JammiError::Index(e.to_string()))??;
-    let (Some(idx), Some(dims)) = (idx, dims) else {
+    let Some(built) = write::BuiltIndex::from_finished(finished) else {
         return Err(JammiError::InvalidInput(format!(
             "column '{column}' of {parquet} has no non-NULL vectors to index"
         )));
@@ -434,7 +437,7 @@ pub(crate) async fn index_existing(
         &siblings,
         info,
         parquet_entry,
-        Some((idx, rowmap, dims)),
+        Some(built),
         Some(&request),
         async { Ok(()) },
     )

@@ -18,8 +18,8 @@ use tokio::io::AsyncWriteExt;
 
 use crate::error::{JammiError, Result};
 use crate::index::IndexParams;
-use crate::index::build::IndexBuilder;
-use crate::index::rowmap;
+use crate::index::build::{Finished, IndexBuilder};
+use crate::index::rowmap::{self, SpilledKeys};
 use crate::index::vectors::check_vector_type;
 use crate::storage::StorageUrl;
 use crate::store::manifest::{
@@ -151,13 +151,35 @@ impl AsyncFileWriter for CrcUpload {
 pub(crate) struct IndexRequest {
     pub column: String,
     pub params: IndexParams,
+    /// Key column whose values the rowmap carries (result tables that declare one).
+    pub key_column: Option<String>,
+}
+
+/// A built index with what its sidecars need.
+pub(crate) struct BuiltIndex {
+    pub index: Arc<usearch::Index>,
+    pub rowmap: Vec<u64>,
+    pub dimensions: usize,
+    pub keys: Option<SpilledKeys>,
+}
+
+impl BuiltIndex {
+    /// The index of `finished`, if one was built.
+    pub(crate) fn from_finished(f: Finished) -> Option<Self> {
+        Some(BuiltIndex {
+            index: f.index?,
+            rowmap: f.rowmap,
+            dimensions: f.dimensions?,
+            keys: f.keys,
+        })
+    }
 }
 
 /// Outcome of streaming the Parquet file (and building the index alongside).
 pub(crate) struct Streamed {
     pub rows: u64,
     pub parquet: FileEntry,
-    pub index: Option<(Arc<usearch::Index>, Vec<u64>, usize)>,
+    pub index: Option<BuiltIndex>,
 }
 
 /// Streams `batches` to `url` as Parquet, building the index of `request` on the way.
@@ -171,22 +193,30 @@ pub(crate) async fn stream_parquet<S>(
 where
     S: Stream<Item = Result<RecordBatch>> + Unpin,
 {
-    let (column_idx, mut builder) = match request {
+    let not_found = |what: &str, name: &str| {
+        JammiError::InvalidInput(format!(
+            "{what} column '{name}' not found; columns: {}",
+            column_names(&schema)
+        ))
+    };
+    let (column_idx, key_idx, mut builder) = match request {
         Some(r) => {
-            let idx = schema.index_of(&r.column).map_err(|_| {
-                JammiError::InvalidInput(format!(
-                    "vector column '{}' not found; columns: {}",
-                    r.column,
-                    column_names(&schema)
-                ))
-            })?;
+            let idx = schema
+                .index_of(&r.column)
+                .map_err(|_| not_found("vector", &r.column))?;
             let dims = check_vector_type(&r.column, schema.field(idx).data_type())?;
-            (
-                Some(idx),
-                Some(IndexBuilder::new(&r.column, r.params, dims)),
-            )
+            let mut b = IndexBuilder::new(&r.column, r.params, dims);
+            let key_idx = match &r.key_column {
+                Some(k) => {
+                    let ki = schema.index_of(k).map_err(|_| not_found("key", k))?;
+                    b = b.with_keys(schema.field(ki))?;
+                    Some(ki)
+                }
+                None => None,
+            };
+            (Some(idx), key_idx, Some(b))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let upload = CrcUpload::new(store, url)?;
     let mut writer = AsyncArrowWriter::try_new(
@@ -212,8 +242,9 @@ where
             match (column_idx, builder.take()) {
                 (Some(ci), Some(mut b)) => {
                     let col = batch.column(ci).clone();
+                    let keys = key_idx.map(|k| batch.column(k).clone());
                     let adding = tokio::task::spawn_blocking(move || {
-                        let r = b.add_batch(&col);
+                        let r = b.add_batch(&col, keys.as_ref());
                         (b, r)
                     });
                     let (written, added) = tokio::join!(write_sliced(&mut writer, &batch), adding);
@@ -242,13 +273,10 @@ where
     };
     let index = match builder {
         Some(b) => {
-            let (idx, rowmap, dims) = tokio::task::spawn_blocking(move || b.finish())
+            let finished = tokio::task::spawn_blocking(move || b.finish())
                 .await
                 .map_err(|e| JammiError::Index(e.to_string()))??;
-            match (idx, dims) {
-                (Some(i), Some(d)) => Some((i, rowmap, d)),
-                _ => None,
-            }
+            BuiltIndex::from_finished(finished)
         }
         None => None,
     };
@@ -403,7 +431,7 @@ pub(crate) async fn commit<F>(
     siblings: &Siblings,
     info: CommitInfo,
     mut parquet: FileEntry,
-    index: Option<(Arc<usearch::Index>, Vec<u64>, usize)>,
+    index: Option<BuiltIndex>,
     request: Option<&IndexRequest>,
     before_publish: F,
 ) -> Result<Manifest>
@@ -413,17 +441,20 @@ where
     parquet.name = siblings.parquet.file_name();
     let mut files = vec![parquet];
     let mut index_info = None;
-    if let (Some((idx, rows, dims)), Some(req)) = (index, request) {
-        let vectors = rows.len() as u64;
-        let mut e = upload_index(store.clone(), &siblings.index, idx).await?;
+    if let (Some(built), Some(req)) = (index, request) {
+        let vectors = built.rowmap.len() as u64;
+        let dims = built.dimensions;
+        // The index is dropped once saved, before the rowmap (and its keys) is read.
+        let mut e = upload_index(store.clone(), &siblings.index, built.index).await?;
         e.name = siblings.index.file_name();
         files.push(e);
+        let keys = built.keys.as_ref().map(SpilledKeys::read).transpose()?;
         files.push(
             put_small(
                 store,
                 &siblings.rowmap,
                 FileRole::Rowmap,
-                rowmap::encode(&rows),
+                rowmap::encode(&built.rowmap, keys.as_deref()),
             )
             .await?,
         );

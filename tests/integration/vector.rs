@@ -348,15 +348,20 @@ async fn a_warm_query_makes_no_object_store_request_for_the_index() {
     collect_sql(&s, &sql).await;
     let warm = s.last_search();
     assert_eq!(warm.mode, "index");
-    // Cold: rowmap GET + footer. Warm: only the pages of the hit rows.
+    // Cold: the rowmap, which carries the keys. Warm: nothing at all.
+    assert_eq!(first.requests.get, 1, "{first:?}");
+    assert_eq!(first.requests.total(), 1, "{first:?}");
+    assert_eq!(warm.requests.total(), 0, "{warm:?}");
+    // Another column needs the Parquet file: the manifest gives its size, so footer and
+    // page index come without a HEAD.
+    let with_title = sql.replace("id, _distance", "id, title, _distance");
+    collect_sql(&s, &with_title).await;
+    let hydrated = s.last_search();
+    assert_eq!(hydrated.requests.head, 0, "{hydrated:?}");
     assert!(
-        warm.requests.total() < first.requests.total(),
-        "{first:?} vs {warm:?}"
+        hydrated.requests.get + hydrated.requests.get_range >= 1,
+        "{hydrated:?}"
     );
-    assert_eq!(warm.requests.head, 0, "{warm:?}");
-    assert_eq!(warm.requests.list, 0, "{warm:?}");
-    // The manifest gives the Parquet size: the footer and page index come in one read.
-    assert_eq!(first.requests.head, 0, "{first:?}");
     // By URL the table is resolved at each planning: its manifest is read and verified
     // (one HEAD per sibling); the index still comes from memory.
     let url = s.result_store().parquet_url(&t).unwrap();
@@ -386,6 +391,35 @@ async fn a_warm_query_makes_no_object_store_request_for_the_index() {
         u(1),
         u(2)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_from_the_rowmap_match_the_keys_read_from_parquet() {
+    let dir = tempdir();
+    let (s, t) = session_with_table(&dir, 2000).await;
+    let q = vec_sql(&sample_vector(1234, 16));
+    let keys_only = collect_sql(
+        &s,
+        &format!("SELECT id, _distance FROM vector_search('{t}', {q}, 7)"),
+    )
+    .await;
+    let from_parquet = collect_sql(
+        &s,
+        &format!("SELECT id, _distance, title FROM vector_search('{t}', {q}, 7)"),
+    )
+    .await;
+    let pairs = |b: &[RecordBatch]| -> Vec<(i64, f32)> {
+        let b = concat_batches(&b[0].schema(), b).unwrap();
+        let ids = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let d = b.column(1).as_any().downcast_ref::<Float32Array>().unwrap();
+        (0..b.num_rows())
+            .map(|i| (ids.value(i), d.value(i)))
+            .collect()
+    };
+    let got = pairs(&keys_only);
+    assert_eq!(got.len(), 7);
+    assert_eq!(got[0].0, 1234);
+    assert_eq!(got, pairs(&from_parquet));
 }
 
 #[tokio::test(flavor = "multi_thread")]
