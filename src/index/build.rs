@@ -114,14 +114,17 @@ impl IndexBuilder {
                     v.len()
                 )));
             }
-            check_finite(
-                &format!(
-                    "vector column '{}' row {}",
-                    self.column,
-                    base_row + r as u64
-                ),
-                &v,
-            )?;
+            if !v.iter().all(|x| x.is_finite()) {
+                // The message is only built for a bad row.
+                check_finite(
+                    &format!(
+                        "vector column '{}' row {}",
+                        self.column,
+                        base_row + r as u64
+                    ),
+                    &v,
+                )?;
+            }
             rows.push(r);
         }
         if rows.is_empty() {

@@ -396,27 +396,34 @@ pub(crate) async fn index_existing(
     let dims = crate::index::vectors::check_vector_type(column, field.data_type())?;
     let mut builder = crate::index::build::IndexBuilder::new(column, params, dims);
     builder.reserve(rows as usize)?;
-    while let Some(batch) = batches.next().await {
-        let batch = batch?;
-        let col = batch.column(0).clone();
-        let n = batch.num_rows() as u64;
-        builder =
-            tokio::task::spawn_blocking(move || builder.add_batch(&col, None).map(|_| builder))
-                .await
-                .map_err(|e| JammiError::Index(e.to_string()))??;
-        if let Some(pb) = progress {
-            pb.inc(n);
+    // The next batch is read and decoded while the current one is added; the file's
+    // checksum (for the manifest) is computed meanwhile.
+    let build = async {
+        let mut next = batches.next().await;
+        while let Some(batch) = next {
+            let batch = batch?;
+            let col = batch.column(0).clone();
+            let n = batch.num_rows() as u64;
+            let adding =
+                tokio::task::spawn_blocking(move || builder.add_batch(&col, None).map(|_| builder));
+            let (added, following) = tokio::join!(adding, batches.next());
+            builder = added.map_err(|e| JammiError::Index(e.to_string()))??;
+            next = following;
+            if let Some(pb) = progress {
+                pb.inc(n);
+            }
         }
-    }
-    let finished = tokio::task::spawn_blocking(move || builder.finish())
-        .await
-        .map_err(|e| JammiError::Index(e.to_string()))??;
-    let Some(built) = write::BuiltIndex::from_finished(finished) else {
+        tokio::task::spawn_blocking(move || builder.finish())
+            .await
+            .map_err(|e| JammiError::Index(e.to_string()))?
+    };
+    let (finished, checksum) = tokio::join!(build, read::object_crc(&store, parquet));
+    let Some(built) = write::BuiltIndex::from_finished(finished?) else {
         return Err(JammiError::InvalidInput(format!(
             "column '{column}' of {parquet} has no non-NULL vectors to index"
         )));
     };
-    let (size, crc32c) = read::object_crc(&store, parquet).await?;
+    let (size, crc32c) = checksum?;
     let parquet_entry = FileEntry {
         role: FileRole::Parquet,
         name: String::new(),
