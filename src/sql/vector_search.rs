@@ -970,11 +970,15 @@ impl VectorSearchTable {
             {
                 let ks: Option<Vec<u64>> = hits.iter().map(|h| h.key).collect();
                 match ks {
-                    Some(ks) => Some(datafusion::arrow::compute::take(
-                        keys.as_ref(),
-                        &datafusion::arrow::array::UInt64Array::from(ks),
-                        None,
-                    )?),
+                    Some(ks) => {
+                        let taken = datafusion::arrow::compute::take(
+                            keys.as_ref(),
+                            &datafusion::arrow::array::UInt64Array::from(ks),
+                            None,
+                        )?;
+                        // The column as this table reads it (e.g. strings as views).
+                        Some(cast(&taken, p.target.schema.field(kc).data_type())?)
+                    }
                     None => None,
                 }
             }
