@@ -41,12 +41,23 @@ impl StorageTableFactory {
     }
 }
 
-/// Parsed `jammi.*` options.
-fn index_options(
-    opts: &HashMap<String, String>,
-) -> crate::error::Result<Option<(String, IndexParams, bool)>> {
+/// Parsed `jammi.*` options of `CREATE EXTERNAL TABLE`.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexOptions {
+    /// The vector column to index.
+    pub column: String,
+    /// HNSW parameters and metric.
+    pub params: IndexParams,
+    /// `true` when `jammi.metric` was given (an existing index must then match it).
+    pub metric_given: bool,
+    /// Key column whose values the rowmap carries, so key-only searches skip the file.
+    pub key_column: Option<String>,
+}
+
+fn index_options(opts: &HashMap<String, String>) -> crate::error::Result<Option<IndexOptions>> {
     let mut params = IndexParams::default();
     let mut column = None;
+    let mut key_column = None;
     let mut metric_given = false;
     for (k, v) in opts {
         let Some(short) = k.strip_prefix("jammi.") else {
@@ -61,6 +72,7 @@ fn index_options(
         };
         match short {
             "vector_column" => column = Some(v.clone()),
+            "key_column" => key_column = Some(v.clone()),
             "metric" => {
                 params.metric = v.parse::<Metric>()?;
                 metric_given = true;
@@ -77,7 +89,12 @@ fn index_options(
         }
     }
     match column {
-        Some(c) => Ok(Some((c, params, metric_given))),
+        Some(column) => Ok(Some(IndexOptions {
+            column,
+            params,
+            metric_given,
+            key_column,
+        })),
         None if opts.keys().any(|k| k.starts_with("jammi.")) => Err(JammiError::Config(
             "jammi.* options need 'jammi.vector_column'".into(),
         )),
@@ -129,7 +146,7 @@ impl TableProviderFactory for StorageTableFactory {
             stores.push(store);
         }
 
-        if let Some((column, params, metric_given)) = index {
+        if let Some(index) = index {
             if self.format != FileFormat::Parquet
                 || urls.len() != 1
                 || urls[0].is_prefix()
@@ -140,15 +157,7 @@ impl TableProviderFactory for StorageTableFactory {
                 )
                 .into());
             }
-            let table = indexed_file(
-                stores[0].clone(),
-                &urls[0],
-                &column,
-                params,
-                metric_given,
-                cloud,
-            )
-            .await?;
+            let table = indexed_file(stores[0].clone(), &urls[0], &index, cloud).await?;
             return Ok(Arc::new(table));
         }
 
@@ -165,11 +174,16 @@ impl TableProviderFactory for StorageTableFactory {
 pub(crate) async fn indexed_file(
     store: Arc<dyn object_store::ObjectStore>,
     url: &StorageUrl,
-    column: &str,
-    params: IndexParams,
-    metric_given: bool,
+    options: &IndexOptions,
     cloud: Option<CloudConfig>,
 ) -> crate::error::Result<IndexedTable> {
+    let IndexOptions {
+        column,
+        params,
+        metric_given,
+        key_column,
+    } = options;
+    let (column, params, metric_given) = (column.as_str(), *params, *metric_given);
     let dir = url.parent();
     let stem = url.file_stem();
     let manifest = match crate::store::read_manifest(&store, &dir, &stem).await {
@@ -181,6 +195,18 @@ pub(crate) async fn indexed_file(
                 return Err(JammiError::InvalidInput(format!(
                     "the sidecars beside {url} index column '{}', not '{column}'",
                     info.column
+                )));
+            }
+            if let Some(k) = key_column
+                && m.key_column.as_deref() != Some(k.as_str())
+            {
+                let built = match &m.key_column {
+                    Some(b) => format!("key column '{b}'"),
+                    None => "no key column".to_string(),
+                };
+                return Err(JammiError::InvalidInput(format!(
+                    "the sidecars beside {url} were built with {built}, not 'jammi.key_column' \
+                     '{k}'; delete them to rebuild"
                 )));
             }
             if metric_given && info.metric != params.metric {
@@ -199,8 +225,15 @@ pub(crate) async fn indexed_file(
                 .expect("template"),
             );
             pb.set_message(url.file_name());
-            let m =
-                crate::store::index_existing(store.clone(), url, column, params, Some(&pb)).await;
+            let m = crate::store::index_existing(
+                store.clone(),
+                url,
+                column,
+                params,
+                key_column.as_deref(),
+                Some(&pb),
+            )
+            .await;
             pb.finish_and_clear();
             m?
         }

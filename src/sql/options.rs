@@ -87,16 +87,17 @@ cloud_namespace!(
 );
 
 /// Keys of the `jammi.*` namespace (`CREATE EXTERNAL TABLE` indexing options).
-pub const JAMMI_KEYS: [&str; 5] = [
+pub const JAMMI_KEYS: [&str; 6] = [
     "vector_column",
+    "key_column",
     "metric",
     "connectivity",
     "expansion_add",
     "expansion_search",
 ];
 
-/// `jammi.*` options: `jammi.vector_column`, `jammi.metric`, `jammi.connectivity`,
-/// `jammi.expansion_add`, `jammi.expansion_search`.
+/// `jammi.*` options: `jammi.vector_column`, `jammi.key_column`, `jammi.metric`,
+/// `jammi.connectivity`, `jammi.expansion_add`, `jammi.expansion_search`.
 #[derive(Debug, Clone, Default)]
 pub struct JammiOptions {
     values: BTreeMap<String, String>,

@@ -371,6 +371,7 @@ pub(crate) async fn index_existing(
     parquet: &StorageUrl,
     column: &str,
     params: IndexParams,
+    key_column: Option<&str>,
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<Manifest> {
     let name = parquet.file_stem();
@@ -382,30 +383,34 @@ pub(crate) async fn index_existing(
     let read::VectorScan {
         file_schema,
         field,
+        key_field,
         rows,
         mut batches,
-    } = read::vector_batches(&store, parquet, column).await?;
+    } = read::vector_batches(&store, parquet, column, key_column).await?;
     if let Some(pb) = progress {
         pb.set_length(rows);
     }
     let request = IndexRequest {
         column: column.to_string(),
         params,
-        key_column: None,
+        key_column: key_column.map(str::to_string),
     };
     let dims = crate::index::vectors::check_vector_type(column, field.data_type())?;
     let mut builder = crate::index::build::IndexBuilder::new(column, params, dims);
+    if let Some(k) = &key_field {
+        builder = builder.with_keys(k)?;
+    }
     builder.reserve(rows as usize)?;
     // The next batch is read and decoded while the current one is added; the file's
     // checksum (for the manifest) is computed meanwhile.
     let build = async {
         let mut next = batches.next().await;
         while let Some(batch) = next {
-            let batch = batch?;
-            let col = batch.column(0).clone();
-            let n = batch.num_rows() as u64;
-            let adding =
-                tokio::task::spawn_blocking(move || builder.add_batch(&col, None).map(|_| builder));
+            let cols = batch?;
+            let n = cols[0].len() as u64;
+            let adding = tokio::task::spawn_blocking(move || {
+                builder.add_batch(&cols[0], cols.get(1)).map(|_| builder)
+            });
             let (added, following) = tokio::join!(adding, batches.next());
             builder = added.map_err(|e| JammiError::Index(e.to_string()))??;
             next = following;
@@ -435,7 +440,7 @@ pub(crate) async fn index_existing(
         source: None,
         task: None,
         model: None,
-        key_column: None,
+        key_column: key_column.map(str::to_string),
         rows,
         schema: file_schema,
     };

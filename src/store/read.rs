@@ -9,7 +9,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use datafusion::arrow::array::{RecordBatch, UInt32Array};
+use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{Field, SchemaRef};
 use datafusion::parquet::arrow::ProjectionMask;
@@ -101,39 +101,63 @@ pub async fn scan_columns(
     )
 }
 
-/// Streams one column (for indexing an existing file): (projected schema, rows, stream).
+/// Streams the vector column (and, if named, a key column) of an existing file, for indexing
+/// it.
 pub async fn vector_batches(
     store: &Arc<dyn ObjectStore>,
     url: &StorageUrl,
     column: &str,
+    key_column: Option<&str>,
 ) -> Result<VectorScan> {
     let meta = load_metadata(store, url, None).await?;
-    let idx = meta.schema().index_of(column).map_err(|_| {
-        JammiError::InvalidInput(format!(
-            "column '{column}' not found in {url}; columns: {}",
-            crate::store::write::column_names(meta.schema())
-        ))
-    })?;
+    let find = |what: &str, name: &str| {
+        meta.schema().index_of(name).map_err(|_| {
+            JammiError::InvalidInput(format!(
+                "{what}column '{name}' not found in {url}; columns: {}",
+                crate::store::write::column_names(meta.schema())
+            ))
+        })
+    };
+    let idx = find("", column)?;
+    let key_idx = key_column.map(|k| find("key ", k)).transpose()?;
     let rows = meta.metadata().file_metadata().num_rows() as u64;
-    let stream = scan_columns(store, url, &meta, &[idx]).await?;
+    let mut cols = vec![idx];
+    cols.extend(key_idx);
+    let stream = scan_columns(store, url, &meta, &cols).await?;
+    let projected = stream.schema();
+    // The scan yields columns in file order: put the vector column first.
+    let order: Vec<usize> = [Some(column), key_column]
+        .into_iter()
+        .flatten()
+        .map(|n| projected.index_of(n))
+        .collect::<std::result::Result<_, _>>()?;
+    let field = projected.field(order[0]).clone();
+    let key_field = order.get(1).map(|&i| projected.field(i).clone());
     Ok(VectorScan {
         file_schema: meta.schema().clone(),
-        field: stream.schema().field(0).clone(),
+        field,
+        key_field,
         rows,
-        batches: stream.map_err(JammiError::from).boxed(),
+        batches: stream
+            .map_err(JammiError::from)
+            .map_ok(move |b| order.iter().map(|&i| b.column(i).clone()).collect())
+            .boxed(),
     })
 }
 
-/// A streamed read of one vector column, with what the footer said about the file.
+/// A streamed read of the vector column (and key column) of an existing file, with what the
+/// footer said about the file.
 pub struct VectorScan {
     /// Schema of the whole file.
     pub file_schema: SchemaRef,
     /// The vector column's field.
     pub field: Field,
+    /// The key column's field, when one was asked for.
+    pub key_field: Option<Field>,
     /// Rows in the file.
     pub rows: u64,
-    /// Single-column batches in row order.
-    pub batches: futures::stream::BoxStream<'static, Result<RecordBatch>>,
+    /// Per batch: the vector column, then the key column if asked for, in row order.
+    pub batches: futures::stream::BoxStream<'static, Result<Vec<ArrayRef>>>,
 }
 
 /// Reads the rows at `positions` (any order, duplicates allowed) with the given top-level

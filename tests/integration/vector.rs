@@ -544,6 +544,53 @@ async fn bad_arguments_are_clear_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_key_column_declared_in_sql_lets_key_searches_skip_the_parquet_file() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let loc = data.join("emb.parquet");
+    std::fs::write(&loc, parquet_bytes(&[sample_batch(0, 800, 8)])).unwrap();
+    let s = JammiSession::open(dir.path().join("root").to_str().unwrap())
+        .await
+        .unwrap();
+    let create = |name: &str, key: &str| {
+        format!(
+            "CREATE EXTERNAL TABLE {name} STORED AS PARQUET LOCATION '{}' \
+             OPTIONS ('jammi.vector_column' 'embedding', 'jammi.key_column' '{key}')",
+            loc.display()
+        )
+    };
+    // An unknown key column is refused by name, before anything is built.
+    let err = s.sql(&create("bad", "nope")).await.unwrap_err().to_string();
+    assert!(err.contains("key column 'nope' not found"), "{err}");
+    assert!(!data.join("emb.idx.manifest.json").exists());
+
+    s.sql(&create("emb", "id")).await.unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("emb.idx.manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["key_column"], "id", "{manifest}");
+    let q = vec_sql(&sample_vector(321, 8));
+    let sql = format!("SELECT id, _distance FROM vector_search('emb', {q}, 4)");
+    let keys_only = collect_sql(&s, &sql).await;
+    assert_hit(&keys_only, 321);
+    // Cold: the rowmap (the index is mapped in place); warm: nothing. Never the Parquet file.
+    assert_eq!(s.last_search().requests.total(), 1, "{:?}", s.last_search());
+    collect_sql(&s, &sql).await;
+    assert_eq!(s.last_search().requests.total(), 0, "{:?}", s.last_search());
+    let with_title = collect_sql(&s, &sql.replace("id, _distance", "id, _distance, title")).await;
+    assert_eq!(ids(&keys_only), ids(&with_title));
+
+    // The sidecars carry key 'id' now: another key is refused rather than silently ignored.
+    let err = s
+        .sql(&create("emb3", "title"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("built with key column 'id'"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_existing_parquet_file_is_indexed_from_sql_and_searched() {
     let dir = tempdir();
     let data = dir.path().join("data");
