@@ -114,17 +114,15 @@ impl IndexBuilder {
                     v.len()
                 )));
             }
-            if !v.iter().all(|x| x.is_finite()) {
-                // The message is only built for a bad row.
-                check_finite(
-                    &format!(
-                        "vector column '{}' row {}",
-                        self.column,
-                        base_row + r as u64
-                    ),
-                    &v,
-                )?;
-            }
+            // `format_args!` is lazy: the message is only built for a bad row.
+            check_finite(
+                format_args!(
+                    "vector column '{}' row {}",
+                    self.column,
+                    base_row + r as u64
+                ),
+                &v,
+            )?;
             rows.push(r);
         }
         if rows.is_empty() {
@@ -165,6 +163,24 @@ impl IndexBuilder {
         self.rowmap
             .extend(rows.iter().map(|&r| base_row + r as u64));
         Ok(())
+    }
+
+    /// [`Self::add_batch`] on a blocking thread, for async callers.
+    pub async fn add_batch_blocking(
+        mut self,
+        array: ArrayRef,
+        keys: Option<ArrayRef>,
+    ) -> Result<Self> {
+        tokio::task::spawn_blocking(move || self.add_batch(&array, keys.as_ref()).map(|_| self))
+            .await
+            .map_err(|e| JammiError::Index(e.to_string()))?
+    }
+
+    /// [`Self::finish`] on a blocking thread, for async callers.
+    pub async fn finish_blocking(self) -> Result<Finished> {
+        tokio::task::spawn_blocking(move || self.finish())
+            .await
+            .map_err(|e| JammiError::Index(e.to_string()))?
     }
 
     /// The finished index (if any vector or a fixed dimension was seen), the rowmap and the

@@ -100,7 +100,7 @@ impl<'a> VectorColumn<'a> {
 }
 
 /// Error unless every element is finite.
-pub fn check_finite(what: &str, v: &[f32]) -> Result<()> {
+pub fn check_finite(what: impl std::fmt::Display, v: &[f32]) -> Result<()> {
     match v.iter().position(|x| !x.is_finite()) {
         None => Ok(()),
         Some(i) => Err(JammiError::InvalidInput(format!(

@@ -177,13 +177,12 @@ pub(crate) async fn indexed_file(
     options: &IndexOptions,
     cloud: Option<CloudConfig>,
 ) -> crate::error::Result<IndexedTable> {
-    let IndexOptions {
-        column,
-        params,
-        metric_given,
-        key_column,
-    } = options;
-    let (column, params, metric_given) = (column.as_str(), *params, *metric_given);
+    let (column, params, metric_given) = (
+        options.column.as_str(),
+        options.params,
+        options.metric_given,
+    );
+    let key_column = options.key_column.as_deref();
     let dir = url.parent();
     let stem = url.file_stem();
     let manifest = match crate::store::read_manifest(&store, &dir, &stem).await {
@@ -198,7 +197,7 @@ pub(crate) async fn indexed_file(
                 )));
             }
             if let Some(k) = key_column
-                && m.key_column.as_deref() != Some(k.as_str())
+                && m.key_column.as_deref() != Some(k)
             {
                 let built = match &m.key_column {
                     Some(b) => format!("key column '{b}'"),
@@ -230,7 +229,7 @@ pub(crate) async fn indexed_file(
                 url,
                 column,
                 params,
-                key_column.as_deref(),
+                key_column,
                 Some(&pb),
             )
             .await;

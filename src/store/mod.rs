@@ -406,21 +406,17 @@ pub(crate) async fn index_existing(
     let build = async {
         let mut next = batches.next().await;
         while let Some(batch) = next {
-            let cols = batch?;
-            let n = cols[0].len() as u64;
-            let adding = tokio::task::spawn_blocking(move || {
-                builder.add_batch(&cols[0], cols.get(1)).map(|_| builder)
-            });
-            let (added, following) = tokio::join!(adding, batches.next());
-            builder = added.map_err(|e| JammiError::Index(e.to_string()))??;
+            let (vectors, keys) = batch?;
+            let n = vectors.len() as u64;
+            let (added, following) =
+                tokio::join!(builder.add_batch_blocking(vectors, keys), batches.next());
+            builder = added?;
             next = following;
             if let Some(pb) = progress {
                 pb.inc(n);
             }
         }
-        tokio::task::spawn_blocking(move || builder.finish())
-            .await
-            .map_err(|e| JammiError::Index(e.to_string()))?
+        builder.finish_blocking().await
     };
     let (finished, checksum) = tokio::join!(build, read::object_crc(&store, parquet));
     let Some(built) = write::BuiltIndex::from_finished(finished?) else {

@@ -140,7 +140,10 @@ pub async fn vector_batches(
         rows,
         batches: stream
             .map_err(JammiError::from)
-            .map_ok(move |b| order.iter().map(|&i| b.column(i).clone()).collect())
+            .map_ok(move |b| {
+                let key = order.get(1).map(|&k| b.column(k).clone());
+                (b.column(order[0]).clone(), key)
+            })
             .boxed(),
     })
 }
@@ -156,8 +159,8 @@ pub struct VectorScan {
     pub key_field: Option<Field>,
     /// Rows in the file.
     pub rows: u64,
-    /// Per batch: the vector column, then the key column if asked for, in row order.
-    pub batches: futures::stream::BoxStream<'static, Result<Vec<ArrayRef>>>,
+    /// Per batch, in row order: the vector column and the key column if asked for.
+    pub batches: futures::stream::BoxStream<'static, Result<(ArrayRef, Option<ArrayRef>)>>,
 }
 
 /// Reads the rows at `positions` (any order, duplicates allowed) with the given top-level

@@ -240,17 +240,14 @@ where
             }
             rows += batch.num_rows() as u64;
             match (column_idx, builder.take()) {
-                (Some(ci), Some(mut b)) => {
+                (Some(ci), Some(b)) => {
                     let col = batch.column(ci).clone();
                     let keys = key_idx.map(|k| batch.column(k).clone());
-                    let adding = tokio::task::spawn_blocking(move || {
-                        let r = b.add_batch(&col, keys.as_ref());
-                        (b, r)
-                    });
-                    let (written, added) = tokio::join!(write_sliced(&mut writer, &batch), adding);
-                    let (b, r) = added.map_err(|e| JammiError::Index(e.to_string()))?;
-                    builder = Some(b);
-                    r?;
+                    let (written, added) = tokio::join!(
+                        write_sliced(&mut writer, &batch),
+                        b.add_batch_blocking(col, keys)
+                    );
+                    builder = Some(added?);
                     written?;
                 }
                 _ => write_sliced(&mut writer, &batch).await?,
@@ -272,12 +269,7 @@ where
         crc32c: upload.crc,
     };
     let index = match builder {
-        Some(b) => {
-            let finished = tokio::task::spawn_blocking(move || b.finish())
-                .await
-                .map_err(|e| JammiError::Index(e.to_string()))??;
-            BuiltIndex::from_finished(finished)
-        }
+        Some(b) => BuiltIndex::from_finished(b.finish_blocking().await?),
         None => None,
     };
     Ok(Streamed {
