@@ -5,7 +5,8 @@
 //! - recall@10 of `vector_search` at the defaults and of raw USearch with the same
 //!   parameters, both against exact search (held-out queries: rows 0..QUERIES are not
 //!   indexed);
-//! - warm p50 latency of `SELECT id, _distance FROM vector_search(...)` (parse, plan,
+//! - warm p50 latency of `SELECT id, _distance FROM vector_search(...)` through
+//!   `JammiSession::sql` and through the plain `SessionContext` (parse, plan,
 //!   search, hydrate) and of `SELECT *`, against raw USearch `search` on the same index;
 //! - exact-fallback latency (`exact=true`) against a brute-force scan of the same vectors
 //!   held in memory;
@@ -278,6 +279,7 @@ async fn main() {
     let mut plan_times = Vec::new();
     let mut star_times = Vec::new();
     let mut text_times = Vec::new();
+    let mut ctx_times = Vec::new();
     // Warm-up: loads the index into the cache.
     s.sql(&format!(
         "SELECT id FROM vector_search('{table}', {}, {K})",
@@ -299,6 +301,18 @@ async fn main() {
         let r = df.collect().await.unwrap();
         key_times.push(start.elapsed());
         jammi_recall += recall(&ids_of(&r), t);
+        // The same statement through the plain DataFusion context `register` set up.
+        let start = Instant::now();
+        let r = s
+            .context()
+            .sql(&sql)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        ctx_times.push(start.elapsed());
+        assert_eq!(ids_of(&r).len(), K);
         let sql = format!(
             "SELECT * FROM vector_search('{table}', {}, {K})",
             vec_sql(q)
@@ -339,6 +353,7 @@ async fn main() {
     let plan_p50 = median(plan_times);
     let star_p50 = median(star_times);
     let text_p50 = median(text_times);
+    let ctx_p50 = median(ctx_times);
     let exact_p50 = median(exact_times);
     let brute_p50 = median(brute_times);
     println!();
@@ -357,6 +372,12 @@ async fn main() {
     println!(
         "| of which: parse + logical plan (the 384-number literal, table resolution) | {:.3} ms | | |",
         ms(plan_p50)
+    );
+    println!(
+        "| warm p50 `SELECT id, _distance` through `SessionContext::sql` (not `JammiSession::sql`) | {:.3} ms | raw USearch search {:.3} ms | {:.2}x |",
+        ms(ctx_p50),
+        ms(raw_p50),
+        ms(ctx_p50) / ms(raw_p50)
     );
     println!(
         "| warm p50 `SELECT id, _distance`, query as a JSON string `'[..]'` | {:.3} ms | raw USearch search {:.3} ms | {:.2}x |",

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use datafusion::dataframe::DataFrame;
+use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -149,9 +150,12 @@ impl JammiSession {
         &self.recovery
     }
 
-    /// Runs SQL; returns a lazy `DataFrame` (DDL and DML run now).
+    /// Runs SQL; returns a lazy `DataFrame` (DDL and DML run now). Same as
+    /// `SessionContext::sql`, with `vector_search` query vectors parsed cheaply.
     pub async fn sql(&self, query: &str) -> Result<DataFrame> {
-        Ok(self.ctx.sql(query).await?)
+        let plan = crate::sql::create_logical_plan(&self.ctx.state(), query).await?;
+        SQLOptions::new().verify_plan(&plan)?;
+        Ok(self.ctx.execute_logical_plan(plan).await?)
     }
 
     /// Registers a source and persists it. The object (or a non-empty prefix) must exist

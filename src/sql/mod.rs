@@ -13,8 +13,15 @@ use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::datasource::MemTable;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::SessionState;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::DFParserBuilder;
+use datafusion::sql::sqlparser::dialect::dialect_from_str;
+use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion::sql::sqlparser::tokenizer::Tokenizer;
 
 use crate::catalog::JammiCatalogProvider;
 use crate::error::Result;
@@ -23,6 +30,35 @@ use crate::source::FileFormat;
 use crate::storage::StorageRegistry;
 use crate::store::ResultStore;
 pub use vector_search::{QueryStats, SearchOptions, VectorSearchFunction};
+
+/// Plans one SQL statement as `SessionState::create_logical_plan` does, with the query
+/// vectors of `vector_search` calls handed to the parser in their string form
+/// ([`literal::fold_query_vectors`]).
+pub(crate) async fn create_logical_plan(state: &SessionState, sql: &str) -> DfResult<LogicalPlan> {
+    let options = &state.config_options().sql_parser;
+    let dialect = dialect_from_str(options.dialect).ok_or_else(|| {
+        datafusion::common::plan_datafusion_err!("Unsupported SQL dialect: {}", options.dialect)
+    })?;
+    let tokens = Tokenizer::new(dialect.as_ref(), sql)
+        .tokenize_with_location()
+        .map_err(ParserError::from)?;
+    let mut statements = DFParserBuilder::new(literal::fold_query_vectors(tokens))
+        .with_dialect(dialect.as_ref())
+        .with_recursion_limit(options.recursion_limit.get())
+        .build()?
+        .parse_statements()?;
+    if statements.len() > 1 {
+        return datafusion::common::not_impl_err!(
+            "The context currently only supports a single SQL statement"
+        );
+    }
+    let statement = statements.pop_front().ok_or_else(|| {
+        datafusion::common::plan_datafusion_err!(
+            "No SQL statements were provided in the query string"
+        )
+    })?;
+    state.statement_to_plan(statement).await
+}
 
 /// Name under which [`register`] mounts the result-table catalog.
 pub const RESULT_CATALOG: &str = "jammi";
@@ -34,8 +70,9 @@ pub const RESULT_CATALOG: &str = "jammi";
 ///   LOCATION '<storage url>'` works for every scheme;
 /// - with a `store`, its result tables as the catalog `jammi` (schema `public`);
 /// - `vector_search(...)`, `vector_search_stats()` and the distance functions;
-/// - an expression planner folding array literals of 32 or more plain numbers (query
-///   vectors) straight to their constant, with the value and type `make_array` yields.
+/// - planners folding array literals of plain numbers (query vectors) straight to their
+///   constant, with the value and type `make_array` yields: `vector_search`'s query
+///   argument, and other literals of 32 or more numbers.
 ///
 /// Returns the `vector_search` function (for its statistics).
 pub async fn register(
@@ -56,6 +93,13 @@ pub async fn register(
             .with_session_id(state.session_id().to_string());
         *builder.expr_planners() = Some(planners);
         *state = builder.build();
+        if !state
+            .relation_planners()
+            .iter()
+            .any(|p| format!("{p:?}") == "VectorSearchArgsPlanner")
+        {
+            state.register_relation_planner(Arc::new(literal::VectorSearchArgsPlanner))?;
+        }
         let factories = state.table_factories_mut();
         for f in [
             FileFormat::Parquet,

@@ -216,16 +216,37 @@ fn eval_const(state: &SessionState, e: &Expr) -> Result<ScalarValue> {
 
 /// The query vector of a string argument: a JSON array of numbers, as applications often
 /// hold embeddings. Parsing it costs far less than planning an array literal of the same
-/// numbers.
-fn query_vector_text(s: &str) -> Result<Vec<f32>> {
-    serde_json::from_str(s.trim()).map_err(|e| {
+/// numbers. Each number is read as DataFusion reads a numeric literal (correctly rounded
+/// to `f64`), then rounded to `f32`, so the string and the array literal are the same
+/// query.
+pub(crate) fn query_vector_text(s: &str) -> Result<Vec<f32>> {
+    let bad = |why: String| {
         let shown: String = s.chars().take(40).collect();
         let more = if s.chars().count() > 40 { "..." } else { "" };
         JammiError::InvalidInput(format!(
             "vector_search: the query must be an array of numbers (or a string holding one, \
-             like '[0.1, 0.2]'); '{shown}{more}' is not: {e}"
+             like '[0.1, 0.2]'); '{shown}{more}' is not: {why}"
         ))
-    })
+    };
+    let inner = s
+        .trim()
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .ok_or_else(|| bad("it is not in brackets".into()))?
+        .trim();
+    if inner.is_empty() {
+        return Ok(Vec::new());
+    }
+    inner
+        .split(',')
+        .enumerate()
+        .map(|(i, n)| {
+            let n = n.trim();
+            n.parse::<f64>()
+                .map(|v| v as f32)
+                .map_err(|_| bad(format!("element {i} ('{n}') is not a number")))
+        })
+        .collect()
 }
 
 /// The query vector of an array argument.

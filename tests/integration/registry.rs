@@ -64,6 +64,10 @@ async fn registering_keeps_the_existing_context_intact() {
         planners,
         SessionContext::new().state().expr_planners().len() + 1
     );
+    assert_eq!(
+        ctx.state().relation_planners().len(),
+        SessionContext::new().state().relation_planners().len() + 1
+    );
     let r = ctx
         .sql("SELECT count(*) AS n, max(l2_distance(embedding, embedding)) AS d FROM mine")
         .await

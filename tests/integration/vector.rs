@@ -206,6 +206,38 @@ async fn a_json_string_query_equals_the_array_literal() {
     assert_hit(&text, 42);
 }
 
+/// The query vector means the same whichever way the statement is planned: through
+/// `JammiSession::sql` (which hands it to the parser as a string), through the plain
+/// `SessionContext` (the relation planner reads the numbers from the syntax tree), as a
+/// string, under an alias and in a join.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_query_vector_means_the_same_through_every_planning_path() {
+    let dir = tempdir();
+    let (s, t) = session_with_table(&dir, 1000).await;
+    let mut q = sample_vector(42, 16);
+    q[3] = -0.0;
+    q[7] = 1e-39;
+    let literal = vec_sql(&q);
+    let sql = |query: &str| {
+        format!(
+            "SELECT v.id, v._distance FROM vector_search('{t}', {query}, 6) AS v \
+             JOIN vector_search('{t}', {query}, 6) w ON v.id = w.id ORDER BY v._distance, v.id"
+        )
+    };
+    let plain = |sql: String| {
+        let ctx = s.context().clone();
+        async move { ctx.sql(&sql).await.unwrap().collect().await.unwrap() }
+    };
+    let folded = collect_sql(&s, &sql(&literal)).await;
+    let from_tree = plain(sql(&literal)).await;
+    let text = plain(sql(&format!("'{literal}'"))).await;
+    assert_eq!(ids(&folded).len(), 6);
+    for other in [&from_tree, &text] {
+        assert_eq!(ids(&folded), ids(other));
+        assert_eq!(distances(&folded), distances(other));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_selective_prefilter_still_returns_k_matching_rows() {
     let dir = tempdir();
