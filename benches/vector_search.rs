@@ -290,29 +290,34 @@ async fn main() {
     .collect()
     .await
     .unwrap();
-    for (q, t) in q_vecs.iter().zip(&truth) {
-        let sql = format!(
+    // One pass over the queries per form, as the raw baseline runs: a form measured right
+    // after another with the same vector would find that vector's graph path in the CPU
+    // caches.
+    let key_sql = |q: &[f32]| {
+        format!(
             "SELECT id, _distance FROM vector_search('{table}', {}, {K})",
             vec_sql(q)
-        );
+        )
+    };
+    for (q, t) in q_vecs.iter().zip(&truth) {
+        let sql = key_sql(q);
         let start = Instant::now();
         let df = s.sql(&sql).await.unwrap();
         plan_times.push(start.elapsed());
         let r = df.collect().await.unwrap();
         key_times.push(start.elapsed());
         jammi_recall += recall(&ids_of(&r), t);
-        // The same statement through the plain DataFusion context `register` set up.
+    }
+    // The same statements through the plain DataFusion context `register` set up.
+    for q in q_vecs {
+        let sql = key_sql(q);
         let start = Instant::now();
-        let r = s
-            .context()
-            .sql(&sql)
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
+        let r = s.context().sql(&sql).await.unwrap();
+        let r = r.collect().await.unwrap();
         ctx_times.push(start.elapsed());
         assert_eq!(ids_of(&r).len(), K);
+    }
+    for q in q_vecs {
         let sql = format!(
             "SELECT * FROM vector_search('{table}', {}, {K})",
             vec_sql(q)
@@ -320,6 +325,8 @@ async fn main() {
         let start = Instant::now();
         std::hint::black_box(s.sql(&sql).await.unwrap().collect().await.unwrap());
         star_times.push(start.elapsed());
+    }
+    for q in q_vecs {
         let sql = format!(
             "SELECT id, _distance FROM vector_search('{table}', '{}', {K})",
             vec_sql(q)

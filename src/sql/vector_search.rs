@@ -4,7 +4,9 @@
 //! any table backed by one Parquet file, or a storage URL of a Parquet file. The output is
 //! the table's columns plus `_distance` (Float32), nearest first, at most `k` rows. The
 //! query is an array literal (`[0.1, 0.2, ...]`) or a string holding a JSON array of
-//! numbers (`'[0.1, 0.2, ...]'`), the cheaper form to plan for long vectors.
+//! numbers (`'[0.1, 0.2, ...]'`): the same `f32` values either way. `JammiSession::sql`
+//! parses the first as the second; through a plain `SessionContext` the string is the
+//! cheaper form to parse for long vectors.
 //!
 //! `options` is a string of `key=value` pairs separated by `;`:
 //! - `ef_search=N`: HNSW expansion for this query (default: the index's);
