@@ -269,9 +269,7 @@ pub fn fold_query_vectors(tokens: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
                     Token::SingleQuotedString(f.text),
                     Span::new(t.span.start, f.end_location),
                 ));
-                if f.end > i {
-                    skip_to = Some(f.end);
-                }
+                skip_to = Some(f.end);
             }
             None => out.push(t),
         }
