@@ -16,7 +16,7 @@ dir="${JAMMI_SERVERS_DIR:-$HOME/.cache/jammi-servers}"
 S3_PORT="${JAMMI_S3_PORT:-45055}"
 AZ_PORT="${JAMMI_AZURE_PORT:-40000}"
 GCS_PORT="${JAMMI_GCS_PORT:-44443}"
-BUCKETS="$(seq -f "jammi-%g" 1 40 | tr "\n" " ")benchmarks archives snapshots"
+BUCKETS="$(seq -f "jammi-%g" 1 50 | tr "\n" " ")benchmarks archives snapshots"
 mkdir -p "$dir"
 
 install() {

@@ -60,6 +60,40 @@ pub enum JammiError {
         /// What failed to verify.
         reason: String,
     },
+    /// Another process is writing, indexing or deleting the same table right now.
+    #[error("{name} is being written by {holder}; try again when it is done")]
+    InProgress {
+        /// The table (or file stem).
+        name: String,
+        /// Who holds its lease (process and host).
+        holder: String,
+    },
+    /// A registered table cannot be read now (its file is gone, its credentials are missing,
+    /// its sidecars are broken).
+    #[error("{name} cannot be read: {reason}")]
+    Unavailable {
+        /// The table (`source.public.table` or the result table's name).
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// An operation's lease was taken over or lapsed: it stopped before publishing anything.
+    #[error("the lease at {url} was lost ({reason}); nothing was published")]
+    LeaseLost {
+        /// The lease's URL.
+        url: String,
+        /// How it was lost.
+        reason: String,
+    },
+    /// An object stands where an operation would create one, and no record of jammi-db's
+    /// proves it wrote it: the operation refuses rather than overwrite it.
+    #[error("{url} already exists and jammi-db did not write it; {hint}")]
+    NotOwned {
+        /// The object's URL.
+        url: String,
+        /// What the caller can do.
+        hint: String,
+    },
     /// Credentials are needed but missing (e.g. a source whose secrets were not persisted).
     #[error("{0}")]
     Credentials(String),

@@ -6,6 +6,7 @@
 //! - [`source`]: file-shaped sources (`<source>.public.<table>`).
 //! - [`catalog`]: the persistent catalog and DataFusion catalog providers.
 //! - [`store`]: result tables with a crash-safe commit, delete and recovery.
+//! - [`format`]: on-storage formats (manifest, naming, rowmap).
 //! - [`index`]: the USearch sidecar.
 //! - [`sql`]: option namespaces, DDL, `vector_search`; [`register`] installs it all into
 //!   any `SessionContext`.
@@ -15,6 +16,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod format;
 pub mod index;
 pub mod session;
 pub mod source;

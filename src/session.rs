@@ -27,8 +27,9 @@ pub struct OpenOptions {
     pub cloud: Option<CloudConfig>,
     /// Registry to use (e.g. one with a request-counting layer); a new one by default.
     pub registry: Option<StorageRegistry>,
-    /// Skip the recovery pass that normally runs at open.
-    pub skip_recovery: bool,
+    /// Run the recovery pass at open. Off by default: opening a database only reads it;
+    /// recovery runs when asked (`JammiSession::recover`, `jammi recover`).
+    pub recover: bool,
 }
 
 /// A jammi database: sources, result tables and SQL over both.
@@ -52,7 +53,8 @@ impl std::fmt::Debug for JammiSession {
 
 impl JammiSession {
     /// Opens (or creates) the database under `root`, a local path or a storage URL, with
-    /// the ambient credentials of its cloud. Runs the recovery pass.
+    /// the ambient credentials of its cloud. Opening changes nothing under the root but
+    /// creating a local root directory.
     pub async fn open(root: &str) -> Result<JammiSession> {
         Self::open_with(root, OpenOptions::default()).await
     }
@@ -76,10 +78,10 @@ impl JammiSession {
         )?);
         // Reach the root once now, so a wrong URL or credentials fail at open.
         store.object_store().await?;
-        let recovery = if options.skip_recovery {
-            RecoveryReport::default()
-        } else {
+        let recovery = if options.recover {
             store.recover().await?
+        } else {
+            RecoveryReport::default()
         };
 
         let runtime = RuntimeEnvBuilder::new()
@@ -130,6 +132,17 @@ impl JammiSession {
         &self.ctx
     }
 
+    /// Reports the progress of index builds (`CREATE EXTERNAL TABLE ... 'jammi.vector_column'`)
+    /// to `progress`, e.g. a terminal bar.
+    pub fn set_build_progress(&self, progress: Arc<dyn crate::index::progress::BuildProgress>) {
+        let reporter = Arc::new(crate::index::progress::ProgressReporter(progress));
+        self.ctx
+            .state_ref()
+            .write()
+            .config_mut()
+            .set_extension(reporter);
+    }
+
     /// The storage registry.
     pub fn registry(&self) -> &StorageRegistry {
         &self.registry
@@ -145,7 +158,7 @@ impl JammiSession {
         &self.store
     }
 
-    /// What the recovery pass at open did.
+    /// What the recovery pass at open did (empty unless `OpenOptions::recover` was set).
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.recovery
     }
@@ -186,7 +199,13 @@ impl JammiSession {
         let table_name = hint.unwrap_or_else(|| name.to_string());
         let entry = self
             .catalog
-            .put_source(name, source_type, &table_name, &connection)
+            .put_source(
+                name,
+                source_type,
+                &table_name,
+                &connection,
+                Some(table.schema().as_ref()),
+            )
             .await?;
         self.mount(entry, connection.cloud.clone(), Some(table));
         Ok(())

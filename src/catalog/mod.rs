@@ -22,7 +22,7 @@ use crate::source::{SourceConnection, SourceType};
 use crate::storage::{CloudConfig, StorageRegistry, StorageUrl};
 
 pub use provider::{JammiCatalogProvider, SourceCatalogProvider};
-pub use table::IndexedTable;
+pub use table::{IndexedTable, UnavailableTable};
 
 /// A persisted source definition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +39,18 @@ pub struct SourceEntry {
     pub credentials_withheld: bool,
     /// Registration time, RFC 3339.
     pub created_at: String,
+    /// Arrow schema of the table when it was registered (IPC, hex), so the source lists its
+    /// columns even while its files cannot be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_ipc: Option<String>,
+}
+
+impl SourceEntry {
+    /// The schema recorded at registration, if any.
+    pub fn schema(&self) -> Option<datafusion::arrow::datatypes::SchemaRef> {
+        let hex = self.schema_ipc.as_deref()?;
+        crate::format::manifest::decode_schema(hex).ok()
+    }
 }
 
 /// Source definitions and result-table names of one root.
@@ -125,6 +137,7 @@ impl Catalog {
         source_type: SourceType,
         table: &str,
         connection: &SourceConnection,
+        schema: Option<&datafusion::arrow::datatypes::Schema>,
     ) -> Result<SourceEntry> {
         let url = self.source_url(name)?;
         let withheld = connection.cloud.as_ref().is_some_and(|c| c.has_secrets());
@@ -137,6 +150,7 @@ impl Catalog {
             connection: stored,
             credentials_withheld: withheld,
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            schema_ipc: schema.map(crate::format::manifest::encode_schema),
         };
         let body = serde_json::to_vec_pretty(&entry).expect("entry serialises");
         self.store()
@@ -186,7 +200,8 @@ impl Catalog {
         }
     }
 
-    /// Every source definition, sorted by name.
+    /// Every source definition, sorted by name. A document that cannot be read or parsed
+    /// is reported (a warning naming it) and skipped: one bad entry never hides the others.
     pub async fn sources(&self) -> Result<Vec<SourceEntry>> {
         let dir = self.root.join("_jammi/sources/")?;
         let store = self.store().await?;
@@ -198,13 +213,14 @@ impl Catalog {
         let mut out = Vec::new();
         for m in metas {
             let url = dir.join(m.location.filename().unwrap_or_default())?;
-            match store.get(&m.location).await {
-                Ok(r) => {
-                    let bytes = r.bytes().await.map_err(|e| JammiError::storage(&url, e))?;
-                    out.push(parse_entry(&url, &bytes)?);
-                }
-                Err(object_store::Error::NotFound { .. }) => {} // removed meanwhile
-                Err(e) => return Err(JammiError::storage(&url, e)),
+            let read = match store.get(&m.location).await {
+                Ok(r) => r.bytes().await.map_err(|e| JammiError::storage(&url, e)),
+                Err(object_store::Error::NotFound { .. }) => continue, // removed meanwhile
+                Err(e) => Err(JammiError::storage(&url, e)),
+            };
+            match read.and_then(|bytes| parse_entry(&url, &bytes)) {
+                Ok(entry) => out.push(entry),
+                Err(e) => tracing::warn!("skipping source document: {e}"),
             }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));

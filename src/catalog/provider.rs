@@ -6,11 +6,12 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::datasource::TableType;
 use datafusion::execution::context::SessionState;
 use tokio::sync::OnceCell;
 
 use crate::catalog::SourceEntry;
-use crate::catalog::table::IndexedTable;
+use crate::catalog::table::{IndexedTable, UnavailableTable};
 use crate::error::{JammiError, Result};
 use crate::source::{FileFormat, listing};
 use crate::storage::{CloudConfig, StorageRegistry, StorageUrl};
@@ -180,11 +181,26 @@ impl SchemaProvider for SourceSchemaProvider {
         vec![self.source.entry.table.clone()]
     }
 
+    /// A source that cannot be read now is still returned — as an [`UnavailableTable`] with
+    /// its recorded columns — so listing the database never fails because of one source.
     async fn table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
-        if name != self.source.entry.table {
+        let e = &self.source.entry;
+        if name != e.table {
             return Ok(None);
         }
-        Ok(Some(self.source.table().await?))
+        Ok(Some(match self.source.table().await {
+            Ok(t) => t,
+            Err(err) => Arc::new(UnavailableTable::new(
+                format!("source {}.{SCHEMA}.{}", e.name, e.table),
+                e.schema(),
+                err,
+            )),
+        }))
+    }
+
+    /// Answered from the catalog entry, without opening the source.
+    async fn table_type(&self, name: &str) -> datafusion::error::Result<Option<TableType>> {
+        Ok((name == self.source.entry.table).then_some(TableType::Base))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -249,7 +265,7 @@ impl ResultSchemaProvider {
         if let Some(t) = self.cache.read().expect("lock").get(name) {
             return Ok(Some(t.clone()));
         }
-        if crate::store::naming::validate_table_name(name).is_err() {
+        if crate::format::naming::validate_table_name(name).is_err() {
             return Ok(None);
         }
         let m = match self.store.manifest(name).await {
@@ -293,8 +309,25 @@ impl SchemaProvider for ResultSchemaProvider {
         self.store.catalog().table_names()
     }
 
+    /// A broken result table is still returned — as an [`UnavailableTable`] with the
+    /// manifest's columns when it can be read — so listing the database never fails.
     async fn table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
-        Ok(self.load(name).await?.map(|t| t as Arc<dyn TableProvider>))
+        match self.load(name).await {
+            Ok(t) => Ok(t.map(|t| t as Arc<dyn TableProvider>)),
+            Err(err) => {
+                let schema = self.store.manifest_schema(name).await;
+                Ok(Some(Arc::new(UnavailableTable::new(
+                    format!("result table {name}"),
+                    schema,
+                    err,
+                ))))
+            }
+        }
+    }
+
+    /// Answered from the listing, without reading the manifest.
+    async fn table_type(&self, name: &str) -> datafusion::error::Result<Option<TableType>> {
+        Ok(self.table_exist(name).then_some(TableType::Base))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -309,7 +342,7 @@ impl SchemaProvider for ResultSchemaProvider {
         name: String,
         table: Arc<dyn TableProvider>,
     ) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
-        crate::store::naming::validate_table_name(&name)?;
+        crate::format::naming::validate_table_name(&name)?;
         let any: &dyn std::any::Any = table.as_ref();
         let mem = any
             .downcast_ref::<datafusion::datasource::MemTable>()

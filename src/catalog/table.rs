@@ -91,3 +91,51 @@ impl TableProvider for IndexedTable {
         self.inner.supports_filters_pushdown(filters)
     }
 }
+
+/// A table that cannot be opened now — its file is gone, its credentials were withheld,
+/// its manifest is broken — listed like any other (in `SHOW TABLES` and
+/// `information_schema`, with the columns last known) and failing, naming itself and the
+/// reason, only when a query reads it.
+#[derive(Debug)]
+pub struct UnavailableTable {
+    name: String,
+    schema: SchemaRef,
+    reason: String,
+}
+
+impl UnavailableTable {
+    /// `name` cannot be read because of `reason`; `schema` is what it last had (or empty).
+    pub fn new(name: impl Into<String>, schema: Option<SchemaRef>, reason: impl ToString) -> Self {
+        UnavailableTable {
+            name: name.into(),
+            schema: schema
+                .unwrap_or_else(|| Arc::new(datafusion::arrow::datatypes::Schema::empty())),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for UnavailableTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        _projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        Err(crate::error::JammiError::Unavailable {
+            name: self.name.clone(),
+            reason: self.reason.clone(),
+        }
+        .into())
+    }
+}

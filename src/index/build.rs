@@ -6,8 +6,8 @@ use std::sync::Arc;
 use datafusion::arrow::array::ArrayRef;
 
 use crate::error::{JammiError, Result};
+use crate::format::rowmap::{KeySpill, SpilledKeys};
 use crate::index::IndexParams;
-use crate::index::rowmap::{KeySpill, SpilledKeys};
 use crate::index::vectors::{VectorColumn, check_finite};
 
 /// What [`IndexBuilder::finish`] returns.

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::error::{JammiError, Result};
-use crate::index::rowmap;
+use crate::format::manifest::{FileRole, IndexInfo, Manifest};
+use crate::format::rowmap;
 use crate::storage::StorageUrl;
-use crate::storage::cache::LocalCache;
-use crate::store::manifest::{FileRole, IndexInfo, Manifest};
+use crate::storage::cache::{LocalCache, LocalFile};
 
 /// Default in-memory budget for loaded indexes (4 GiB); `JAMMI_INDEX_CACHE_BYTES` overrides.
 pub const DEFAULT_INDEX_CACHE_BYTES: u64 = 4 << 30;
@@ -37,6 +37,7 @@ pub struct LoadedIndex {
     /// while the index's expansion is changed.
     pub(crate) search_lock: std::sync::RwLock<()>,
     /// Local copy of the index file (kept alive while mapped).
+    _file: Option<LocalFile>,
     _path: PathBuf,
 }
 
@@ -98,19 +99,20 @@ impl IndexCache {
         }
     }
 
-    /// A cache with the default budget and local directory.
-    pub fn with_defaults() -> Result<Self> {
+    /// A cache with the default budget and local directory (disabled, with a warning, when
+    /// that directory is unusable).
+    pub fn with_defaults() -> Self {
         let budget = std::env::var("JAMMI_INDEX_CACHE_BYTES")
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(DEFAULT_INDEX_CACHE_BYTES);
-        Ok(Self::new(
+        Self::new(
             budget,
-            LocalCache::new(
+            LocalCache::new_or_disabled(
                 LocalCache::default_dir(),
                 crate::storage::cache::DEFAULT_CACHE_BYTES,
-            )?,
-        ))
+            ),
+        )
     }
 
     /// Counters and current size.
@@ -127,9 +129,18 @@ impl IndexCache {
         }
     }
 
-    /// Drops every entry (e.g. after a table is deleted).
+    /// Drops every entry.
     pub fn clear(&self) {
         self.entries.lock().expect("lock").clear();
+    }
+
+    /// Drops the entries of table `name` (after it was deleted).
+    pub fn forget_table(&self, name: &str) {
+        let prefix = format!("{name}-");
+        self.entries
+            .lock()
+            .expect("lock")
+            .retain(|(k, _)| !k.starts_with(&prefix));
     }
 
     fn lookup(&self, key: &str) -> Option<Arc<LoadedIndex>> {
@@ -202,32 +213,44 @@ impl IndexCache {
         };
         let index_file = async {
             let idx_url = dir.join(&idx.name)?;
-            let (path, fresh_crc) = match idx_url.local_path() {
-                Some(p) => (p, None),
-                None => {
-                    let (p, crc) = self
-                        .local
-                        .fetch(&key, store, &idx_url.object_path()?, idx.size)
-                        .await?;
-                    if crc.is_some() {
-                        self.downloads.fetch_add(1, Ordering::Relaxed);
+            if let Some(p) = idx_url.local_path() {
+                let path = p.clone();
+                let (size, crc) = tokio::task::spawn_blocking(move || file_crc(&path))
+                    .await
+                    .map_err(|e| JammiError::Index(e.to_string()))??;
+                return Ok::<_, JammiError>((p, None, size, crc));
+            }
+            let location = idx_url.object_path()?;
+            // A copy already in the cache is checked; one that fails is fetched again, once.
+            let mut refetched = false;
+            loop {
+                let (file, fresh_crc) = self.local.fetch(&key, store, &location, idx.size).await?;
+                if fresh_crc.is_some() {
+                    self.downloads.fetch_add(1, Ordering::Relaxed);
+                }
+                let crc = match fresh_crc {
+                    Some(crc) => crc,
+                    None => {
+                        let p = file.path().to_path_buf();
+                        tokio::task::spawn_blocking(move || file_crc(&p))
+                            .await
+                            .map_err(|e| JammiError::Index(e.to_string()))??
+                            .1
                     }
-                    (p, crc)
+                };
+                if crc == idx.crc32c || fresh_crc.is_some() || refetched {
+                    let path = file.path().to_path_buf();
+                    return Ok((path, Some(file), idx.size, crc));
                 }
-            };
-            // A fresh download's CRC was computed on the way; files already on disk are read.
-            let (size, crc) = match fresh_crc {
-                Some(crc) => (idx.size, crc),
-                None => {
-                    let p = path.clone();
-                    tokio::task::spawn_blocking(move || file_crc(&p))
-                        .await
-                        .map_err(|e| JammiError::Index(e.to_string()))??
-                }
-            };
-            Ok::<_, JammiError>((path, size, crc))
+                tracing::warn!(
+                    "the cached copy of {idx_url} fails its checksum; fetching it again"
+                );
+                drop(file);
+                self.local.invalidate(&key);
+                refetched = true;
+            }
         };
-        let (rowmap::RowMap { rows: rowmap, keys }, (path, size, crc)) =
+        let (rowmap::RowMap { rows: rowmap, keys }, (path, file, size, crc)) =
             tokio::try_join!(rowmap, index_file)?;
         if size != idx.size || crc != idx.crc32c {
             return Err(corrupt(format!(
@@ -250,6 +273,7 @@ impl IndexCache {
             keys,
             info: info.clone(),
             search_lock: std::sync::RwLock::new(()),
+            _file: file,
             _path: path,
         });
         self.insert(key.clone(), loaded.clone());

@@ -16,11 +16,15 @@ use datafusion::logical_expr::CreateExternalTable;
 
 use crate::catalog::IndexedTable;
 use crate::error::JammiError;
+use crate::format::manifest::FileRole;
+use crate::format::naming::Siblings;
 use crate::index::{IndexParams, Metric};
 use crate::source::{FileFormat, listing};
 use crate::sql::options::JAMMI_KEYS;
 use crate::storage::config::split_cloud_options;
 use crate::storage::{CloudConfig, StorageRegistry, StorageUrl};
+use crate::store::identity::{self, FileCheck};
+use object_store::ObjectStoreExt;
 
 /// Table factory for one file format, resolving storage URLs through a [`StorageRegistry`].
 #[derive(Debug)]
@@ -157,7 +161,17 @@ impl TableProviderFactory for StorageTableFactory {
                 )
                 .into());
             }
-            let table = indexed_file(stores[0].clone(), &urls[0], &index, cloud).await?;
+            let progress = state
+                .config()
+                .get_extension::<crate::index::progress::ProgressReporter>();
+            let table = indexed_file(
+                stores[0].clone(),
+                &urls[0],
+                &index,
+                cloud,
+                progress.as_deref(),
+            )
+            .await?;
             return Ok(Arc::new(table));
         }
 
@@ -170,73 +184,138 @@ impl TableProviderFactory for StorageTableFactory {
     }
 }
 
-/// Opens (or builds, then opens) the sidecars of one Parquet file.
+/// Opens (or builds, then opens) the sidecars of one Parquet file. Sidecars whose file
+/// changed since they were built are replaced; an indexer that finds another process
+/// building them waits for it and uses its result.
 pub(crate) async fn indexed_file(
     store: Arc<dyn object_store::ObjectStore>,
     url: &StorageUrl,
     options: &IndexOptions,
     cloud: Option<CloudConfig>,
+    progress: Option<&crate::index::progress::ProgressReporter>,
 ) -> crate::error::Result<IndexedTable> {
-    let (column, params, metric_given) = (
-        options.column.as_str(),
-        options.params,
-        options.metric_given,
-    );
-    let key_column = options.key_column.as_deref();
-    let dir = url.parent();
-    let stem = url.file_stem();
-    let manifest = match crate::store::read_manifest(&store, &dir, &stem).await {
-        Ok(m) => {
-            let info = m.index.as_ref().ok_or_else(|| {
-                JammiError::InvalidInput(format!("{url} has sidecars without a vector index"))
-            })?;
-            if info.column != column {
-                return Err(JammiError::InvalidInput(format!(
-                    "the sidecars beside {url} index column '{}', not '{column}'",
-                    info.column
-                )));
-            }
-            if let Some(k) = key_column
-                && m.key_column.as_deref() != Some(k)
-            {
-                let built = match &m.key_column {
-                    Some(b) => format!("key column '{b}'"),
-                    None => "no key column".to_string(),
-                };
-                return Err(JammiError::InvalidInput(format!(
-                    "the sidecars beside {url} were built with {built}, not 'jammi.key_column' \
-                     '{k}'; delete them to rebuild"
-                )));
-            }
-            if metric_given && info.metric != params.metric {
-                return Err(JammiError::InvalidInput(format!(
-                    "the index beside {url} was built with metric {}, not {}",
-                    info.metric, params.metric
-                )));
-            }
-            m
+    let ttl = crate::store::lease::ttl_from_env()?;
+    loop {
+        if let Some(m) = usable_index(&store, url, options, ttl).await? {
+            return IndexedTable::new(url.clone(), m, cloud);
         }
-        Err(JammiError::NotFound { .. }) => {
-            let pb = indicatif::ProgressBar::new(0).with_style(
-                indicatif::ProgressStyle::with_template(
-                    "indexing {msg} {bar:30} {pos}/{len} rows ({eta})",
-                )
-                .expect("template"),
-            );
-            pb.set_message(url.file_name());
-            let m = crate::store::index_existing(
-                store.clone(),
-                url,
-                column,
-                params,
-                key_column,
-                Some(&pb),
-            )
-            .await;
-            pb.finish_and_clear();
-            m?
+        let request = crate::store::IndexFileRequest {
+            column: &options.column,
+            params: options.params,
+            key_column: options.key_column.as_deref(),
+            progress: progress.map(|p| p.0.as_ref()),
+            ttl,
+        };
+        let built = crate::store::index_existing(store.clone(), url, request).await;
+        if let Some(p) = progress {
+            p.0.finish();
         }
-        Err(e) => return Err(e),
-    };
-    IndexedTable::new(url.clone(), manifest, cloud)
+        match built {
+            Ok(m) => return IndexedTable::new(url.clone(), m, cloud),
+            // Another process is indexing the file (or just committed): wait, then use its
+            // sidecars.
+            Err(JammiError::InProgress { .. }) => wait_for_lease(&store, url, ttl).await?,
+            Err(JammiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits while another process holds the lease of `url`'s sidecars.
+async fn wait_for_lease(
+    store: &Arc<dyn object_store::ObjectStore>,
+    url: &StorageUrl,
+    ttl: std::time::Duration,
+) -> crate::error::Result<()> {
+    use crate::store::lease::{self, Found};
+    let s = Siblings::of_file(url)?;
+    let mut pause = std::time::Duration::from_millis(50);
+    loop {
+        match lease::read(store, &s.lease).await? {
+            Found::Lease(r) if r.lease.is_live(lease::renews(&s.dir), ttl) => {}
+            _ => return Ok(()),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(1));
+    }
+}
+
+/// The committed sidecars of `url` that fit `options`, if any: under the current naming,
+/// else under the older one when their manifest records this very file. Sidecars built for
+/// another version of the file are removed (current naming) or ignored (older naming).
+async fn usable_index(
+    store: &Arc<dyn object_store::ObjectStore>,
+    url: &StorageUrl,
+    options: &IndexOptions,
+    ttl: std::time::Duration,
+) -> crate::error::Result<Option<crate::store::Manifest>> {
+    let current = Siblings::of_file(url)?;
+    let mut candidates = vec![(current.clone(), true)];
+    if let Some(legacy) = Siblings::legacy_of_file(url)? {
+        candidates.push((legacy, false));
+    }
+    for (siblings, replaceable) in candidates {
+        let m = match crate::store::read_manifest(store, &siblings).await {
+            Ok(m) => m,
+            Err(JammiError::NotFound { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let Some(entry) = m.file(FileRole::Parquet).cloned() else {
+            continue;
+        };
+        if entry.name != url.file_name() {
+            continue; // older naming: another file's sidecars
+        }
+        check_fit(url, &m, options)?;
+        let head = store
+            .head(&url.object_path()?)
+            .await
+            .map_err(|e| JammiError::storage(url, e))?;
+        match identity::check(store, url, &head, &entry).await? {
+            FileCheck::Same => return Ok(Some(m)),
+            FileCheck::Changed(why) if replaceable => {
+                tracing::warn!("{why}: rebuilding its index");
+                crate::store::delete_sidecars(store.clone(), &siblings, &m, ttl).await?;
+            }
+            FileCheck::Changed(why) => tracing::warn!("{why}: its older sidecars are ignored"),
+        }
+    }
+    Ok(None)
+}
+
+/// Checks existing sidecars were built the way `options` asks.
+fn check_fit(
+    url: &StorageUrl,
+    m: &crate::store::Manifest,
+    options: &IndexOptions,
+) -> crate::error::Result<()> {
+    let info = m.index.as_ref().ok_or_else(|| {
+        JammiError::InvalidInput(format!("{url} has sidecars without a vector index"))
+    })?;
+    let column = options.column.as_str();
+    if info.column != column {
+        return Err(JammiError::InvalidInput(format!(
+            "the sidecars beside {url} index column '{}', not '{column}'",
+            info.column
+        )));
+    }
+    if let Some(k) = options.key_column.as_deref()
+        && m.key_column.as_deref() != Some(k)
+    {
+        let built = match &m.key_column {
+            Some(b) => format!("key column '{b}'"),
+            None => "no key column".to_string(),
+        };
+        return Err(JammiError::InvalidInput(format!(
+            "the sidecars beside {url} were built with {built}, not 'jammi.key_column' \
+             '{k}'; delete them to rebuild"
+        )));
+    }
+    if options.metric_given && info.metric != options.params.metric {
+        return Err(JammiError::InvalidInput(format!(
+            "the index beside {url} was built with metric {}, not {}",
+            info.metric, options.params.metric
+        )));
+    }
+    Ok(())
 }

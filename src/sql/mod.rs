@@ -123,7 +123,7 @@ pub async fn register(
     }
     let cache = match &store {
         Some(s) => s.index_cache().clone(),
-        None => Arc::new(IndexCache::with_defaults()?),
+        None => Arc::new(IndexCache::with_defaults()),
     };
     if let Some(store) = store {
         let provider = Arc::new(JammiCatalogProvider::new(store));

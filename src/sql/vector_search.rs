@@ -42,7 +42,7 @@ use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::Expr;
 use futures::StreamExt;
-use object_store::ObjectStore;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::catalog::IndexedTable;
 use crate::catalog::provider::block_on;
@@ -54,6 +54,7 @@ use crate::index::vectors::check_vector_type;
 use crate::storage::metrics::RequestSnapshot;
 use crate::storage::{CloudConfig, StorageRegistry, StorageUrl};
 use crate::store::Manifest;
+use crate::store::identity::FileCheck;
 
 /// Largest accepted `k`.
 pub const MAX_K: usize = 10_000;
@@ -160,6 +161,9 @@ type ExactCache = Vec<(String, Arc<ExactVectors>)>;
 
 /// Bytes of decoded vectors kept for exact searches (most recently used kept).
 const EXACT_CACHE_BYTES: usize = 1 << 30;
+
+/// Parquet footers kept (one per file version).
+const METADATA_ENTRIES: usize = 256;
 
 impl VectorSearchFunction {
     /// A function resolving storage through `registry` and caching indexes in `cache`.
@@ -378,9 +382,8 @@ impl VectorSearchFunction {
                 None => registry.store(&url, cloud.as_ref()).await?,
             };
             let dir = url.parent();
-            let manifest = match crate::store::read_manifest(&store, &dir, &url.file_stem()).await {
-                Ok(m) => Some(m),
-                Err(JammiError::NotFound { .. }) => None,
+            let manifest = match crate::store::find_sidecars(&store, &url).await {
+                Ok(m) => m,
                 Err(e @ JammiError::Corrupt { .. }) => {
                     tracing::warn!("{e}; vector_search falls back to exact search");
                     None
@@ -645,29 +648,23 @@ impl TableProvider for VectorSearchTable {
 }
 
 impl VectorSearchTable {
-    async fn metadata(&self, store: &Arc<dyn ObjectStore>) -> Result<ArrowReaderMetadata> {
+    /// Footer and page index of the file's current version (cached by version).
+    async fn metadata(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        current: &ObjectMeta,
+    ) -> Result<ArrowReaderMetadata> {
         let p = &self.plan.target;
-        let (key, size) = match p
-            .manifest
-            .as_ref()
-            .and_then(|m| m.file(crate::store::FileRole::Parquet))
-        {
-            Some(f) => (format!("{}#{:08x}", p.parquet, f.crc32c), f.size),
-            None => {
-                use object_store::ObjectStoreExt;
-                let head = store
-                    .head(&p.parquet.object_path()?)
-                    .await
-                    .map_err(|e| JammiError::storage(&p.parquet, e))?;
-                let key = format!("{}#{}#{:?}", p.parquet, head.size, head.e_tag);
-                (key, head.size)
-            }
-        };
+        let key = crate::store::identity::version_key(&p.parquet, current);
         if let Some(m) = self.metadata.lock().expect("lock").get(&key) {
             return Ok(m.clone());
         }
-        let m = crate::store::read::load_metadata(store, &p.parquet, Some(size)).await?;
-        self.metadata.lock().expect("lock").insert(key, m.clone());
+        let m = crate::store::read::load_metadata(store, &p.parquet, Some(current.size)).await?;
+        let mut cache = self.metadata.lock().expect("lock");
+        if cache.len() >= METADATA_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(key, m.clone());
         Ok(m)
     }
 
@@ -676,14 +673,13 @@ impl VectorSearchTable {
         &self,
         store: &Arc<dyn ObjectStore>,
         meta: &ArrowReaderMetadata,
+        current: &ObjectMeta,
     ) -> Result<Arc<ExactVectors>> {
         let p = &self.plan;
         let key = format!(
-            "{}#{}#{}#{}",
-            p.target.parquet,
-            p.vector_name,
-            meta.metadata().file_metadata().num_rows(),
-            meta.metadata().memory_size()
+            "{}#{}",
+            crate::store::identity::version_key(&p.target.parquet, current),
+            p.vector_name
         );
         {
             let mut c = self.exact.lock().expect("lock");
@@ -768,6 +764,7 @@ impl VectorSearchTable {
     async fn index(
         &self,
         store: &Arc<dyn ObjectStore>,
+        current: &ObjectMeta,
     ) -> (Option<Arc<LoadedIndex>>, Option<String>) {
         let t = &self.plan.target;
         let m = match (&t.manifest, self.plan.options.exact) {
@@ -792,6 +789,15 @@ impl VectorSearchTable {
                 )),
             );
         }
+        if let Some(entry) = m.file(crate::store::FileRole::Parquet) {
+            match crate::store::identity::check(store, &t.parquet, current, entry).await {
+                Ok(FileCheck::Same) => {}
+                Ok(FileCheck::Changed(why)) => {
+                    return (None, Some(format!("{why}; its index is not used")));
+                }
+                Err(e) => return (None, Some(e.to_string())),
+            }
+        }
         match self.cache.get(&t.dir, store, m).await {
             Ok(l) => (Some(l), None),
             Err(e) => (None, Some(e.to_string())),
@@ -813,15 +819,24 @@ impl VectorSearchTable {
         // the rowmap carries the keys: the Parquet file is not touched. Otherwise a cold
         // query's requests overlap: Parquet footer and page index beside the sidecar
         // download.
+        // The file's current version: the index must have been built for it, and cached
+        // footers and vectors are those of this version.
+        let current = store
+            .head(&t.parquet.object_path()?)
+            .await
+            .map_err(|e| JammiError::storage(&t.parquet, e))?;
         let meta = tokio::sync::OnceCell::new();
         let (loaded, reason) = if self.keys_only(projection) {
-            self.index(&store).await
+            self.index(&store, &current).await
         } else {
-            let (m, li) = tokio::join!(self.metadata(&store), self.index(&store));
+            let (m, li) = tokio::join!(
+                self.metadata(&store, &current),
+                self.index(&store, &current)
+            );
             let _ = meta.set(m?);
             li
         };
-        let meta = || meta.get_or_try_init(|| self.metadata(&store));
+        let meta = || meta.get_or_try_init(|| self.metadata(&store, &current));
         if let (Some(r), false) = (&reason, p.options.exact) {
             tracing::warn!("vector_search: using exact search: {r}");
         }
@@ -832,7 +847,7 @@ impl VectorSearchTable {
         let (hits, mode) = match &loaded {
             Some(l) => self.search_index(l, allowed.as_deref())?,
             None => {
-                let vectors = self.exact_vectors(&store, meta().await?).await?;
+                let vectors = self.exact_vectors(&store, meta().await?, &current).await?;
                 let hits = vectors.search(&p.query, p.k, p.metric, allowed.as_deref());
                 let hits = hits
                     .into_iter()

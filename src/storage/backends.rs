@@ -10,22 +10,29 @@ use crate::error::Result;
 use crate::storage::config::CloudConfig;
 use crate::storage::url::{Scheme, StorageUrl};
 
+/// A store, and whether it rests on a guess worth re-checking later (S3 found no
+/// credentials and sends unsigned requests).
+pub(crate) struct Built {
+    pub store: Arc<dyn ObjectStore>,
+    pub provisional: bool,
+}
+
 /// Builds a store, resolving what needs I/O (AWS region, credential probing) first.
-pub(crate) async fn build(
-    url: &StorageUrl,
-    cloud: Option<&CloudConfig>,
-) -> Result<Arc<dyn ObjectStore>> {
+pub(crate) async fn build(url: &StorageUrl, cloud: Option<&CloudConfig>) -> Result<Built> {
     url.check_enabled()?;
     match url.scheme() {
-        Scheme::File | Scheme::Memory => crate::storage::local::build(url),
         #[cfg(feature = "storage-s3")]
         Scheme::S3 => {
             // Boxed as `Send`: callers spawn sessions and writes onto multi-threaded runtimes.
-            let fut: futures::future::BoxFuture<'_, Result<Arc<dyn ObjectStore>>> =
+            let fut: futures::future::BoxFuture<'_, Result<(Arc<dyn ObjectStore>, bool)>> =
                 Box::pin(crate::storage::s3::build(url, s3_config(cloud)));
-            fut.await
+            let (store, provisional) = fut.await?;
+            Ok(Built { store, provisional })
         }
-        _ => build_sync(url, cloud),
+        _ => Ok(Built {
+            store: build_sync(url, cloud)?,
+            provisional: false,
+        }),
     }
 }
 

@@ -5,6 +5,10 @@
 //! concurrent processes sharing the directory never see a partial file. The directory is kept
 //! under a byte budget by evicting least-recently-used entries (by modification time, which
 //! every hit refreshes). Within a process, concurrent requests for one key download once.
+//! Temp files that killed downloads left are removed when a cache is opened.
+//!
+//! A directory that cannot be created or written disables the cache (with a warning): each
+//! download then goes to a temp file that lives as long as its user.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,21 +26,78 @@ pub const DEFAULT_CACHE_BYTES: u64 = 10 << 30;
 /// A size-bounded directory of downloaded files, safe to share between processes.
 #[derive(Debug, Clone)]
 pub struct LocalCache {
-    dir: PathBuf,
+    /// `None`: caching is disabled.
+    dir: Option<PathBuf>,
     max_bytes: u64,
     inflight: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
+/// A local copy of a remote file: in the cache directory, or a temp file removed on drop.
+#[derive(Debug)]
+pub struct LocalFile {
+    path: PathBuf,
+    _temp: Option<tempfile::TempPath>,
+}
+
+impl LocalFile {
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Temp files older than this are leftovers of killed downloads whatever their pid says.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 impl LocalCache {
-    /// A cache in `dir` (created if missing) holding at most `max_bytes`.
+    /// A cache in `dir` (created if missing) holding at most `max_bytes`. Temp files of
+    /// downloads killed before they finished are removed.
     pub fn new(dir: impl Into<PathBuf>, max_bytes: u64) -> Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
+        // A directory we cannot write would fail every download: find out now.
+        tempfile::Builder::new()
+            .prefix(".probe-")
+            .tempfile_in(&dir)?;
+        remove_dead_temps(&dir);
         Ok(LocalCache {
-            dir,
+            dir: Some(dir),
             max_bytes,
             inflight: Arc::default(),
         })
+    }
+
+    /// A cache at `dir`, or — when that directory is unusable — a disabled one, with a
+    /// warning naming the directory and why.
+    pub fn new_or_disabled(dir: impl Into<PathBuf>, max_bytes: u64) -> Self {
+        let dir = dir.into();
+        match Self::new(&dir, max_bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(
+                    "the local cache directory {} is unusable ({e}); remote indexes are \
+                     downloaded for each process instead (set JAMMI_CACHE_DIR to cache them)",
+                    dir.display()
+                );
+                Self::disabled()
+            }
+        }
+    }
+
+    /// No cache: every fetch downloads to a temp file.
+    pub fn disabled() -> Self {
+        LocalCache {
+            dir: None,
+            max_bytes: 0,
+            inflight: Arc::default(),
+        }
+    }
+
+    /// Removes the cached copy of `key` (one that failed its checksum).
+    pub fn invalidate(&self, key: &str) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_file(dir.join(safe_name(key)));
+        }
     }
 
     /// The default location: `$JAMMI_CACHE_DIR`, else `$XDG_CACHE_HOME/jammi`, else
@@ -54,35 +115,39 @@ impl LocalCache {
         std::env::temp_dir().join("jammi-cache")
     }
 
-    /// The cache directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The cache directory (`None` when disabled).
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
     }
 
-    /// Path of `key` in the cache, downloading `location` from `store` first if needed.
-    /// `expected_size` guards against truncated downloads. Returns the path and, when this
-    /// call downloaded the file, its CRC32C (computed on the way, so callers need not re-read).
+    /// A local copy of `key`, downloading `location` from `store` first if needed.
+    /// `expected_size` guards against truncated downloads. Returns the file and, when this
+    /// call downloaded it, its CRC32C (computed on the way, so callers need not re-read).
     pub async fn fetch(
         &self,
         key: &str,
         store: &Arc<dyn ObjectStore>,
         location: &ObjectPath,
         expected_size: u64,
-    ) -> Result<(PathBuf, Option<u32>)> {
-        let safe: String = key
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let target = self.dir.join(&safe);
+    ) -> Result<(LocalFile, Option<u32>)> {
+        let Some(dir) = &self.dir else {
+            let temp = tempfile::NamedTempFile::new()?.into_temp_path();
+            let crc = download(store, location, &temp, expected_size).await?;
+            let file = LocalFile {
+                path: temp.to_path_buf(),
+                _temp: Some(temp),
+            };
+            return Ok((file, Some(crc)));
+        };
+        let safe = safe_name(key);
+        let target = dir.join(&safe);
+        let cached = |p: PathBuf| LocalFile {
+            path: p,
+            _temp: None,
+        };
         if is_complete(&target, expected_size) {
             touch(&target);
-            return Ok((target, None));
+            return Ok((cached(target), None));
         }
         let gate = {
             let mut m = self.inflight.lock().expect("lock");
@@ -91,16 +156,19 @@ impl LocalCache {
         let _g = gate.lock().await;
         if is_complete(&target, expected_size) {
             touch(&target);
-            return Ok((target, None));
+            return Ok((cached(target), None));
         }
-        let tmp = self
-            .dir
-            .join(format!(".tmp-{}-{}", safe, rand::random::<u64>()));
+        let tmp = dir.join(format!(
+            ".tmp-{}-{}-{:016x}",
+            std::process::id(),
+            safe,
+            rand::random::<u64>()
+        ));
         let result = download(store, location, &tmp, expected_size).await;
         let crc = match result {
             Ok(crc) => {
                 std::fs::rename(&tmp, &target)?;
-                self.evict(&target);
+                self.evict(dir, &target);
                 crc
             }
             Err(e) => {
@@ -109,12 +177,12 @@ impl LocalCache {
             }
         };
         self.inflight.lock().expect("lock").remove(&safe);
-        Ok((target, Some(crc)))
+        Ok((cached(target), Some(crc)))
     }
 
     /// Removes least-recently-used entries until the directory fits its budget (never `keep`).
-    fn evict(&self, keep: &Path) {
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+    fn evict(&self, dir: &Path, keep: &Path) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
             return;
         };
         let mut entries: Vec<(PathBuf, u64, std::time::SystemTime)> = rd
@@ -136,6 +204,48 @@ impl LocalCache {
             if p != keep && std::fs::remove_file(&p).is_ok() {
                 total -= len;
             }
+        }
+    }
+}
+
+fn safe_name(key: &str) -> String {
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Removes `.tmp-<pid>-...` files whose download process no longer runs (or that are a
+/// day old, for caches shared across hosts).
+fn remove_dead_temps(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(".tmp-") else {
+            continue;
+        };
+        let pid: Option<u32> = rest.split('-').next().and_then(|p| p.parse().ok());
+        let dead = match pid {
+            Some(p) if cfg!(target_os = "linux") => {
+                p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists()
+            }
+            _ => false,
+        };
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_TEMP);
+        if dead || stale {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }

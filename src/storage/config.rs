@@ -711,6 +711,13 @@ pub(crate) fn split_cloud_options(
         .partition(|(k, _)| Namespace::of_key(k).is_some())
 }
 
+/// Whether an option key (`aws.secret_access_key`, `azure.sas_token`, ...) is a cloud
+/// option whose value must never be shown or kept: a secret field, or an unknown key of a
+/// cloud namespace. Keys of other namespaces (`format.*`, `jammi.*`) are not.
+pub fn is_secret_option(key: &str) -> bool {
+    Namespace::of_key(key).is_some() && is_secret_key(key)
+}
+
 /// Whether `key` (any accepted spelling, with or without its namespace prefix) names a
 /// secret field. Unknown keys count as secret, so nothing unrecognised is ever shown.
 pub(crate) fn is_secret_key(key: &str) -> bool {

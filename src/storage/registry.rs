@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use datafusion::execution::object_store::ObjectStoreRegistry;
 use datafusion::execution::runtime_env::RuntimeEnv;
@@ -38,8 +39,18 @@ struct StoreKey {
     fingerprint: u64,
 }
 
+/// How long a provisional store (S3 without credentials, so unsigned) is used before the
+/// credential chain is asked again.
+const REPROBE_AFTER: Duration = Duration::from_secs(30);
+
+/// A built store; `reprobe_at` is set when it rests on a decision to check again.
+struct Entry {
+    store: Arc<dyn ObjectStore>,
+    reprobe_at: Option<Instant>,
+}
+
 struct Inner {
-    stores: Mutex<HashMap<StoreKey, Arc<dyn ObjectStore>>>,
+    stores: Mutex<HashMap<StoreKey, Entry>>,
     bindings: RwLock<HashMap<String, Arc<dyn ObjectStore>>>,
     runtimes: Mutex<Vec<Weak<RuntimeEnv>>>,
     hasher: RandomState,
@@ -130,12 +141,25 @@ impl StorageRegistry {
             c.validate()?;
         }
         let key = self.key(url, cloud);
-        if let Some(s) = self.inner.stores.lock().expect("lock").get(&key) {
-            return Ok(s.clone());
+        if let Some(e) = self.inner.stores.lock().expect("lock").get(&key)
+            && e.reprobe_at.is_none_or(|t| Instant::now() < t)
+        {
+            return Ok(e.store.clone());
         }
-        let built = self.wrap(crate::storage::backends::build(url, cloud).await?);
+        let built = crate::storage::backends::build(url, cloud).await?;
+        let entry = Entry {
+            store: self.wrap(built.store),
+            reprobe_at: built.provisional.then(|| Instant::now() + REPROBE_AFTER),
+        };
         let mut stores = self.inner.stores.lock().expect("lock");
-        Ok(stores.entry(key).or_insert(built).clone())
+        let e = stores.entry(key).or_insert_with(|| Entry {
+            store: entry.store.clone(),
+            reprobe_at: entry.reprobe_at,
+        });
+        if e.reprobe_at.is_some_and(|t| Instant::now() >= t) {
+            *e = entry;
+        }
+        Ok(e.store.clone())
     }
 
     /// The store SQL uses for `url`'s bucket, if one is bound.
@@ -209,8 +233,8 @@ impl StorageRegistry {
         }
         url.check_enabled()?;
         let key = self.key(url, None);
-        if let Some(s) = self.inner.stores.lock().expect("lock").get(&key) {
-            return Ok(s.clone());
+        if let Some(e) = self.inner.stores.lock().expect("lock").get(&key) {
+            return Ok(e.store.clone());
         }
         let built = self.wrap(crate::storage::backends::build_sync(url, None)?);
         let store = self
@@ -219,7 +243,11 @@ impl StorageRegistry {
             .lock()
             .expect("lock")
             .entry(key)
-            .or_insert(built)
+            .or_insert(Entry {
+                store: built,
+                reprobe_at: None,
+            })
+            .store
             .clone();
         self.bind(url, store.clone());
         Ok(store)

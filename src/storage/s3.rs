@@ -61,11 +61,13 @@ fn static_region(cfg: Option<&S3Config>) -> Option<String> {
         .or_else(|| env("AWS_DEFAULT_REGION"))
 }
 
-/// Builds the store, resolving the region and probing the credential chain.
+/// Builds the store, resolving the region and probing the credential chain. The flag is
+/// `true` when the store sends unsigned requests because no credentials were found: such a
+/// decision is worth re-checking later.
 pub(crate) async fn build(
     url: &StorageUrl,
     cfg: Option<&S3Config>,
-) -> Result<Arc<dyn ObjectStore>> {
+) -> Result<(Arc<dyn ObjectStore>, bool)> {
     let r = resolve(cfg);
     let mut region = static_region(cfg);
     if region.is_none() {
@@ -84,13 +86,27 @@ pub(crate) async fn build(
     let chain = needs_chain(cfg).then(|| chain(&r));
     let mut unsigned = false;
     if let Some(chain) = &chain {
-        // No credentials anywhere means a public bucket: send unsigned requests.
+        // No credentials configured anywhere means a public bucket: unsigned requests. A
+        // provider that failed (a timeout, an unreachable endpoint) is not "none": the store
+        // keeps the chain, which is asked again on the next request.
         if let Err(e) = chain.provide_credentials().await {
-            tracing::debug!("no AWS credentials found ({e}); using unsigned requests for {url}");
-            unsigned = true;
+            unsigned = means_no_credentials(&e);
+            if unsigned {
+                tracing::debug!("no AWS credentials found ({e}); unsigned requests for {url}");
+            } else {
+                tracing::warn!("AWS credentials are not available yet for {url}: {e}");
+            }
         }
     }
-    finish(url, cfg, &r, region, if unsigned { None } else { chain })
+    let store = finish(url, cfg, &r, region, if unsigned { None } else { chain })?;
+    Ok((store, unsigned))
+}
+
+/// Whether a credential-chain error means "nothing is configured" (as opposed to a
+/// provider that failed and may work on the next try).
+fn means_no_credentials(e: &aws_credential_types::provider::error::CredentialsError) -> bool {
+    use aws_credential_types::provider::error::CredentialsError;
+    matches!(e, CredentialsError::CredentialsNotLoaded(_))
 }
 
 /// Builds the store without I/O; the region falls back to `us-east-1`.
@@ -174,6 +190,26 @@ fn chain(r: &Resolved) -> SharedCredentialsProvider {
         );
     }
     SharedCredentialsProvider::new(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_credential_types::provider::error::CredentialsError;
+
+    #[test]
+    fn only_an_empty_chain_means_unsigned_requests() {
+        assert!(means_no_credentials(&CredentialsError::not_loaded("none")));
+        assert!(!means_no_credentials(
+            &CredentialsError::provider_timed_out(Duration::from_secs(1))
+        ));
+        assert!(!means_no_credentials(&CredentialsError::provider_error(
+            "503 from the metadata endpoint"
+        )));
+        assert!(!means_no_credentials(
+            &CredentialsError::invalid_configuration("bad profile")
+        ));
+    }
 }
 
 /// Bridges an AWS SDK credential provider to object_store, caching until near expiry.

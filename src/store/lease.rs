@@ -1,48 +1,130 @@
-//! Writer leases: `<root>/_jammi/leases/<table>.json`, written before the first sibling and
-//! renewed while the write runs, so a recovery pass (in any process) can tell a live
-//! writer's uncommitted files from a crashed writer's.
+//! The writer's lease: `<dir>/<stem>.idx.lease.json`, created (create-only) before any object
+//! of a write, delete or re-index exists, and the only record that lets jammi-db remove an
+//! uncommitted object. It names the objects the operation may create, and — before each
+//! upload completes — the size and CRC32C (then the store's ETag) of each one, so an object
+//! is removed only when its identity or its bytes prove this operation produced it.
 //!
-//! A lease is live when: it belongs to an active write of this process; or it was written on
-//! this host by a process that still runs and it has not expired; or it was written on
-//! another host and has not expired. The TTL (`JAMMI_LEASE_TTL_SECS`, default 60 s) bounds
-//! how long a crashed writer on another host blocks recovery; renewals run every TTL/4.
+//! Liveness: a lease of this process is live while its guard is; one of another process on
+//! this host while that process runs (pid and start time); one of another host until it
+//! expired one TTL ago. On stores with conditional writes (S3, GCS, Azure, memory) the lease
+//! is renewed every TTL/4 with an ETag precondition and every change is a compare-and-swap,
+//! so a lease taken over by a recovery pass is never written again by its old holder, which
+//! then fails before publishing. Local directories have no conditional update: their leases
+//! are judged by process liveness only (one host) and never renewed.
 
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use bytes::Bytes;
+use object_store::{GetOptions, ObjectStore, PutMode, PutPayload, UpdateVersion};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{JammiError, Result};
-use crate::storage::StorageUrl;
+use crate::format::manifest::Manifest;
+use crate::storage::{Scheme, StorageUrl};
 
-/// Writes in progress in this process (lease ids). Process-wide on purpose: liveness of a
-/// lease written by this pid cannot be judged by asking the OS.
+/// Lease format version.
+pub const LEASE_VERSION: u32 = 2;
+
+/// Default lease TTL; `JAMMI_LEASE_TTL_SECS` overrides it.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+
+/// Shortest TTL accepted: renewals run every TTL/4 and must land before the TTL runs out,
+/// through the store's connect timeout (10 s) and retries.
+pub const MIN_TTL: Duration = Duration::from_secs(10);
+
+/// Operations in progress in this process (lease ids). Liveness of a lease written by this
+/// pid cannot be judged by asking the OS.
 static ACTIVE: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Mutex::default);
 
-/// Contents of a lease object.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Lease {
-    /// Random id of this write.
-    pub id: String,
-    /// Table being written.
-    pub table: String,
-    /// Host name of the writer.
-    pub host: String,
-    /// Process id of the writer.
-    pub pid: u32,
-    /// Expiry, Unix milliseconds.
-    pub expires_ms: i64,
+/// What the holder of a lease is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseState {
+    /// Creating objects. A dead holder's recorded objects are removed.
+    Writing,
+    /// Every object is written and the manifest below is being published. A dead holder's
+    /// commit is completed (rolled forward).
+    Committing,
+    /// Removing a committed table: manifest first, then the recorded objects. A dead holder's
+    /// delete is completed.
+    Deleting,
+    /// A recovery pass took the lease over from a dead holder and removes its objects.
+    Reaping,
 }
 
-pub(crate) fn ttl() -> Duration {
-    Duration::from_secs(
-        std::env::var("JAMMI_LEASE_TTL_SECS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(60),
-    )
+/// An object the lease's operation created (or is about to complete), with its proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnedObject {
+    /// File name in the lease's directory.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// CRC32C of the whole object.
+    pub crc32c: u32,
+    /// The store's ETag once the upload completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_tag: Option<String>,
+}
+
+/// Contents of a lease object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Lease format version (2).
+    pub version: u32,
+    /// Random id of the operation; also recorded as the manifest's `writer`.
+    pub id: String,
+    /// Stem of the siblings (the table name for result tables).
+    pub stem: String,
+    /// What the holder is doing.
+    pub state: LeaseState,
+    /// Host name of the holder.
+    pub host: String,
+    /// Process id of the holder.
+    pub pid: u32,
+    /// Start time of that process (Linux clock ticks since boot), against pid reuse.
+    #[serde(default)]
+    pub pid_start: Option<u64>,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: i64,
+    /// Expiry, Unix milliseconds (meaningful on stores that renew leases).
+    pub expires_ms: i64,
+    /// Bumped by every write of the lease, so a read-back tells which write landed.
+    pub seq: u64,
+    /// File names the operation may create (checked free before anything is written).
+    pub planned: Vec<String>,
+    /// Objects created, with what proves them.
+    #[serde(default)]
+    pub objects: Vec<OwnedObject>,
+    /// The manifest being published (state `committing`), or removed (state `deleting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<Box<Manifest>>,
+}
+
+/// The TTL in effect (`JAMMI_LEASE_TTL_SECS` or the default), refused below [`MIN_TTL`].
+pub fn ttl_from_env() -> Result<Duration> {
+    let ttl = match std::env::var("JAMMI_LEASE_TTL_SECS") {
+        Ok(v) => Duration::from_secs(v.trim().parse().map_err(|_| {
+            JammiError::Config(format!(
+                "JAMMI_LEASE_TTL_SECS must be a whole number of seconds, got '{v}'"
+            ))
+        })?),
+        Err(_) => DEFAULT_TTL,
+    };
+    check_ttl(ttl)
+}
+
+/// Refuses a TTL too small to renew in time.
+pub fn check_ttl(ttl: Duration) -> Result<Duration> {
+    if ttl < MIN_TTL {
+        return Err(JammiError::Config(format!(
+            "lease TTL of {} s is too small to renew in time; the minimum is {} s",
+            ttl.as_secs_f64(),
+            MIN_TTL.as_secs()
+        )));
+    }
+    Ok(ttl)
 }
 
 pub(crate) fn host() -> String {
@@ -52,145 +134,439 @@ pub(crate) fn host() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn pid_alive(pid: u32) -> bool {
-    if cfg!(target_os = "linux") {
-        std::path::Path::new(&format!("/proc/{pid}")).exists()
-    } else {
-        true
+/// Start time of a process (field 22 of `/proc/<pid>/stat`), `None` when unknown.
+pub(crate) fn process_start(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is parenthesised and may hold spaces: count after it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether process `pid` of this host (started at `start`) still runs. `None`: cannot tell.
+fn process_alive(pid: u32, start: Option<u64>) -> Option<bool> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    match process_start(pid) {
+        None => Some(false),
+        Some(now) => Some(start.is_none_or(|s| s == now)),
     }
 }
 
+/// Whether the store renews leases and changes them with compare-and-swap.
+pub(crate) fn renews(dir: &StorageUrl) -> bool {
+    dir.scheme() != Scheme::File
+}
+
 impl Lease {
-    /// Whether the writer holding this lease may still be running.
-    pub fn is_live(&self) -> bool {
-        let unexpired = self.expires_ms > now_ms();
+    /// Whether the holder may still be running. `ttl` is the reader's TTL, used as the
+    /// allowance for clock skew between hosts.
+    pub fn is_live(&self, renewing: bool, ttl: Duration) -> bool {
         if self.host == host() {
             if self.pid == std::process::id() {
                 return ACTIVE.lock().expect("lock").contains(&self.id);
             }
-            return unexpired && pid_alive(self.pid);
+            if let Some(alive) = process_alive(self.pid, self.pid_start) {
+                return alive;
+            }
         }
-        unexpired
+        // Another host: only an expiry (plus one TTL of clock skew) can tell, and only where
+        // leases are renewed. A local directory shared across hosts is never reaped.
+        !renewing || self.expires_ms + ttl.as_millis() as i64 > now_ms()
+    }
+
+    fn encode(&self) -> PutPayload {
+        PutPayload::from(serde_json::to_vec_pretty(self).expect("lease serialises"))
     }
 }
 
-/// The URL of a table's lease under `root`.
-pub(crate) fn lease_url(root: &StorageUrl, table: &str) -> Result<StorageUrl> {
-    root.join(&format!("_jammi/leases/{table}.json"))
+/// A lease as read, with the version a conditional update must match.
+#[derive(Debug, Clone)]
+pub(crate) struct Read {
+    pub lease: Lease,
+    pub version: UpdateVersion,
 }
 
-/// Reads a lease; `None` if absent or unreadable (an unreadable lease is treated as dead).
-pub(crate) async fn read(store: &Arc<dyn ObjectStore>, url: &StorageUrl) -> Result<Option<Lease>> {
-    match store.get(&url.object_path()?).await {
-        Ok(r) => {
-            let bytes = r.bytes().await.map_err(|e| JammiError::storage(url, e))?;
-            Ok(serde_json::from_slice(&bytes).ok())
+/// What is at a lease's URL.
+#[derive(Debug)]
+pub(crate) enum Found {
+    /// Nothing.
+    Absent,
+    /// A lease.
+    Lease(Box<Read>),
+    /// An object that is not a jammi-db lease (never touched).
+    Foreign,
+}
+
+/// Reads the lease at `url`.
+pub(crate) async fn read(store: &Arc<dyn ObjectStore>, url: &StorageUrl) -> Result<Found> {
+    let got = match store
+        .get_opts(&url.object_path()?, GetOptions::default())
+        .await
+    {
+        Ok(g) => g,
+        Err(object_store::Error::NotFound { .. }) => return Ok(Found::Absent),
+        Err(e) => return Err(JammiError::storage(url, e)),
+    };
+    let version = UpdateVersion {
+        e_tag: got.meta.e_tag.clone(),
+        version: got.meta.version.clone(),
+    };
+    let bytes = got.bytes().await.map_err(|e| JammiError::storage(url, e))?;
+    Ok(match parse(&bytes) {
+        Some(lease) => Found::Lease(Box::new(Read { lease, version })),
+        None => Found::Foreign,
+    })
+}
+
+fn parse(bytes: &Bytes) -> Option<Lease> {
+    serde_json::from_slice::<Lease>(bytes)
+        .ok()
+        .filter(|l| l.version == LEASE_VERSION)
+}
+
+/// Writes `lease` over the version `expected` (compare-and-swap where the store renews;
+/// an overwrite on local directories, whose leases only their holder writes). A lost
+/// response is settled by reading back: the write landed iff the lease now holds `lease`.
+/// `Ok(None)`: the lease is no longer the one expected (taken over or removed).
+pub(crate) async fn swap(
+    store: &Arc<dyn ObjectStore>,
+    url: &StorageUrl,
+    expected: &UpdateVersion,
+    lease: &Lease,
+) -> Result<Option<UpdateVersion>> {
+    let mode = if renews(&url.parent()) {
+        PutMode::Update(expected.clone())
+    } else {
+        PutMode::Overwrite
+    };
+    match store
+        .put_opts(&url.object_path()?, lease.encode(), mode.into())
+        .await
+    {
+        Ok(r) => Ok(Some(UpdateVersion {
+            e_tag: r.e_tag,
+            version: r.version,
+        })),
+        Err(object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. }) => {
+            Ok(None)
         }
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(JammiError::storage(url, e)),
+        Err(e) => match read(store, url).await {
+            Ok(Found::Lease(r)) if r.lease == *lease => Ok(Some(r.version)),
+            Ok(Found::Lease(r)) if r.lease.id == lease.id && r.lease.seq < lease.seq => {
+                Err(JammiError::storage(url, e))
+            }
+            Ok(_) => Ok(None),
+            Err(_) => Err(JammiError::storage(url, e)),
+        },
     }
 }
 
-/// A held lease: renewed in the background until released or dropped.
+/// Creates `lease` at `url` (create-only). `Ok(false)`: something is already there. A lost
+/// response is settled by reading back.
+pub(crate) async fn create(
+    store: &Arc<dyn ObjectStore>,
+    url: &StorageUrl,
+    lease: &Lease,
+) -> Result<Option<UpdateVersion>> {
+    match store
+        .put_opts(&url.object_path()?, lease.encode(), PutMode::Create.into())
+        .await
+    {
+        Ok(r) => Ok(Some(UpdateVersion {
+            e_tag: r.e_tag,
+            version: r.version,
+        })),
+        Err(e) => match read(store, url).await? {
+            Found::Lease(r) if r.lease.id == lease.id => Ok(Some(r.version)),
+            _ if matches!(e, object_store::Error::AlreadyExists { .. }) => Ok(None),
+            Found::Absent => Err(JammiError::storage(url, e)),
+            _ => Ok(None),
+        },
+    }
+}
+
+/// Removes the lease at `url` if it is still `id`'s.
+pub(crate) async fn remove(store: &Arc<dyn ObjectStore>, url: &StorageUrl, id: &str) -> Result<()> {
+    match read(store, url).await? {
+        Found::Lease(r) if r.lease.id == id => match store.delete(&url.object_path()?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(JammiError::storage(url, e)),
+        },
+        _ => Ok(()),
+    }
+}
+
+use object_store::ObjectStoreExt;
+
+/// The holder's side of a lease: its current contents and version, renewed in the
+/// background where the store supports it.
 pub(crate) struct LeaseGuard {
-    pub(crate) lease: Lease,
     url: StorageUrl,
     store: Arc<dyn ObjectStore>,
-    renewer: tokio::task::JoinHandle<()>,
+    ttl: Duration,
+    held: Arc<tokio::sync::Mutex<Held>>,
+    renewer: Option<tokio::task::JoinHandle<()>>,
+    id: String,
+}
+
+struct Held {
+    lease: Lease,
+    version: UpdateVersion,
+    /// Unix ms until which the lease is known to be held (last successful write + TTL).
+    valid_until: i64,
+    /// Set once a write found the lease taken over.
+    lost: bool,
 }
 
 impl LeaseGuard {
-    /// Takes a lease on `table` (create-only: a second writer of the same name fails).
-    pub(crate) async fn acquire(
+    /// Creates a lease for `stem` at `url`, planning `planned`. `Ok(None)`: another lease (or
+    /// a foreign object) is there.
+    pub(crate) async fn create(
         store: Arc<dyn ObjectStore>,
-        root: &StorageUrl,
-        table: &str,
-    ) -> Result<LeaseGuard> {
-        let url = lease_url(root, table)?;
+        url: &StorageUrl,
+        stem: &str,
+        state: LeaseState,
+        planned: Vec<String>,
+        ttl: Duration,
+    ) -> Result<Option<LeaseGuard>> {
+        let pid = std::process::id();
         let lease = Lease {
-            id: format!("{:016x}", rand::random::<u64>()),
-            table: table.to_string(),
+            version: LEASE_VERSION,
+            id: format!("{:032x}", rand::random::<u128>()),
+            stem: stem.to_string(),
+            state,
             host: host(),
-            pid: std::process::id(),
-            expires_ms: now_ms() + ttl().as_millis() as i64,
+            pid,
+            pid_start: process_start(pid),
+            created_ms: now_ms(),
+            expires_ms: now_ms() + ttl.as_millis() as i64,
+            seq: 0,
+            planned,
+            objects: Vec::new(),
+            manifest: None,
         };
         ACTIVE.lock().expect("lock").insert(lease.id.clone());
-        let payload = PutPayload::from(serde_json::to_vec(&lease).expect("lease serialises"));
-        let put = store
-            .put_opts(
-                &url.object_path()?,
-                payload,
-                object_store::PutMode::Create.into(),
-            )
-            .await;
-        if let Err(e) = put {
-            ACTIVE.lock().expect("lock").remove(&lease.id);
-            return Err(match e {
-                object_store::Error::AlreadyExists { .. } => JammiError::AlreadyExists {
-                    kind: "write in progress for table",
-                    name: table.to_string(),
-                },
-                e => JammiError::storage(&url, e),
-            });
-        }
-        let renewer = {
-            let (store, url, mut lease) = (store.clone(), url.clone(), lease.clone());
+        let created = create(&store, url, &lease).await;
+        let version = match created {
+            Ok(Some(v)) => v,
+            other => {
+                ACTIVE.lock().expect("lock").remove(&lease.id);
+                return other.map(|_| None);
+            }
+        };
+        let id = lease.id.clone();
+        let held = Arc::new(tokio::sync::Mutex::new(Held {
+            valid_until: lease.expires_ms,
+            lease,
+            version,
+            lost: false,
+        }));
+        let renewer = renews(&url.parent()).then(|| {
+            let (store, url, held) = (store.clone(), url.clone(), held.clone());
             tokio::spawn(async move {
-                let every = ttl() / 4;
                 loop {
-                    tokio::time::sleep(every).await;
-                    lease.expires_ms = now_ms() + ttl().as_millis() as i64;
-                    let Ok(path) = url.object_path() else { return };
-                    let body = PutPayload::from(serde_json::to_vec(&lease).expect("lease"));
-                    if let Err(e) = store.put(&path, body).await {
-                        tracing::warn!("renewing the write lease at {url} failed: {e}");
+                    tokio::time::sleep(ttl / 4).await;
+                    let mut h = held.lock().await;
+                    if h.lost {
+                        return;
+                    }
+                    if let Err(e) = write_locked(&store, &url, ttl, &mut h, |_| {}).await {
+                        tracing::warn!("renewing the lease at {url} failed: {e}");
                     }
                 }
             })
-        };
-        Ok(LeaseGuard {
-            lease,
-            url,
+        });
+        Ok(Some(LeaseGuard {
+            url: url.clone(),
             store,
+            ttl,
+            held,
             renewer,
-        })
+            id,
+        }))
     }
 
-    /// Errors unless the lease on storage is still this write's (checked before commit, so a
-    /// write whose files a recovery pass reclaimed never publishes a manifest).
-    pub(crate) async fn check_held(&self) -> Result<()> {
-        match read(&self.store, &self.url).await? {
-            Some(l) if l.id == self.lease.id => Ok(()),
-            _ => Err(JammiError::Storage {
+    /// The operation's id.
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A copy of the lease as last written.
+    pub(crate) async fn lease(&self) -> Lease {
+        self.held.lock().await.lease.clone()
+    }
+
+    /// Changes the lease with `change` (and extends it). Fails when the lease was taken over
+    /// or has lapsed: the operation must then stop before publishing anything.
+    pub(crate) async fn update(&self, change: impl FnOnce(&mut Lease)) -> Result<()> {
+        let mut h = self.held.lock().await;
+        if h.lost {
+            return Err(self.lost());
+        }
+        if now_ms() > h.valid_until {
+            h.lost = true;
+            return Err(JammiError::LeaseLost {
                 url: self.url.to_string(),
-                source: object_store::Error::Precondition {
-                    path: self.url.to_string(),
-                    source: "the write lease was lost (a recovery pass reclaimed this write)"
-                        .into(),
-                },
-            }),
+                reason: "it lapsed before it could be renewed".into(),
+            });
+        }
+        write_locked(&self.store, &self.url, self.ttl, &mut h, change).await
+    }
+
+    fn lost(&self) -> JammiError {
+        JammiError::LeaseLost {
+            url: self.url.to_string(),
+            reason: "a recovery pass took it over".into(),
         }
     }
 
-    /// Stops renewing and deletes the lease.
-    pub(crate) async fn release(self) -> Result<()> {
-        self.renewer.abort();
-        let r = match self.store.delete(&self.url.object_path()?).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(JammiError::storage(&self.url, e)),
-        };
-        ACTIVE.lock().expect("lock").remove(&self.lease.id);
-        r
+    /// Stops renewing and removes the lease.
+    pub(crate) async fn release(mut self) -> Result<()> {
+        if let Some(r) = self.renewer.take() {
+            r.abort();
+        }
+        remove(&self.store, &self.url, &self.id).await
+    }
+}
+
+/// Writes the held lease after `change`, extending it; marks it lost when taken over.
+async fn write_locked(
+    store: &Arc<dyn ObjectStore>,
+    url: &StorageUrl,
+    ttl: Duration,
+    h: &mut Held,
+    change: impl FnOnce(&mut Lease),
+) -> Result<()> {
+    let mut next = h.lease.clone();
+    change(&mut next);
+    next.seq += 1;
+    let started = now_ms();
+    next.expires_ms = started + ttl.as_millis() as i64;
+    match swap(store, url, &h.version, &next).await? {
+        Some(v) => {
+            h.lease = next;
+            h.version = v;
+            h.valid_until = started + ttl.as_millis() as i64;
+            Ok(())
+        }
+        None => {
+            h.lost = true;
+            Err(JammiError::LeaseLost {
+                url: url.to_string(),
+                reason: "a recovery pass took it over".into(),
+            })
+        }
     }
 }
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
-        self.renewer.abort();
-        ACTIVE.lock().expect("lock").remove(&self.lease.id);
+        if let Some(r) = self.renewer.take() {
+            r.abort();
+        }
+        ACTIVE.lock().expect("lock").remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory() -> (Arc<dyn ObjectStore>, StorageUrl) {
+        let url = StorageUrl::parse("memory://lease-tests/t.idx.lease.json").unwrap();
+        (Arc::new(object_store::memory::InMemory::new()), url)
+    }
+
+    #[tokio::test]
+    async fn a_lease_taken_over_is_never_written_again_by_its_old_holder() {
+        let (store, url) = memory();
+        let guard = LeaseGuard::create(
+            store.clone(),
+            &url,
+            "t",
+            LeaseState::Writing,
+            vec![],
+            MIN_TTL,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        guard
+            .update(|l| l.planned.push("t.parquet".into()))
+            .await
+            .unwrap();
+        // A recovery pass takes the lease over (compare-and-swap), then removes it.
+        let Found::Lease(r) = read(&store, &url).await.unwrap() else {
+            panic!("no lease")
+        };
+        let mut taken = r.lease.clone();
+        taken.state = LeaseState::Reaping;
+        taken.seq += 1;
+        assert!(
+            swap(&store, &url, &r.version, &taken)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // The old holder's next write (a renewal, a record) fails and writes nothing.
+        let e = guard.update(|l| l.seq += 0).await.unwrap_err();
+        assert!(matches!(e, JammiError::LeaseLost { .. }), "{e}");
+        let Found::Lease(now) = read(&store, &url).await.unwrap() else {
+            panic!("lease gone")
+        };
+        assert_eq!(now.lease.state, LeaseState::Reaping);
+        store.delete(&url.object_path().unwrap()).await.unwrap();
+        // Once lost, a holder never recreates the lease, however often it tries.
+        assert!(guard.update(|_| {}).await.is_err());
+        assert!(matches!(read(&store, &url).await.unwrap(), Found::Absent));
+    }
+
+    #[tokio::test]
+    async fn a_holder_whose_lease_lapsed_fails_before_writing() {
+        let (store, url) = memory();
+        let guard = LeaseGuard::create(
+            store.clone(),
+            &url,
+            "t",
+            LeaseState::Writing,
+            vec![],
+            MIN_TTL,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        guard.held.lock().await.valid_until = now_ms() - 1;
+        let e = guard
+            .update(|l| l.state = LeaseState::Committing)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("lapsed"), "{e}");
+        let Found::Lease(r) = read(&store, &url).await.unwrap() else {
+            panic!("no lease")
+        };
+        assert_eq!(r.lease.state, LeaseState::Writing, "nothing was written");
+    }
+
+    #[test]
+    fn a_ttl_below_the_minimum_is_refused_by_value() {
+        let e = check_ttl(Duration::from_secs(3)).unwrap_err().to_string();
+        assert!(e.contains("3 s") && e.contains("10 s"), "{e}");
+        assert_eq!(check_ttl(MIN_TTL).unwrap(), MIN_TTL);
+    }
+
+    #[test]
+    fn this_process_is_alive_and_its_start_time_is_checked() {
+        let pid = std::process::id();
+        let start = process_start(pid);
+        if cfg!(target_os = "linux") {
+            assert!(start.is_some());
+            assert_eq!(process_alive(pid, start), Some(true));
+            assert_eq!(process_alive(pid, start.map(|s| s + 1)), Some(false));
+        }
     }
 }

@@ -1,14 +1,15 @@
 //! `ResultStore`: result tables (Parquet + USearch sidecars) under a root on any backend,
 //! with a crash-safe commit, delete and recovery (DESIGN §4).
 
+pub mod identity;
 pub mod lease;
-pub mod manifest;
-pub mod naming;
 pub mod read;
 pub mod recovery;
+pub(crate) mod txn;
 pub(crate) mod write;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
@@ -17,13 +18,16 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::catalog::Catalog;
 use crate::error::{JammiError, Result};
+pub use crate::format::manifest::{FileEntry, FileRole, IndexInfo, Manifest, TableKind};
+use crate::format::naming::{self, Siblings};
 use crate::index::IndexParams;
 use crate::index::cache::{IndexCache, LoadedIndex};
 use crate::storage::{StorageRegistry, StorageUrl};
-pub use manifest::{FileEntry, FileRole, IndexInfo, Manifest};
+use lease::{LeaseState, OwnedObject};
 pub use recovery::RecoveryReport;
+use txn::Txn;
 pub use write::writer_properties;
-use write::{CommitInfo, IndexRequest, Siblings};
+use write::{CommitInfo, IndexRequest};
 
 /// What a job is writing: naming components, key column and the optional vector index.
 #[derive(Debug, Clone, Default)]
@@ -51,6 +55,7 @@ pub struct ResultStore {
     catalog: Arc<Catalog>,
     store: std::sync::OnceLock<Arc<dyn ObjectStore>>,
     index_cache: Arc<IndexCache>,
+    lease_ttl: Option<Duration>,
 }
 
 impl std::fmt::Debug for ResultStore {
@@ -75,8 +80,23 @@ impl ResultStore {
             registry,
             catalog,
             store: std::sync::OnceLock::new(),
-            index_cache: Arc::new(IndexCache::with_defaults()?),
+            index_cache: Arc::new(IndexCache::with_defaults()),
+            lease_ttl: None,
         })
+    }
+
+    /// Sets the TTL of this store's write leases (default: `JAMMI_LEASE_TTL_SECS`, else
+    /// 60 s). A TTL below 10 s is refused: renewals could not land in time.
+    pub fn with_lease_ttl(mut self, ttl: Duration) -> Result<Self> {
+        self.lease_ttl = Some(lease::check_ttl(ttl)?);
+        Ok(self)
+    }
+
+    fn ttl(&self) -> Result<Duration> {
+        match self.lease_ttl {
+            Some(t) => Ok(t),
+            None => lease::ttl_from_env(),
+        }
     }
 
     /// Replaces the index cache (to share one between stores, or set its budget).
@@ -122,10 +142,15 @@ impl ResultStore {
     /// URL of a table's Parquet file.
     pub fn parquet_url(&self, name: &str) -> Result<StorageUrl> {
         naming::validate_table_name(name)?;
-        Ok(Siblings::new(&self.root, name)?.parquet)
+        Ok(Siblings::table(&self.root, name)?.parquet)
     }
 
     /// Writes a result table from a stream of batches and commits it. Returns its manifest.
+    ///
+    /// The write takes the table's lease, refuses a name whose objects exist (a committed
+    /// table, or files jammi-db did not write), records every object before it becomes
+    /// visible, and publishes the manifest last, create-only. A failed write removes what it
+    /// wrote, and only that.
     pub async fn write_table<S>(
         &self,
         spec: &TableSpec,
@@ -150,24 +175,21 @@ impl ResultStore {
                 write::column_names(&schema)
             )));
         }
+        let ttl = self.ttl()?;
         let store = self.object_store().await?;
-        let siblings = Siblings::new(&self.root, &name)?;
-        if store.head(&siblings.manifest.object_path()?).await.is_ok() {
-            return Err(JammiError::AlreadyExists {
-                kind: "result table",
-                name,
-            });
-        }
-        let lease = lease::LeaseGuard::acquire(store.clone(), &self.root, &name).await?;
+        let s = Siblings::table(&self.root, &name)?;
+        let creates = [&s.parquet, &s.index, &s.rowmap, &s.manifest];
+        let mut txn = Txn::begin(store.clone(), &s, &creates, LeaseState::Writing, ttl).await?;
         let request = spec.vector_column.as_ref().map(|c| IndexRequest {
             column: c.clone(),
             params: spec.index,
             key_column: spec.key_column.clone(),
         });
-        let result = async {
+        let written = async {
             let streamed = write::stream_parquet(
                 store.clone(),
-                &siblings.parquet,
+                &mut txn,
+                &s.parquet,
                 schema.clone(),
                 batches,
                 request.as_ref(),
@@ -175,6 +197,7 @@ impl ResultStore {
             .await?;
             let info = CommitInfo {
                 table: name.clone(),
+                kind: TableKind::ResultTable,
                 source: Some(spec.source.clone()).filter(|s| !s.is_empty()),
                 task: Some(spec.task.clone()).filter(|s| !s.is_empty()),
                 model: Some(spec.model.clone()).filter(|s| !s.is_empty()),
@@ -182,32 +205,26 @@ impl ResultStore {
                 rows: streamed.rows,
                 schema: schema.clone(),
             };
-            write::commit(
+            write::sidecars_and_manifest(
                 &store,
-                &siblings,
+                &mut txn,
                 info,
                 streamed.parquet,
                 streamed.index,
                 request.as_ref(),
-                lease.check_held(),
             )
             .await
         }
         .await;
-        match result {
-            Ok(m) => {
-                if let Err(e) = lease.release().await {
-                    tracing::warn!("table {name} committed but its lease was not removed: {e}");
-                }
-                self.catalog.note_table(&name);
-                Ok(m)
-            }
+        let manifest = match written {
+            Ok(m) => txn.commit(m).await?,
             Err(e) => {
-                write::remove_data_siblings(&store, &siblings).await;
-                let _ = lease.release().await;
-                Err(e)
+                txn.abort().await;
+                return Err(e);
             }
-        }
+        };
+        self.catalog.note_table(&name);
+        Ok(manifest)
     }
 
     /// Convenience: writes a table from batches held in memory.
@@ -236,9 +253,8 @@ impl ResultStore {
             .objects
             .iter()
             .filter_map(|m| m.location.filename())
-            .filter_map(naming::split_sibling)
-            .filter(|(_, s)| *s == naming::MANIFEST_SUFFIX)
-            .map(|(n, _)| n.to_string())
+            .filter_map(naming::table_of_manifest)
+            .map(str::to_string)
             .collect();
         names.sort();
         self.catalog.set_tables(&names);
@@ -250,7 +266,17 @@ impl ResultStore {
     pub async fn manifest(&self, name: &str) -> Result<Manifest> {
         naming::validate_table_name(name)?;
         let store = self.object_store().await?;
-        read_manifest(&store, &self.root, name).await
+        read_manifest(&store, &Siblings::table(&self.root, name)?).await
+    }
+
+    /// The columns a table's manifest records, even when its siblings do not verify.
+    pub(crate) async fn manifest_schema(&self, name: &str) -> Option<SchemaRef> {
+        let store = self.object_store().await.ok()?;
+        let s = Siblings::table(&self.root, name).ok()?;
+        let m = txn::read_manifest_at(&store, &s.manifest, name)
+            .await
+            .ok()??;
+        m.schema().ok()
     }
 
     /// Like [`manifest`](Self::manifest), then reads every sibling and checks its CRC32C.
@@ -285,65 +311,72 @@ impl ResultStore {
         self.index_cache.get(&self.root, &store, manifest).await
     }
 
-    /// Un-publishes a table (manifest first), then removes its siblings. Idempotent: a
-    /// missing table or missing siblings are not errors.
+    /// Un-publishes a table (manifest first), then removes the siblings it proves jammi-db
+    /// wrote: each must still be the object the manifest records (its ETag, or its size and
+    /// CRC32C). The Parquet file of a table whose manifest does not say jammi-db wrote it (an
+    /// indexed file, or format 1) is kept. A delete that stops half-way is finished by
+    /// recovery. Idempotent: a missing table is not an error.
     pub async fn delete_table_files(&self, name: &str) -> Result<()> {
         naming::validate_table_name(name)?;
+        let ttl = self.ttl()?;
         let store = self.object_store().await?;
-        let siblings = Siblings::new(&self.root, name)?;
-        for url in std::iter::once(&siblings.manifest).chain(siblings.data()) {
-            match store.delete(&url.object_path()?).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(JammiError::storage(url, e)),
-            }
+        let s = Siblings::table(&self.root, name)?;
+        let Some(m) = txn::read_manifest_at(&store, &s.manifest, name).await? else {
+            self.forget(name);
+            return Ok(());
+        };
+        let removal = delete_sidecars(store, &s, &m, ttl).await?;
+        for kept in &removal.kept {
+            tracing::warn!("kept {kept}: it is not the object table {name} committed");
         }
-        self.catalog.forget_table(name);
-        self.index_cache.clear();
+        for f in m.files.iter().filter(|f| !m.owns(f)) {
+            tracing::info!(
+                "kept {}: the manifest does not record that jammi-db wrote it",
+                f.name
+            );
+        }
+        self.forget(name);
         Ok(())
+    }
+
+    fn forget(&self, name: &str) {
+        self.catalog.forget_table(name);
+        self.index_cache.forget_table(name);
     }
 
     /// Removes what crashed or failed writes left behind. See [`recovery`].
     pub async fn recover(&self) -> Result<RecoveryReport> {
         let store = self.object_store().await?;
-        recovery::recover(&store, &self.root, false).await
+        recovery::recover(&store, &self.root, self.ttl()?, false).await
     }
 
     /// Reports what [`recover`](Self::recover) would remove, removing nothing.
     pub async fn recover_dry_run(&self) -> Result<RecoveryReport> {
         let store = self.object_store().await?;
-        recovery::recover(&store, &self.root, true).await
+        recovery::recover(&store, &self.root, self.ttl()?, true).await
     }
 }
 
-/// Reads `<dir>/<name>.idx.manifest.json` and checks sibling sizes with HEAD requests.
+/// Reads the manifest of `siblings` and checks every sibling it lists exists with the
+/// recorded size (HEAD requests, side by side).
 pub(crate) async fn read_manifest(
     store: &Arc<dyn ObjectStore>,
-    dir: &StorageUrl,
-    name: &str,
+    siblings: &Siblings,
 ) -> Result<Manifest> {
-    let siblings = Siblings::new(dir, name)?;
-    let bytes = match store.get(&siblings.manifest.object_path()?).await {
-        Ok(r) => r
-            .bytes()
-            .await
-            .map_err(|e| JammiError::storage(&siblings.manifest, e))?,
-        Err(object_store::Error::NotFound { .. }) => {
-            return Err(JammiError::NotFound {
-                kind: "result table",
-                name: name.to_string(),
-            });
-        }
-        Err(e) => return Err(JammiError::storage(&siblings.manifest, e)),
+    let Some(m) = txn::read_manifest_at(store, &siblings.manifest, &siblings.stem).await? else {
+        return Err(JammiError::NotFound {
+            kind: "result table",
+            name: siblings.stem.clone(),
+        });
     };
-    let m = Manifest::from_json(name, &bytes)?;
     let checks: Vec<_> = m
         .files
         .iter()
         .cloned()
         .map(|f| {
             let store = store.clone();
-            let dir = dir.as_prefix();
-            let table = name.to_string();
+            let dir = siblings.dir.clone();
+            let table = siblings.stem.clone();
             async move {
                 let url = dir.join(&f.name)?;
                 let reason = match store.head(&url.object_path()?).await {
@@ -363,40 +396,115 @@ pub(crate) async fn read_manifest(
     Ok(m)
 }
 
-/// Builds sidecars for an existing Parquet file (the `jammi.vector_column` SQL path): reads
-/// the vector column, builds the index, then commits index, rowmap and manifest next to the
-/// file. The Parquet file itself is only read (and checksummed), never rewritten.
+/// Removes a committed table's manifest, then the objects it records that jammi-db wrote and
+/// that are still the recorded ones, under a `deleting` lease (finished by recovery if the
+/// process dies half-way). The indexed file of sidecars is never touched.
+pub(crate) async fn delete_sidecars(
+    store: Arc<dyn ObjectStore>,
+    siblings: &Siblings,
+    manifest: &Manifest,
+    ttl: Duration,
+) -> Result<txn::Removal> {
+    let mut txn = Txn::begin(store, siblings, &[], LeaseState::Deleting, ttl).await?;
+    let owned: Vec<OwnedObject> = manifest
+        .files
+        .iter()
+        .filter(|f| manifest.owns(f))
+        .map(|f| OwnedObject {
+            name: f.name.clone(),
+            size: f.size,
+            crc32c: f.crc32c,
+            e_tag: f.e_tag.clone(),
+        })
+        .collect();
+    if let Err(e) = txn.plan_delete(manifest, owned).await {
+        txn.abort().await;
+        return Err(e);
+    }
+    txn.finish_delete().await
+}
+
+/// The committed sidecars of the Parquet file `parquet`: under the current naming, else
+/// under the older one (cut at the first dot) when their manifest records this very file.
+/// Whether they still fit the file is [`identity::check`]'s question.
+pub(crate) async fn find_sidecars(
+    store: &Arc<dyn ObjectStore>,
+    parquet: &StorageUrl,
+) -> Result<Option<Manifest>> {
+    let mut candidates = vec![Siblings::of_file(parquet)?];
+    candidates.extend(Siblings::legacy_of_file(parquet)?);
+    for siblings in candidates {
+        match read_manifest(store, &siblings).await {
+            Ok(m)
+                if m.file(FileRole::Parquet)
+                    .is_some_and(|f| f.name == parquet.file_name()) =>
+            {
+                return Ok(Some(m));
+            }
+            Ok(_) | Err(JammiError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// Options of indexing an existing Parquet file.
+pub(crate) struct IndexFileRequest<'a> {
+    pub column: &'a str,
+    pub params: IndexParams,
+    pub key_column: Option<&'a str>,
+    pub progress: Option<&'a dyn crate::index::progress::BuildProgress>,
+    pub ttl: Duration,
+}
+
+/// Builds sidecars for an existing Parquet file (the `jammi.vector_column` SQL path) under
+/// the file's lease: reads the vector column, builds the index, then commits index, rowmap
+/// and manifest next to the file. The manifest records the file's size, CRC32C and store
+/// version, so a later change to the file is detected. The file itself is only read.
 pub(crate) async fn index_existing(
     store: Arc<dyn ObjectStore>,
     parquet: &StorageUrl,
-    column: &str,
-    params: IndexParams,
-    key_column: Option<&str>,
-    progress: Option<&indicatif::ProgressBar>,
+    req: IndexFileRequest<'_>,
 ) -> Result<Manifest> {
-    let name = parquet.file_stem();
-    let dir = parquet.parent();
-    let siblings = Siblings {
-        parquet: parquet.clone(),
-        ..Siblings::new(&dir, &name)?
-    };
+    let s = Siblings::of_file(parquet)?;
+    let creates = [&s.index, &s.rowmap, &s.manifest];
+    let mut txn = Txn::begin(store.clone(), &s, &creates, LeaseState::Writing, req.ttl).await?;
+    match build_for_file(&store, &mut txn, parquet, &req).await {
+        Ok(m) => txn.commit(m).await,
+        Err(e) => {
+            txn.abort().await;
+            Err(e)
+        }
+    }
+}
+
+async fn build_for_file(
+    store: &Arc<dyn ObjectStore>,
+    txn: &mut Txn,
+    parquet: &StorageUrl,
+    req: &IndexFileRequest<'_>,
+) -> Result<Manifest> {
+    let before = store
+        .head(&parquet.object_path()?)
+        .await
+        .map_err(|e| JammiError::storage(parquet, e))?;
     let read::VectorScan {
         file_schema,
         field,
         key_field,
         rows,
         mut batches,
-    } = read::vector_batches(&store, parquet, column, key_column).await?;
-    if let Some(pb) = progress {
-        pb.set_length(rows);
+    } = read::vector_batches(store, parquet, req.column, req.key_column).await?;
+    if let Some(p) = req.progress {
+        p.start(&parquet.file_name(), rows);
     }
     let request = IndexRequest {
-        column: column.to_string(),
-        params,
-        key_column: key_column.map(str::to_string),
+        column: req.column.to_string(),
+        params: req.params,
+        key_column: req.key_column.map(str::to_string),
     };
-    let dims = crate::index::vectors::check_vector_type(column, field.data_type())?;
-    let mut builder = crate::index::build::IndexBuilder::new(column, params, dims);
+    let dims = crate::index::vectors::check_vector_type(req.column, field.data_type())?;
+    let mut builder = crate::index::build::IndexBuilder::new(req.column, req.params, dims);
     if let Some(k) = &key_field {
         builder = builder.with_keys(k)?;
     }
@@ -412,50 +520,46 @@ pub(crate) async fn index_existing(
                 tokio::join!(builder.add_batch_blocking(vectors, keys), batches.next());
             builder = added?;
             next = following;
-            if let Some(pb) = progress {
-                pb.inc(n);
+            if let Some(p) = req.progress {
+                p.advance(n);
             }
         }
         builder.finish_blocking().await
     };
-    let (finished, checksum) = tokio::join!(build, read::object_crc(&store, parquet));
+    let (finished, checksum) = tokio::join!(build, read::object_crc(store, parquet));
     let Some(built) = write::BuiltIndex::from_finished(finished?) else {
         return Err(JammiError::InvalidInput(format!(
-            "column '{column}' of {parquet} has no non-NULL vectors to index"
+            "column '{}' of {parquet} has no non-NULL vectors to index",
+            req.column
         )));
     };
     let (size, crc32c) = checksum?;
+    let after = store
+        .head(&parquet.object_path()?)
+        .await
+        .map_err(|e| JammiError::storage(parquet, e))?;
+    if after.size != before.size || after.e_tag != before.e_tag || size != after.size {
+        return Err(JammiError::InvalidInput(format!(
+            "{parquet} changed while it was being indexed; run the statement again"
+        )));
+    }
     let parquet_entry = FileEntry {
         role: FileRole::Parquet,
-        name: String::new(),
+        name: parquet.file_name(),
         size,
         crc32c,
+        e_tag: after.e_tag,
+        version: after.version,
     };
     let info = CommitInfo {
-        table: name,
+        table: txn.siblings().stem.clone(),
+        kind: TableKind::IndexedFile,
         source: None,
         task: None,
         model: None,
-        key_column: key_column.map(str::to_string),
+        key_column: req.key_column.map(str::to_string),
         rows,
         schema: file_schema,
     };
-    let result = write::commit(
-        &store,
-        &siblings,
-        info,
-        parquet_entry,
-        Some(built),
-        Some(&request),
-        async { Ok(()) },
-    )
-    .await;
-    if result.is_err() {
-        for url in [&siblings.index, &siblings.rowmap] {
-            if let Ok(p) = url.object_path() {
-                let _ = store.delete(&p).await;
-            }
-        }
-    }
-    result
+    write::sidecars_and_manifest(store, txn, info, parquet_entry, Some(built), Some(&request)).await
 }

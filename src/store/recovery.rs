@@ -1,36 +1,51 @@
-//! The recovery pass: removes what crashed or failed writes and interrupted deletes left
-//! under a root, without touching committed tables or live writers' files.
+//! The recovery pass: finishes or undoes the operations whose holders died, and removes
+//! nothing else.
 //!
-//! For every table name seen under the root (from its siblings or its lease):
-//! - a manifest exists → committed: kept (a stale lease beside it is removed; a sibling that
-//!   no longer matches the manifest is reported as broken, never deleted);
-//! - no manifest and a live lease → a write in progress: skipped;
-//! - no manifest and no live lease → removed: data siblings first, then the lease.
+//! Every object jammi-db may remove is named, before it exists, by a lease
+//! (`<stem>.idx.lease.json`, see [`lease`](crate::store::lease)) that also records its size
+//! and CRC32C before it becomes visible. The pass lists the root, and for each lease whose
+//! holder is dead: publishes a write that reached `committing` (its objects still prove
+//! theirs), completes a `deleting`, or removes the recorded objects that still prove to be
+//! the ones written — then the lease. Live leases are reported, never touched. Any other
+//! object under the root — committed tables, user files, files named like result tables or
+//! sidecars — is never removed, whatever its name.
 //!
-//! Deletes are idempotent (NotFound is success), so two passes may run at once. Multipart
-//! uploads that a crash left open cannot be listed through object_store; the local backend
-//! stages them as `<file>#<n>` files, which are removed here, and cloud buckets should carry
-//! the usual abort-incomplete-multipart lifecycle rule.
+//! Leases of format 1 (`_jammi/leases/<table>.json`) named no objects: a dead one is
+//! removed, the objects its write left are not (nothing proves them).
+//!
+//! Multipart uploads a crash left open on a cloud bucket cannot be listed through
+//! object_store; buckets should carry the usual abort-incomplete-multipart lifecycle rule.
+//! The local backend stages them as `<file>#<n>` files: those of a dead lease's planned
+//! objects, made after the lease, are removed with it.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
+use serde::Deserialize;
 
 use crate::error::{JammiError, Result};
+use crate::format::naming;
 use crate::storage::StorageUrl;
-use crate::store::lease;
-use crate::store::naming::{self, MANIFEST_SUFFIX};
+use crate::store::lease::{self, Found};
+use crate::store::txn;
 
 /// What a recovery pass found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
-    /// Uncommitted tables whose files were (or, in a dry run, would be) removed.
+    /// Dead writes undone: their recorded objects were (or, in a dry run, would be) removed.
     pub reclaimed_tables: Vec<String>,
+    /// Dead writes that had reached their commit point, published now (or in a dry run,
+    /// to publish).
+    pub completed_commits: Vec<String>,
+    /// Dead deletes completed.
+    pub completed_deletes: Vec<String>,
     /// Objects removed (or to remove), as URLs.
     pub removed_objects: Vec<String>,
-    /// Uncommitted tables skipped because their writer is alive.
+    /// Objects a dead write recorded but that another object has replaced: kept.
+    pub kept_objects: Vec<String>,
+    /// Operations skipped because their holder is alive.
     pub live_writes: Vec<String>,
     /// Committed tables whose siblings do not match the manifest (kept, reported).
     pub broken_tables: Vec<String>,
@@ -41,21 +56,17 @@ pub struct RecoveryReport {
 impl RecoveryReport {
     /// `true` when nothing needed doing.
     pub fn is_clean(&self) -> bool {
-        self.removed_objects.is_empty() && self.broken_tables.is_empty()
+        self.removed_objects.is_empty()
+            && self.completed_commits.is_empty()
+            && self.broken_tables.is_empty()
     }
 }
 
-#[derive(Default)]
-struct Group {
-    objects: BTreeMap<String, u64>,
-    manifest: bool,
-    lease: bool,
-}
-
-/// Runs the pass over `root`; with `dry_run` nothing is deleted.
+/// Runs the pass over `root`; with `dry_run` nothing is changed.
 pub async fn recover(
     store: &Arc<dyn ObjectStore>,
     root: &StorageUrl,
+    ttl: Duration,
     dry_run: bool,
 ) -> Result<RecoveryReport> {
     let root = root.as_prefix();
@@ -63,121 +74,150 @@ pub async fn recover(
         .list_with_delimiter(Some(&root.object_path()?))
         .await
         .map_err(|e| JammiError::storage(&root, e))?;
-    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
-    for meta in &listed.objects {
-        let Some(file) = meta.location.filename() else {
-            continue;
-        };
-        let Some((name, suffix)) = naming::split_sibling(file) else {
-            continue;
-        };
-        let g = groups.entry(name.to_string()).or_default();
-        g.objects.insert(file.to_string(), meta.size);
-        g.manifest |= suffix == MANIFEST_SUFFIX;
-    }
-    let lease_dir = root.join("_jammi/leases/")?;
-    let leases: Vec<_> = store
-        .list(Some(&lease_dir.object_path()?))
-        .try_collect()
-        .await
-        .map_err(|e| JammiError::storage(&lease_dir, e))?;
-    for meta in &leases {
-        if let Some(name) = meta
-            .location
-            .filename()
-            .and_then(|f| f.strip_suffix(".json"))
-        {
-            groups.entry(name.to_string()).or_default().lease = true;
-        }
-    }
-    let staged = staged_local_files(&root);
-
     let mut report = RecoveryReport::default();
-    for (name, g) in &groups {
-        let lease_url = lease::lease_url(&root, name)?;
-        let held = if g.lease {
-            lease::read(store, &lease_url).await?
-        } else {
-            None
+    let files: Vec<String> = listed
+        .objects
+        .iter()
+        .filter_map(|m| m.location.filename().map(str::to_string))
+        .collect();
+    for file in &files {
+        let Some(stem) = naming::stem_of_lease(file) else {
+            continue;
         };
-        let live = held.as_ref().is_some_and(|l| l.is_live());
-        if g.manifest {
-            report.committed_tables += 1;
-            match crate::store::read_manifest(store, &root, name).await {
-                Ok(_) => {}
-                Err(JammiError::Corrupt { .. }) => report.broken_tables.push(name.clone()),
-                Err(JammiError::NotFound { .. }) => continue, // deleted meanwhile
-                Err(e) => return Err(e),
-            }
-            if g.lease && !live {
-                remove(store, &lease_url, dry_run, &mut report).await?;
-            }
+        let url = root.join(file)?;
+        settle_one(store, &root, &url, stem, ttl, dry_run, &mut report).await?;
+    }
+    // Committed tables are counted after the leases: a pass may have published some.
+    let listed = if report.completed_commits.is_empty() || dry_run {
+        files
+    } else {
+        list_names(store, &root).await?
+    };
+    for file in &listed {
+        let Some(name) = naming::table_of_manifest(file) else {
             continue;
-        }
-        if live {
-            report.live_writes.push(name.clone());
-            continue;
-        }
-        report.reclaimed_tables.push(name.clone());
-        for file in g.objects.keys() {
-            remove(store, &root.join(file)?, dry_run, &mut report).await?;
-        }
-        if g.lease {
-            remove(store, &lease_url, dry_run, &mut report).await?;
+        };
+        report.committed_tables += 1;
+        let siblings = naming::Siblings::table(&root, name)?;
+        match crate::store::read_manifest(store, &siblings).await {
+            Ok(_) | Err(JammiError::NotFound { .. }) => {}
+            Err(JammiError::Corrupt { .. }) => report.broken_tables.push(name.to_string()),
+            Err(e) => return Err(e),
         }
     }
-    for path in staged {
-        let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
-            continue;
-        };
-        let base = file.split('#').next().unwrap_or(file);
-        let owner = naming::split_sibling(base).map(|(n, _)| n.to_string());
-        let owner_live = match &owner {
-            Some(n) => report.live_writes.contains(n),
-            None => true,
-        };
-        if !owner_live {
-            report.removed_objects.push(format!("{}", path.display()));
-            if !dry_run {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
-    }
+    remove_dead_v1_leases(store, &root, ttl, dry_run, &mut report).await?;
     Ok(report)
 }
 
-async fn remove(
+async fn list_names(store: &Arc<dyn ObjectStore>, root: &StorageUrl) -> Result<Vec<String>> {
+    let listed = store
+        .list_with_delimiter(Some(&root.object_path()?))
+        .await
+        .map_err(|e| JammiError::storage(root, e))?;
+    Ok(listed
+        .objects
+        .iter()
+        .filter_map(|m| m.location.filename().map(str::to_string))
+        .collect())
+}
+
+async fn settle_one(
     store: &Arc<dyn ObjectStore>,
+    root: &StorageUrl,
     url: &StorageUrl,
+    stem: &str,
+    ttl: Duration,
     dry_run: bool,
     report: &mut RecoveryReport,
 ) -> Result<()> {
-    report.removed_objects.push(url.to_string());
-    if dry_run {
+    let found = match lease::read(store, url).await? {
+        Found::Lease(r) if r.lease.stem == stem => r,
+        // Gone meanwhile, or not a lease of ours: never touched.
+        _ => return Ok(()),
+    };
+    if found.lease.is_live(lease::renews(root), ttl) {
+        report.live_writes.push(stem.to_string());
         return Ok(());
     }
-    match store.delete(&url.object_path()?).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(JammiError::storage(url, e)),
+    let state = found.lease.state;
+    let settled = txn::settle(store, root, url, *found, ttl, dry_run).await?;
+    if settled.skipped {
+        return Ok(());
+    }
+    if settled.published {
+        report.completed_commits.push(stem.to_string());
+    } else if state == lease::LeaseState::Deleting {
+        report.completed_deletes.push(stem.to_string());
+    } else {
+        report.reclaimed_tables.push(stem.to_string());
+    }
+    report.removed_objects.extend(settled.removal.removed);
+    report.kept_objects.extend(settled.removal.kept);
+    report.removed_objects.push(url.to_string());
+    Ok(())
+}
+
+/// A lease of format 1.
+#[derive(Deserialize)]
+struct LeaseV1 {
+    table: String,
+    host: String,
+    pid: u32,
+    expires_ms: i64,
+}
+
+impl LeaseV1 {
+    fn is_dead(&self) -> bool {
+        if self.host == lease::host() && cfg!(target_os = "linux") {
+            return !std::path::Path::new(&format!("/proc/{}", self.pid)).exists();
+        }
+        self.expires_ms < lease::now_ms()
     }
 }
 
-/// Staged multipart parts (`<file>#<n>`) of the local backend under a `file://` root.
-fn staged_local_files(root: &StorageUrl) -> Vec<std::path::PathBuf> {
-    let Some(dir) = root.local_path() else {
-        return Vec::new();
-    };
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let names: BTreeSet<std::path::PathBuf> = rd
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|f| f.to_str())
-                .is_some_and(|f| f.contains('#'))
-        })
-        .collect();
-    names.into_iter().collect()
+/// Removes dead format-1 leases (`_jammi/leases/<table>.json`); they name no objects.
+async fn remove_dead_v1_leases(
+    store: &Arc<dyn ObjectStore>,
+    root: &StorageUrl,
+    ttl: Duration,
+    dry_run: bool,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let dir = root.join("_jammi/leases/")?;
+    let metas: Vec<_> = store
+        .list(Some(&dir.object_path()?))
+        .try_collect()
+        .await
+        .map_err(|e| JammiError::storage(&dir, e))?;
+    for meta in metas {
+        let Some(file) = meta.location.filename() else {
+            continue;
+        };
+        let url = dir.join(file)?;
+        let bytes = match store.get(&meta.location).await {
+            Ok(r) => r.bytes().await.map_err(|e| JammiError::storage(&url, e))?,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(JammiError::storage(&url, e)),
+        };
+        let Ok(old) = serde_json::from_slice::<LeaseV1>(&bytes) else {
+            continue;
+        };
+        if file != format!("{}.json", old.table) {
+            continue;
+        }
+        // Allow one TTL of clock skew, as for current leases.
+        let skewed = old.expires_ms + ttl.as_millis() as i64 > lease::now_ms();
+        if !old.is_dead() || (old.host != lease::host() && skewed) {
+            report.live_writes.push(old.table);
+            continue;
+        }
+        if !dry_run {
+            match store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(JammiError::storage(&url, e)),
+            }
+        }
+        report.removed_objects.push(url.to_string());
+    }
+    Ok(())
 }

@@ -12,20 +12,19 @@ use datafusion::parquet::arrow::{ArrowSchemaConverter, AsyncArrowWriter};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
-use object_store::buffered::BufWriter;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
-use tokio::io::AsyncWriteExt;
+use object_store::{MultipartUpload, ObjectStore, PutMode, PutPayload, PutResult};
+use tokio::task::JoinSet;
 
 use crate::error::{JammiError, Result};
+use crate::format::manifest::{
+    FORMAT_VERSION, FileEntry, FileRole, IndexInfo, Manifest, TableKind, encode_schema,
+};
+use crate::format::rowmap::{self, SpilledKeys};
 use crate::index::IndexParams;
 use crate::index::build::{Finished, IndexBuilder};
-use crate::index::rowmap::{self, SpilledKeys};
 use crate::index::vectors::check_vector_type;
 use crate::storage::StorageUrl;
-use crate::store::manifest::{
-    FORMAT_VERSION, FileEntry, FileRole, IndexInfo, Manifest, encode_schema,
-};
-use crate::store::naming::{INDEX_SUFFIX, MANIFEST_SUFFIX, PARQUET_SUFFIX, ROWMAP_SUFFIX};
+use crate::store::txn::Txn;
 
 /// Upload part size for multipart uploads of a size not known up front (Parquet): the
 /// smallest S3 accepts, as the parts in flight add to a write's peak memory beside the
@@ -84,17 +83,24 @@ pub fn writer_properties(schema: &Schema, vector_column: Option<&str>) -> Writer
     b.build()
 }
 
-/// A multipart upload that computes its CRC32C and size as bytes pass through.
+/// An upload that computes its size and CRC32C as bytes pass through and completes only
+/// when asked, so the caller can record both (the lease's proof of the object) first.
+/// Parts of `part` bytes go out as a multipart upload, two in flight; an object smaller
+/// than one part is a single create-only PUT.
 pub(crate) struct CrcUpload {
-    inner: BufWriter,
+    store: Arc<dyn ObjectStore>,
+    url: StorageUrl,
+    part: usize,
+    buffered: Vec<Bytes>,
+    buffered_len: usize,
+    upload: Option<Box<dyn MultipartUpload>>,
+    parts: JoinSet<object_store::Result<()>>,
     crc: u32,
     len: u64,
-    /// Set once shutdown was attempted: `BufWriter::abort` must not follow it.
-    shut: bool,
 }
 
 impl CrcUpload {
-    pub(crate) fn new(store: Arc<dyn ObjectStore>, url: &StorageUrl) -> Result<Self> {
+    pub(crate) fn new(store: Arc<dyn ObjectStore>, url: &StorageUrl) -> Self {
         Self::with_part_size(store, url, PART)
     }
 
@@ -103,47 +109,164 @@ impl CrcUpload {
         store: Arc<dyn ObjectStore>,
         url: &StorageUrl,
         part: usize,
-    ) -> Result<Self> {
-        Ok(CrcUpload {
-            inner: BufWriter::with_capacity(store, url.object_path()?, part)
-                .with_max_concurrency(PARTS_IN_FLIGHT),
+    ) -> Self {
+        CrcUpload {
+            store,
+            url: url.clone(),
+            part,
+            buffered: Vec::new(),
+            buffered_len: 0,
+            upload: None,
+            parts: JoinSet::new(),
             crc: 0,
             len: 0,
-            shut: false,
-        })
+        }
+    }
+
+    /// Size and CRC32C of everything put so far.
+    pub(crate) fn size_crc(&self) -> (u64, u32) {
+        (self.len, self.crc)
     }
 
     /// Appends owned bytes, which the upload keeps without copying.
-    pub(crate) async fn put(&mut self, bytes: Bytes) -> std::io::Result<()> {
+    pub(crate) async fn put(&mut self, bytes: Bytes) -> Result<()> {
         self.crc = crc32c::crc32c_append(self.crc, &bytes);
         self.len += bytes.len() as u64;
-        self.inner.put(bytes).await.map_err(std::io::Error::other)
+        self.buffered_len += bytes.len();
+        self.buffered.push(bytes);
+        if self.buffered_len >= self.part {
+            self.send_part().await?;
+        }
+        Ok(())
     }
 
-    pub(crate) async fn finish(&mut self) -> std::io::Result<(u64, u32)> {
-        self.shut = true;
-        self.inner.shutdown().await?;
-        Ok((self.len, self.crc))
+    fn storage_err(&self, e: object_store::Error) -> JammiError {
+        JammiError::storage(&self.url, e)
     }
 
+    async fn send_part(&mut self) -> Result<()> {
+        if self.upload.is_none() {
+            let path = self.url.object_path()?;
+            let up = self
+                .store
+                .put_multipart_opts(&path, Default::default())
+                .await
+                .map_err(|e| self.storage_err(e))?;
+            self.upload = Some(up);
+        }
+        while self.parts.len() >= PARTS_IN_FLIGHT {
+            self.join_one().await?;
+        }
+        let payload: PutPayload = std::mem::take(&mut self.buffered).into_iter().collect();
+        self.buffered_len = 0;
+        let part = self
+            .upload
+            .as_mut()
+            .expect("started above")
+            .put_part(payload);
+        self.parts.spawn(part);
+        Ok(())
+    }
+
+    async fn join_one(&mut self) -> Result<()> {
+        match self.parts.join_next().await {
+            Some(Ok(r)) => r.map_err(|e| self.storage_err(e)),
+            Some(Err(e)) => Err(JammiError::Index(format!("upload task: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Uploads what is buffered (a multipart upload's last part) and waits for every part.
+    pub(crate) async fn flush(&mut self) -> Result<()> {
+        if self.upload.is_some() && self.buffered_len > 0 {
+            self.send_part().await?;
+        }
+        while !self.parts.is_empty() {
+            self.join_one().await?;
+        }
+        Ok(())
+    }
+
+    /// Makes the object visible: completes the multipart upload, or PUTs a small object
+    /// create-only. Call [`flush`](Self::flush) first.
+    pub(crate) async fn complete(&mut self) -> Result<PutResult> {
+        self.flush().await?;
+        let done = match self.upload.as_mut() {
+            Some(up) => up.complete().await,
+            None => {
+                let payload: PutPayload = std::mem::take(&mut self.buffered).into_iter().collect();
+                let path = self.url.object_path()?;
+                self.store
+                    .put_opts(&path, payload, PutMode::Create.into())
+                    .await
+            }
+        };
+        done.map_err(|e| match e {
+            object_store::Error::AlreadyExists { .. } => JammiError::NotOwned {
+                url: self.url.to_string(),
+                hint: "another program created it during the write".into(),
+            },
+            e => self.storage_err(e),
+        })
+    }
+
+    /// Abandons a multipart upload (best effort: the store's lifecycle rules or recovery
+    /// remove what an abort cannot).
     pub(crate) async fn abort(&mut self) {
-        if !self.shut {
-            let _ = self.inner.abort().await;
+        self.parts.abort_all();
+        if let Some(mut up) = self.upload.take() {
+            let _ = up.abort().await;
         }
     }
 }
 
 impl AsyncFileWriter for CrcUpload {
     fn write(&mut self, bs: Bytes) -> BoxFuture<'_, datafusion::parquet::errors::Result<()>> {
-        Box::pin(async move { self.put(bs).await.map_err(Into::into) })
-    }
-
-    fn complete(&mut self) -> BoxFuture<'_, datafusion::parquet::errors::Result<()>> {
         Box::pin(async move {
-            self.shut = true;
-            self.inner.shutdown().await.map_err(Into::into)
+            self.put(bs)
+                .await
+                .map_err(|e| datafusion::parquet::errors::ParquetError::External(Box::new(e)))
         })
     }
+
+    /// Called when the Parquet writer is done: uploads every byte but leaves the object
+    /// invisible until [`CrcUpload::complete`].
+    fn complete(&mut self) -> BoxFuture<'_, datafusion::parquet::errors::Result<()>> {
+        Box::pin(async move {
+            self.flush()
+                .await
+                .map_err(|e| datafusion::parquet::errors::ParquetError::External(Box::new(e)))
+        })
+    }
+}
+
+/// Completes `upload` after recording its size and CRC32C in the lease; on any error the
+/// multipart upload is abandoned.
+pub(crate) async fn finish_upload(
+    txn: &mut Txn,
+    upload: &mut CrcUpload,
+    role: FileRole,
+) -> Result<FileEntry> {
+    let done = async {
+        upload.flush().await?;
+        let (size, crc32c) = upload.size_crc();
+        txn.intend(&upload.url, size, crc32c).await?;
+        let put = upload.complete().await?;
+        txn.completed(&upload.url, put.e_tag.clone());
+        Ok(FileEntry {
+            role,
+            name: upload.url.file_name(),
+            size,
+            crc32c,
+            e_tag: put.e_tag,
+            version: put.version,
+        })
+    }
+    .await;
+    if done.is_err() {
+        upload.abort().await;
+    }
+    done
 }
 
 /// What to index while writing.
@@ -182,9 +305,11 @@ pub(crate) struct Streamed {
     pub index: Option<BuiltIndex>,
 }
 
-/// Streams `batches` to `url` as Parquet, building the index of `request` on the way.
+/// Streams `batches` to `url` as Parquet, building the index of `request` on the way; the
+/// file becomes visible once `txn` recorded its size and checksum.
 pub(crate) async fn stream_parquet<S>(
     store: Arc<dyn ObjectStore>,
+    txn: &mut Txn,
     url: &StorageUrl,
     schema: SchemaRef,
     mut batches: S,
@@ -218,7 +343,7 @@ where
         }
         None => (None, None, None),
     };
-    let upload = CrcUpload::new(store, url)?;
+    let upload = CrcUpload::new(store, url);
     let mut writer = AsyncArrowWriter::try_new(
         upload,
         schema.clone(),
@@ -262,12 +387,7 @@ where
         upload.abort().await;
         return Err(e);
     }
-    let parquet = FileEntry {
-        role: FileRole::Parquet,
-        name: String::new(),
-        size: upload.len,
-        crc32c: upload.crc,
-    };
+    let parquet = finish_upload(txn, &mut upload, FileRole::Parquet).await?;
     let index = match builder {
         Some(b) => BuiltIndex::from_finished(b.finish_blocking().await?),
         None => None,
@@ -305,6 +425,7 @@ pub(crate) fn column_names(schema: &SchemaRef) -> String {
 /// Saves `index` through a temp file (USearch's file API) and uploads it with its checksum.
 pub(crate) async fn upload_index(
     store: Arc<dyn ObjectStore>,
+    txn: &mut Txn,
     url: &StorageUrl,
     index: Arc<usearch::Index>,
 ) -> Result<FileEntry> {
@@ -323,91 +444,32 @@ pub(crate) async fn upload_index(
     // part-count limit (an index of 1M 384-d vectors is ~1.6 GiB).
     let size = file.metadata().await?.len();
     let part = PART.max(size.div_ceil(MAX_PARTS) as usize);
-    let mut upload = CrcUpload::with_part_size(store, url, part)?;
-    let mut buf = bytes::BytesMut::new();
-    let result: std::io::Result<(u64, u32)> = async {
+    let mut upload = CrcUpload::with_part_size(store, url, part);
+    let read: Result<()> = async {
         use tokio::io::AsyncReadExt;
+        let mut buf = bytes::BytesMut::new();
         loop {
             if buf.capacity() == 0 {
                 buf.reserve(part);
             }
             if file.read_buf(&mut buf).await? == 0 {
-                break;
+                return Ok(());
             }
             upload.put(buf.split().freeze()).await?;
         }
-        upload.finish().await
     }
     .await;
-    match result {
-        Ok((size, crc32c)) => Ok(FileEntry {
-            role: FileRole::Index,
-            name: String::new(),
-            size,
-            crc32c,
-        }),
-        Err(e) => {
-            upload.abort().await;
-            Err(JammiError::Storage {
-                url: url.to_string(),
-                source: object_store::Error::Generic {
-                    store: "upload",
-                    source: Box::new(e),
-                },
-            })
-        }
+    if let Err(e) = read {
+        upload.abort().await;
+        return Err(e);
     }
-}
-
-/// Puts a small object and returns its entry.
-pub(crate) async fn put_small(
-    store: &Arc<dyn ObjectStore>,
-    url: &StorageUrl,
-    role: FileRole,
-    bytes: Vec<u8>,
-) -> Result<FileEntry> {
-    let entry = FileEntry {
-        role,
-        name: url.file_name(),
-        size: bytes.len() as u64,
-        crc32c: crc32c::crc32c(&bytes),
-    };
-    store
-        .put(&url.object_path()?, PutPayload::from(bytes))
-        .await
-        .map_err(|e| JammiError::storage(url, e))?;
-    Ok(entry)
-}
-
-/// Sibling URLs of a table `name` in directory `dir`.
-#[derive(Debug, Clone)]
-pub(crate) struct Siblings {
-    pub parquet: StorageUrl,
-    pub index: StorageUrl,
-    pub rowmap: StorageUrl,
-    pub manifest: StorageUrl,
-}
-
-impl Siblings {
-    pub(crate) fn new(dir: &StorageUrl, name: &str) -> Result<Self> {
-        let dir = dir.as_prefix();
-        Ok(Siblings {
-            parquet: dir.join(&format!("{name}{PARQUET_SUFFIX}"))?,
-            index: dir.join(&format!("{name}{INDEX_SUFFIX}"))?,
-            rowmap: dir.join(&format!("{name}{ROWMAP_SUFFIX}"))?,
-            manifest: dir.join(&format!("{name}{MANIFEST_SUFFIX}"))?,
-        })
-    }
-
-    /// The data siblings (not the manifest), in write order.
-    pub(crate) fn data(&self) -> [&StorageUrl; 3] {
-        [&self.parquet, &self.index, &self.rowmap]
-    }
+    finish_upload(txn, &mut upload, FileRole::Index).await
 }
 
 /// Everything the manifest needs besides the files.
 pub(crate) struct CommitInfo {
     pub table: String,
+    pub kind: TableKind,
     pub source: Option<String>,
     pub task: Option<String>,
     pub model: Option<String>,
@@ -416,40 +478,31 @@ pub(crate) struct CommitInfo {
     pub schema: SchemaRef,
 }
 
-/// Uploads index and rowmap (if any), then publishes the manifest create-only.
-/// `before_publish` runs right before the manifest (lease check).
-pub(crate) async fn commit<F>(
+/// Uploads the index and rowmap of `index` (if any) under `txn`, and returns the manifest
+/// to commit: `parquet` first, then the sidecars. `writer` is set at commit.
+pub(crate) async fn sidecars_and_manifest(
     store: &Arc<dyn ObjectStore>,
-    siblings: &Siblings,
+    txn: &mut Txn,
     info: CommitInfo,
-    mut parquet: FileEntry,
+    parquet: FileEntry,
     index: Option<BuiltIndex>,
     request: Option<&IndexRequest>,
-    before_publish: F,
-) -> Result<Manifest>
-where
-    F: std::future::Future<Output = Result<()>>,
-{
-    parquet.name = siblings.parquet.file_name();
+) -> Result<Manifest> {
     let mut files = vec![parquet];
     let mut index_info = None;
     if let (Some(built), Some(req)) = (index, request) {
+        let siblings = txn.siblings().clone();
         let vectors = built.rowmap.len() as u64;
         let dims = built.dimensions;
         // The index is dropped once saved, before the rowmap (and its keys) is read.
-        let mut e = upload_index(store.clone(), &siblings.index, built.index).await?;
-        e.name = siblings.index.file_name();
-        files.push(e);
+        files.push(upload_index(store.clone(), txn, &siblings.index, built.index).await?);
         let keys = built.keys.as_ref().map(SpilledKeys::read).transpose()?;
-        files.push(
-            put_small(
-                store,
-                &siblings.rowmap,
-                FileRole::Rowmap,
-                rowmap::encode(&built.rowmap, keys.as_deref()),
-            )
-            .await?,
-        );
+        let bytes = rowmap::encode(&built.rowmap, keys.as_deref());
+        // One create-only PUT: the rowmap is small beside the index.
+        let mut upload =
+            CrcUpload::with_part_size(store.clone(), &siblings.rowmap, (bytes.len() + 1).max(PART));
+        upload.put(Bytes::from(bytes)).await?;
+        files.push(finish_upload(txn, &mut upload, FileRole::Rowmap).await?);
         index_info = Some(IndexInfo {
             column: req.column.clone(),
             dimensions: dims,
@@ -462,10 +515,12 @@ where
             usearch_version: usearch::version().to_string(),
         });
     }
-    let manifest = Manifest {
+    Ok(Manifest {
         format_version: FORMAT_VERSION,
         table: info.table,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        writer: None,
+        kind: Some(info.kind),
         source: info.source,
         task: info.task,
         model: info.model,
@@ -474,30 +529,5 @@ where
         schema_ipc: encode_schema(&info.schema),
         index: index_info,
         files,
-    };
-    before_publish.await?;
-    store
-        .put_opts(
-            &siblings.manifest.object_path()?,
-            PutPayload::from(manifest.to_json()),
-            PutMode::Create.into(),
-        )
-        .await
-        .map_err(|e| match e {
-            object_store::Error::AlreadyExists { .. } => JammiError::AlreadyExists {
-                kind: "result table",
-                name: manifest.table.clone(),
-            },
-            e => JammiError::storage(&siblings.manifest, e),
-        })?;
-    Ok(manifest)
-}
-
-/// Best-effort removal of a failed write's data siblings (recovery finishes what fails).
-pub(crate) async fn remove_data_siblings(store: &Arc<dyn ObjectStore>, siblings: &Siblings) {
-    for url in siblings.data() {
-        if let Ok(p) = url.object_path() {
-            let _ = store.delete(&p).await;
-        }
-    }
+    })
 }

@@ -285,14 +285,14 @@ async fn concurrent_writers_never_lose_a_catalog_entry() {
         let cat = if i % 2 == 0 { a.clone() } else { b.clone() };
         let c = c.clone();
         tasks.push(tokio::spawn(async move {
-            cat.put_source(&format!("s{i}"), SourceType::File, "t", &c)
+            cat.put_source(&format!("s{i}"), SourceType::File, "t", &c, None)
                 .await
         }));
     }
     // Both writers also race on one name: exactly one wins.
     let (x, y) = tokio::join!(
-        a.put_source("same", SourceType::File, "t", &c),
-        b.put_source("same", SourceType::File, "t", &c)
+        a.put_source("same", SourceType::File, "t", &c, None),
+        b.put_source("same", SourceType::File, "t", &c, None)
     );
     assert!(
         x.is_ok() != y.is_ok(),
@@ -331,7 +331,7 @@ async fn secrets_are_never_written_to_the_catalog() {
         ..Default::default()
     };
     let entry = cat
-        .put_source("papers", SourceType::File, "papers", &c)
+        .put_source("papers", SourceType::File, "papers", &c, None)
         .await
         .unwrap();
     assert!(entry.credentials_withheld);

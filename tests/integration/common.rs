@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
@@ -20,7 +21,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::parquet::arrow::ArrowWriter;
-use jammi_db::storage::{AzureConfig, CloudConfig, GcsConfig, S3Config};
+use jammi_db::storage::{AzureConfig, CloudConfig, GcsConfig, S3Config, StorageUrl};
 
 /// Schema of the sample table: id, title, score, embedding (4-d).
 pub fn sample_schema(dims: i32) -> SchemaRef {
@@ -100,14 +101,9 @@ pub fn memory_root(tag: &str) -> String {
     )
 }
 
-/// The real MiniLM corpus shipped beside the repository.
-pub fn corpus_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/debian-minilm/corpus.parquet")
-}
-
-/// Path of the `jammi` binary built for these tests.
-pub fn jammi_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_jammi"))
+/// The repository's slice of the real MiniLM corpus (`examples/data/`).
+pub fn sample_corpus_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/data/debian_sample.parquet")
 }
 
 /// Live-server settings, read from the env `scripts/test-servers.sh env` prints.
@@ -160,12 +156,45 @@ impl Live {
     }
 }
 
-/// Fails the `fail_at`-th request (1-based) while armed; counts requests.
+/// When an injected fault strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The request fails before it reaches the store.
+    Before,
+    /// The store performs the request and the caller sees an error (a lost response).
+    After,
+}
+
+/// Fails the `fail_at`-th request (1-based) while armed; counts requests. Multipart parts,
+/// completes and aborts are requests of their own.
 pub struct FaultyStore {
     pub inner: Arc<dyn ObjectStore>,
     pub count: Arc<AtomicUsize>,
     pub fail_at: usize,
     pub armed: Arc<AtomicBool>,
+    pub fault: Fault,
+    /// What the faulted request was (`"put_create <path>"`, `"head <path>"`, ...).
+    pub faulted: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl FaultyStore {
+    /// A store failing request `fail_at` (while `armed`) with `fault`, counting in `count`.
+    pub fn new(
+        inner: Arc<dyn ObjectStore>,
+        count: Arc<AtomicUsize>,
+        fail_at: usize,
+        armed: Arc<AtomicBool>,
+        fault: Fault,
+    ) -> Self {
+        FaultyStore {
+            inner,
+            count,
+            fail_at,
+            armed,
+            fault,
+            faulted: Arc::default(),
+        }
+    }
 }
 
 impl fmt::Debug for FaultyStore {
@@ -179,19 +208,100 @@ impl fmt::Display for FaultyStore {
     }
 }
 
-impl FaultyStore {
-    fn check(&self) -> object_store::Result<()> {
+/// The shared counter of a [`FaultyStore`] and its multipart uploads.
+#[derive(Clone)]
+struct Trigger {
+    count: Arc<AtomicUsize>,
+    fail_at: usize,
+    armed: Arc<AtomicBool>,
+    fault: Fault,
+    faulted: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Trigger {
+    /// `Some(n)` when this request (number n, described by `what`) is the one to fail.
+    fn hit_as(&self, what: &str) -> Option<usize> {
         if !self.armed.load(Ordering::SeqCst) {
-            return Ok(());
+            return None;
         }
         let n = self.count.fetch_add(1, Ordering::SeqCst) + 1;
-        if n == self.fail_at {
-            return Err(object_store::Error::Generic {
-                store: "faulty",
-                source: format!("injected fault at request {n}").into(),
-            });
+        if n != self.fail_at {
+            return None;
         }
-        Ok(())
+        *self.faulted.lock().unwrap() = Some(what.to_string());
+        Some(n)
+    }
+
+    fn hit(&self) -> Option<usize> {
+        self.hit_as("list")
+    }
+
+    fn error(n: usize, fault: Fault) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "faulty",
+            source: format!("injected fault ({fault:?}) at request {n}").into(),
+        }
+    }
+
+    /// Runs `op` under the trigger: an error instead of it, or after it.
+    async fn run<T>(
+        &self,
+        what: String,
+        op: impl std::future::Future<Output = object_store::Result<T>>,
+    ) -> object_store::Result<T> {
+        match (self.hit_as(&what), self.fault) {
+            (None, _) => op.await,
+            (Some(n), Fault::Before) => Err(Self::error(n, Fault::Before)),
+            (Some(n), Fault::After) => {
+                let _ = op.await;
+                Err(Self::error(n, Fault::After))
+            }
+        }
+    }
+}
+
+impl FaultyStore {
+    fn trigger(&self) -> Trigger {
+        Trigger {
+            count: self.count.clone(),
+            fail_at: self.fail_at,
+            armed: self.armed.clone(),
+            fault: self.fault,
+            faulted: self.faulted.clone(),
+        }
+    }
+}
+
+/// A multipart upload of a [`FaultyStore`].
+struct FaultyUpload {
+    inner: Box<dyn MultipartUpload>,
+    trigger: Trigger,
+    path: String,
+}
+
+impl fmt::Debug for FaultyUpload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FaultyUpload")
+    }
+}
+
+#[async_trait]
+impl MultipartUpload for FaultyUpload {
+    fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
+        let part = self.inner.put_part(data);
+        let trigger = self.trigger.clone();
+        let what = format!("put_part {}", self.path);
+        Box::pin(async move { trigger.run(what, part).await })
+    }
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let trigger = self.trigger.clone();
+        let what = format!("complete {}", self.path);
+        trigger.run(what, self.inner.complete()).await
+    }
+    async fn abort(&mut self) -> object_store::Result<()> {
+        let trigger = self.trigger.clone();
+        let what = format!("abort {}", self.path);
+        trigger.run(what, self.inner.abort()).await
     }
 }
 
@@ -203,40 +313,74 @@ impl ObjectStore for FaultyStore {
         p: PutPayload,
         o: PutOptions,
     ) -> object_store::Result<PutResult> {
-        self.check()?;
-        self.inner.put_opts(l, p, o).await
+        let what = match &o.mode {
+            object_store::PutMode::Overwrite => format!("put {l}"),
+            object_store::PutMode::Create => format!("put_create {l}"),
+            object_store::PutMode::Update(_) => format!("put_update {l}"),
+        };
+        self.trigger().run(what, self.inner.put_opts(l, p, o)).await
     }
     async fn put_multipart_opts(
         &self,
         l: &Path,
         o: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.check()?;
-        self.inner.put_multipart_opts(l, o).await
+        let trigger = self.trigger();
+        let what = format!("put_multipart {l}");
+        let inner = trigger
+            .run(what, self.inner.put_multipart_opts(l, o))
+            .await?;
+        Ok(Box::new(FaultyUpload {
+            inner,
+            trigger,
+            path: l.to_string(),
+        }))
     }
     async fn get_opts(&self, l: &Path, o: GetOptions) -> object_store::Result<GetResult> {
-        self.check()?;
-        self.inner.get_opts(l, o).await
+        let what = if o.head {
+            format!("head {l}")
+        } else {
+            format!("get {l}")
+        };
+        self.trigger().run(what, self.inner.get_opts(l, o)).await
     }
     async fn get_ranges(
         &self,
         l: &Path,
         r: &[Range<u64>],
     ) -> object_store::Result<Vec<bytes::Bytes>> {
-        self.check()?;
-        self.inner.get_ranges(l, r).await
+        self.trigger()
+            .run(format!("get_ranges {l}"), self.inner.get_ranges(l, r))
+            .await
     }
     fn delete_stream(
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,
     ) -> BoxStream<'static, object_store::Result<Path>> {
-        if let Err(e) = self.check() {
-            return Box::pin(futures::stream::once(async move { Err(e) }));
-        }
-        self.inner.delete_stream(locations)
+        let trigger = self.trigger();
+        let inner = self.inner.clone();
+        Box::pin(
+            futures::stream::once(async move {
+                let paths: Vec<_> = futures::TryStreamExt::try_collect(locations).await?;
+                let op = async {
+                    let done: Vec<Path> =
+                        futures::TryStreamExt::try_collect(inner.delete_stream(Box::pin(
+                            futures::stream::iter(paths.into_iter().map(Ok)),
+                        )))
+                        .await?;
+                    Ok(done)
+                };
+                trigger.run("delete".to_string(), op).await
+            })
+            .flat_map(|r: object_store::Result<Vec<Path>>| match r {
+                Ok(v) => futures::stream::iter(v.into_iter().map(Ok)).boxed(),
+                Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+            }),
+        )
     }
     fn list(&self, p: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        if let Err(e) = self.check() {
+        if let Some(n) = self.trigger().hit() {
+            let e = Trigger::error(n, self.fault);
             return Box::pin(futures::stream::once(async move { Err(e) }));
         }
         self.inner.list(p)
@@ -246,17 +390,144 @@ impl ObjectStore for FaultyStore {
         p: Option<&Path>,
         o: &Path,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        if let Err(e) = self.check() {
+        if let Some(n) = self.trigger().hit() {
+            let e = Trigger::error(n, self.fault);
             return Box::pin(futures::stream::once(async move { Err(e) }));
         }
         self.inner.list_with_offset(p, o)
     }
     async fn list_with_delimiter(&self, p: Option<&Path>) -> object_store::Result<ListResult> {
-        self.check()?;
-        self.inner.list_with_delimiter(p).await
+        self.trigger()
+            .run("list".to_string(), self.inner.list_with_delimiter(p))
+            .await
     }
     async fn copy_opts(&self, f: &Path, t: &Path, o: CopyOptions) -> object_store::Result<()> {
-        self.check()?;
-        self.inner.copy_opts(f, t, o).await
+        self.trigger()
+            .run(format!("copy {t}"), self.inner.copy_opts(f, t, o))
+            .await
     }
+}
+
+/// Files a user keeps under a root, named like jammi-db's own: a Parquet file named exactly
+/// like a result table, sidecar-looking files, a lease-looking file, a staging-looking file
+/// and junk under `_jammi/`. Returns their names; [`assert_user_files_intact`] checks them.
+pub async fn put_user_files(
+    store: &Arc<dyn ObjectStore>,
+    root: &StorageUrl,
+) -> Vec<(String, Vec<u8>)> {
+    let files: Vec<(String, Vec<u8>)> = vec![
+        (
+            "papers.parquet".into(),
+            parquet_bytes(&[sample_batch(0, 7, 4)]),
+        ),
+        (
+            "my_data.parquet".into(),
+            parquet_bytes(&[sample_batch(100, 3, 4)]),
+        ),
+        (
+            "papers__text_embedding__BAAI_bge-m3__20260101T000000Z_00000000.parquet".into(),
+            parquet_bytes(&[sample_batch(200, 5, 4)]),
+        ),
+        (
+            "notes.idx.usearch".into(),
+            b"user bytes: not an index".to_vec(),
+        ),
+        (
+            "notes.idx.rowmap".into(),
+            b"user rowmap-looking bytes".to_vec(),
+        ),
+        (
+            "emb.2024.idx.manifest.json".into(),
+            b"{\"mine\": true}".to_vec(),
+        ),
+        (
+            "x.idx.lease.json".into(),
+            b"{\"not\": \"a lease\"}".to_vec(),
+        ),
+        (
+            "papers.parquet#1".into(),
+            b"a file with a hash in its name".to_vec(),
+        ),
+        ("_jammi/leases/foo.json".into(), b"not json at all".to_vec()),
+    ];
+    for (name, bytes) in &files {
+        put_file(store, root, name, bytes).await;
+    }
+    files
+}
+
+/// Writes a user file (through the file system for local roots: object_store refuses
+/// names with `#` there).
+pub async fn put_file(store: &Arc<dyn ObjectStore>, root: &StorageUrl, name: &str, bytes: &[u8]) {
+    use object_store::ObjectStoreExt;
+    match root.local_path() {
+        Some(dir) => {
+            let path = dir.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+        None => {
+            store
+                .put(
+                    &root.join(name).unwrap().object_path().unwrap(),
+                    PutPayload::from(bytes.to_vec()),
+                )
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn read_file(
+    store: &Arc<dyn ObjectStore>,
+    root: &StorageUrl,
+    name: &str,
+) -> Result<Vec<u8>, String> {
+    use object_store::ObjectStoreExt;
+    match root.local_path() {
+        Some(dir) => std::fs::read(dir.join(name)).map_err(|e| e.to_string()),
+        None => match store
+            .get(&root.join(name).unwrap().object_path().unwrap())
+            .await
+        {
+            Ok(r) => Ok(r.bytes().await.map_err(|e| e.to_string())?.to_vec()),
+            Err(e) => Err(e.to_string()),
+        },
+    }
+}
+
+/// Every user file is still there, byte for byte.
+pub async fn assert_user_files_intact(
+    store: &Arc<dyn ObjectStore>,
+    root: &StorageUrl,
+    files: &[(String, Vec<u8>)],
+    when: &str,
+) {
+    for (name, bytes) in files {
+        let got = read_file(store, root, name)
+            .await
+            .unwrap_or_else(|e| panic!("{when}: user file {name} is gone: {e}"));
+        assert_eq!(&got[..], &bytes[..], "{when}: user file {name} changed");
+    }
+}
+
+/// The names of every object under `root`, sorted.
+pub async fn object_names(store: &Arc<dyn ObjectStore>, root: &StorageUrl) -> Vec<String> {
+    let mut v: Vec<String> = futures::TryStreamExt::try_collect::<Vec<_>>(
+        store.list(Some(&root.object_path().unwrap())),
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|m| {
+        let full = m.location.to_string();
+        let base = root.object_path().unwrap().to_string();
+        full.strip_prefix(&base)
+            .unwrap_or(&full)
+            .trim_start_matches('/')
+            .to_string()
+    })
+    .collect();
+    v.sort();
+    v
 }

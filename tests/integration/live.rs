@@ -2,7 +2,6 @@
 //! against real S3 (moto), GCS (XML adapter over gcp-storage-emulator) and Azure (Azurite)
 //! servers on loopback, started by `scripts/test-servers.sh`.
 
-use std::collections::HashMap;
 
 use datafusion::arrow::array::{Array, Int64Array};
 use jammi_db::session::{JammiSession, OpenOptions};
@@ -279,65 +278,6 @@ async fn eight_concurrent_writers_on_one_s3_root_all_land() {
         let m = s.result_store().verify(n).await.unwrap();
         assert_eq!(m.rows, 300);
     }
-}
-
-#[cfg(feature = "live-s3-tests")]
-#[test]
-fn aws_profile_credentials_from_a_temporary_home_reach_the_s3_server() {
-    // A real ~/.aws/credentials + config in a temporary HOME, used by the CLI with no
-    // credentials in its arguments or environment.
-    let home = crate::common::tempdir();
-    let aws = home.path().join(".aws");
-    std::fs::create_dir_all(&aws).unwrap();
-    std::fs::write(
-        aws.join("credentials"),
-        "[jammi-test]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
-    )
-    .unwrap();
-    std::fs::write(
-        aws.join("config"),
-        "[profile jammi-test]\nregion = us-east-1\n",
-    )
-    .unwrap();
-    let bucket = Live::bucket();
-    let endpoint = std::env::var("JAMMI_TEST_S3_ENDPOINT").unwrap();
-    // Put a file with explicit credentials first.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let url = StorageUrl::parse(&format!("s3://{bucket}/profile/papers.parquet")).unwrap();
-        let store = StorageRegistry::new()
-            .store(&url, Some(&Live::s3()))
-            .await
-            .unwrap();
-        store
-            .put(
-                &url.object_path().unwrap(),
-                PutPayload::from(parquet_bytes(&[sample_batch(0, 42, 4)])),
-            )
-            .await
-            .unwrap();
-    });
-    let env: HashMap<&str, String> = HashMap::from([
-        ("HOME", home.path().display().to_string()),
-        ("AWS_PROFILE", "jammi-test".to_string()),
-        ("AWS_ENDPOINT_URL", endpoint),
-        ("AWS_ALLOW_HTTP", "true".to_string()),
-    ]);
-    let root = home.path().join("db");
-    let out = std::process::Command::new(crate::common::jammi_bin())
-        .env_clear()
-        .envs(&env)
-        .env("PATH", std::env::var("PATH").unwrap())
-        .args(["--root", root.to_str().unwrap(), "--output", "csv", "sql"])
-        .arg(format!(
-            "CREATE EXTERNAL TABLE p STORED AS PARQUET LOCATION 's3://{bucket}/profile/papers.parquet'; SELECT count(*) AS n FROM p"
-        ))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout {stdout} stderr {stderr}");
-    assert!(stdout.contains("n\n42"), "{stdout}");
 }
 
 #[cfg(feature = "live-s3-tests")]

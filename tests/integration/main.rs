@@ -4,9 +4,9 @@
 mod common;
 
 mod catalog_sources;
-mod cli;
 mod config;
 mod conformance;
+mod ownership;
 mod registry;
 mod result_store;
 mod storage_url;

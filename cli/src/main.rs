@@ -13,12 +13,19 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use datafusion::arrow::record_batch::RecordBatch;
+
+mod history;
+mod output;
+
+use jammi_db::index::progress::BuildProgress;
 use jammi_db::session::{JammiSession, OpenOptions, split_statements};
 use jammi_db::source::{FileFormat, SourceConnection, SourceType};
 use jammi_db::storage::{CloudConfig, Scheme, StorageUrl};
+use output::{Output, print_batches, print_rows};
 
 #[derive(Parser)]
 #[command(
@@ -35,13 +42,6 @@ struct Cli {
     output: Output,
     #[command(subcommand)]
     command: Option<Command>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Output {
-    Table,
-    Csv,
-    Json,
 }
 
 #[derive(Subcommand)]
@@ -166,11 +166,43 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-type Error = Box<dyn std::error::Error>;
+pub(crate) type Error = Box<dyn std::error::Error>;
+
+/// Index builds drawn as a bar on stderr (indicatif draws nothing when it is not a terminal).
+#[derive(Debug, Default)]
+struct BarProgress {
+    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+}
+
+impl BuildProgress for BarProgress {
+    fn start(&self, what: &str, total_rows: u64) {
+        let bar = indicatif::ProgressBar::new(total_rows).with_style(
+            indicatif::ProgressStyle::with_template(
+                "indexing {msg} {bar:30} {pos}/{len} rows ({eta})",
+            )
+            .expect("template"),
+        );
+        bar.set_message(what.to_string());
+        *self.bar.lock().expect("lock") = Some(bar);
+    }
+
+    fn advance(&self, rows: u64) {
+        if let Some(b) = self.bar.lock().expect("lock").as_ref() {
+            b.inc(rows);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.bar.lock().expect("lock").take() {
+            b.finish_and_clear();
+        }
+    }
+}
 
 async fn run(cli: Cli) -> Result<(), Error> {
     let root = cli.root.clone().unwrap_or_else(default_root);
     let session = JammiSession::open_with(&root, OpenOptions::default()).await?;
+    session.set_build_progress(Arc::new(BarProgress::default()));
     let out = cli.output;
     match cli.command {
         None => repl(&session, out).await,
@@ -313,15 +345,20 @@ async fn run(cli: Cli) -> Result<(), Error> {
             };
             let verb = if dry_run { "would remove" } else { "removed" };
             println!(
-                "{} committed tables; {verb} {} objects of {} uncommitted tables; {} writes in progress; {} broken tables",
+                "{} committed tables; {verb} {} objects of {} abandoned writes; {} commits and {} deletes completed; {} operations in progress; {} broken tables",
                 r.committed_tables,
                 r.removed_objects.len(),
                 r.reclaimed_tables.len(),
+                r.completed_commits.len(),
+                r.completed_deletes.len(),
                 r.live_writes.len(),
                 r.broken_tables.len()
             );
             for o in &r.removed_objects {
                 println!("  {verb} {o}");
+            }
+            for o in &r.kept_objects {
+                println!("  kept {o}: not the object the abandoned write recorded");
             }
             for b in &r.broken_tables {
                 println!("  broken: {b}");
@@ -340,9 +377,10 @@ fn cloud_options(
 ) -> Result<Option<CloudConfig>, Error> {
     let mut map = std::collections::HashMap::new();
     for o in options {
+        // The text may be a secret typed with the wrong separator: never echo it.
         let (k, v) = o
             .split_once('=')
-            .ok_or_else(|| format!("--option '{o}' is not KEY=VALUE"))?;
+            .ok_or("an --option is not KEY=VALUE (its text is not shown: it may hold a secret)")?;
         map.insert(k.trim().to_string(), v.trim().to_string());
     }
     let prefix = match scheme {
@@ -406,8 +444,11 @@ async fn repl(session: &JammiSession, out: Output) -> Result<(), Error> {
         return run_script(session, &script, out).await;
     }
     let mut rl = rustyline::DefaultEditor::new()?;
-    let history = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".jammi_history"));
-    if let Some(h) = &history {
+    // `JAMMI_HISTORY` moves the file; statements are kept with secret option values redacted.
+    let history_file = std::env::var_os("JAMMI_HISTORY")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".jammi_history")));
+    if let Some(h) = &history_file {
         let _ = rl.load_history(h);
     }
     println!(
@@ -431,7 +472,7 @@ async fn repl(session: &JammiSession, out: Output) -> Result<(), Error> {
                 buf.push_str(&line);
                 buf.push('\n');
                 if t.ends_with(';') {
-                    let _ = rl.add_history_entry(buf.trim());
+                    let _ = rl.add_history_entry(history::redact(buf.trim()));
                     if let Err(e) = run_script(session, &buf, out).await {
                         eprintln!("error: {}", one_line(&e.to_string()));
                     }
@@ -443,125 +484,8 @@ async fn repl(session: &JammiSession, out: Output) -> Result<(), Error> {
             Err(e) => return Err(e.into()),
         }
     }
-    if let Some(h) = &history {
+    if let Some(h) = &history_file {
         let _ = rl.save_history(h);
     }
     Ok(())
-}
-
-fn print_batches(batches: &[RecordBatch], out: Output) -> Result<(), Error> {
-    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-    let Some(first) = batches.first() else {
-        return Ok(());
-    };
-    let schema = first.schema();
-    if schema.fields().is_empty() {
-        return Ok(());
-    }
-    match out {
-        Output::Table => {
-            println!(
-                "{}",
-                datafusion::arrow::util::pretty::pretty_format_batches(batches)?
-            );
-        }
-        Output::Csv | Output::Json => {
-            let header: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-            let opts = FormatOptions::default().with_null("");
-            let mut rows = Vec::new();
-            for b in batches {
-                let fmts = b
-                    .columns()
-                    .iter()
-                    .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
-                    .collect::<Result<Vec<_>, _>>()?;
-                for r in 0..b.num_rows() {
-                    rows.push(
-                        (0..fmts.len())
-                            .map(|c| {
-                                if b.column(c).is_null(r) {
-                                    None
-                                } else {
-                                    Some(fmts[c].value(r).to_string())
-                                }
-                            })
-                            .collect::<Vec<_>>(),
-                    );
-                }
-            }
-            match out {
-                Output::Csv => {
-                    println!(
-                        "{}",
-                        header
-                            .iter()
-                            .map(|h| csv_field(h))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    );
-                    for r in rows {
-                        println!(
-                            "{}",
-                            r.iter()
-                                .map(|v| v.as_deref().map(csv_field).unwrap_or_default())
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        );
-                    }
-                }
-                _ => {
-                    for r in rows {
-                        let obj: serde_json::Map<String, serde_json::Value> = header
-                            .iter()
-                            .zip(r)
-                            .map(|(h, v)| (h.to_string(), json_value(v)))
-                            .collect();
-                        println!("{}", serde_json::Value::Object(obj));
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-use datafusion::arrow::array::Array;
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
-fn json_value(v: Option<String>) -> serde_json::Value {
-    match v {
-        None => serde_json::Value::Null,
-        Some(s) => serde_json::from_str::<serde_json::Value>(&s)
-            .ok()
-            .filter(|j| j.is_number() || j.is_boolean() || j.is_array())
-            .unwrap_or(serde_json::Value::String(s)),
-    }
-}
-
-fn print_rows(header: &[&str], rows: &[Vec<String>], out: Output) -> Result<(), Error> {
-    use datafusion::arrow::array::{ArrayRef, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    use std::sync::Arc;
-    let schema = Arc::new(Schema::new(
-        header
-            .iter()
-            .map(|h| Field::new(*h, DataType::Utf8, false))
-            .collect::<Vec<_>>(),
-    ));
-    let cols: Vec<ArrayRef> = (0..header.len())
-        .map(|c| {
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| r[c].clone()),
-            )) as ArrayRef
-        })
-        .collect();
-    let batch = RecordBatch::try_new(schema, cols)?;
-    print_batches(&[batch], out)
 }

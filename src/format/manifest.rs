@@ -1,5 +1,8 @@
-//! The commit record of a result table: written last, create-only, and the only thing
-//! that makes a table visible. It pins every sibling's size and CRC32C.
+//! The commit record of a result table or of the sidecars of an existing Parquet file:
+//! written last, create-only, and the only thing that makes a table visible. It pins every
+//! sibling's size and CRC32C (and the store's ETag/version where it has one), names the
+//! write that committed it, and says which files jammi-db wrote: an indexed file's Parquet
+//! is the user's and is never removed.
 
 use std::sync::Arc;
 
@@ -7,10 +10,21 @@ use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{JammiError, Result};
-use crate::index::Metric;
+use crate::format::Metric;
 
-/// Current manifest format version. Readers refuse newer versions.
-pub const FORMAT_VERSION: u32 = 1;
+/// Current manifest format version (2 adds `writer`, `kind` and store versions of files).
+/// Readers refuse newer versions.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// What a manifest commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TableKind {
+    /// A result table: jammi-db wrote the Parquet file and the sidecars.
+    ResultTable,
+    /// Sidecars of a Parquet file jammi-db did not write.
+    IndexedFile,
+}
 
 /// Role of a sibling object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +49,12 @@ pub struct FileEntry {
     pub size: u64,
     /// CRC32C of the whole object (Castagnoli, as used by GCS and S3 checksums).
     pub crc32c: u32,
+    /// The store's ETag of the object when it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_tag: Option<String>,
+    /// The store's version of the object when it was recorded (GCS generation, S3 version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// Parameters of the USearch index beside the Parquet file.
@@ -69,6 +89,12 @@ pub struct Manifest {
     pub table: String,
     /// Commit time, RFC 3339 UTC.
     pub created_at: String,
+    /// Id of the write that committed it (its lease id); absent in format 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writer: Option<String>,
+    /// What is committed; absent in format 1, whose Parquet file is then never removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<TableKind>,
     /// Source name the rows came from.
     pub source: Option<String>,
     /// Task (e.g. `text_embedding`).
@@ -116,6 +142,12 @@ impl Manifest {
         self.files.iter().find(|f| f.role == role)
     }
 
+    /// Whether jammi-db wrote `entry` (and so may remove it): sidecars always; the Parquet
+    /// file only of result tables recorded as such.
+    pub fn owns(&self, entry: &FileEntry) -> bool {
+        entry.role != FileRole::Parquet || self.kind == Some(TableKind::ResultTable)
+    }
+
     /// The Arrow schema of the rows.
     pub fn schema(&self) -> Result<SchemaRef> {
         decode_schema(&self.schema_ipc).map_err(|reason| JammiError::Corrupt {
@@ -136,7 +168,8 @@ pub fn encode_schema(schema: &Schema) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn decode_schema(hex: &str) -> std::result::Result<SchemaRef, String> {
+/// Hex → IPC bytes → Arrow schema.
+pub fn decode_schema(hex: &str) -> std::result::Result<SchemaRef, String> {
     use datafusion::arrow::ipc::reader::StreamReader;
     if !hex.len().is_multiple_of(2) {
         return Err("schema is not valid hex".into());

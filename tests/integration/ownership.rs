@@ -1,0 +1,710 @@
+//! Ownership is proven, never guessed. User files beside jammi-db's, named like them, come
+//! through every operation byte for byte; recovery removes only what a lease records and
+//! proves; a dry run changes nothing; a fault at any request — before it reaches the store,
+//! or after (a lost response) — of a write, of indexing a file, or of recovery itself leaves
+//! each table whole or gone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use jammi_db::JammiError;
+use jammi_db::catalog::Catalog;
+use jammi_db::format::manifest::{FileRole, Manifest};
+use jammi_db::session::{JammiSession, OpenOptions};
+use jammi_db::storage::{StorageRegistry, StorageUrl};
+use jammi_db::store::lease::{LEASE_VERSION, Lease, LeaseState, OwnedObject};
+use jammi_db::store::{ResultStore, TableSpec};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::common::{
+    Fault, FaultyStore, assert_user_files_intact, memory_root, object_names, parquet_bytes,
+    put_user_files, sample_batch, sample_schema, tempdir,
+};
+
+fn spec(name: Option<&str>) -> TableSpec {
+    TableSpec {
+        source: "papers".into(),
+        task: "text_embedding".into(),
+        model: "BAAI/bge-m3".into(),
+        name: name.map(str::to_string),
+        key_column: Some("id".into()),
+        vector_column: Some("embedding".into()),
+        ..Default::default()
+    }
+}
+
+fn store_at(root: &str, registry: StorageRegistry) -> ResultStore {
+    let url = StorageUrl::parse(root).unwrap();
+    let catalog = Catalog::new(url.clone(), registry.clone(), None);
+    ResultStore::with_root(url, registry, catalog).unwrap()
+}
+
+async fn collect(s: &JammiSession, sql: &str) -> Vec<RecordBatch> {
+    s.sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Objects a committed table may own: its siblings.
+fn sibling_of(object: &str, tables: &[String]) -> bool {
+    tables.iter().any(|t| {
+        [
+            ".parquet",
+            ".idx.usearch",
+            ".idx.rowmap",
+            ".idx.manifest.json",
+        ]
+        .iter()
+        .any(|s| object == format!("{t}{s}"))
+    })
+}
+
+async fn every_operation_keeps_user_files(root: &str) {
+    let registry = StorageRegistry::new();
+    let s = JammiSession::open_with(
+        root,
+        OpenOptions {
+            registry: Some(registry.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let rs = s.result_store().clone();
+    let store = rs.object_store().await.unwrap();
+    let rootu = rs.root().clone();
+    let files = put_user_files(&store, &rootu).await;
+
+    // Opening again, listing, reading: nothing changes.
+    let s = JammiSession::open_with(
+        root,
+        OpenOptions {
+            registry: Some(registry.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.list_sources().await.unwrap();
+    let listed = s.list_tables().await.unwrap();
+    assert!(listed.is_empty(), "user files are not tables: {listed:?}");
+    collect(&s, "SHOW TABLES").await;
+    assert_user_files_intact(&store, &rootu, &files, "after open and reads").await;
+
+    // A write under a name a user file already holds is refused; the file is kept.
+    for taken in [
+        "papers",
+        "notes",
+        "papers__text_embedding__BAAI_bge-m3__20260101T000000Z_00000000",
+    ] {
+        let e = rs
+            .write_batches(
+                &spec(Some(taken)),
+                sample_schema(4),
+                vec![sample_batch(0, 20, 4)],
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, JammiError::NotOwned { .. }) && e.to_string().contains(taken),
+            "{taken}: {e}"
+        );
+    }
+    let e = s
+        .sql("CREATE TABLE jammi.public.my_data AS SELECT 1 AS id")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("my_data.parquet") && e.contains("did not write"),
+        "{e}"
+    );
+
+    // Writes, a delete and recovery beside them.
+    let kept = rs
+        .write_batches(&spec(None), sample_schema(4), vec![sample_batch(0, 40, 4)])
+        .await
+        .unwrap();
+    let gone = rs
+        .write_batches(
+            &spec(Some("scratch")),
+            sample_schema(4),
+            vec![sample_batch(0, 40, 4)],
+        )
+        .await
+        .unwrap();
+    collect(
+        &s,
+        "CREATE TABLE jammi.public.from_sql AS SELECT id, embedding FROM (VALUES (1, [1.0, 0.0]), (2, [0.0, 1.0])) AS t(id, embedding)",
+    )
+    .await;
+    s.delete_table(&gone.table).await.unwrap();
+    let dry = rs.recover_dry_run().await.unwrap();
+    assert!(dry.removed_objects.is_empty(), "{dry:?}");
+    let report = s.recover().await.unwrap();
+    assert!(report.removed_objects.is_empty(), "{report:?}");
+    assert_user_files_intact(&store, &rootu, &files, "after writes, delete, recovery").await;
+
+    // Nothing else is left: user files and committed tables' siblings only.
+    let tables = rs.list_tables().await.unwrap();
+    assert_eq!(tables, {
+        let mut t = vec![kept.table.clone(), "from_sql".to_string()];
+        t.sort();
+        t
+    });
+    for o in object_names(&store, &rootu).await {
+        let user = files.iter().any(|(n, _)| *n == o);
+        let catalog_doc = o.starts_with("_jammi/sources/");
+        assert!(
+            user || catalog_doc || sibling_of(&o, &tables),
+            "stray object {o}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_files_named_like_ours_survive_every_operation_on_a_local_root() {
+    let dir = tempdir();
+    every_operation_keeps_user_files(dir.path().to_str().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_files_named_like_ours_survive_every_operation_on_a_memory_root() {
+    every_operation_keeps_user_files(&memory_root("ownership")).await;
+}
+
+/// A lease as another host's process would have left it.
+fn lease(stem: &str, state: LeaseState, alive: bool, objects: Vec<OwnedObject>) -> Lease {
+    let now = chrono::Utc::now().timestamp_millis();
+    Lease {
+        version: LEASE_VERSION,
+        id: format!("{:032x}", rand_id(stem)),
+        stem: stem.to_string(),
+        state,
+        host: "some-other-host".into(),
+        pid: 4242,
+        pid_start: None,
+        created_ms: now - 3_600_000,
+        expires_ms: if alive {
+            now + 3_600_000
+        } else {
+            now - 3_600_000
+        },
+        seq: 7,
+        planned: objects.iter().map(|o| o.name.clone()).collect(),
+        objects,
+        manifest: None,
+    }
+}
+
+fn rand_id(stem: &str) -> u128 {
+    stem.bytes()
+        .fold(17u128, |h, b| h.wrapping_mul(31).wrapping_add(b as u128))
+}
+
+fn owned(name: &str, bytes: &[u8]) -> OwnedObject {
+    OwnedObject {
+        name: name.into(),
+        size: bytes.len() as u64,
+        crc32c: crc32c::crc32c(bytes),
+        e_tag: None,
+    }
+}
+
+async fn put(store: &Arc<dyn ObjectStore>, root: &StorageUrl, name: &str, bytes: &[u8]) {
+    store
+        .put(
+            &root.join(name).unwrap().object_path().unwrap(),
+            PutPayload::from(bytes.to_vec()),
+        )
+        .await
+        .unwrap();
+}
+
+async fn snapshot(store: &Arc<dyn ObjectStore>, root: &StorageUrl) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for name in object_names(store, root).await {
+        let bytes = store
+            .get(&root.join(&name).unwrap().object_path().unwrap())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        out.push((name, bytes.to_vec()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_removes_only_what_a_dead_lease_records_and_a_dry_run_changes_nothing() {
+    let root = memory_root("recovery");
+    let rs = store_at(&root, StorageRegistry::new());
+    let store = rs.object_store().await.unwrap();
+    let r = rs.root().clone();
+    let files = put_user_files(&store, &r).await;
+
+    // A dead write: it recorded its Parquet file; its index was replaced by another program.
+    let parquet = parquet_bytes(&[sample_batch(0, 9, 4)]);
+    put(&store, &r, "dead.parquet", &parquet).await;
+    put(&store, &r, "dead.idx.usearch", b"someone else's bytes").await;
+    let dead = lease(
+        "dead",
+        LeaseState::Writing,
+        false,
+        vec![
+            owned("dead.parquet", &parquet),
+            owned("dead.idx.usearch", b"what the writer wrote"),
+        ],
+    );
+    put(
+        &store,
+        &r,
+        "dead.idx.lease.json",
+        &serde_json::to_vec(&dead).unwrap(),
+    )
+    .await;
+    // A live write on another host: untouched.
+    let live_bytes = b"half-written".to_vec();
+    put(&store, &r, "live.parquet", &live_bytes).await;
+    let live = lease(
+        "live",
+        LeaseState::Writing,
+        true,
+        vec![owned("live.parquet", &live_bytes)],
+    );
+    put(
+        &store,
+        &r,
+        "live.idx.lease.json",
+        &serde_json::to_vec(&live).unwrap(),
+    )
+    .await;
+    // A dead writer that had reached its commit point: its table is published.
+    let model = rs
+        .write_batches(
+            &spec(Some("model")),
+            sample_schema(4),
+            vec![sample_batch(0, 12, 4)],
+        )
+        .await
+        .unwrap();
+    let done = commit_point_of(&store, &r, &model, "late").await;
+    put(
+        &store,
+        &r,
+        "late.idx.lease.json",
+        &serde_json::to_vec(&done).unwrap(),
+    )
+    .await;
+    // A dead writer of an older version: its lease goes, its file stays (nothing proves it).
+    put(&store, &r, "old.parquet", b"old partial").await;
+    put(
+        &store,
+        &r,
+        "_jammi/leases/old.json",
+        br#"{"id":"1","table":"old","host":"some-other-host","pid":1,"expires_ms":0}"#,
+    )
+    .await;
+
+    let before = snapshot(&store, &r).await;
+    let dry = rs.recover_dry_run().await.unwrap();
+    assert_eq!(
+        snapshot(&store, &r).await,
+        before,
+        "a dry run changes nothing"
+    );
+    assert_eq!(dry.reclaimed_tables, vec!["dead".to_string()]);
+    assert_eq!(dry.completed_commits, vec!["late".to_string()]);
+
+    let report = rs.recover().await.unwrap();
+    assert_eq!(report.reclaimed_tables, vec!["dead".to_string()]);
+    assert_eq!(report.completed_commits, vec!["late".to_string()]);
+    assert!(
+        report.live_writes.contains(&"live".to_string()),
+        "{report:?}"
+    );
+    let names = object_names(&store, &r).await;
+    assert!(!names.contains(&"dead.parquet".to_string()), "{names:?}");
+    assert!(!names.contains(&"dead.idx.lease.json".to_string()));
+    assert!(
+        names.contains(&"dead.idx.usearch".to_string()),
+        "replaced object kept"
+    );
+    assert!(
+        report
+            .kept_objects
+            .iter()
+            .any(|k| k.ends_with("dead.idx.usearch"))
+    );
+    assert!(
+        names.contains(&"live.parquet".to_string())
+            && names.contains(&"live.idx.lease.json".to_string())
+    );
+    assert!(names.contains(&"old.parquet".to_string()));
+    assert!(!names.contains(&"_jammi/leases/old.json".to_string()));
+    rs.verify("late").await.unwrap();
+    assert_user_files_intact(&store, &r, &files, "after recovery").await;
+}
+
+/// The lease a writer of table `stem` leaves at its commit point: objects copied from
+/// `model`'s, manifest staged.
+async fn commit_point_of(
+    store: &Arc<dyn ObjectStore>,
+    r: &StorageUrl,
+    model: &Manifest,
+    stem: &str,
+) -> Lease {
+    let mut manifest = model.clone();
+    manifest.table = stem.to_string();
+    let mut objects = Vec::new();
+    for f in manifest.files.iter_mut() {
+        let bytes = store
+            .get(&r.join(&f.name).unwrap().object_path().unwrap())
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let suffix = f.name.strip_prefix(&model.table).unwrap().to_string();
+        f.name = format!("{stem}{suffix}");
+        f.e_tag = None;
+        put(store, r, &f.name, &bytes).await;
+        objects.push(owned(&f.name, &bytes));
+    }
+    let mut l = lease(stem, LeaseState::Committing, false, objects);
+    manifest.writer = Some(l.id.clone());
+    l.manifest = Some(Box::new(manifest));
+    l
+}
+
+/// Runs `op` with a fault at request `n` (of `fault` kind), until a run makes fewer than
+/// `n` requests. `check` sees each run's outcome and the faulted request.
+async fn at_every_request<F, Fut>(fault: Fault, mut op: F) -> usize
+where
+    F: FnMut(StorageRegistry, Arc<AtomicBool>, usize, Arc<std::sync::Mutex<Option<String>>>) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut n = 1;
+    loop {
+        let count = Arc::new(AtomicUsize::new(0));
+        let armed = Arc::new(AtomicBool::new(false));
+        let faulted: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let (c, a, f) = (count.clone(), armed.clone(), faulted.clone());
+        let registry = StorageRegistry::with_layer(Arc::new(move |inner| {
+            let mut s = FaultyStore::new(inner, c.clone(), n, a.clone(), fault);
+            s.faulted = f.clone();
+            Arc::new(s) as Arc<dyn ObjectStore>
+        }));
+        let more = op(registry, armed, n, faulted).await;
+        if !more || count.load(Ordering::SeqCst) < n {
+            return n;
+        }
+        n += 1;
+        assert!(n < 400, "the operation makes more requests than expected");
+    }
+}
+
+/// After a faulty run and a clean recovery pass: the table is whole or gone, the earlier
+/// table verifies, every object belongs to a committed table or is a user file.
+async fn assert_whole_or_gone(
+    rs: &ResultStore,
+    earlier: &str,
+    files: &[(String, Vec<u8>)],
+    outcome: &str,
+) -> Vec<String> {
+    assert_whole_or_gone_with(rs, earlier, files, &[], outcome).await
+}
+
+/// [`assert_whole_or_gone`], also accepting the sidecars of indexed files `stems` when
+/// their manifest is there.
+async fn assert_whole_or_gone_with(
+    rs: &ResultStore,
+    earlier: &str,
+    files: &[(String, Vec<u8>)],
+    stems: &[&str],
+    outcome: &str,
+) -> Vec<String> {
+    let report = rs
+        .recover()
+        .await
+        .unwrap_or_else(|e| panic!("{outcome}: recovery: {e}"));
+    assert!(report.broken_tables.is_empty(), "{outcome}: {report:?}");
+    rs.verify(earlier)
+        .await
+        .unwrap_or_else(|e| panic!("{outcome}: earlier table damaged: {e}"));
+    let tables = rs.list_tables().await.unwrap();
+    for t in &tables {
+        rs.verify(t)
+            .await
+            .unwrap_or_else(|e| panic!("{outcome}: {t} does not verify: {e}"));
+    }
+    let store = rs.object_store().await.unwrap();
+    let names = object_names(&store, rs.root()).await;
+    for o in &names {
+        let user = files.iter().any(|(n, _)| n == o);
+        let sidecar = stems.iter().any(|s| {
+            let manifest = format!("{s}.idx.manifest.json");
+            o.starts_with(&format!("{s}.idx."))
+                && !o.ends_with(".idx.lease.json")
+                && names.contains(&manifest)
+        });
+        assert!(
+            user || sidecar || sibling_of(o, &tables),
+            "{outcome}: orphan {o}"
+        );
+    }
+    assert_user_files_intact(&store, rs.root(), files, outcome).await;
+    tables
+}
+
+async fn faults_during_a_write(fault: Fault) {
+    let outcomes = Arc::new(std::sync::Mutex::new((0, 0)));
+    let n = at_every_request(fault, |registry, armed, n, faulted| {
+        let outcomes = outcomes.clone();
+        async move {
+            let root = memory_root("write-faults");
+            let rs = store_at(&root, registry);
+            let store = rs.object_store().await.unwrap();
+            let files = put_user_files(&store, rs.root()).await;
+            let earlier = rs
+                .write_batches(&spec(None), sample_schema(8), vec![sample_batch(0, 50, 8)])
+                .await
+                .unwrap();
+            armed.store(true, Ordering::SeqCst);
+            // Large enough for multipart uploads of the Parquet file and the index.
+            let batches: Vec<_> = (0..4).map(|i| sample_batch(i * 6000, 6000, 64)).collect();
+            let result = rs
+                .write_batches(&spec(None), sample_schema(64), batches)
+                .await;
+            armed.store(false, Ordering::SeqCst);
+            let what = faulted.lock().unwrap().clone().unwrap_or_default();
+            let outcome = format!("{fault:?} fault at request {n} ({what}): {result:?}");
+            let tables = assert_whole_or_gone(&rs, &earlier.table, &files, &outcome).await;
+            let new: Vec<_> = tables.iter().filter(|t| **t != earlier.table).collect();
+            match (&result, new.as_slice()) {
+                (Ok(m), [t]) => {
+                    assert_eq!(&m.table, *t, "{outcome}");
+                    outcomes.lock().unwrap().0 += 1;
+                }
+                (Err(_), []) => outcomes.lock().unwrap().1 += 1,
+                other => panic!("{outcome}: {other:?}"),
+            }
+            // The commit is decided by the manifest: a lost response to its PUT commits.
+            if fault == Fault::After
+                && what.starts_with("put_create")
+                && what.ends_with(".idx.manifest.json")
+            {
+                assert!(result.is_ok(), "{outcome}");
+            }
+            // A failed check before the write aborts it.
+            if fault == Fault::Before && what.starts_with("head") && !what.contains("lease") {
+                assert!(result.is_err(), "{outcome}");
+            }
+            true
+        }
+    })
+    .await;
+    assert!(n > 20, "the write was exercised at {n} requests");
+    let (ok, failed) = *outcomes.lock().unwrap();
+    assert!(ok >= 1 && failed >= 1, "{ok} committed, {failed} failed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fault_before_any_request_of_a_write_leaves_the_table_whole_or_gone() {
+    faults_during_a_write(Fault::Before).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_response_at_any_request_of_a_write_leaves_the_table_whole_or_gone() {
+    faults_during_a_write(Fault::After).await;
+}
+
+async fn faults_while_indexing_a_file(fault: Fault) {
+    let outcomes = Arc::new(std::sync::Mutex::new((0, 0)));
+    at_every_request(fault, |registry, armed, n, faulted| {
+        let outcomes = outcomes.clone();
+        async move {
+            let root = memory_root("index-faults");
+            let s = JammiSession::open_with(
+                &root,
+                OpenOptions {
+                    registry: Some(registry),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            let rs = s.result_store().clone();
+            let store = rs.object_store().await.unwrap();
+            let files = put_user_files(&store, rs.root()).await;
+            let earlier = rs
+                .write_batches(&spec(None), sample_schema(8), vec![sample_batch(0, 30, 8)])
+                .await
+                .unwrap();
+            let batches: Vec<_> = (0..3).map(|i| sample_batch(i * 5000, 5000, 64)).collect();
+            put(&store, rs.root(), "vectors.2024.parquet", &parquet_bytes(&batches)).await;
+            armed.store(true, Ordering::SeqCst);
+            let result = s
+                .sql(&format!(
+                    "CREATE EXTERNAL TABLE emb STORED AS PARQUET LOCATION '{root}vectors.2024.parquet' \
+                     OPTIONS ('jammi.vector_column' 'embedding')"
+                ))
+                .await;
+            armed.store(false, Ordering::SeqCst);
+            let what = faulted.lock().unwrap().clone().unwrap_or_default();
+            let outcome = format!("{fault:?} fault at request {n} ({what}): {:?}", result.as_ref().err());
+            let mut all = files.clone();
+            all.push(("vectors.2024.parquet".into(), parquet_bytes(&batches)));
+            assert_whole_or_gone_with(&rs, &earlier.table, &all, &["vectors.2024"], &outcome)
+                .await;
+            let names = object_names(&store, rs.root()).await;
+            let sidecars: Vec<_> = names.iter().filter(|o| o.starts_with("vectors.2024.idx.")).collect();
+            match &result {
+                Ok(_) => {
+                    assert_eq!(sidecars.len(), 3, "{outcome}: {sidecars:?}");
+                    outcomes.lock().unwrap().0 += 1;
+                }
+                Err(_) => {
+                    // Gone, or committed after all (the manifest is the commit).
+                    assert!(sidecars.is_empty() || sidecars.len() == 3, "{outcome}: {sidecars:?}");
+                    outcomes.lock().unwrap().1 += 1;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    let (ok, failed) = *outcomes.lock().unwrap();
+    assert!(ok >= 1 && failed >= 1, "{ok} indexed, {failed} failed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fault_at_any_request_of_indexing_a_file_leaves_its_sidecars_whole_or_gone() {
+    faults_while_indexing_a_file(Fault::Before).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_response_at_any_request_of_indexing_a_file_leaves_its_sidecars_whole_or_gone() {
+    faults_while_indexing_a_file(Fault::After).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fault_at_any_request_of_recovery_is_finished_by_the_next_pass() {
+    for fault in [Fault::Before, Fault::After] {
+        at_every_request(fault, |registry, armed, n, faulted| async move {
+            let root = memory_root("recovery-faults");
+            let rs = store_at(&root, registry);
+            let store = rs.object_store().await.unwrap();
+            let r = rs.root().clone();
+            let files = put_user_files(&store, &r).await;
+            let earlier = rs
+                .write_batches(&spec(None), sample_schema(4), vec![sample_batch(0, 30, 4)])
+                .await
+                .unwrap();
+            // One abandoned write, one dead commit, one dead delete.
+            let parquet = parquet_bytes(&[sample_batch(0, 9, 4)]);
+            put(&store, &r, "dead.parquet", &parquet).await;
+            let dead = lease(
+                "dead",
+                LeaseState::Writing,
+                false,
+                vec![owned("dead.parquet", &parquet)],
+            );
+            put(
+                &store,
+                &r,
+                "dead.idx.lease.json",
+                &serde_json::to_vec(&dead).unwrap(),
+            )
+            .await;
+            let model = rs
+                .write_batches(
+                    &spec(Some("model")),
+                    sample_schema(4),
+                    vec![sample_batch(0, 12, 4)],
+                )
+                .await
+                .unwrap();
+            let late = commit_point_of(&store, &r, &model, "late").await;
+            put(
+                &store,
+                &r,
+                "late.idx.lease.json",
+                &serde_json::to_vec(&late).unwrap(),
+            )
+            .await;
+            let mut del = lease("model", LeaseState::Deleting, false, Vec::new());
+            del.objects = model
+                .files
+                .iter()
+                .map(|f| OwnedObject {
+                    name: f.name.clone(),
+                    size: f.size,
+                    crc32c: f.crc32c,
+                    e_tag: f.e_tag.clone(),
+                })
+                .collect();
+            del.manifest = Some(Box::new(model.clone()));
+            put(
+                &store,
+                &r,
+                "model.idx.lease.json",
+                &serde_json::to_vec(&del).unwrap(),
+            )
+            .await;
+
+            armed.store(true, Ordering::SeqCst);
+            let first = rs.recover().await;
+            armed.store(false, Ordering::SeqCst);
+            let what = faulted.lock().unwrap().clone().unwrap_or_default();
+            let outcome = format!("{fault:?} fault at request {n} of recovery ({what}): {first:?}");
+            let tables = assert_whole_or_gone(&rs, &earlier.table, &files, &outcome).await;
+            assert!(
+                tables.contains(&"late".to_string()),
+                "{outcome}: {tables:?}"
+            );
+            assert!(
+                !tables.contains(&"model".to_string()),
+                "{outcome}: {tables:?}"
+            );
+            let names = object_names(&store, &r).await;
+            assert!(
+                !names
+                    .iter()
+                    .any(|o| o.ends_with(".idx.lease.json") && !o.starts_with("x.")),
+                "{outcome}: leases left {names:?}"
+            );
+            true
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_table_keeps_a_file_that_replaced_one_of_its_siblings() {
+    let dir = tempdir();
+    let rs = store_at(dir.path().to_str().unwrap(), StorageRegistry::new());
+    let m = rs
+        .write_batches(
+            &spec(Some("t")),
+            sample_schema(4),
+            vec![sample_batch(0, 10, 4)],
+        )
+        .await
+        .unwrap();
+    // Another program replaced the Parquet file after the commit.
+    let theirs = parquet_bytes(&[sample_batch(500, 3, 4)]);
+    std::fs::write(dir.path().join("t.parquet"), &theirs).unwrap();
+    rs.delete_table_files("t").await.unwrap();
+    assert_eq!(std::fs::read(dir.path().join("t.parquet")).unwrap(), theirs);
+    for f in m.files.iter().filter(|f| f.role != FileRole::Parquet) {
+        assert!(!dir.path().join(&f.name).exists(), "{} removed", f.name);
+    }
+    assert!(!dir.path().join("t.idx.manifest.json").exists());
+    assert!(!dir.path().join("t.idx.lease.json").exists());
+}
