@@ -2,7 +2,6 @@
 //! against real S3 (moto), GCS (XML adapter over gcp-storage-emulator) and Azure (Azurite)
 //! servers on loopback, started by `scripts/test-servers.sh`.
 
-
 use datafusion::arrow::array::{Array, Int64Array};
 use jammi_db::session::{JammiSession, OpenOptions};
 use jammi_db::source::{FileFormat, SourceConnection, SourceType};

@@ -8,14 +8,17 @@ This adapter serves the XML subset object_store uses, storing everything in the 
 
   GET  /{bucket}?list-type=2[&prefix&delimiter&start-after&continuation-token]   list
   GET|HEAD /{bucket}/{object}          (Range supported)                         read
-  PUT  /{bucket}/{object}              (x-goog-if-generation-match: 0 = create-only;
+  PUT  /{bucket}/{object}              (x-goog-if-generation-match: 0 = create-only,
+                                        N = only over generation N;
                                         x-goog-copy-source = server-side copy)   write / copy
   DELETE /{bucket}/{object}                                                      delete
   POST /{bucket}/{object}?uploads, PUT ?partNumber&uploadId,
   POST ?uploadId (complete), DELETE ?uploadId (abort)                            multipart
 
-Limits: no authentication (clients use skip_signature), no generations/versioning beyond
-the create-only precondition, no If-Match on reads, list pages of 1000, single process.
+Every response about an object carries its generation (x-goog-generation), which
+conditional writes match. Limits: no authentication (clients use skip_signature), no
+object versioning (only the live generation), no If-Match on reads, list pages of 1000,
+single process.
 
 Usage: gcs_xml_adapter.py HOST PORT BUCKET...
 """
@@ -49,6 +52,16 @@ def meta(bucket, name):
         return None
 
 
+GENERATION = [0]
+
+
+def next_generation():
+    """Strictly increasing generations, even for writes within one microsecond."""
+    now = int(datetime.datetime.now(datetime.timezone.utc).timestamp() * 1e6)
+    GENERATION[0] = max(GENERATION[0] + 1, now)
+    return str(GENERATION[0])
+
+
 def store(bucket, name, data):
     now = datetime.datetime.now(datetime.timezone.utc)
     obj = {
@@ -58,7 +71,7 @@ def store(bucket, name, data):
         "size": str(len(data)),
         "etag": etag(data),
         "updated": now.timestamp(),
-        "generation": str(int(now.timestamp() * 1e6)),
+        "generation": next_generation(),
     }
     STORAGE.create_file(bucket, name, data, obj)
     return obj
@@ -107,6 +120,7 @@ class Handler(BaseHTTPRequestHandler):
             data = STORAGE.get_file(bucket, name)
         headers = {
             "ETag": obj["etag"],
+            "x-goog-generation": obj["generation"],
             "Last-Modified": formatdate(obj["updated"], usegmt=True),
             "Content-Type": "application/octet-stream",
             "Accept-Ranges": "bytes",
@@ -164,8 +178,11 @@ class Handler(BaseHTTPRequestHandler):
                     return self.error(404, "NoSuchUpload")
                 up[2][int(q["partNumber"][0])] = data
                 return self.reply(200, b"", {"ETag": etag(data)})
-            create_only = self.headers.get("x-goog-if-generation-match") == "0"
-            if create_only and meta(bucket, name) is not None:
+            match = self.headers.get("x-goog-if-generation-match")
+            current = meta(bucket, name)
+            if match == "0" and current is not None:
+                return self.error(412, "PreconditionFailed")
+            if match not in (None, "0") and (current is None or current["generation"] != match):
                 return self.error(412, "PreconditionFailed")
             src = self.headers.get("x-goog-copy-source")
             if src:
@@ -174,7 +191,8 @@ class Handler(BaseHTTPRequestHandler):
                     return self.error(404, "NoSuchKey")
                 data = STORAGE.get_file(sb, sn)
             obj = store(bucket, name, data)
-        self.reply(200, b"", {"ETag": obj["etag"], "Last-Modified": formatdate(obj["updated"], usegmt=True)})
+        self.reply(200, b"", {"ETag": obj["etag"], "x-goog-generation": obj["generation"],
+                              "Last-Modified": formatdate(obj["updated"], usegmt=True)})
 
     def do_POST(self):
         bucket, name, q = self.split()
@@ -196,7 +214,8 @@ class Handler(BaseHTTPRequestHandler):
                 obj = store(bucket, name, b"".join(parts[n] for n in sorted(parts)))
                 xml = ("<?xml version='1.0' encoding='UTF-8'?><CompleteMultipartUploadResult><Bucket>%s</Bucket>"
                        "<Key>%s</Key><ETag>%s</ETag></CompleteMultipartUploadResult>" % (escape(bucket), escape(name), escape(obj["etag"])))
-                return self.reply(200, xml.encode(), {"Content-Type": "application/xml", "ETag": obj["etag"]})
+                return self.reply(200, xml.encode(), {"Content-Type": "application/xml", "ETag": obj["etag"],
+                                                      "x-goog-generation": obj["generation"]})
         self.error(400, "UnsupportedOperation")
 
     def do_DELETE(self):
