@@ -3,6 +3,7 @@
 #   S3    moto server (PyPI moto[server])
 #   Azure Azurite (npm azurite)
 #   GCS   tests/servers/gcs_xml_adapter.py over gcp-storage-emulator (PyPI)
+#   and tests/servers/fault_proxy.py in front of the S3 server, failing 10% of requests
 # Usage: scripts/test-servers.sh start|stop|env|s3s
 # `start` installs what is missing (into $JAMMI_SERVERS_DIR, default ~/.cache/jammi-servers),
 # starts the servers, creates the test buckets/containers and writes an env file that
@@ -16,6 +17,7 @@ dir="${JAMMI_SERVERS_DIR:-$HOME/.cache/jammi-servers}"
 S3_PORT="${JAMMI_S3_PORT:-45055}"
 AZ_PORT="${JAMMI_AZURE_PORT:-40000}"
 GCS_PORT="${JAMMI_GCS_PORT:-44443}"
+PROXY_PORT="${JAMMI_S3_PROXY_PORT:-45057}"
 BUCKETS="$(seq -f "jammi-%g" 1 50 | tr "\n" " ")benchmarks archives snapshots"
 mkdir -p "$dir"
 
@@ -49,7 +51,9 @@ start() {
   echo $! >"$dir/azurite.pid"
   "$dir/venv/bin/python" "$here/tests/servers/gcs_xml_adapter.py" 127.0.0.1 "$GCS_PORT" $BUCKETS >"$dir/gcs.log" 2>&1 &
   echo $! >"$dir/gcs.pid"
-  wait_port "$S3_PORT"; wait_port "$AZ_PORT"; wait_port "$GCS_PORT"
+  python3 "$here/tests/servers/fault_proxy.py" 127.0.0.1 "$PROXY_PORT" 127.0.0.1 "$S3_PORT" >"$dir/proxy.log" 2>&1 &
+  echo $! >"$dir/proxy.pid"
+  wait_port "$S3_PORT"; wait_port "$AZ_PORT"; wait_port "$GCS_PORT"; wait_port "$PROXY_PORT"
   for b in $BUCKETS; do
     curl -sf -X PUT "http://127.0.0.1:$S3_PORT/$b" >/dev/null
   done
@@ -72,6 +76,7 @@ PY
 export JAMMI_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 export JAMMI_TEST_AZURE_ENDPOINT=http://127.0.0.1:$AZ_PORT/devstoreaccount1
 export JAMMI_TEST_GCS_ENDPOINT=http://127.0.0.1:$GCS_PORT
+export JAMMI_TEST_S3_PROXY=http://127.0.0.1:$PROXY_PORT
 export JAMMI_TEST_BUCKETS="$(echo $BUCKETS)"
 export JAMMI_STORAGE_MAX_RETRIES=2
 ENV
@@ -94,7 +99,7 @@ s3s() {
 }
 
 stop() {
-  for s in moto azurite gcs s3s; do
+  for s in moto azurite gcs proxy s3s; do
     if [ -f "$dir/$s.pid" ]; then
       kill "$(cat "$dir/$s.pid")" 2>/dev/null || true
       rm -f "$dir/$s.pid"

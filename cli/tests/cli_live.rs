@@ -83,3 +83,149 @@ async fn aws_profile_credentials_from_a_temporary_home_reach_the_s3_server() {
     assert!(out.status.success(), "stdout {stdout} stderr {stderr}");
     assert!(stdout.contains("n\n42"), "{stdout}");
 }
+
+/// The vector of row `i`: unit-free sines, distinct per row.
+fn vector(i: i64, dims: usize) -> Vec<f32> {
+    (0..dims)
+        .map(|d| ((i as f32) * 0.37 + d as f32 * 1.3).sin())
+        .collect()
+}
+
+fn vectors_parquet(n: i64, dims: usize) -> Vec<u8> {
+    use datafusion::arrow::array::{FixedSizeListArray, Float32Array, StringArray};
+    let item = std::sync::Arc::new(Field::new("item", DataType::Float32, true));
+    let schema = std::sync::Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("title", DataType::Utf8, false),
+        Field::new(
+            "embedding",
+            DataType::FixedSizeList(item.clone(), dims as i32),
+            false,
+        ),
+    ]));
+    let values: Vec<f32> = (0..n).flat_map(|i| vector(i, dims)).collect();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            std::sync::Arc::new(Int64Array::from_iter_values(0..n)),
+            std::sync::Arc::new(StringArray::from_iter_values(
+                (0..n).map(|i| format!("row {i}")),
+            )),
+            std::sync::Arc::new(FixedSizeListArray::new(
+                item,
+                dims as i32,
+                std::sync::Arc::new(Float32Array::from(values)),
+                None,
+            )),
+        ],
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut buf, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    buf
+}
+
+/// A request to the fault proxy's control API (plain HTTP/1.0).
+fn proxy_control(proxy: &str, method: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = proxy.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        conn,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    conn.read_to_string(&mut out).unwrap();
+    out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scans_writes_and_cold_searches_succeed_through_a_proxy_failing_one_request_in_ten() {
+    let proxy = std::env::var("JAMMI_TEST_S3_PROXY")
+        .expect("JAMMI_TEST_S3_PROXY: run `eval \"$(scripts/test-servers.sh env)\"`");
+    let bucket = "jammi-42";
+    // The data goes in directly; everything after goes through the proxy.
+    let url = StorageUrl::parse(&format!("s3://{bucket}/proxy/papers.parquet")).unwrap();
+    let direct = CloudConfig::S3(S3Config {
+        endpoint: Some(endpoint()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("testing".into()),
+        secret_access_key: Some("testing".into()),
+        allow_http: Some(true),
+        ..Default::default()
+    });
+    let store = StorageRegistry::new().store(&url, Some(&direct)).await.unwrap();
+    use object_store::ObjectStoreExt;
+    let rows = 20_000;
+    store
+        .put(&url.object_path().unwrap(), vectors_parquet(rows, 64).into())
+        .await
+        .unwrap();
+    proxy_control(&proxy, "POST", "/__proxy/reset");
+
+    let home = tempfile::tempdir().unwrap();
+    // A root of its own per run: the servers outlive a test run.
+    let root = format!("s3://{bucket}/proxy/db-{}", rand_suffix());
+    let jammi = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_jammi"))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap())
+            .env("HOME", home.path())
+            // A fresh local cache per process: every search below is cold.
+            .env("JAMMI_CACHE_DIR", home.path().join(format!("cache-{}", rand_suffix())))
+            .env("AWS_ENDPOINT_URL", &proxy)
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .args(["--root", &root, "-o", "csv"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "jammi {args:?}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    jammi(&["sources", "add", "papers", "--url", url.to_string().as_str(), "--format", "parquet"]);
+    for _ in 0..15 {
+        let out = jammi(&["sql", "SELECT count(*) AS n, sum(id) AS s FROM papers.public.papers"]);
+        assert_eq!(out, format!("n,s\n{rows},{}\n", rows * (rows - 1) / 2));
+    }
+    jammi(&["sql", "CREATE TABLE jammi.public.emb AS SELECT id, title, embedding FROM papers.public.papers"]);
+    let q = vector(12_345, 64)
+        .iter()
+        .map(|v| format!("{v:?}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    for _ in 0..8 {
+        let out = jammi(&["sql", &format!("SELECT id, title FROM vector_search('emb', [{q}], 3)")]);
+        assert!(out.contains("12345,row 12345"), "{out}");
+    }
+    let stats: serde_json::Value =
+        serde_json::from_str(&proxy_control(&proxy, "GET", "/__proxy/stats")).unwrap();
+    let requests = stats["requests"].as_u64().unwrap();
+    let faults: u64 = stats["faults"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "slow_body")
+        .map(|(_, v)| v.as_u64().unwrap())
+        .sum();
+    println!("fault proxy: {stats}");
+    assert!(requests >= 200, "{stats}");
+    assert!(faults * 20 >= requests, "about one request in ten failed: {stats}");
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}

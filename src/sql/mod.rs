@@ -35,6 +35,12 @@ pub use vector_search::{QueryStats, SearchOptions, VectorSearchFunction};
 /// vectors of `vector_search` calls handed to the parser in their string form
 /// ([`literal::fold_query_vectors`]).
 pub(crate) async fn create_logical_plan(state: &SessionState, sql: &str) -> DfResult<LogicalPlan> {
+    // Parsed before the first await: the dialect is not `Send`, and this future must be.
+    let statement = parse_one(state, sql)?;
+    state.statement_to_plan(statement).await
+}
+
+fn parse_one(state: &SessionState, sql: &str) -> DfResult<datafusion::sql::parser::Statement> {
     let options = &state.config_options().sql_parser;
     let dialect = dialect_from_str(options.dialect).ok_or_else(|| {
         datafusion::common::plan_datafusion_err!("Unsupported SQL dialect: {}", options.dialect)
@@ -52,12 +58,11 @@ pub(crate) async fn create_logical_plan(state: &SessionState, sql: &str) -> DfRe
             "The context currently only supports a single SQL statement"
         );
     }
-    let statement = statements.pop_front().ok_or_else(|| {
+    statements.pop_front().ok_or_else(|| {
         datafusion::common::plan_datafusion_err!(
             "No SQL statements were provided in the query string"
         )
-    })?;
-    state.statement_to_plan(statement).await
+    })
 }
 
 /// Name under which [`register`] mounts the result-table catalog.

@@ -399,4 +399,96 @@ fn public_futures_are_send_so_they_can_be_spawned() {
     is_send(&write);
     let recover = rs.recover();
     is_send(&recover);
+    // Checked at compile time only: session methods applications spawn.
+    let _ = |s: &JammiSession| {
+        is_send(&s.sql("SELECT 1"));
+        is_send(&s.delete_table("t"));
+        is_send(&s.recover());
+        is_send(&s.search("t", &[0.0], 1, None));
+        is_send(&s.add_source("p", SourceType::File, SourceConnection::default()));
+    };
+}
+
+fn pretty(batches: &[RecordBatch]) -> String {
+    datafusion::arrow::util::pretty::pretty_format_batches(batches)
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_whose_file_is_gone_still_lists_and_fails_only_when_queried() {
+    let dir = fixture();
+    let d = dir.path();
+    let root = d.join("db");
+    {
+        let s = JammiSession::open(root.to_str().unwrap()).await.unwrap();
+        let papers = d.join("data/papers.parquet");
+        s.add_source("papers", SourceType::File, conn(papers.to_str().unwrap(), None))
+            .await
+            .unwrap();
+        let parts = format!("{}/", d.join("parts").display());
+        s.add_source("parts", SourceType::File, conn(&parts, None))
+            .await
+            .unwrap();
+    }
+    std::fs::remove_file(d.join("data/papers.parquet")).unwrap();
+    let s = JammiSession::open(root.to_str().unwrap()).await.unwrap();
+    let run = |sql: &'static str| {
+        let s = &s;
+        async move { s.sql(sql).await.unwrap().collect().await.unwrap() }
+    };
+    let tables = pretty(&run("SHOW TABLES").await);
+    assert!(tables.contains("papers") && tables.contains("parts"), "{tables}");
+    let columns = pretty(
+        &run("SELECT table_catalog, column_name FROM information_schema.columns WHERE table_catalog = 'papers'")
+            .await,
+    );
+    assert!(columns.contains("embedding") && columns.contains("title"), "{columns}");
+    // The other source still answers.
+    assert_eq!(int(&run("SELECT count(*) FROM parts.public.parts").await, 0), 30);
+    // The broken one fails when queried, naming itself and what is wrong.
+    let e = s
+        .sql("SELECT id FROM papers.public.papers")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("source papers.public.papers") && e.contains("papers.parquet"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_catalog_document_is_skipped_and_the_rest_opens() {
+    let dir = fixture();
+    let d = dir.path();
+    let root = d.join("db");
+    {
+        let s = JammiSession::open(root.to_str().unwrap()).await.unwrap();
+        let papers = d.join("data/papers.parquet");
+        s.add_source("papers", SourceType::File, conn(papers.to_str().unwrap(), None))
+            .await
+            .unwrap();
+    }
+    std::fs::write(root.join("_jammi/sources/broken.json"), b"{ not json").unwrap();
+    std::fs::write(root.join("_jammi/sources/other.json"), br#"{"name": 3}"#).unwrap();
+    let s = JammiSession::open(root.to_str().unwrap()).await.unwrap();
+    let names: Vec<String> = s
+        .list_sources()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["papers"]);
+    let n = s
+        .sql("SELECT count(*) FROM papers.public.papers")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(int(&n, 0), 100);
+    // The documents are left as they are: reported, never removed.
+    assert!(root.join("_jammi/sources/broken.json").exists());
 }

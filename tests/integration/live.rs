@@ -321,10 +321,25 @@ async fn a_source_whose_secrets_were_withheld_fails_until_credentials_are_suppli
         assert_eq!(count(&n), 12);
     }
     // Reopened: the secret-free configuration (endpoint, region) plus the ambient chain,
-    // which has nothing here; the S3 server refuses unsigned requests.
+    // which has nothing here; the S3 server refuses unsigned requests. The source still
+    // lists; reading it fails, saying why.
     let s = JammiSession::open(r).await.unwrap();
+    let tables = s
+        .sql("SHOW TABLES")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let tables = datafusion::arrow::util::pretty::pretty_format_batches(&tables)
+        .unwrap()
+        .to_string();
+    assert!(tables.contains("papers"), "{tables}");
     let e = s
         .sql("SELECT count(*) FROM papers.public.papers")
+        .await
+        .unwrap()
+        .collect()
         .await
         .unwrap_err()
         .to_string();

@@ -6,6 +6,7 @@ mod common;
 mod catalog_sources;
 mod config;
 mod conformance;
+mod indexed_files;
 mod ownership;
 mod registry;
 mod result_store;

@@ -183,3 +183,51 @@ async fn a_cloud_scheme_without_its_feature_names_the_feature_in_sql() {
         .to_string();
     assert!(err.contains("storage-s3"), "{err}");
 }
+
+#[test]
+fn an_unusable_cache_directory_disables_the_cache() {
+    let dir = crate::common::tempdir();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let c = jammi_db::storage::cache::LocalCache::new_or_disabled(file.join("jammi"), 1 << 20);
+    assert!(c.dir().is_none());
+    let ro = dir.path().join("read-only");
+    std::fs::create_dir_all(&ro).unwrap();
+    let mut perms = std::fs::metadata(&ro).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o555);
+    std::fs::set_permissions(&ro, perms).unwrap();
+    // (root can write anywhere: the check only holds for other users)
+    let c = jammi_db::storage::cache::LocalCache::new_or_disabled(&ro, 1 << 20);
+    let writable = tempfile::tempfile_in(&ro).is_ok();
+    assert_eq!(c.dir().is_some(), writable);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disabled_cache_still_serves_downloads_from_temp_files() {
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    let path = object_store::path::Path::from("a/b.bin");
+    store.put(&path, b"hello bytes".to_vec().into()).await.unwrap();
+    let c = jammi_db::storage::cache::LocalCache::disabled();
+    let (f, crc) = c.fetch("k", &store, &path, 11).await.unwrap();
+    assert_eq!(std::fs::read(f.path()).unwrap(), b"hello bytes");
+    assert_eq!(crc, Some(crc32c::crc32c(b"hello bytes")));
+    let p = f.path().to_path_buf();
+    drop(f);
+    assert!(!p.exists(), "the temp file goes with its user");
+}
+
+#[test]
+fn temp_files_of_killed_downloads_are_removed_when_a_cache_opens() {
+    let dir = crate::common::tempdir();
+    let dead = dir.path().join(".tmp-4194303-key-0000000000000001");
+    let ours = dir
+        .path()
+        .join(format!(".tmp-{}-key-0000000000000002", std::process::id()));
+    let entry = dir.path().join("key");
+    for p in [&dead, &ours, &entry] {
+        std::fs::write(p, b"x").unwrap();
+    }
+    jammi_db::storage::cache::LocalCache::new(dir.path(), 1 << 20).unwrap();
+    assert!(!dead.exists(), "a dead download's temp file is removed");
+    assert!(ours.exists() && entry.exists());
+}
