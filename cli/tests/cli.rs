@@ -646,3 +646,61 @@ fn the_repl_history_never_holds_a_secret() {
     );
     assert!(!kept.contains(secret), "{kept}");
 }
+
+#[test]
+fn two_processes_indexing_one_file_leave_one_valid_set_of_sidecars() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let batches: Vec<_> = (0..6).map(|i| sample_batch(i * 5000, 5000, 16)).collect();
+    std::fs::write(data.join("big.parquet"), parquet_bytes(&batches)).unwrap();
+    let q: Vec<String> = (0..16)
+        .map(|d| format!("{:?}", ((777f32) * 0.37 + d as f32 * 1.3).sin()))
+        .collect();
+    let sql = format!(
+        "CREATE EXTERNAL TABLE b STORED AS PARQUET LOCATION '{}' \
+         OPTIONS ('jammi.vector_column' 'embedding'); \
+         SELECT id FROM vector_search('b', [{}], 3)",
+        data.join("big.parquet").display(),
+        q.join(", ")
+    );
+    let children: Vec<_> = (0..2)
+        .map(|i| {
+            Command::new(jammi_bin())
+                .args([
+                    "--root",
+                    dir.path().join(format!("db{i}")).to_str().unwrap(),
+                ])
+                .args(["-o", "csv", "sql", &sql])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = ok(&c.wait_with_output().unwrap());
+        assert!(out.contains("\n777\n") || out.contains("id\n777"), "{out}");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "big.idx.manifest.json",
+            "big.idx.rowmap",
+            "big.idx.usearch",
+            "big.parquet"
+        ]
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("big.idx.manifest.json")).unwrap())
+            .unwrap();
+    for f in manifest["files"].as_array().unwrap() {
+        let bytes = std::fs::read(data.join(f["name"].as_str().unwrap())).unwrap();
+        assert_eq!(crc32c::crc32c(&bytes) as u64, f["crc32c"].as_u64().unwrap());
+    }
+}

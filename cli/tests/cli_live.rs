@@ -157,11 +157,17 @@ async fn scans_writes_and_cold_searches_succeed_through_a_proxy_failing_one_requ
         allow_http: Some(true),
         ..Default::default()
     });
-    let store = StorageRegistry::new().store(&url, Some(&direct)).await.unwrap();
+    let store = StorageRegistry::new()
+        .store(&url, Some(&direct))
+        .await
+        .unwrap();
     use object_store::ObjectStoreExt;
     let rows = 20_000;
     store
-        .put(&url.object_path().unwrap(), vectors_parquet(rows, 64).into())
+        .put(
+            &url.object_path().unwrap(),
+            vectors_parquet(rows, 64).into(),
+        )
         .await
         .unwrap();
     proxy_control(&proxy, "POST", "/__proxy/reset");
@@ -175,7 +181,10 @@ async fn scans_writes_and_cold_searches_succeed_through_a_proxy_failing_one_requ
             .env("PATH", std::env::var("PATH").unwrap())
             .env("HOME", home.path())
             // A fresh local cache per process: every search below is cold.
-            .env("JAMMI_CACHE_DIR", home.path().join(format!("cache-{}", rand_suffix())))
+            .env(
+                "JAMMI_CACHE_DIR",
+                home.path().join(format!("cache-{}", rand_suffix())),
+            )
             .env("AWS_ENDPOINT_URL", &proxy)
             .env("AWS_ALLOW_HTTP", "true")
             .env("AWS_ACCESS_KEY_ID", "testing")
@@ -193,19 +202,36 @@ async fn scans_writes_and_cold_searches_succeed_through_a_proxy_failing_one_requ
         );
         stdout
     };
-    jammi(&["sources", "add", "papers", "--url", url.to_string().as_str(), "--format", "parquet"]);
+    jammi(&[
+        "sources",
+        "add",
+        "papers",
+        "--url",
+        url.to_string().as_str(),
+        "--format",
+        "parquet",
+    ]);
     for _ in 0..15 {
-        let out = jammi(&["sql", "SELECT count(*) AS n, sum(id) AS s FROM papers.public.papers"]);
+        let out = jammi(&[
+            "sql",
+            "SELECT count(*) AS n, sum(id) AS s FROM papers.public.papers",
+        ]);
         assert_eq!(out, format!("n,s\n{rows},{}\n", rows * (rows - 1) / 2));
     }
-    jammi(&["sql", "CREATE TABLE jammi.public.emb AS SELECT id, title, embedding FROM papers.public.papers"]);
+    jammi(&[
+        "sql",
+        "CREATE TABLE jammi.public.emb AS SELECT id, title, embedding FROM papers.public.papers",
+    ]);
     let q = vector(12_345, 64)
         .iter()
         .map(|v| format!("{v:?}"))
         .collect::<Vec<_>>()
         .join(",");
     for _ in 0..8 {
-        let out = jammi(&["sql", &format!("SELECT id, title FROM vector_search('emb', [{q}], 3)")]);
+        let out = jammi(&[
+            "sql",
+            &format!("SELECT id, title FROM vector_search('emb', [{q}], 3)"),
+        ]);
         assert!(out.contains("12345,row 12345"), "{out}");
     }
     let stats: serde_json::Value =
@@ -220,7 +246,10 @@ async fn scans_writes_and_cold_searches_succeed_through_a_proxy_failing_one_requ
         .sum();
     println!("fault proxy: {stats}");
     assert!(requests >= 200, "{stats}");
-    assert!(faults * 20 >= requests, "about one request in ten failed: {stats}");
+    assert!(
+        faults * 20 >= requests,
+        "about one request in ten failed: {stats}"
+    );
 }
 
 fn rand_suffix() -> u64 {

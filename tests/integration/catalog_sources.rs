@@ -423,9 +423,13 @@ async fn a_source_whose_file_is_gone_still_lists_and_fails_only_when_queried() {
     {
         let s = JammiSession::open(root.to_str().unwrap()).await.unwrap();
         let papers = d.join("data/papers.parquet");
-        s.add_source("papers", SourceType::File, conn(papers.to_str().unwrap(), None))
-            .await
-            .unwrap();
+        s.add_source(
+            "papers",
+            SourceType::File,
+            conn(papers.to_str().unwrap(), None),
+        )
+        .await
+        .unwrap();
         let parts = format!("{}/", d.join("parts").display());
         s.add_source("parts", SourceType::File, conn(&parts, None))
             .await
@@ -438,14 +442,23 @@ async fn a_source_whose_file_is_gone_still_lists_and_fails_only_when_queried() {
         async move { s.sql(sql).await.unwrap().collect().await.unwrap() }
     };
     let tables = pretty(&run("SHOW TABLES").await);
-    assert!(tables.contains("papers") && tables.contains("parts"), "{tables}");
+    assert!(
+        tables.contains("papers") && tables.contains("parts"),
+        "{tables}"
+    );
     let columns = pretty(
         &run("SELECT table_catalog, column_name FROM information_schema.columns WHERE table_catalog = 'papers'")
             .await,
     );
-    assert!(columns.contains("embedding") && columns.contains("title"), "{columns}");
+    assert!(
+        columns.contains("embedding") && columns.contains("title"),
+        "{columns}"
+    );
     // The other source still answers.
-    assert_eq!(int(&run("SELECT count(*) FROM parts.public.parts").await, 0), 30);
+    assert_eq!(
+        int(&run("SELECT count(*) FROM parts.public.parts").await, 0),
+        30
+    );
     // The broken one fails when queried, naming itself and what is wrong.
     let e = s
         .sql("SELECT id FROM papers.public.papers")
@@ -455,7 +468,10 @@ async fn a_source_whose_file_is_gone_still_lists_and_fails_only_when_queried() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("source papers.public.papers") && e.contains("papers.parquet"), "{e}");
+    assert!(
+        e.contains("source papers.public.papers") && e.contains("papers.parquet"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -466,9 +482,13 @@ async fn an_unreadable_catalog_document_is_skipped_and_the_rest_opens() {
     {
         let s = JammiSession::open(root.to_str().unwrap()).await.unwrap();
         let papers = d.join("data/papers.parquet");
-        s.add_source("papers", SourceType::File, conn(papers.to_str().unwrap(), None))
-            .await
-            .unwrap();
+        s.add_source(
+            "papers",
+            SourceType::File,
+            conn(papers.to_str().unwrap(), None),
+        )
+        .await
+        .unwrap();
     }
     std::fs::write(root.join("_jammi/sources/broken.json"), b"{ not json").unwrap();
     std::fs::write(root.join("_jammi/sources/other.json"), br#"{"name": 3}"#).unwrap();

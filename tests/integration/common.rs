@@ -531,3 +531,30 @@ pub async fn object_names(store: &Arc<dyn ObjectStore>, root: &StorageUrl) -> Ve
     v.sort();
     v
 }
+
+/// SQL OPTIONS spelling of a live server's configuration.
+pub fn live_options(cloud: &CloudConfig) -> String {
+    let pairs: Vec<(&str, String)> = match cloud {
+        CloudConfig::S3(c) => vec![
+            ("aws.endpoint", c.endpoint.clone().unwrap()),
+            ("aws.region", "us-east-1".into()),
+            ("aws.access_key_id", "testing".into()),
+            ("aws.secret_access_key", "testing".into()),
+            ("aws.allow_http", "true".into()),
+        ],
+        CloudConfig::Gcs(c) => vec![
+            ("gcp.endpoint", c.endpoint.clone().unwrap()),
+            ("gcp.allow_http", "true".into()),
+            ("gcp.skip_signature", "true".into()),
+        ],
+        CloudConfig::Azure(c) => vec![
+            ("azure.endpoint", c.endpoint.clone().unwrap()),
+            ("azure.use_emulator", "true".into()),
+        ],
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("'{k}' '{v}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -14,6 +14,8 @@ use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties}
 use jammi_db::session::JammiSession;
 
 use crate::common::{sample_vector, tempdir};
+use jammi_db::session::OpenOptions;
+use jammi_db::storage::{CloudConfig, StorageRegistry, StorageUrl};
 
 /// Parquet of rows `ids` with 8-d vectors pointing at `angle(id)`, written uncompressed,
 /// without dictionaries or statistics: its size depends only on the row count.
@@ -26,7 +28,11 @@ fn fixed_size_parquet(ids: &[i64], angle: impl Fn(i64) -> i64) -> Vec<u8> {
         .collect();
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
-        Field::new("embedding", DataType::FixedSizeList(item.clone(), dims), true),
+        Field::new(
+            "embedding",
+            DataType::FixedSizeList(item.clone(), dims),
+            true,
+        ),
     ]));
     let cols: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from(ids.to_vec())),
@@ -184,7 +190,10 @@ async fn a_rewritten_file_of_the_same_size_is_never_searched_with_its_old_index(
     s2.sql(&index_sql("docs", &file)).await.unwrap();
     let rebuilt = ids_of(&s2, &search_sql("docs", 207)).await;
     assert_eq!(s2.last_search().mode, "index");
-    assert!(rebuilt.contains(&7) && !rebuilt.contains(&207), "{rebuilt:?}");
+    assert!(
+        rebuilt.contains(&7) && !rebuilt.contains(&207),
+        "{rebuilt:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -193,7 +202,11 @@ async fn sidecars_of_the_older_naming_still_load() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let ids: Vec<i64> = (0..300).collect();
-    std::fs::write(data.join("emb.2024.parquet"), fixed_size_parquet(&ids, |i| i)).unwrap();
+    std::fs::write(
+        data.join("emb.2024.parquet"),
+        fixed_size_parquet(&ids, |i| i),
+    )
+    .unwrap();
     let s = JammiSession::open(dir.path().join("db").to_str().unwrap())
         .await
         .unwrap();
@@ -229,7 +242,11 @@ async fn sidecars_of_the_older_naming_still_load() {
     s.sql(&index_sql("e", &data.join("emb.2024.parquet")))
         .await
         .unwrap();
-    assert_eq!(sidecars(&data), legacy, "the older sidecars were used, none built");
+    assert_eq!(
+        sidecars(&data),
+        legacy,
+        "the older sidecars were used, none built"
+    );
     let got = ids_of(&s, &search_sql("e", 5)).await;
     assert!(got.contains(&5), "{got:?}");
     assert_eq!(s.last_search().mode, "index");
@@ -324,4 +341,70 @@ async fn a_cached_sidecar_that_fails_its_checksum_is_fetched_again() {
     assert_eq!(second.stats().downloads, 1, "fetched again");
     assert_eq!(std::fs::read(&cached[0]).unwrap(), good);
     assert_eq!(loaded.rowmap.len(), 300);
+}
+
+/// Dotted names and a same-size rewrite on any store: `base` is a prefix URL, `cloud` its
+/// settings (a live lane) — files are put and searched through storage URLs.
+pub(crate) async fn sidecars_follow_their_file_on(base: &str, cloud: Option<CloudConfig>) {
+    use object_store::ObjectStoreExt;
+    let registry = StorageRegistry::new();
+    let baseu = StorageUrl::parse(base).unwrap();
+    let store = registry.store(&baseu, cloud.as_ref()).await.unwrap();
+    let put = |name: &str, bytes: Vec<u8>| {
+        let store = store.clone();
+        let url = baseu.join(name).unwrap();
+        async move {
+            store
+                .put(&url.object_path().unwrap(), bytes.into())
+                .await
+                .unwrap();
+        }
+    };
+    let a: Vec<i64> = (0..300).collect();
+    let b: Vec<i64> = (1000..1300).collect();
+    put("emb.2024.parquet", fixed_size_parquet(&a, |i| i)).await;
+    put("emb.2025.parquet", fixed_size_parquet(&b, |i| i)).await;
+    let root = tempdir();
+    let s = JammiSession::open_with(
+        root.path().to_str().unwrap(),
+        OpenOptions {
+            registry: Some(registry.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let options = match &cloud {
+        Some(c) => format!(", {}", crate::common::live_options(c)),
+        None => String::new(),
+    };
+    for (t, f) in [("e24", "emb.2024.parquet"), ("e25", "emb.2025.parquet")] {
+        s.sql(&format!(
+            "CREATE EXTERNAL TABLE {t} STORED AS PARQUET LOCATION '{base}{f}' \
+             OPTIONS ('jammi.vector_column' 'embedding'{options})"
+        ))
+        .await
+        .unwrap();
+    }
+    let got = ids_of(&s, &search_sql("e25", 1005)).await;
+    assert!(got.iter().all(|i| (1000..1300).contains(i)), "{got:?}");
+    assert_eq!(s.last_search().mode, "index");
+    for stem in ["emb.2024", "emb.2025"] {
+        let m = baseu.join(&format!("{stem}.idx.manifest.json")).unwrap();
+        store.head(&m.object_path().unwrap()).await.unwrap();
+    }
+    // Same size, other content: the old index is not used.
+    let first = fixed_size_parquet(&a, |i| i);
+    let second = fixed_size_parquet(&a, |i| i + 200);
+    assert_eq!(first.len(), second.len());
+    put("emb.2024.parquet", second).await;
+    let after = ids_of(&s, &search_sql("e24", 207)).await;
+    let stats = s.last_search();
+    assert_eq!(stats.mode, "exact", "{stats:?}");
+    assert_eq!(after[0], 7, "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sidecars_follow_their_file_on_a_memory_store() {
+    sidecars_follow_their_file_on(&crate::common::memory_root("follow"), None).await;
 }

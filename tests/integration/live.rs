@@ -12,33 +12,6 @@ use object_store::{ObjectStoreExt, PutPayload};
 use crate::common::{Live, parquet_bytes, sample_batch, sample_schema, sample_vector};
 use crate::conformance::storage_conformance;
 
-/// SQL OPTIONS spelling of a live server's configuration.
-fn sql_options(cloud: &CloudConfig) -> String {
-    let pairs: Vec<(&str, String)> = match cloud {
-        CloudConfig::S3(c) => vec![
-            ("aws.endpoint", c.endpoint.clone().unwrap()),
-            ("aws.region", "us-east-1".into()),
-            ("aws.access_key_id", "testing".into()),
-            ("aws.secret_access_key", "testing".into()),
-            ("aws.allow_http", "true".into()),
-        ],
-        CloudConfig::Gcs(c) => vec![
-            ("gcp.endpoint", c.endpoint.clone().unwrap()),
-            ("gcp.allow_http", "true".into()),
-            ("gcp.skip_signature", "true".into()),
-        ],
-        CloudConfig::Azure(c) => vec![
-            ("azure.endpoint", c.endpoint.clone().unwrap()),
-            ("azure.use_emulator", "true".into()),
-        ],
-    };
-    pairs
-        .iter()
-        .map(|(k, v)| format!("'{k}' '{v}'"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 fn count(b: &[datafusion::arrow::array::RecordBatch]) -> i64 {
     b[0].column(0)
         .as_any()
@@ -89,7 +62,7 @@ async fn ddl_sources_and_results(scheme: &str, cloud: CloudConfig) {
     // CREATE EXTERNAL TABLE with OPTIONS, no pre-registration.
     s.sql(&format!(
         "CREATE EXTERNAL TABLE ext STORED AS PARQUET LOCATION '{base}data/papers.parquet' OPTIONS ({})",
-        sql_options(&cloud)
+        crate::common::live_options(&cloud)
     ))
     .await
     .unwrap();
@@ -104,7 +77,7 @@ async fn ddl_sources_and_results(scheme: &str, cloud: CloudConfig) {
     let e = s
         .sql(&format!(
             "CREATE EXTERNAL TABLE missing STORED AS PARQUET LOCATION '{base}data/nope.parquet' OPTIONS ({})",
-            sql_options(&cloud)
+            crate::common::live_options(&cloud)
         ))
         .await
         .unwrap_err();
@@ -324,13 +297,7 @@ async fn a_source_whose_secrets_were_withheld_fails_until_credentials_are_suppli
     // which has nothing here; the S3 server refuses unsigned requests. The source still
     // lists; reading it fails, saying why.
     let s = JammiSession::open(r).await.unwrap();
-    let tables = s
-        .sql("SHOW TABLES")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let tables = s.sql("SHOW TABLES").await.unwrap().collect().await.unwrap();
     let tables = datafusion::arrow::util::pretty::pretty_format_batches(&tables)
         .unwrap()
         .to_string();
@@ -356,4 +323,73 @@ async fn a_source_whose_secrets_were_withheld_fails_until_credentials_are_suppli
         .await
         .unwrap();
     assert_eq!(count(&n), 12);
+}
+
+#[cfg(feature = "live-s3-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_user_files_named_like_ours_survive_every_operation() {
+    let root = format!("s3://{}/owned/", Live::bucket());
+    crate::ownership::every_operation_keeps_user_files(&root, Some(Live::s3())).await;
+}
+
+#[cfg(feature = "live-gcs-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn gcs_user_files_named_like_ours_survive_every_operation() {
+    let root = format!("gs://{}/owned/", Live::bucket());
+    crate::ownership::every_operation_keeps_user_files(&root, Some(Live::gcs())).await;
+}
+
+#[cfg(feature = "live-azure-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_user_files_named_like_ours_survive_every_operation() {
+    let root = format!("azure://{}/owned/", Live::bucket());
+    crate::ownership::every_operation_keeps_user_files(&root, Some(Live::azure())).await;
+}
+
+#[cfg(feature = "live-s3-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_sidecars_follow_their_file() {
+    let base = format!("s3://{}/follow/", Live::bucket());
+    crate::indexed_files::sidecars_follow_their_file_on(&base, Some(Live::s3())).await;
+}
+
+#[cfg(feature = "live-gcs-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn gcs_sidecars_follow_their_file() {
+    let base = format!("gs://{}/follow/", Live::bucket());
+    crate::indexed_files::sidecars_follow_their_file_on(&base, Some(Live::gcs())).await;
+}
+
+#[cfg(feature = "live-azure-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_sidecars_follow_their_file() {
+    let base = format!("azure://{}/follow/", Live::bucket());
+    crate::indexed_files::sidecars_follow_their_file_on(&base, Some(Live::azure())).await;
+}
+
+#[cfg(feature = "live-s3-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_lost_responses_at_every_request_of_a_write_leave_tables_whole_or_gone() {
+    let base = format!("s3://{}/", Live::bucket());
+    crate::ownership::faults_during_a_write(crate::common::Fault::After, Some((base, Live::s3())))
+        .await;
+}
+
+#[cfg(feature = "live-gcs-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn gcs_lost_responses_at_every_request_of_a_write_leave_tables_whole_or_gone() {
+    let base = format!("gs://{}/", Live::bucket());
+    crate::ownership::faults_during_a_write(crate::common::Fault::After, Some((base, Live::gcs())))
+        .await;
+}
+
+#[cfg(feature = "live-azure-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_lost_responses_at_every_request_of_a_write_leave_tables_whole_or_gone() {
+    let base = format!("azure://{}/", Live::bucket());
+    crate::ownership::faults_during_a_write(
+        crate::common::Fault::After,
+        Some((base, Live::azure())),
+    )
+    .await;
 }

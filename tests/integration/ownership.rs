@@ -12,7 +12,7 @@ use jammi_db::JammiError;
 use jammi_db::catalog::Catalog;
 use jammi_db::format::manifest::{FileRole, Manifest};
 use jammi_db::session::{JammiSession, OpenOptions};
-use jammi_db::storage::{StorageRegistry, StorageUrl};
+use jammi_db::storage::{CloudConfig, StorageRegistry, StorageUrl};
 use jammi_db::store::lease::{LEASE_VERSION, Lease, LeaseState, OwnedObject};
 use jammi_db::store::{ResultStore, TableSpec};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -35,8 +35,12 @@ fn spec(name: Option<&str>) -> TableSpec {
 }
 
 fn store_at(root: &str, registry: StorageRegistry) -> ResultStore {
+    store_on(root, registry, None)
+}
+
+fn store_on(root: &str, registry: StorageRegistry, cloud: Option<CloudConfig>) -> ResultStore {
     let url = StorageUrl::parse(root).unwrap();
-    let catalog = Catalog::new(url.clone(), registry.clone(), None);
+    let catalog = Catalog::new(url.clone(), registry.clone(), cloud);
     ResultStore::with_root(url, registry, catalog).unwrap()
 }
 
@@ -63,32 +67,23 @@ fn sibling_of(object: &str, tables: &[String]) -> bool {
     })
 }
 
-async fn every_operation_keeps_user_files(root: &str) {
+/// User files named like ours come through opens, reads, refused and accepted writes, a
+/// delete and recovery byte for byte (`cloud`: the root's settings on a live lane).
+pub(crate) async fn every_operation_keeps_user_files(root: &str, cloud: Option<CloudConfig>) {
     let registry = StorageRegistry::new();
-    let s = JammiSession::open_with(
-        root,
-        OpenOptions {
-            registry: Some(registry.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let options = || OpenOptions {
+        registry: Some(registry.clone()),
+        cloud: cloud.clone(),
+        ..Default::default()
+    };
+    let s = JammiSession::open_with(root, options()).await.unwrap();
     let rs = s.result_store().clone();
     let store = rs.object_store().await.unwrap();
     let rootu = rs.root().clone();
     let files = put_user_files(&store, &rootu).await;
 
     // Opening again, listing, reading: nothing changes.
-    let s = JammiSession::open_with(
-        root,
-        OpenOptions {
-            registry: Some(registry.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let s = JammiSession::open_with(root, options()).await.unwrap();
     s.list_sources().await.unwrap();
     let listed = s.list_tables().await.unwrap();
     assert!(listed.is_empty(), "user files are not tables: {listed:?}");
@@ -169,12 +164,12 @@ async fn every_operation_keeps_user_files(root: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn user_files_named_like_ours_survive_every_operation_on_a_local_root() {
     let dir = tempdir();
-    every_operation_keeps_user_files(dir.path().to_str().unwrap()).await;
+    every_operation_keeps_user_files(dir.path().to_str().unwrap(), None).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn user_files_named_like_ours_survive_every_operation_on_a_memory_root() {
-    every_operation_keeps_user_files(&memory_root("ownership")).await;
+    every_operation_keeps_user_files(&memory_root("ownership"), None).await;
 }
 
 /// A lease as another host's process would have left it.
@@ -462,13 +457,19 @@ async fn assert_whole_or_gone_with(
     tables
 }
 
-async fn faults_during_a_write(fault: Fault) {
+/// A fault at every request of a write; `lane` puts the root on a live server (a base URL
+/// and its settings) instead of `memory://`.
+pub(crate) async fn faults_during_a_write(fault: Fault, lane: Option<(String, CloudConfig)>) {
     let outcomes = Arc::new(std::sync::Mutex::new((0, 0)));
     let n = at_every_request(fault, |registry, armed, n, faulted| {
         let outcomes = outcomes.clone();
+        let lane = lane.clone();
         async move {
-            let root = memory_root("write-faults");
-            let rs = store_at(&root, registry);
+            let (root, cloud) = match lane {
+                Some((base, cloud)) => (format!("{base}write-faults-{fault:?}-{n}/"), Some(cloud)),
+                None => (memory_root("write-faults"), None),
+            };
+            let rs = store_on(&root, registry, cloud);
             let store = rs.object_store().await.unwrap();
             let files = put_user_files(&store, rs.root()).await;
             let earlier = rs
@@ -509,19 +510,19 @@ async fn faults_during_a_write(fault: Fault) {
         }
     })
     .await;
-    assert!(n > 20, "the write was exercised at {n} requests");
+    assert!(n > 15, "the write was exercised at {n} requests");
     let (ok, failed) = *outcomes.lock().unwrap();
     assert!(ok >= 1 && failed >= 1, "{ok} committed, {failed} failed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_fault_before_any_request_of_a_write_leaves_the_table_whole_or_gone() {
-    faults_during_a_write(Fault::Before).await;
+    faults_during_a_write(Fault::Before, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_response_at_any_request_of_a_write_leaves_the_table_whole_or_gone() {
-    faults_during_a_write(Fault::After).await;
+    faults_during_a_write(Fault::After, None).await;
 }
 
 async fn faults_while_indexing_a_file(fault: Fault) {

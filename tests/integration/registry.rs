@@ -206,7 +206,10 @@ fn an_unusable_cache_directory_disables_the_cache() {
 async fn a_disabled_cache_still_serves_downloads_from_temp_files() {
     let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
     let path = object_store::path::Path::from("a/b.bin");
-    store.put(&path, b"hello bytes".to_vec().into()).await.unwrap();
+    store
+        .put(&path, b"hello bytes".to_vec().into())
+        .await
+        .unwrap();
     let c = jammi_db::storage::cache::LocalCache::disabled();
     let (f, crc) = c.fetch("k", &store, &path, 11).await.unwrap();
     assert_eq!(std::fs::read(f.path()).unwrap(), b"hello bytes");
