@@ -253,32 +253,23 @@ fn errors_are_one_line_with_a_nonzero_exit() {
     ));
     assert!(e.contains("/definitely/not/here.parquet"), "{e}");
     let secret = "TopSecretValue123";
-    let e = fails(&jammi(
-        &root,
-        &[
+    let add_with = |option: String| {
+        let args = [
             "sources",
             "add",
             "x",
             "--url",
             "s3://bkt/x.parquet",
             "--option",
-            &format!("aws.secret_access_key={secret}"),
-        ],
-    ));
+        ];
+        let mut args: Vec<&str> = args.to_vec();
+        args.push(&option);
+        fails(&jammi(&root, &args))
+    };
+    let e = add_with(format!("aws.secret_access_key={secret}"));
     assert!(!e.contains(secret), "{e}");
     // The wrong separator: the whole text may be the secret, and is never echoed.
-    let e = fails(&jammi(
-        &root,
-        &[
-            "sources",
-            "add",
-            "x",
-            "--url",
-            "s3://bkt/x.parquet",
-            "--option",
-            &format!("aws.secret_access_key:{secret}"),
-        ],
-    ));
+    let e = add_with(format!("aws.secret_access_key:{secret}"));
     assert!(!e.contains(secret) && e.contains("KEY=VALUE"), "{e}");
     let bad_root = Command::new(jammi_bin())
         .args(["--root", "gopher://x", "sql", "SELECT 1"])

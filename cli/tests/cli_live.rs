@@ -14,6 +14,27 @@ fn endpoint() -> String {
         .expect("JAMMI_TEST_S3_ENDPOINT: run `eval \"$(scripts/test-servers.sh env)\"`")
 }
 
+/// Puts `bytes` at `url` on the S3 server directly (not through the proxy).
+async fn put_direct(url: &StorageUrl, bytes: Vec<u8>) {
+    use object_store::ObjectStoreExt;
+    let explicit = CloudConfig::S3(S3Config {
+        endpoint: Some(endpoint()),
+        region: Some("us-east-1".into()),
+        access_key_id: Some("testing".into()),
+        secret_access_key: Some("testing".into()),
+        allow_http: Some(true),
+        ..Default::default()
+    });
+    let store = StorageRegistry::new()
+        .store(url, Some(&explicit))
+        .await
+        .unwrap();
+    store
+        .put(&url.object_path().unwrap(), bytes.into())
+        .await
+        .unwrap();
+}
+
 fn ids_parquet(n: i64) -> Vec<u8> {
     let schema = std::sync::Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
     let batch = RecordBatch::try_new(
@@ -47,23 +68,7 @@ async fn aws_profile_credentials_from_a_temporary_home_reach_the_s3_server() {
     .unwrap();
     let bucket = "jammi-41";
     let url = StorageUrl::parse(&format!("s3://{bucket}/profile/papers.parquet")).unwrap();
-    let explicit = CloudConfig::S3(S3Config {
-        endpoint: Some(endpoint()),
-        region: Some("us-east-1".into()),
-        access_key_id: Some("testing".into()),
-        secret_access_key: Some("testing".into()),
-        allow_http: Some(true),
-        ..Default::default()
-    });
-    let store = StorageRegistry::new()
-        .store(&url, Some(&explicit))
-        .await
-        .unwrap();
-    use object_store::ObjectStoreExt;
-    store
-        .put(&url.object_path().unwrap(), ids_parquet(42).into())
-        .await
-        .unwrap();
+    put_direct(&url, ids_parquet(42)).await;
     let root = home.path().join("db");
     let out = Command::new(env!("CARGO_BIN_EXE_jammi"))
         .env_clear()
@@ -149,27 +154,8 @@ async fn scans_writes_and_cold_searches_succeed_through_a_proxy_failing_one_requ
     let bucket = "jammi-42";
     // The data goes in directly; everything after goes through the proxy.
     let url = StorageUrl::parse(&format!("s3://{bucket}/proxy/papers.parquet")).unwrap();
-    let direct = CloudConfig::S3(S3Config {
-        endpoint: Some(endpoint()),
-        region: Some("us-east-1".into()),
-        access_key_id: Some("testing".into()),
-        secret_access_key: Some("testing".into()),
-        allow_http: Some(true),
-        ..Default::default()
-    });
-    let store = StorageRegistry::new()
-        .store(&url, Some(&direct))
-        .await
-        .unwrap();
-    use object_store::ObjectStoreExt;
     let rows = 20_000;
-    store
-        .put(
-            &url.object_path().unwrap(),
-            vectors_parquet(rows, 64).into(),
-        )
-        .await
-        .unwrap();
+    put_direct(&url, vectors_parquet(rows, 64)).await;
     proxy_control(&proxy, "POST", "/__proxy/reset");
 
     let home = tempfile::tempdir().unwrap();
@@ -257,4 +243,118 @@ fn rand_suffix() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64
+}
+
+/// A container-credentials endpoint (what ECS serves) that answers 500 until `up` is set.
+fn credentials_endpoint(up: std::sync::Arc<std::sync::atomic::AtomicBool>) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let body = r#"{"AccessKeyId":"testing","SecretAccessKey":"testing","Token":"t","Expiration":"2099-01-01T00:00:00Z"}"#;
+            let reply = if up.load(std::sync::atomic::Ordering::SeqCst) {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
+            };
+            let _ = conn.write_all(reply.as_bytes());
+        }
+    });
+    format!("http://{addr}/creds")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_credential_probe_is_not_remembered_as_unsigned() {
+    let url =
+        StorageUrl::parse(&format!("s3://jammi-43/creds-{}/p.parquet", rand_suffix())).unwrap();
+    put_direct(&url, ids_parquet(7)).await;
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let creds = credentials_endpoint(up.clone());
+    let home = tempfile::tempdir().unwrap();
+    // The REPL keeps one process (and its store cache) across statements: `script` gives it
+    // a terminal.
+    let command = format!(
+        "stty cols 1000; {} --root {} -o csv",
+        env!("CARGO_BIN_EXE_jammi"),
+        home.path().join("db").display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("HOME", home.path())
+        .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", &creds)
+        .env("AWS_ENDPOINT_URL", endpoint())
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_REGION", "us-east-1")
+        .env("JAMMI_STORAGE_MAX_RETRIES", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let shown = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let shown = shown.clone();
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                shown
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let wait_for = |from: usize, what: &str| -> usize {
+        loop {
+            let text = shown.lock().unwrap().clone();
+            if let Some(i) = text.get(from..).and_then(|t| t.find(what)) {
+                return from + i + what.len();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "waiting for {what:?}: {text}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let send = |stdin: &mut std::process::ChildStdin, line: &str| {
+        use std::io::Write;
+        stdin.write_all(format!("{line}\r").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    };
+    let create = format!("CREATE EXTERNAL TABLE p STORED AS PARQUET LOCATION '{url}';");
+    let mut at = wait_for(0, "jammi> ");
+    // The credentials endpoint fails: the statement fails, and the store keeps the chain.
+    send(&mut stdin, &create);
+    at = wait_for(at, "error:");
+    at = wait_for(at, "jammi> ");
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    // The endpoint works now: the same process signs its requests with its credentials.
+    send(&mut stdin, &create);
+    at = wait_for(at, "jammi> ");
+    send(&mut stdin, "SELECT count(*) AS n FROM p;");
+    at = wait_for(at, "n\r\n7");
+    wait_for(at, "jammi> ");
+    send(&mut stdin, "\\q");
+    let status = child.wait().unwrap();
+    drop(stdin);
+    reader.join().unwrap();
+    assert!(status.success());
 }

@@ -68,6 +68,18 @@ pub struct OwnedObject {
     pub e_tag: Option<String>,
 }
 
+impl From<&crate::format::manifest::FileEntry> for OwnedObject {
+    /// The record of a committed sibling, as a delete plans it.
+    fn from(f: &crate::format::manifest::FileEntry) -> Self {
+        OwnedObject {
+            name: f.name.clone(),
+            size: f.size,
+            crc32c: f.crc32c,
+            e_tag: f.e_tag.clone(),
+        }
+    }
+}
+
 /// Contents of a lease object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lease {
@@ -482,12 +494,10 @@ mod tests {
         (Arc::new(object_store::memory::InMemory::new()), url)
     }
 
-    #[tokio::test]
-    async fn a_lease_taken_over_is_never_written_again_by_its_old_holder() {
-        let (store, url) = memory();
-        let guard = LeaseGuard::create(
+    async fn held(store: &Arc<dyn ObjectStore>, url: &StorageUrl) -> LeaseGuard {
+        LeaseGuard::create(
             store.clone(),
-            &url,
+            url,
             "t",
             LeaseState::Writing,
             vec![],
@@ -495,7 +505,13 @@ mod tests {
         )
         .await
         .unwrap()
-        .unwrap();
+        .expect("no lease there yet")
+    }
+
+    #[tokio::test]
+    async fn a_lease_taken_over_is_never_written_again_by_its_old_holder() {
+        let (store, url) = memory();
+        let guard = held(&store, &url).await;
         guard
             .update(|l| l.planned.push("t.parquet".into()))
             .await
@@ -529,17 +545,7 @@ mod tests {
     #[tokio::test]
     async fn a_holder_whose_lease_lapsed_fails_before_writing() {
         let (store, url) = memory();
-        let guard = LeaseGuard::create(
-            store.clone(),
-            &url,
-            "t",
-            LeaseState::Writing,
-            vec![],
-            MIN_TTL,
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let guard = held(&store, &url).await;
         guard.held.lock().await.valid_until = now_ms() - 1;
         let e = guard
             .update(|l| l.state = LeaseState::Committing)

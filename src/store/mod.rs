@@ -410,12 +410,7 @@ pub(crate) async fn delete_sidecars(
         .files
         .iter()
         .filter(|f| manifest.owns(f))
-        .map(|f| OwnedObject {
-            name: f.name.clone(),
-            size: f.size,
-            crc32c: f.crc32c,
-            e_tag: f.e_tag.clone(),
-        })
+        .map(OwnedObject::from)
         .collect();
     if let Err(e) = txn.plan_delete(manifest, owned).await {
         txn.abort().await;

@@ -409,6 +409,20 @@ fn public_futures_are_send_so_they_can_be_spawned() {
     };
 }
 
+/// A session on `root` with the fixture's `papers` file registered as source `papers`.
+async fn with_papers_source(root: &std::path::Path, fixture: &std::path::Path) -> JammiSession {
+    let s = JammiSession::open(root.to_str().unwrap()).await.unwrap();
+    let papers = fixture.join("data/papers.parquet");
+    s.add_source(
+        "papers",
+        SourceType::File,
+        conn(papers.to_str().unwrap(), None),
+    )
+    .await
+    .unwrap();
+    s
+}
+
 fn pretty(batches: &[RecordBatch]) -> String {
     datafusion::arrow::util::pretty::pretty_format_batches(batches)
         .unwrap()
@@ -421,15 +435,7 @@ async fn a_source_whose_file_is_gone_still_lists_and_fails_only_when_queried() {
     let d = dir.path();
     let root = d.join("db");
     {
-        let s = JammiSession::open(root.to_str().unwrap()).await.unwrap();
-        let papers = d.join("data/papers.parquet");
-        s.add_source(
-            "papers",
-            SourceType::File,
-            conn(papers.to_str().unwrap(), None),
-        )
-        .await
-        .unwrap();
+        let s = with_papers_source(&root, d).await;
         let parts = format!("{}/", d.join("parts").display());
         s.add_source("parts", SourceType::File, conn(&parts, None))
             .await
@@ -479,17 +485,7 @@ async fn an_unreadable_catalog_document_is_skipped_and_the_rest_opens() {
     let dir = fixture();
     let d = dir.path();
     let root = d.join("db");
-    {
-        let s = JammiSession::open(root.to_str().unwrap()).await.unwrap();
-        let papers = d.join("data/papers.parquet");
-        s.add_source(
-            "papers",
-            SourceType::File,
-            conn(papers.to_str().unwrap(), None),
-        )
-        .await
-        .unwrap();
-    }
+    with_papers_source(&root, d).await;
     std::fs::write(root.join("_jammi/sources/broken.json"), b"{ not json").unwrap();
     std::fs::write(root.join("_jammi/sources/other.json"), br#"{"name": 3}"#).unwrap();
     let s = JammiSession::open(root.to_str().unwrap()).await.unwrap();

@@ -210,6 +210,23 @@ fn owned(name: &str, bytes: &[u8]) -> OwnedObject {
     }
 }
 
+/// Writes `lease` where its holder would have: `<stem>.idx.lease.json` under `root`.
+async fn put_lease(store: &Arc<dyn ObjectStore>, root: &StorageUrl, lease: &Lease) {
+    let name = format!("{}.idx.lease.json", lease.stem);
+    put(store, root, &name, &serde_json::to_vec(lease).unwrap()).await;
+}
+
+/// A committed 12-row table named `name`.
+async fn small_table(rs: &ResultStore, name: &str) -> Manifest {
+    rs.write_batches(
+        &spec(Some(name)),
+        sample_schema(4),
+        vec![sample_batch(0, 12, 4)],
+    )
+    .await
+    .unwrap()
+}
+
 async fn put(store: &Arc<dyn ObjectStore>, root: &StorageUrl, name: &str, bytes: &[u8]) {
     store
         .put(
@@ -256,13 +273,7 @@ async fn recovery_removes_only_what_a_dead_lease_records_and_a_dry_run_changes_n
             owned("dead.idx.usearch", b"what the writer wrote"),
         ],
     );
-    put(
-        &store,
-        &r,
-        "dead.idx.lease.json",
-        &serde_json::to_vec(&dead).unwrap(),
-    )
-    .await;
+    put_lease(&store, &r, &dead).await;
     // A live write on another host: untouched.
     let live_bytes = b"half-written".to_vec();
     put(&store, &r, "live.parquet", &live_bytes).await;
@@ -272,30 +283,11 @@ async fn recovery_removes_only_what_a_dead_lease_records_and_a_dry_run_changes_n
         true,
         vec![owned("live.parquet", &live_bytes)],
     );
-    put(
-        &store,
-        &r,
-        "live.idx.lease.json",
-        &serde_json::to_vec(&live).unwrap(),
-    )
-    .await;
+    put_lease(&store, &r, &live).await;
     // A dead writer that had reached its commit point: its table is published.
-    let model = rs
-        .write_batches(
-            &spec(Some("model")),
-            sample_schema(4),
-            vec![sample_batch(0, 12, 4)],
-        )
-        .await
-        .unwrap();
+    let model = small_table(&rs, "model").await;
     let done = commit_point_of(&store, &r, &model, "late").await;
-    put(
-        &store,
-        &r,
-        "late.idx.lease.json",
-        &serde_json::to_vec(&done).unwrap(),
-    )
-    .await;
+    put_lease(&store, &r, &done).await;
     // A dead writer of an older version: its lease goes, its file stays (nothing proves it).
     put(&store, &r, "old.parquet", b"old partial").await;
     put(
@@ -616,48 +608,14 @@ async fn a_fault_at_any_request_of_recovery_is_finished_by_the_next_pass() {
                 false,
                 vec![owned("dead.parquet", &parquet)],
             );
-            put(
-                &store,
-                &r,
-                "dead.idx.lease.json",
-                &serde_json::to_vec(&dead).unwrap(),
-            )
-            .await;
-            let model = rs
-                .write_batches(
-                    &spec(Some("model")),
-                    sample_schema(4),
-                    vec![sample_batch(0, 12, 4)],
-                )
-                .await
-                .unwrap();
+            put_lease(&store, &r, &dead).await;
+            let model = small_table(&rs, "model").await;
             let late = commit_point_of(&store, &r, &model, "late").await;
-            put(
-                &store,
-                &r,
-                "late.idx.lease.json",
-                &serde_json::to_vec(&late).unwrap(),
-            )
-            .await;
+            put_lease(&store, &r, &late).await;
             let mut del = lease("model", LeaseState::Deleting, false, Vec::new());
-            del.objects = model
-                .files
-                .iter()
-                .map(|f| OwnedObject {
-                    name: f.name.clone(),
-                    size: f.size,
-                    crc32c: f.crc32c,
-                    e_tag: f.e_tag.clone(),
-                })
-                .collect();
+            del.objects = model.files.iter().map(OwnedObject::from).collect();
             del.manifest = Some(Box::new(model.clone()));
-            put(
-                &store,
-                &r,
-                "model.idx.lease.json",
-                &serde_json::to_vec(&del).unwrap(),
-            )
-            .await;
+            put_lease(&store, &r, &del).await;
 
             armed.store(true, Ordering::SeqCst);
             let first = rs.recover().await;
