@@ -18,7 +18,6 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use datafusion::arrow::record_batch::RecordBatch;
 
-mod history;
 mod output;
 
 use jammi_db::index::progress::BuildProgress;
@@ -472,7 +471,7 @@ async fn repl(session: &JammiSession, out: Output) -> Result<(), Error> {
                 buf.push_str(&line);
                 buf.push('\n');
                 if t.ends_with(';') {
-                    let _ = rl.add_history_entry(history::redact(buf.trim()));
+                    let _ = rl.add_history_entry(jammi_db::sql::redact_secrets(buf.trim()));
                     if let Err(e) = run_script(session, &buf, out).await {
                         eprintln!("error: {}", one_line(&e.to_string()));
                     }

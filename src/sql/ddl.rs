@@ -1,16 +1,16 @@
 //! `CREATE EXTERNAL TABLE ... STORED AS PARQUET|CSV|JSON|ARROW|AVRO LOCATION '<storage url>'
-//! OPTIONS (...)` for every scheme, with no pre-registration: the location is parsed as a
-//! storage URL, `aws.*`/`gcp.*`/`azure.*` options build (or reuse) its store, the object or
-//! prefix must exist, and the rest is DataFusion's own listing-table factory. With
-//! `'jammi.vector_column'` on a single Parquet file, the table uses the file's USearch
-//! sidecars, building them first (with progress) when there are none.
+//! OPTIONS (...)` for every scheme, with no pre-registration: `aws.*`/`gcp.*`/`azure.*`
+//! options build (or reuse) the location's store, and the rest is DataFusion's own
+//! listing-table factory, unchanged. With `'jammi.vector_column'` on a single Parquet file,
+//! the table uses the file's USearch sidecars, building them first (with progress) when
+//! there are none.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
-use datafusion::datasource::listing_table_factory::ListingTableFactory;
+use datafusion::datasource::provider::DefaultTableFactory;
 use datafusion::error::Result;
 use datafusion::logical_expr::CreateExternalTable;
 
@@ -22,26 +22,42 @@ use crate::index::{IndexParams, Metric};
 use crate::source::{FileFormat, listing};
 use crate::sql::options::JAMMI_KEYS;
 use crate::storage::config::split_cloud_options;
-use crate::storage::{CloudConfig, StorageRegistry, StorageUrl};
+use crate::storage::{CloudConfig, Scheme, StorageRegistry, StorageUrl};
 use crate::store::identity::{self, FileCheck};
 use object_store::ObjectStoreExt;
 
-/// Table factory for one file format, resolving storage URLs through a [`StorageRegistry`].
+/// Table factory for one file format, resolving storage URLs through a [`StorageRegistry`]
+/// and leaving the rest to the factory the session had for that format (DataFusion's
+/// `DefaultTableFactory`: listing tables, or stream tables for `UNBOUNDED`).
 #[derive(Debug)]
 pub struct StorageTableFactory {
     registry: StorageRegistry,
     format: FileFormat,
-    inner: ListingTableFactory,
+    inner: Arc<dyn TableProviderFactory>,
 }
 
 impl StorageTableFactory {
-    /// A factory for `format` using `registry`.
+    /// A factory for `format` using `registry`, over DataFusion's default factory.
     pub fn new(registry: StorageRegistry, format: FileFormat) -> Self {
+        Self::over(registry, format, Arc::new(DefaultTableFactory::new()))
+    }
+
+    /// A factory for `format` using `registry`, handing what it does not add to `inner`.
+    pub fn over(
+        registry: StorageRegistry,
+        format: FileFormat,
+        inner: Arc<dyn TableProviderFactory>,
+    ) -> Self {
         StorageTableFactory {
             registry,
             format,
-            inner: ListingTableFactory::new(),
+            inner,
         }
+    }
+
+    /// The factory this one hands to.
+    pub fn inner(&self) -> &Arc<dyn TableProviderFactory> {
+        &self.inner
     }
 }
 
@@ -108,79 +124,148 @@ fn index_options(opts: &HashMap<String, String>) -> crate::error::Result<Option<
 
 #[async_trait]
 impl TableProviderFactory for StorageTableFactory {
+    /// Everything DataFusion's listing-table factory handles is left to it — the locations
+    /// as written, the same laziness (a table with a declared schema needs no files yet),
+    /// the same errors and INSERT support. What this adds: stores for every scheme, built
+    /// from `aws.*`/`gcp.*`/`azure.*` options or ambient credentials; indexing with
+    /// `jammi.vector_column`; and, when a statement without a schema on a cloud location
+    /// fails because the location does not exist, an error naming it.
     async fn create(
         &self,
         state: &dyn Session,
         cmd: &CreateExternalTable,
     ) -> Result<Arc<dyn TableProvider>> {
-        let urls = cmd
-            .locations
-            .iter()
-            .map(|l| StorageUrl::parse(l))
-            .collect::<crate::error::Result<Vec<_>>>()?;
-        let Some(first) = urls.first() else {
-            return Err(
-                JammiError::InvalidInput("CREATE EXTERNAL TABLE needs a LOCATION".into()).into(),
-            );
-        };
         let (cloud_opts, rest) = split_cloud_options(&cmd.options);
-        let cloud = CloudConfig::from_options(first.scheme(), &cloud_opts)?;
         let (jammi_opts, format_opts): (HashMap<_, _>, HashMap<_, _>) =
             rest.into_iter().partition(|(k, _)| k.starts_with("jammi."));
         let index = index_options(&jammi_opts)?;
+        // Locations that are not storage URLs (e.g. `http://`) are DataFusion's business.
+        let urls: Option<Vec<StorageUrl>> = cmd
+            .locations
+            .iter()
+            .map(|l| StorageUrl::parse(l).ok())
+            .collect();
+        let mut inner = cmd.clone();
+        inner.options = format_opts;
+        // The statement may hold secrets in its OPTIONS: keep it without their values.
+        inner.definition = cmd.definition.as_deref().map(crate::sql::redact_secrets);
+        let Some(urls) = urls.filter(|u| !u.is_empty()) else {
+            if index.is_some() || !cloud_opts.is_empty() {
+                // Only storage URLs take jammi.* and cloud options.
+                let bad = cmd.locations.first().cloned().unwrap_or_default();
+                StorageUrl::parse(&bad)?;
+            }
+            return self.inner.create(state, &inner).await;
+        };
+        let cloud = CloudConfig::from_options(urls[0].scheme(), &cloud_opts)?;
+        let stores = self.bind_stores(state, &urls, cloud.as_ref()).await?;
+        if let Some(index) = index {
+            return self
+                .create_indexed(state, &urls, &stores, &index, cloud)
+                .await;
+        }
+        // Aliases (`s3a://`, `az://`, ...) in their canonical form, which the stores are
+        // bound under; local paths exactly as written.
+        inner.locations = cmd
+            .locations
+            .iter()
+            .zip(&urls)
+            .map(|(raw, u)| {
+                if u.scheme() == Scheme::File {
+                    raw.clone()
+                } else {
+                    u.to_string()
+                }
+            })
+            .collect();
+        match self.inner.create(state, &inner).await {
+            Ok(t) => Ok(t),
+            // Schema inference on a cloud location failed: say plainly when it does not
+            // exist (local paths keep DataFusion's own errors).
+            Err(e) if cmd.schema.fields().is_empty() && urls[0].scheme() != Scheme::File => {
+                for (url, store) in urls.iter().zip(&stores) {
+                    let ext = if url.is_prefix() {
+                        self.format.extension()
+                    } else {
+                        ""
+                    };
+                    if let Err(missing @ JammiError::NotFound { .. }) =
+                        listing::probe(store, url, ext).await
+                    {
+                        return Err(missing.into());
+                    }
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
 
+impl StorageTableFactory {
+    /// The store of each location, bound into the session's runtime — except local paths
+    /// without options, which keep the runtime's own local store.
+    async fn bind_stores(
+        &self,
+        state: &dyn Session,
+        urls: &[StorageUrl],
+        cloud: Option<&CloudConfig>,
+    ) -> crate::error::Result<Vec<Arc<dyn object_store::ObjectStore>>> {
         let mut stores = Vec::new();
-        for url in &urls {
+        for url in urls {
             // Without options, a bucket already bound (by an earlier statement, a source or
-            // the application) keeps its store; otherwise the options (or ambient credentials)
-            // build one.
-            let store = match (&cloud, self.registry.bound(url)) {
+            // the application) keeps its store; otherwise the options (or ambient
+            // credentials) build one.
+            let store = match (cloud, self.registry.bound(url)) {
                 (None, Some(bound)) => bound,
-                _ => self.registry.store(url, cloud.as_ref()).await?,
+                (None, None) if url.scheme() == Scheme::File => {
+                    self.registry.resolve(url, None).await?
+                }
+                _ => self.registry.store(url, cloud).await?,
             };
-            state
-                .runtime_env()
-                .register_object_store(url.object_store_url().as_ref(), store.clone());
-            let ext = if url.is_prefix() {
-                self.format.extension()
-            } else {
-                ""
-            };
-            listing::probe(&store, url, ext).await?;
+            if url.scheme() != Scheme::File || cloud.is_some() {
+                state
+                    .runtime_env()
+                    .register_object_store(url.object_store_url().as_ref(), store.clone());
+            }
             stores.push(store);
         }
+        Ok(stores)
+    }
 
-        if let Some(index) = index {
-            if self.format != FileFormat::Parquet
-                || urls.len() != 1
-                || urls[0].is_prefix()
-                || urls[0].has_glob()
-            {
-                return Err(JammiError::InvalidInput(
-                    "'jammi.vector_column' needs STORED AS PARQUET and the location of one .parquet file".into(),
-                )
-                .into());
-            }
-            let progress = state
-                .config()
-                .get_extension::<crate::index::progress::ProgressReporter>();
-            let table = indexed_file(
-                stores[0].clone(),
-                &urls[0],
-                &index,
-                cloud,
-                progress.as_deref(),
+    /// `jammi.vector_column` on one Parquet file: its sidecars, built first if needed.
+    async fn create_indexed(
+        &self,
+        state: &dyn Session,
+        urls: &[StorageUrl],
+        stores: &[Arc<dyn object_store::ObjectStore>],
+        index: &IndexOptions,
+        cloud: Option<CloudConfig>,
+    ) -> Result<Arc<dyn TableProvider>> {
+        if self.format != FileFormat::Parquet
+            || urls.len() != 1
+            || urls[0].is_prefix()
+            || urls[0].has_glob()
+        {
+            return Err(JammiError::InvalidInput(
+                "'jammi.vector_column' needs STORED AS PARQUET and the location of one .parquet file"
+                    .into(),
             )
-            .await?;
-            return Ok(Arc::new(table));
+            .into());
         }
-
-        let mut cmd = cmd.clone();
-        cmd.locations = urls.iter().map(|u| u.to_string()).collect();
-        cmd.options = format_opts;
-        // The statement text may hold secrets in its OPTIONS; never keep it.
-        cmd.definition = None;
-        self.inner.create(state, &cmd).await
+        listing::probe(&stores[0], &urls[0], "").await?;
+        let progress = state
+            .config()
+            .get_extension::<crate::index::progress::ProgressReporter>();
+        let table = indexed_file(
+            stores[0].clone(),
+            &urls[0],
+            index,
+            cloud,
+            progress.as_deref(),
+        )
+        .await?;
+        Ok(Arc::new(table))
     }
 }
 

@@ -1,14 +1,11 @@
-//! Array literals of plain numbers planned straight to a constant.
+//! The query vector of `vector_search(...)` planned straight to a constant.
 //!
 //! DataFusion plans `[0.1, 0.2, ...]` as `make_array(...)`, then plans, type-coerces and
 //! const-folds it element by element; for a 384-number query vector that is most of a
-//! `vector_search` query's planning time. Two planners build the folded constant directly
-//! — the value and type `make_array` folds to: `List<Int64>` when every element is an
-//! integer, else `List<Float64>` — and leave every other array literal to DataFusion:
-//! - [`VectorSearchArgsPlanner`] reads the query vector of `vector_search(...)` from the SQL
-//!   syntax tree, before DataFusion plans one expression per number;
-//! - [`NumericArrayLiteralPlanner`] folds long numeric array literals elsewhere (e.g. in
-//!   `cosine_distance(embedding, [...])`).
+//! `vector_search` query's planning time. [`VectorSearchArgsPlanner`] reads the query vector
+//! of `vector_search(...)` from the SQL syntax tree into the constant `make_array` folds to
+//! (`List<Int64>` when every element is an integer, else `List<Float64>`). It plans nothing
+//! but `vector_search` calls: every other array literal is DataFusion's.
 //!
 //! Parsing costs more still: for every number sqlparser first tries to read a type name
 //! (for typed strings like `DATE '...'`) and formats the failure. [`fold_query_vectors`]
@@ -23,8 +20,7 @@ use datafusion::arrow::datatypes::Field;
 use datafusion::common::{DFSchema, Result, ScalarValue, TableReference, plan_err};
 use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::logical_expr::planner::{
-    ExprPlanner, PlannedRelation, PlannerResult, RelationPlanner, RelationPlannerContext,
-    RelationPlanning,
+    PlannedRelation, RelationPlanner, RelationPlannerContext, RelationPlanning,
 };
 use datafusion::prelude::Expr;
 use datafusion::sql::sqlparser::ast::{
@@ -32,9 +28,6 @@ use datafusion::sql::sqlparser::ast::{
     Value,
 };
 use datafusion::sql::sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan};
-
-/// Shorter literals are left to `make_array`, whose column names users may see.
-const MIN_ELEMENTS: usize = 32;
 
 /// The table function whose query argument [`VectorSearchArgsPlanner`] reads.
 const VECTOR_SEARCH: &str = "vector_search";
@@ -72,34 +65,6 @@ fn numeric_list(nums: &[Num]) -> ScalarValue {
         None,
     );
     ScalarValue::List(Arc::new(list))
-}
-
-/// See the module docs.
-#[derive(Debug, Default)]
-pub struct NumericArrayLiteralPlanner;
-
-impl ExprPlanner for NumericArrayLiteralPlanner {
-    fn plan_array_literal(
-        &self,
-        exprs: Vec<Expr>,
-        _schema: &DFSchema,
-    ) -> Result<PlannerResult<Vec<Expr>>> {
-        if exprs.len() < MIN_ELEMENTS {
-            return Ok(PlannerResult::Original(exprs));
-        }
-        let nums: Option<Vec<Num>> = exprs
-            .iter()
-            .map(|e| match e {
-                Expr::Literal(ScalarValue::Int64(Some(v)), None) => Some(Num::Int(*v)),
-                Expr::Literal(ScalarValue::Float64(Some(v)), None) => Some(Num::Float(*v)),
-                _ => None,
-            })
-            .collect();
-        Ok(match nums {
-            Some(nums) => PlannerResult::Planned(Expr::Literal(numeric_list(&nums), None)),
-            None => PlannerResult::Original(exprs),
-        })
-    }
 }
 
 /// The number DataFusion plans a SQL numeric literal (`0.5`, `-3`, `1e-4`) to, when it is
@@ -373,18 +338,6 @@ fn foldable_number(n: &str) -> bool {
         } else {
             n.parse::<f64>().is_ok_and(f64::is_finite)
         }
-}
-
-/// `planners` with the numeric-literal planner first (it must run before DataFusion's).
-pub fn with_literal_planner(planners: &[Arc<dyn ExprPlanner>]) -> Vec<Arc<dyn ExprPlanner>> {
-    let mut out: Vec<Arc<dyn ExprPlanner>> = vec![Arc::new(NumericArrayLiteralPlanner)];
-    out.extend(
-        planners
-            .iter()
-            .filter(|p| format!("{p:?}") != "NumericArrayLiteralPlanner")
-            .cloned(),
-    );
-    out
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod ddl;
 pub mod functions;
 pub mod literal;
 pub mod options;
+pub mod redact;
 pub mod vector_search;
 
 use std::sync::Arc;
@@ -15,7 +16,6 @@ use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::datasource::MemTable;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::SessionState;
-use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::DFParserBuilder;
@@ -29,6 +29,7 @@ use crate::index::cache::IndexCache;
 use crate::source::FileFormat;
 use crate::storage::StorageRegistry;
 use crate::store::ResultStore;
+pub use redact::redact_secrets;
 pub use vector_search::{QueryStats, SearchOptions, VectorSearchFunction};
 
 /// Plans one SQL statement as `SessionState::create_logical_plan` does, with the query
@@ -65,6 +66,25 @@ fn parse_one(state: &SessionState, sql: &str) -> DfResult<datafusion::sql::parse
     })
 }
 
+/// The `STORED AS` names whose factories [`register`] wraps, and their formats.
+const FACTORY_FORMATS: [(&str, FileFormat); 6] = [
+    ("PARQUET", FileFormat::Parquet),
+    ("CSV", FileFormat::Csv),
+    ("JSON", FileFormat::Json),
+    ("NDJSON", FileFormat::Json),
+    ("ARROW", FileFormat::Arrow),
+    ("AVRO", FileFormat::Avro),
+];
+
+/// Marks a session `register` was applied to, with the table factories it had before.
+#[derive(Debug)]
+struct Installed {
+    originals: std::collections::HashMap<
+        String,
+        Option<Arc<dyn datafusion::catalog::TableProviderFactory>>,
+    >,
+}
+
 /// Name under which [`register`] mounts the result-table catalog.
 pub const RESULT_CATALOG: &str = "jammi";
 
@@ -93,38 +113,42 @@ pub async fn register(
     {
         let state = ctx.state_ref();
         let mut state = state.write();
-        let planners = literal::with_literal_planner(state.expr_planners());
-        let mut builder = SessionStateBuilder::new_from_existing(state.clone())
-            .with_session_id(state.session_id().to_string());
-        *builder.expr_planners() = Some(planners);
-        *state = builder.build();
-        if !state
-            .relation_planners()
-            .iter()
-            .any(|p| format!("{p:?}") == "VectorSearchArgsPlanner")
-        {
-            state.register_relation_planner(Arc::new(literal::VectorSearchArgsPlanner))?;
-        }
+        // What the session had before the first `register`: a second call wraps the same
+        // factories and adds no second planner.
+        let installed = match state.config().get_extension::<Installed>() {
+            Some(i) => i,
+            None => {
+                state.register_relation_planner(Arc::new(literal::VectorSearchArgsPlanner))?;
+                let originals = FACTORY_FORMATS
+                    .iter()
+                    .map(|(name, _)| {
+                        let f = state.table_factories().get(*name).cloned();
+                        (name.to_string(), f)
+                    })
+                    .collect();
+                let i = Arc::new(Installed { originals });
+                state.config_mut().set_extension(i.clone());
+                i
+            }
+        };
+        // Each format's factory wraps the one the session had (DataFusion's default unless
+        // the application set its own).
         let factories = state.table_factories_mut();
-        for f in [
-            FileFormat::Parquet,
-            FileFormat::Csv,
-            FileFormat::Json,
-            FileFormat::Arrow,
-            FileFormat::Avro,
-        ] {
+        for (name, format) in FACTORY_FORMATS {
+            let inner: Arc<dyn datafusion::catalog::TableProviderFactory> =
+                match installed.originals.get(name).cloned().flatten() {
+                    Some(f) => f,
+                    None => Arc::new(datafusion::datasource::provider::DefaultTableFactory::new()),
+                };
             factories.insert(
-                f.sql_name().to_string(),
-                Arc::new(ddl::StorageTableFactory::new(registry.clone(), f)),
+                name.to_string(),
+                Arc::new(ddl::StorageTableFactory::over(
+                    registry.clone(),
+                    format,
+                    inner,
+                )),
             );
         }
-        factories.insert(
-            "NDJSON".to_string(),
-            Arc::new(ddl::StorageTableFactory::new(
-                registry.clone(),
-                FileFormat::Json,
-            )),
-        );
     }
     let cache = match &store {
         Some(s) => s.index_cache().clone(),

@@ -6,6 +6,7 @@ mod common;
 mod catalog_sources;
 mod config;
 mod conformance;
+mod drop_in;
 mod indexed_files;
 mod ownership;
 mod registry;

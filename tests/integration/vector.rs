@@ -757,34 +757,45 @@ async fn distance_functions_agree_with_vector_search() {
     let r = collect_sql(&s, &format!(
             "SELECT v.id, v._distance, cosine_distance(v.embedding, {q}) AS d FROM vector_search('{t}', {q}, 5) v"
         )).await;
+    // `_distance` (Float32) is DataFusion's cosine_distance (Float64) of the same vectors.
     let b = &r[0];
     let a = b.column(1).as_any().downcast_ref::<Float32Array>().unwrap();
-    let c = b.column(2).as_any().downcast_ref::<Float32Array>().unwrap();
+    let c = b
+        .column(2)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Float64Array>()
+        .unwrap();
     for i in 0..b.num_rows() {
         assert!(
-            (a.value(i) - c.value(i)).abs() < 1e-4,
+            (a.value(i) as f64 - c.value(i)).abs() < 1e-4,
             "{} vs {}",
             a.value(i),
             c.value(i)
         );
     }
-    let r = collect_sql(&s, "SELECT l2_distance([3.0, 0.0], [0.0, 4.0]) AS l2, inner_product([1.0, 2.0], [3.0, 4.0]) AS ip, cosine_distance([1.0, 0.0], [0.0, 1.0]) AS c").await;
-    let f = |i: usize| {
-        r[0].column(i)
+    for (metric, function) in [
+        ("l2", "l2_distance(v.embedding, {q})"),
+        ("ip", "1 - inner_product(v.embedding, {q})"),
+    ] {
+        let sql = format!(
+            "SELECT v._distance, {} AS d FROM vector_search('{t}', {q}, 5, 'exact=true; metric={metric}') v",
+            function.replace("{q}", &q)
+        );
+        let r = collect_sql(&s, &sql).await;
+        let b = &r[0];
+        let a = b.column(0).as_any().downcast_ref::<Float32Array>().unwrap();
+        let d = b
+            .column(1)
             .as_any()
-            .downcast_ref::<Float32Array>()
-            .unwrap()
-            .value(0)
-    };
-    assert_eq!((f(0), f(1), f(2)), (5.0, 11.0, 1.0));
-    let e = s
-        .sql("SELECT l2_distance([1.0], [1.0, 2.0])")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap_err();
-    assert!(e.to_string().contains("dimensions"), "{e}");
+            .downcast_ref::<datafusion::arrow::array::Float64Array>()
+            .unwrap();
+        for i in 0..b.num_rows() {
+            assert!(
+                (a.value(i) as f64 - d.value(i)).abs() < 1e-4,
+                "{metric}: {sql}"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -853,41 +864,4 @@ async fn real_minilm_vectors_find_themselves() {
         .await
         .unwrap();
     assert_hit(&r, probe_id);
-}
-
-/// The planner that folds long numeric array literals (the query vectors) yields exactly
-/// what DataFusion's `make_array` folds to, and leaves other literals to DataFusion.
-#[tokio::test(flavor = "multi_thread")]
-async fn long_numeric_array_literals_plan_to_the_same_value_as_make_array() {
-    let dir = tempdir();
-    let s = JammiSession::open(dir.path().to_str().unwrap())
-        .await
-        .unwrap();
-    let plain = datafusion::prelude::SessionContext::new();
-    let floats: Vec<String> = (0..40).map(|i| format!("{:?}", i as f64 * -0.37)).collect();
-    let ints: Vec<String> = (0..40).map(|i| (i * 7 - 90).to_string()).collect();
-    let mut mixed = ints.clone();
-    mixed[3] = "2.5".into();
-    let mut with_null = floats.clone();
-    with_null[5] = "NULL".into();
-    let mut with_call = floats.clone();
-    with_call[0] = "abs(-1.5)".into();
-    for (elements, folded) in [
-        (floats, true),
-        (ints, true),
-        (mixed, true),
-        (with_null, false),
-        (with_call, false),
-    ] {
-        let sql = format!(
-            "SELECT x, arrow_typeof(x) AS t FROM (SELECT [{}] AS x)",
-            elements.join(", ")
-        );
-        let df = s.sql(&sql).await.unwrap();
-        let plan = format!("{}", df.logical_plan().display_indent());
-        assert_eq!(!plan.contains("make_array"), folded, "{plan}");
-        let ours = df.collect().await.unwrap();
-        let theirs = plain.sql(&sql).await.unwrap().collect().await.unwrap();
-        assert_eq!(ours, theirs, "{sql}");
-    }
 }

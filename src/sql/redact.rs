@@ -1,10 +1,10 @@
-//! What the REPL keeps in its history file: the statement as typed, with the value of
-//! every secret option (`'aws.secret_access_key' '...'`) replaced, so credentials typed
-//! into `CREATE EXTERNAL TABLE ... OPTIONS (...)` never reach the disk.
+//! A statement as typed, with the value of every secret option
+//! (`'aws.secret_access_key' '...'`) replaced: what may be kept of SQL text — a table's
+//! definition, the CLI's history — without keeping credentials.
 
+use crate::storage::config::is_secret_option;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
-use jammi_db::storage::config::is_secret_option;
 
 /// The replacement of a secret value.
 pub const REDACTED: &str = "<redacted>";
@@ -12,7 +12,7 @@ pub const REDACTED: &str = "<redacted>";
 /// `sql` with the string literal following each secret option key replaced by
 /// [`REDACTED`]; everything else is kept as typed. Text that does not tokenise is kept
 /// only up to its first quote.
-pub fn redact(sql: &str) -> String {
+pub fn redact_secrets(sql: &str) -> String {
     let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else {
         // Unbalanced quotes: keep nothing that could be a value.
         return sql.split('\'').next().unwrap_or_default().to_string();
@@ -63,7 +63,7 @@ mod tests {
         let sql = "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 's3://b/t.parquet' \
                    OPTIONS ('aws.access_key_id' 'AKIAEXAMPLE', 'aws.secret_access_key' 'S3cr3t/Value', \
                    'aws.region' 'eu-west-1', 'AZURE.SAS_TOKEN' 'sv=2020&sig=abc')";
-        let r = redact(sql);
+        let r = redact_secrets(sql);
         assert!(!r.contains("S3cr3t") && !r.contains("sig=abc"), "{r}");
         assert!(r.contains("'aws.secret_access_key' '<redacted>'"), "{r}");
         assert!(
@@ -79,13 +79,13 @@ mod tests {
     #[test]
     fn statements_without_secrets_are_unchanged() {
         let sql = "SELECT 'aws.region', 'x' FROM t WHERE a = 'it''s'";
-        assert_eq!(redact(sql), sql);
+        assert_eq!(redact_secrets(sql), sql);
     }
 
     #[test]
     fn values_over_several_lines_and_after_unicode_are_found() {
         let sql = "-- ключ\nCREATE EXTERNAL TABLE t STORED AS CSV LOCATION 'azure://c/t.csv'\nOPTIONS (\n  'azure.account_key'\n  'a2V5==' )";
-        let r = redact(sql);
+        let r = redact_secrets(sql);
         assert_eq!(
             r,
             "-- ключ\nCREATE EXTERNAL TABLE t STORED AS CSV LOCATION 'azure://c/t.csv'\nOPTIONS (\n  'azure.account_key'\n  '<redacted>' )"
@@ -94,6 +94,9 @@ mod tests {
 
     #[test]
     fn unbalanced_quotes_keep_nothing_after_the_first_quote() {
-        assert_eq!(redact("OPTIONS ('aws.secret_access_key' 'abc"), "OPTIONS (");
+        assert_eq!(
+            redact_secrets("OPTIONS ('aws.secret_access_key' 'abc"),
+            "OPTIONS ("
+        );
     }
 }
