@@ -362,6 +362,14 @@ async fn run(cli: Cli) -> Result<(), Error> {
             for b in &r.broken_tables {
                 println!("  broken: {b}");
             }
+            if !r.failed.is_empty() {
+                return Err(format!(
+                    "{} operations could not be settled (run recover again): {}",
+                    r.failed.len(),
+                    r.failed.join("; ")
+                )
+                .into());
+            }
             Ok(())
         }
     }

@@ -171,15 +171,42 @@ pub fn encode_schema(schema: &Schema) -> String {
 /// Hex → IPC bytes → Arrow schema.
 pub fn decode_schema(hex: &str) -> std::result::Result<SchemaRef, String> {
     use datafusion::arrow::ipc::reader::StreamReader;
-    if !hex.len().is_multiple_of(2) {
+    let digits = hex.as_bytes();
+    if !digits.len().is_multiple_of(2) {
         return Err("schema is not valid hex".into());
     }
-    let bytes: std::result::Result<Vec<u8>, _> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16))
+    let bytes: std::result::Result<Vec<u8>, String> = digits
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+                .ok_or_else(|| "schema is not valid hex".to_string())
+        })
         .collect();
-    let bytes = bytes.map_err(|e| format!("schema is not valid hex: {e}"))?;
+    let bytes = bytes?;
     let r = StreamReader::try_new(std::io::Cursor::new(bytes), None)
         .map_err(|e| format!("schema is not valid Arrow IPC: {e}"))?;
     Ok(Arc::clone(&r.schema()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schema_that_is_not_hex_is_an_error_not_a_panic() {
+        for bad in ["aéa", "zz", "abc", "00"] {
+            assert!(decode_schema(bad).is_err(), "{bad}");
+        }
+        let schema = Schema::new(vec![datafusion::arrow::datatypes::Field::new(
+            "a",
+            datafusion::arrow::datatypes::DataType::Int64,
+            true,
+        )]);
+        assert_eq!(
+            decode_schema(&encode_schema(&schema)).unwrap().as_ref(),
+            &schema
+        );
+    }
 }

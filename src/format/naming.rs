@@ -95,11 +95,21 @@ pub fn table_of_manifest(file_name: &str) -> Option<&str> {
         .filter(|stem| validate_table_name(stem).is_ok())
 }
 
-/// The stem of a lease object's name (`<stem>.idx.lease.json`), if it is one.
+/// What a settler appends to a lease's name when it claims it on a local root
+/// (`<stem>.idx.lease.json.settling-<hex>`).
+pub const SETTLING_INFIX: &str = ".settling-";
+
+/// The stem of a lease object's name (`<stem>.idx.lease.json`, or a settler's claimed
+/// `<stem>.idx.lease.json.settling-<hex>`), if it is one.
 pub fn stem_of_lease(file_name: &str) -> Option<&str> {
-    file_name
-        .strip_suffix(LEASE_SUFFIX)
-        .filter(|s| !s.is_empty())
+    let name = match file_name.split_once(SETTLING_INFIX) {
+        Some((lease, tail)) if !tail.is_empty() && tail.chars().all(|c| c.is_ascii_hexdigit()) => {
+            lease
+        }
+        Some(_) => return None,
+        None => file_name,
+    };
+    name.strip_suffix(LEASE_SUFFIX).filter(|s| !s.is_empty())
 }
 
 /// The objects of one table (or indexed file) in one directory.
@@ -229,6 +239,11 @@ mod tests {
         assert_eq!(table_of_manifest("emb.2024.idx.manifest.json"), None);
         assert_eq!(table_of_manifest("x.parquet"), None);
         assert_eq!(stem_of_lease("emb.2024.idx.lease.json"), Some("emb.2024"));
+        assert_eq!(
+            stem_of_lease("t.idx.lease.json.settling-00ff00ff00ff00ff"),
+            Some("t")
+        );
+        assert_eq!(stem_of_lease("t.idx.lease.json.settling-nothex"), None);
         assert_eq!(sidecar_stem(".hidden"), ".hidden");
         assert_eq!(sidecar_stem("noext"), "noext");
     }

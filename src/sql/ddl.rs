@@ -128,8 +128,8 @@ impl TableProviderFactory for StorageTableFactory {
     /// as written, the same laziness (a table with a declared schema needs no files yet),
     /// the same errors and INSERT support. What this adds: stores for every scheme, built
     /// from `aws.*`/`gcp.*`/`azure.*` options or ambient credentials; indexing with
-    /// `jammi.vector_column`; and, when a statement without a schema on a cloud location
-    /// fails because the location does not exist, an error naming it.
+    /// `jammi.vector_column`. (A statement without a schema over a location with no files
+    /// fails at once with DataFusion's error, which names the location.)
     async fn create(
         &self,
         state: &dyn Session,
@@ -178,27 +178,7 @@ impl TableProviderFactory for StorageTableFactory {
                 }
             })
             .collect();
-        match self.inner.create(state, &inner).await {
-            Ok(t) => Ok(t),
-            // Schema inference on a cloud location failed: say plainly when it does not
-            // exist (local paths keep DataFusion's own errors).
-            Err(e) if cmd.schema.fields().is_empty() && urls[0].scheme() != Scheme::File => {
-                for (url, store) in urls.iter().zip(&stores) {
-                    let ext = if url.is_prefix() {
-                        self.format.extension()
-                    } else {
-                        ""
-                    };
-                    if let Err(missing @ JammiError::NotFound { .. }) =
-                        listing::probe(store, url, ext).await
-                    {
-                        return Err(missing.into());
-                    }
-                }
-                Err(e)
-            }
-            Err(e) => Err(e),
-        }
+        self.inner.create(state, &inner).await
     }
 }
 
@@ -280,9 +260,17 @@ pub(crate) async fn indexed_file(
     progress: Option<&crate::index::progress::ProgressReporter>,
 ) -> crate::error::Result<IndexedTable> {
     let ttl = crate::store::lease::ttl_from_env()?;
+    let mut taken = 0;
     loop {
-        if let Some(m) = usable_index(&store, url, options, ttl).await? {
-            return IndexedTable::new(url.clone(), m, cloud);
+        match usable_index(&store, url, options, ttl).await {
+            Ok(Some(m)) => return IndexedTable::new(url.clone(), m, cloud),
+            Ok(None) => {}
+            // Another process is replacing stale sidecars: wait for it.
+            Err(JammiError::InProgress { .. }) => {
+                wait_for_lease(&store, url, ttl).await?;
+                continue;
+            }
+            Err(e) => return Err(e),
         }
         let request = crate::store::IndexFileRequest {
             column: &options.column,
@@ -300,13 +288,23 @@ pub(crate) async fn indexed_file(
             // Another process is indexing the file (or just committed): wait, then use its
             // sidecars.
             Err(JammiError::InProgress { .. }) => wait_for_lease(&store, url, ttl).await?,
-            Err(JammiError::AlreadyExists { .. }) => {}
+            // Committed meanwhile: use it, unless its manifest is another file's.
+            Err(JammiError::AlreadyExists { .. }) if taken == 0 => taken += 1,
+            Err(JammiError::AlreadyExists { .. }) => {
+                return Err(JammiError::NotOwned {
+                    url: Siblings::of_file(url)?.manifest.to_string(),
+                    hint: format!(
+                        "it indexes another file, not {url}; move it away to index this one"
+                    ),
+                });
+            }
             Err(e) => return Err(e),
         }
     }
 }
 
-/// Waits while another process holds the lease of `url`'s sidecars.
+/// Waits while another process holds the lease of `url`'s sidecars: as long as that
+/// process stays alive (index builds take minutes), at most a day.
 async fn wait_for_lease(
     store: &Arc<dyn object_store::ObjectStore>,
     url: &StorageUrl,
@@ -314,10 +312,18 @@ async fn wait_for_lease(
 ) -> crate::error::Result<()> {
     use crate::store::lease::{self, Found};
     let s = Siblings::of_file(url)?;
+    let started = std::time::Instant::now();
     let mut pause = std::time::Duration::from_millis(50);
     loop {
         match lease::read(store, &s.lease).await? {
-            Found::Lease(r) if r.lease.is_live(lease::renews(&s.dir), ttl) => {}
+            Found::Lease(r) if r.lease.is_live(lease::renews(&s.dir), ttl) => {
+                if started.elapsed() > lease::MAX_TTL {
+                    return Err(JammiError::InProgress {
+                        name: url.to_string(),
+                        holder: format!("process {} on {}", r.lease.pid, r.lease.host),
+                    });
+                }
+            }
             _ => return Ok(()),
         }
         tokio::time::sleep(pause).await;

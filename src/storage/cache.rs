@@ -4,7 +4,8 @@
 //! rewritten table has a new key. Files arrive through a temp file and an atomic rename, so
 //! concurrent processes sharing the directory never see a partial file. The directory is kept
 //! under a byte budget by evicting least-recently-used entries (by modification time, which
-//! every hit refreshes). Within a process, concurrent requests for one key download once.
+//! every hit refreshes). It only ever removes files it named (`*.jammi-cache`,
+//! `.tmp-*.jammi-part`), so pointing it at a directory that holds other files is safe. Within a process, concurrent requests for one key download once.
 //! Temp files that killed downloads left are removed when a cache is opened.
 //!
 //! A directory that cannot be created or written disables the cache (with a warning): each
@@ -45,6 +46,11 @@ impl LocalFile {
         &self.path
     }
 }
+
+/// The cache touches only files it named: entries end with this suffix…
+const ENTRY_SUFFIX: &str = ".jammi-cache";
+/// …and downloads in progress are `.tmp-<pid>-<key>-<16 hex>` with this one.
+const PART_SUFFIX: &str = ".jammi-part";
 
 /// Temp files older than this are leftovers of killed downloads whatever their pid says.
 const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -96,7 +102,7 @@ impl LocalCache {
     /// Removes the cached copy of `key` (one that failed its checksum).
     pub fn invalidate(&self, key: &str) {
         if let Some(dir) = &self.dir {
-            let _ = std::fs::remove_file(dir.join(safe_name(key)));
+            let _ = std::fs::remove_file(dir.join(entry_name(key)));
         }
     }
 
@@ -140,7 +146,7 @@ impl LocalCache {
             return Ok((file, Some(crc)));
         };
         let safe = safe_name(key);
-        let target = dir.join(&safe);
+        let target = dir.join(entry_name(key));
         let cached = |p: PathBuf| LocalFile {
             path: p,
             _temp: None,
@@ -159,7 +165,7 @@ impl LocalCache {
             return Ok((cached(target), None));
         }
         let tmp = dir.join(format!(
-            ".tmp-{}-{}-{:016x}",
+            ".tmp-{}-{}-{:016x}{PART_SUFFIX}",
             std::process::id(),
             safe,
             rand::random::<u64>()
@@ -191,7 +197,7 @@ impl LocalCache {
                 let m = e.metadata().ok()?;
                 let name = e.file_name();
                 let modified = m.modified().ok()?;
-                (m.is_file() && !name.to_string_lossy().starts_with(".tmp-"))
+                (m.is_file() && name.to_string_lossy().ends_with(ENTRY_SUFFIX))
                     .then(|| (e.path(), m.len(), modified))
             })
             .collect();
@@ -208,6 +214,10 @@ impl LocalCache {
     }
 }
 
+fn entry_name(key: &str) -> String {
+    format!("{}{ENTRY_SUFFIX}", safe_name(key))
+}
+
 fn safe_name(key: &str) -> String {
     key.chars()
         .map(|c| {
@@ -220,15 +230,18 @@ fn safe_name(key: &str) -> String {
         .collect()
 }
 
-/// Removes `.tmp-<pid>-...` files whose download process no longer runs (or that are a
-/// day old, for caches shared across hosts).
+/// Removes `.tmp-<pid>-....jammi-part` files whose download process no longer runs (or
+/// that are a day old, for caches shared across hosts). Other files are never touched.
 fn remove_dead_temps(dir: &Path) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(".tmp-") else {
+        let Some(rest) = name
+            .strip_prefix(".tmp-")
+            .filter(|_| name.ends_with(PART_SUFFIX))
+        else {
             continue;
         };
         let pid: Option<u32> = rest.split('-').next().and_then(|p| p.parse().ok());

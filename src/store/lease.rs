@@ -80,6 +80,26 @@ impl From<&crate::format::manifest::FileEntry> for OwnedObject {
     }
 }
 
+/// Marks lease `id` as held by this process while the guard lives (a recovery pass that
+/// settles it), so other passes of this process see it live.
+pub(crate) struct ActiveGuard(String);
+
+impl ActiveGuard {
+    pub(crate) fn hold(id: &str) -> Option<ActiveGuard> {
+        ACTIVE
+            .lock()
+            .expect("lock")
+            .insert(id.to_string())
+            .then(|| ActiveGuard(id.to_string()))
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        ACTIVE.lock().expect("lock").remove(&self.0);
+    }
+}
+
 /// Contents of a lease object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lease {
@@ -112,6 +132,10 @@ pub struct Lease {
     /// The manifest being published (state `committing`), or removed (state `deleting`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<Box<Manifest>>,
+    /// Set by a holder that gave up without removing the lease (its cleanup failed): the
+    /// next recovery pass settles it whether or not the holder's process still runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abandoned: bool,
 }
 
 /// The TTL in effect (`JAMMI_LEASE_TTL_SECS` or the default), refused below [`MIN_TTL`].
@@ -127,8 +151,18 @@ pub fn ttl_from_env() -> Result<Duration> {
     check_ttl(ttl)
 }
 
-/// Refuses a TTL too small to renew in time.
+/// Longest TTL accepted: a crashed writer on another host blocks recovery this long.
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Refuses a TTL too small to renew in time, or longer than a day.
 pub fn check_ttl(ttl: Duration) -> Result<Duration> {
+    if ttl > MAX_TTL {
+        return Err(JammiError::Config(format!(
+            "lease TTL of {} s is longer than the maximum of {} s",
+            ttl.as_secs(),
+            MAX_TTL.as_secs()
+        )));
+    }
     if ttl < MIN_TTL {
         return Err(JammiError::Config(format!(
             "lease TTL of {} s is too small to renew in time; the minimum is {} s",
@@ -178,6 +212,15 @@ impl Lease {
     /// Whether the holder may still be running. `ttl` is the reader's TTL, used as the
     /// allowance for clock skew between hosts.
     pub fn is_live(&self, renewing: bool, ttl: Duration) -> bool {
+        if self.abandoned {
+            return false;
+        }
+        // Where leases are renewed, one that expired (plus one TTL of clock skew) is dead
+        // whoever held it: its holder stopped renewing it.
+        let unexpired = self.expires_ms + ttl.as_millis() as i64 > now_ms();
+        if renewing && !unexpired {
+            return false;
+        }
         if self.host == host() {
             if self.pid == std::process::id() {
                 return ACTIVE.lock().expect("lock").contains(&self.id);
@@ -186,9 +229,9 @@ impl Lease {
                 return alive;
             }
         }
-        // Another host: only an expiry (plus one TTL of clock skew) can tell, and only where
-        // leases are renewed. A local directory shared across hosts is never reaped.
-        !renewing || self.expires_ms + ttl.as_millis() as i64 > now_ms()
+        // Another host (or no way to ask): the expiry where leases are renewed; a local
+        // directory shared across hosts is never reaped.
+        !renewing || unexpired
     }
 
     fn encode(&self) -> PutPayload {
@@ -302,10 +345,14 @@ pub(crate) async fn create(
     }
 }
 
-/// Removes the lease at `url` if it is still `id`'s.
-pub(crate) async fn remove(store: &Arc<dyn ObjectStore>, url: &StorageUrl, id: &str) -> Result<()> {
+/// Removes the lease at `url` if it is still exactly `lease`.
+pub(crate) async fn remove_if(
+    store: &Arc<dyn ObjectStore>,
+    url: &StorageUrl,
+    lease: &Lease,
+) -> Result<()> {
     match read(store, url).await? {
-        Found::Lease(r) if r.lease.id == id => match store.delete(&url.object_path()?).await {
+        Found::Lease(r) if r.lease == *lease => match store.delete(&url.object_path()?).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(JammiError::storage(url, e)),
         },
@@ -321,6 +368,8 @@ pub(crate) struct LeaseGuard {
     url: StorageUrl,
     store: Arc<dyn ObjectStore>,
     ttl: Duration,
+    /// Leases of local roots are judged by process and never lapse.
+    renewing: bool,
     held: Arc<tokio::sync::Mutex<Held>>,
     renewer: Option<tokio::task::JoinHandle<()>>,
     id: String,
@@ -361,6 +410,7 @@ impl LeaseGuard {
             planned,
             objects: Vec::new(),
             manifest: None,
+            abandoned: false,
         };
         ACTIVE.lock().expect("lock").insert(lease.id.clone());
         let created = create(&store, url, &lease).await;
@@ -397,6 +447,7 @@ impl LeaseGuard {
             url: url.clone(),
             store,
             ttl,
+            renewing: renews(&url.parent()),
             held,
             renewer,
             id,
@@ -420,7 +471,7 @@ impl LeaseGuard {
         if h.lost {
             return Err(self.lost());
         }
-        if now_ms() > h.valid_until {
+        if self.renewing && now_ms() > h.valid_until {
             h.lost = true;
             return Err(JammiError::LeaseLost {
                 url: self.url.to_string(),
@@ -437,12 +488,30 @@ impl LeaseGuard {
         }
     }
 
-    /// Stops renewing and removes the lease.
+    /// Stops renewing and removes the lease — only if it is still exactly what this holder
+    /// last wrote (a recovery pass that took it over keeps it).
     pub(crate) async fn release(mut self) -> Result<()> {
         if let Some(r) = self.renewer.take() {
             r.abort();
         }
-        remove(&self.store, &self.url, &self.id).await
+        let ours = self.held.lock().await.lease.clone();
+        remove_if(&self.store, &self.url, &ours).await
+    }
+
+    /// Gives the lease up without removing it (its holder could not finish cleaning up):
+    /// marks it abandoned, so the next recovery pass settles it even while this process
+    /// runs. Best effort: an unmarked lease is settled once this process exits.
+    pub(crate) async fn abandon(mut self) {
+        if let Some(r) = self.renewer.take() {
+            r.abort();
+        }
+        let mut h = self.held.lock().await;
+        if !h.lost {
+            let _ = write_locked(&self.store, &self.url, self.ttl, &mut h, |l| {
+                l.abandoned = true
+            })
+            .await;
+        }
     }
 }
 
@@ -562,6 +631,10 @@ mod tests {
     fn a_ttl_below_the_minimum_is_refused_by_value() {
         let e = check_ttl(Duration::from_secs(3)).unwrap_err().to_string();
         assert!(e.contains("3 s") && e.contains("10 s"), "{e}");
+        let e = check_ttl(Duration::from_secs(u64::MAX / 2))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("maximum"), "{e}");
         assert_eq!(check_ttl(MIN_TTL).unwrap(), MIN_TTL);
     }
 

@@ -405,7 +405,19 @@ pub(crate) async fn delete_sidecars(
     manifest: &Manifest,
     ttl: Duration,
 ) -> Result<txn::Removal> {
-    let mut txn = Txn::begin(store, siblings, &[], LeaseState::Deleting, ttl).await?;
+    let mut txn = Txn::begin(store.clone(), siblings, &[], LeaseState::Deleting, ttl).await?;
+    // Under the lease, the manifest must still be the one the caller decided on.
+    match txn::read_manifest_at(&store, &siblings.manifest, &siblings.stem).await {
+        Ok(Some(current)) if txn::same_commit(&current, manifest) => {}
+        Ok(_) | Err(JammiError::Corrupt { .. }) => {
+            txn.finish_unchanged().await;
+            return Ok(txn::Removal::default());
+        }
+        Err(e) => {
+            txn.finish_unchanged().await;
+            return Err(e);
+        }
+    }
     let owned: Vec<OwnedObject> = manifest
         .files
         .iter()

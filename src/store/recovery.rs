@@ -51,6 +51,9 @@ pub struct RecoveryReport {
     pub broken_tables: Vec<String>,
     /// Committed tables seen.
     pub committed_tables: usize,
+    /// Leases this pass could not settle (a request failed), with why: the next pass
+    /// tries again.
+    pub failed: Vec<String>,
 }
 
 impl RecoveryReport {
@@ -59,6 +62,7 @@ impl RecoveryReport {
         self.removed_objects.is_empty()
             && self.completed_commits.is_empty()
             && self.broken_tables.is_empty()
+            && self.failed.is_empty()
     }
 }
 
@@ -85,7 +89,10 @@ pub async fn recover(
             continue;
         };
         let url = root.join(file)?;
-        settle_one(store, &root, &url, stem, ttl, dry_run, &mut report).await?;
+        // One lease that cannot be settled now does not stop the others.
+        if let Err(e) = settle_one(store, &root, &url, stem, ttl, dry_run, &mut report).await {
+            report.failed.push(format!("{url}: {e}"));
+        }
     }
     // Committed tables are counted after the leases: a pass may have published some.
     let listed = if report.completed_commits.is_empty() || dry_run {

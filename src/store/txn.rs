@@ -320,34 +320,54 @@ impl Txn {
                 self.abort().await;
                 Err(e)
             }
-            Published::Unknown(e) => Err(JammiError::Storage {
-                url: self.siblings.manifest.to_string(),
-                source: object_store::Error::Generic {
-                    store: "jammi",
-                    source: format!(
-                        "the commit's outcome could not be read back ({e}); the next recovery \
+            Published::Unknown(e) => {
+                // Decided, not known to be published: recovery finishes it.
+                self.lease.abandon().await;
+                Err(JammiError::Storage {
+                    url: self.siblings.manifest.to_string(),
+                    source: object_store::Error::Generic {
+                        store: "jammi",
+                        source: format!(
+                            "the commit's outcome could not be read back ({e}); the next recovery \
                          pass completes or removes it"
-                    )
-                    .into(),
-                },
-            }),
+                        )
+                        .into(),
+                    },
+                })
+            }
         }
     }
 
-    /// Gives up: removes the objects this operation recorded, then its lease. A removal that
-    /// fails leaves the lease, so recovery finishes the job.
+    /// Gives up: claims the clean-up in the lease (a holder that lost its lease removes
+    /// nothing: whoever took it over does), removes the objects this operation recorded,
+    /// then the lease. A clean-up that cannot finish marks the lease abandoned, so recovery
+    /// finishes it.
     pub(crate) async fn abort(self) {
+        if self
+            .lease
+            .update(|l| l.state = LeaseState::Reaping)
+            .await
+            .is_err()
+        {
+            return;
+        }
         let lease = self.lease.lease().await;
         match remove_proven(&self.store, &self.siblings.dir, &lease.objects, false).await {
             Ok(r) if r.kept.is_empty() => self.release().await,
-            Ok(r) => tracing::warn!(
-                "kept {} after a failed write: they are not the objects it wrote",
-                r.kept.join(", ")
-            ),
-            Err(e) => tracing::warn!(
-                "cleaning up a failed write of {} failed ({e}); `recover` finishes it",
-                self.siblings.stem
-            ),
+            Ok(r) => {
+                tracing::warn!(
+                    "kept {} after a failed write: they are not the objects it wrote",
+                    r.kept.join(", ")
+                );
+                self.release().await;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cleaning up a failed write of {} failed ({e}); `recover` finishes it",
+                    self.siblings.stem
+                );
+                self.lease.abandon().await;
+            }
         }
     }
 
@@ -378,10 +398,27 @@ impl Txn {
     /// objects, then the lease.
     pub(crate) async fn finish_delete(self) -> Result<Removal> {
         let lease = self.lease.lease().await;
-        let removal = complete_delete(&self.store, &self.siblings, &lease, false).await?;
-        self.release().await;
-        Ok(removal)
+        match complete_delete(&self.store, &self.siblings, &lease, false).await {
+            Ok(removal) => {
+                self.release().await;
+                Ok(removal)
+            }
+            Err(e) => {
+                self.lease.abandon().await;
+                Err(e)
+            }
+        }
     }
+
+    /// Ends an operation that changed nothing (its lease only).
+    pub(crate) async fn finish_unchanged(self) {
+        self.release().await;
+    }
+}
+
+/// Whether two manifests record the same commit.
+pub(crate) fn same_commit(a: &Manifest, b: &Manifest) -> bool {
+    a.writer == b.writer && a.created_at == b.created_at && a.table == b.table
 }
 
 fn apply_etags(l: &mut lease::Lease, pending: &[(String, Option<String>)]) {
@@ -400,19 +437,22 @@ async fn complete_delete(
 ) -> Result<Removal> {
     let mut removal = Removal::default();
     if let Some(planned) = &lease.manifest {
-        let current = read_manifest_at(store, &siblings.manifest, &siblings.stem).await;
-        let same = match current {
-            Ok(Some(m)) => m.writer == planned.writer && m.created_at == planned.created_at,
-            Ok(None) => false,
-            // An unreadable manifest where a planned one stood: remove what was planned.
-            Err(JammiError::Corrupt { .. }) => true,
-            Err(e) => return Err(e),
-        };
-        if same {
-            if !dry_run {
-                delete(store, &siblings.manifest).await?;
+        match read_manifest_at(store, &siblings.manifest, &siblings.stem).await {
+            Ok(Some(m)) if same_commit(&m, planned) => {
+                if !dry_run {
+                    delete(store, &siblings.manifest).await?;
+                }
+                removal.removed.push(siblings.manifest.to_string());
             }
-            removal.removed.push(siblings.manifest.to_string());
+            // Un-published already: the objects go.
+            Ok(None) => {}
+            // Another commit (or a manifest nothing can read) stands there: its objects may
+            // share names with the planned ones, so nothing is removed.
+            Ok(Some(_)) | Err(JammiError::Corrupt { .. }) => {
+                removal.kept.push(siblings.manifest.to_string());
+                return Ok(removal);
+            }
+            Err(e) => return Err(e),
         }
     }
     let objects = remove_proven(store, &siblings.dir, &lease.objects, dry_run).await?;
@@ -421,12 +461,102 @@ async fn complete_delete(
     Ok(removal)
 }
 
+/// How a settler holds a dead holder's lease while it works.
+enum Claim {
+    /// A dry run: nothing is claimed or changed.
+    Dry,
+    /// Taken over by compare-and-swap (stores that renew leases); removed if unchanged.
+    Swapped(lease::Lease),
+    /// Moved (an atomic rename) to a name of this settler's own, on a local root.
+    Moved(std::path::PathBuf),
+}
+
+/// Claims the lease `found` for settling; `None` when another settler (or the holder)
+/// changed it first.
+async fn claim(
+    store: &Arc<dyn ObjectStore>,
+    dir: &StorageUrl,
+    lease_url: &StorageUrl,
+    found: lease::Read,
+    ttl: Duration,
+    dry_run: bool,
+) -> Result<Option<(lease::Lease, Claim)>> {
+    if dry_run {
+        return Ok(Some((found.lease, Claim::Dry)));
+    }
+    let mut taken = found.lease.clone();
+    taken.host = lease::host();
+    taken.pid = std::process::id();
+    taken.pid_start = lease::process_start(taken.pid);
+    taken.expires_ms = lease::now_ms() + ttl.as_millis() as i64;
+    taken.seq += 1;
+    taken.abandoned = false;
+    if taken.state == LeaseState::Writing {
+        taken.state = LeaseState::Reaping;
+    }
+    if lease::renews(dir) {
+        return Ok(lease::swap(store, lease_url, &found.version, &taken)
+            .await?
+            .map(|_| (taken.clone(), Claim::Swapped(taken))));
+    }
+    // Local: rename(2) is atomic, so one settler wins; the file then names this process,
+    // so a settler that dies is itself settled by the next pass.
+    let Some(path) = lease_url.local_path() else {
+        return Ok(None);
+    };
+    // Named from the lease's own name, also when a dead settler's claim is claimed again.
+    let infix = crate::format::naming::SETTLING_INFIX;
+    let name = path
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or_default();
+    let base = name.split_once(infix).map_or(name, |(b, _)| b);
+    let private = path.with_file_name(format!("{base}{infix}{:016x}", rand::random::<u64>()));
+    match std::fs::rename(&path, &private) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let moved: Option<lease::Lease> = std::fs::read(&private)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let unchanged = moved.filter(|m| m.id == found.lease.id && m.seq == found.lease.seq);
+    let Some(moved) = unchanged else {
+        // It changed between the read and the rename: put it back untouched.
+        let _ = std::fs::rename(&private, &path);
+        return Ok(None);
+    };
+    taken.seq = moved.seq + 1;
+    std::fs::write(
+        &private,
+        serde_json::to_vec_pretty(&taken).expect("lease serialises"),
+    )?;
+    Ok(Some((taken, Claim::Moved(private))))
+}
+
+/// Ends a claim: the lease is gone.
+async fn release_claim(
+    store: &Arc<dyn ObjectStore>,
+    lease_url: &StorageUrl,
+    claim: Claim,
+) -> Result<()> {
+    match claim {
+        Claim::Dry => Ok(()),
+        Claim::Swapped(taken) => lease::remove_if(store, lease_url, &taken).await,
+        Claim::Moved(private) => match std::fs::remove_file(private) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
 /// What settling a dead holder's lease did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Settled {
     /// Another pass (or the holder) changed the lease first: nothing was done.
     pub skipped: bool,
-    /// The write was published (rolled forward).
+    /// The write was published (rolled forward), or found published.
     pub published: bool,
     /// Objects removed (or to remove), and objects kept as not provably the holder's.
     pub removal: Removal,
@@ -434,9 +564,10 @@ pub(crate) struct Settled {
 
 /// Finishes the work of a dead holder of the lease `found` at `lease_url`: publishes a
 /// `committing` write whose objects still prove theirs, completes a `deleting` one, rolls
-/// anything else back; then removes the lease. On stores that renew leases the lease is
-/// first taken over with a compare-and-swap, so the old holder can never write it again
-/// and two passes never settle one lease twice. With `dry_run` nothing changes.
+/// anything else back; then removes the lease. The lease is claimed first — a
+/// compare-and-swap where leases are renewed, an atomic rename on local roots — so the
+/// old holder can never write it again and two passes never settle one lease twice. With
+/// `dry_run` nothing changes.
 pub(crate) async fn settle(
     store: &Arc<dyn ObjectStore>,
     dir: &StorageUrl,
@@ -445,19 +576,13 @@ pub(crate) async fn settle(
     ttl: Duration,
     dry_run: bool,
 ) -> Result<Settled> {
-    let mut held = found.lease;
-    if !dry_run && lease::renews(dir) {
-        let mut taken = held.clone();
-        taken.host = lease::host();
-        taken.pid = std::process::id();
-        taken.pid_start = lease::process_start(taken.pid);
-        taken.expires_ms = lease::now_ms() + ttl.as_millis() as i64;
-        taken.seq += 1;
-        if taken.state == LeaseState::Writing {
-            taken.state = LeaseState::Reaping;
-        }
-        match lease::swap(store, lease_url, &found.version, &taken).await? {
-            Some(_) => held = taken,
+    let started = std::time::SystemTime::now();
+    // Another pass of this process settling the same lease sees it live.
+    let _active = if dry_run {
+        None
+    } else {
+        match lease::ActiveGuard::hold(&found.lease.id) {
+            Some(g) => Some(g),
             None => {
                 return Ok(Settled {
                     skipped: true,
@@ -465,19 +590,24 @@ pub(crate) async fn settle(
                 });
             }
         }
-    }
+    };
+    let Some((held, claimed)) = claim(store, dir, lease_url, found, ttl, dry_run).await? else {
+        return Ok(Settled {
+            skipped: true,
+            ..Settled::default()
+        });
+    };
     let siblings = Siblings::table(dir, &held.stem)?;
     let mut out = Settled::default();
     match held.state {
-        LeaseState::Committing => {
-            if let Some(m) = held.manifest.as_deref()
-                && roll_forward(store, dir, &siblings, &held, m, dry_run).await?
-            {
-                out.published = true;
-            } else {
+        LeaseState::Committing => match settle_commit(store, dir, &siblings, &held, dry_run).await?
+        {
+            Forward::Published => out.published = true,
+            Forward::Foreign => {}
+            Forward::NotProven => {
                 out.removal = remove_proven(store, dir, &held.objects, dry_run).await?;
             }
-        }
+        },
         LeaseState::Deleting => {
             out.removal = complete_delete(store, &siblings, &held, dry_run).await?;
         }
@@ -485,43 +615,66 @@ pub(crate) async fn settle(
             out.removal = remove_proven(store, dir, &held.objects, dry_run).await?;
             out.removal
                 .removed
-                .extend(remove_staged(dir, &held, dry_run));
+                .extend(remove_staged(dir, &held, started, dry_run));
         }
     }
-    if !dry_run {
-        lease::remove(store, lease_url, &held.id).await?;
-    }
+    release_claim(store, lease_url, claimed).await?;
     Ok(out)
 }
 
-/// Publishes a dead writer's manifest if every object it lists is still the one written.
-async fn roll_forward(
+/// How a dead writer's commit ends.
+enum Forward {
+    /// Its manifest is (now) published.
+    Published,
+    /// Its objects no longer prove theirs: roll back.
+    NotProven,
+    /// Another commit stands at its name: touch nothing.
+    Foreign,
+}
+
+/// Publishes a dead writer's staged manifest if every object it lists is still the one
+/// written — or finds it published already.
+async fn settle_commit(
     store: &Arc<dyn ObjectStore>,
     dir: &StorageUrl,
     siblings: &Siblings,
     held: &lease::Lease,
-    manifest: &Manifest,
     dry_run: bool,
-) -> Result<bool> {
+) -> Result<Forward> {
+    let Some(manifest) = held.manifest.as_deref() else {
+        return Ok(Forward::NotProven);
+    };
+    match read_manifest_at(store, &siblings.manifest, &siblings.stem).await {
+        Ok(Some(current)) if same_commit(&current, manifest) => return Ok(Forward::Published),
+        Ok(Some(_)) | Err(JammiError::Corrupt { .. }) => return Ok(Forward::Foreign),
+        Ok(None) => {}
+        Err(e) => return Err(e),
+    }
     for obj in &held.objects {
         if prove(store, dir, obj).await? != Proof::Ours {
-            return Ok(false);
+            return Ok(Forward::NotProven);
         }
     }
     if dry_run {
-        return Ok(true);
+        return Ok(Forward::Published);
     }
     // The holder had decided to commit: a failed publish is retried by the next pass,
     // never turned into a roll-back.
     match publish(store, &siblings.manifest, manifest).await {
-        Published::Committed => Ok(true),
+        Published::Committed => Ok(Forward::Published),
+        Published::NotCommitted(JammiError::AlreadyExists { .. }) => Ok(Forward::Foreign),
         Published::NotCommitted(e) | Published::Unknown(e) => Err(e),
     }
 }
 
 /// Staging files (`<name>#<n>`) that the local backend's multipart uploads of a dead
-/// writer's planned objects left, created after its lease.
-fn remove_staged(dir: &StorageUrl, held: &lease::Lease, dry_run: bool) -> Vec<String> {
+/// writer's planned objects left: made after its lease and before this pass began.
+fn remove_staged(
+    dir: &StorageUrl,
+    held: &lease::Lease,
+    started: std::time::SystemTime,
+    dry_run: bool,
+) -> Vec<String> {
     let Some(path) = dir.local_path() else {
         return Vec::new();
     };
@@ -542,7 +695,7 @@ fn remove_staged(dir: &StorageUrl, held: &lease::Lease, dry_run: bool) -> Vec<St
             && n.chars().all(|c| c.is_ascii_digit())
             && e.metadata()
                 .and_then(|m| m.modified())
-                .is_ok_and(|t| t >= since);
+                .is_ok_and(|t| t >= since && t <= started);
         if staged {
             if !dry_run {
                 let _ = std::fs::remove_file(e.path());
@@ -551,4 +704,123 @@ fn remove_staged(dir: &StorageUrl, held: &lease::Lease, dry_run: bool) -> Vec<St
         }
     }
     removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::lease::MIN_TTL;
+
+    async fn memory_txn(name: &str) -> (Arc<dyn ObjectStore>, Siblings, Txn) {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let dir = StorageUrl::parse("memory://txn-tests/").unwrap();
+        let s = Siblings::table(&dir, name).unwrap();
+        let txn = Txn::begin(
+            store.clone(),
+            &s,
+            &[&s.parquet],
+            LeaseState::Writing,
+            MIN_TTL,
+        )
+        .await
+        .unwrap();
+        (store, s, txn)
+    }
+
+    async fn put(store: &Arc<dyn ObjectStore>, url: &StorageUrl, bytes: &'static [u8]) {
+        store
+            .put(&url.object_path().unwrap(), PutPayload::from_static(bytes))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_holder_whose_lease_was_taken_over_removes_nothing() {
+        let (store, s, mut txn) = memory_txn("t").await;
+        txn.intend(&s.parquet, 4, crc32c::crc32c(b"rows"))
+            .await
+            .unwrap();
+        put(&store, &s.parquet, b"rows").await;
+        // A recovery pass takes the lease over.
+        let Found::Lease(r) = lease::read(&store, &s.lease).await.unwrap() else {
+            panic!("no lease")
+        };
+        let mut taken = r.lease.clone();
+        taken.state = LeaseState::Reaping;
+        taken.seq += 1;
+        lease::swap(&store, &s.lease, &r.version, &taken)
+            .await
+            .unwrap()
+            .unwrap();
+        txn.abort().await;
+        // The object and the recovery pass's lease are left to the recovery pass.
+        assert!(store.head(&s.parquet.object_path().unwrap()).await.is_ok());
+        let Found::Lease(now) = lease::read(&store, &s.lease).await.unwrap() else {
+            panic!("the taken-over lease was removed")
+        };
+        assert_eq!(now.lease, taken);
+    }
+
+    #[tokio::test]
+    async fn a_delete_planned_on_an_older_commit_removes_nothing() {
+        let (store, s, txn) = memory_txn("t").await;
+        txn.finish_unchanged().await;
+        let manifest = |writer: &str| Manifest {
+            format_version: 2,
+            table: "t".into(),
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            writer: Some(writer.into()),
+            kind: Some(crate::format::manifest::TableKind::ResultTable),
+            source: None,
+            task: None,
+            model: None,
+            key_column: None,
+            rows: 1,
+            schema_ipc: String::new(),
+            index: None,
+            files: Vec::new(),
+        };
+        // The table was deleted and written again since the delete was planned.
+        put(&store, &s.parquet, b"new rows").await;
+        store
+            .put(
+                &s.manifest.object_path().unwrap(),
+                PutPayload::from(manifest("new").to_json()),
+            )
+            .await
+            .unwrap();
+        let planned = lease::Lease {
+            manifest: Some(Box::new(manifest("old"))),
+            objects: vec![OwnedObject {
+                name: s.parquet.file_name(),
+                size: 8,
+                crc32c: crc32c::crc32c(b"new rows"),
+                e_tag: None,
+            }],
+            ..taken_lease()
+        };
+        let removal = complete_delete(&store, &s, &planned, false).await.unwrap();
+        assert!(removal.removed.is_empty(), "{removal:?}");
+        assert!(store.head(&s.parquet.object_path().unwrap()).await.is_ok());
+        assert!(store.head(&s.manifest.object_path().unwrap()).await.is_ok());
+    }
+
+    fn taken_lease() -> lease::Lease {
+        lease::Lease {
+            version: lease::LEASE_VERSION,
+            id: "00".into(),
+            stem: "t".into(),
+            state: LeaseState::Deleting,
+            host: "h".into(),
+            pid: 1,
+            pid_start: None,
+            created_ms: 0,
+            expires_ms: 0,
+            seq: 0,
+            planned: Vec::new(),
+            objects: Vec::new(),
+            manifest: None,
+            abandoned: false,
+        }
+    }
 }

@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use futures::StreamExt;
+
 use datafusion::arrow::record_batch::RecordBatch;
 use jammi_db::JammiError;
 use jammi_db::catalog::Catalog;
@@ -193,7 +195,18 @@ fn lease(stem: &str, state: LeaseState, alive: bool, objects: Vec<OwnedObject>) 
         planned: objects.iter().map(|o| o.name.clone()).collect(),
         objects,
         manifest: None,
+        abandoned: false,
     }
+}
+
+/// `l` as left by a process of this host that no longer runs.
+fn of_a_dead_local_process(mut l: Lease) -> Lease {
+    l.host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    l.pid = 4_194_303; // above any pid this machine hands out
+    l
 }
 
 fn rand_id(stem: &str) -> u128 {
@@ -666,4 +679,169 @@ async fn deleting_a_table_keeps_a_file_that_replaced_one_of_its_siblings() {
     }
     assert!(!dir.path().join("t.idx.manifest.json").exists());
     assert!(!dir.path().join("t.idx.lease.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_write_longer_than_the_lease_ttl_commits() {
+    let dir = tempdir();
+    let ttl = jammi_db::store::lease::MIN_TTL;
+    let rs = store_at(dir.path().to_str().unwrap(), StorageRegistry::new())
+        .with_lease_ttl(ttl)
+        .unwrap();
+    // Batches trickle in for longer than the TTL: local leases are judged by process.
+    let batches = futures::stream::iter(0..6).then(move |i| async move {
+        tokio::time::sleep(ttl / 5).await;
+        Ok(sample_batch(i * 10, 10, 4))
+    });
+    let m = rs
+        .write_table(&spec(Some("slow")), sample_schema(4), Box::pin(batches))
+        .await
+        .unwrap();
+    assert_eq!(m.rows, 60);
+    rs.verify("slow").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_abandoned_lease_is_settled_while_its_process_still_runs() {
+    let dir = tempdir();
+    let root = dir.path().to_str().unwrap();
+    let rs = store_at(root, StorageRegistry::new());
+    let store = rs.object_store().await.unwrap();
+    let r = rs.root().clone();
+    let bytes = parquet_bytes(&[sample_batch(0, 5, 4)]);
+    put(&store, &r, "left.parquet", &bytes).await;
+    put(&store, &r, "kept.parquet", &bytes).await;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_string();
+    // Process 1 (init) runs: its leases are live unless marked abandoned.
+    for (stem, abandoned) in [("left", true), ("kept", false)] {
+        let mut l = lease(
+            stem,
+            LeaseState::Writing,
+            false,
+            vec![owned(&format!("{stem}.parquet"), &bytes)],
+        );
+        l.host = host.clone();
+        l.pid = 1;
+        l.abandoned = abandoned;
+        put_lease(&store, &r, &l).await;
+    }
+    let report = rs.recover().await.unwrap();
+    assert_eq!(
+        report.reclaimed_tables,
+        vec!["left".to_string()],
+        "{report:?}"
+    );
+    assert_eq!(report.live_writes, vec!["kept".to_string()], "{report:?}");
+    assert!(!dir.path().join("left.parquet").exists());
+    assert!(dir.path().join("kept.parquet").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_passes_settle_one_dead_local_lease_once() {
+    for _ in 0..10 {
+        let dir = tempdir();
+        let root = dir.path().to_str().unwrap().to_string();
+        let rs = store_at(&root, StorageRegistry::new());
+        let store = rs.object_store().await.unwrap();
+        let r = rs.root().clone();
+        let bytes = parquet_bytes(&[sample_batch(0, 5, 4)]);
+        put(&store, &r, "dead.parquet", &bytes).await;
+        let mut l = lease(
+            "dead",
+            LeaseState::Writing,
+            false,
+            vec![owned("dead.parquet", &bytes)],
+        );
+        l.host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap()
+            .trim()
+            .to_string();
+        l.pid = 4_194_303; // no such process
+        put_lease(&store, &r, &l).await;
+        let passes: Vec<_> = (0..2)
+            .map(|_| {
+                let root = root.clone();
+                tokio::spawn(async move { store_at(&root, StorageRegistry::new()).recover().await })
+            })
+            .collect();
+        let mut reclaimed = 0;
+        for p in passes {
+            reclaimed += p.await.unwrap().unwrap().reclaimed_tables.len();
+        }
+        assert_eq!(reclaimed, 1, "one pass settled it");
+        let left = object_names(&store, &r).await;
+        assert!(!left.iter().any(|o| o.starts_with("dead.")), "{left:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_committing_lease_of_a_published_table_leaves_the_table_alone() {
+    let dir = tempdir();
+    let rs = store_at(dir.path().to_str().unwrap(), StorageRegistry::new());
+    let store = rs.object_store().await.unwrap();
+    let r = rs.root().clone();
+    let m = small_table(&rs, "t").await;
+    // The commit's lease was never removed, and a sibling changed since.
+    let mut l = of_a_dead_local_process(lease(
+        "t",
+        LeaseState::Committing,
+        false,
+        m.files.iter().map(OwnedObject::from).collect(),
+    ));
+    l.manifest = Some(Box::new(m.clone()));
+    put_lease(&store, &r, &l).await;
+    let rowmap = dir.path().join("t.idx.rowmap");
+    let mut bytes = std::fs::read(&rowmap).unwrap();
+    bytes[0] ^= 1;
+    std::fs::write(&rowmap, &bytes).unwrap();
+    let report = rs.recover().await.unwrap();
+    assert_eq!(
+        report.completed_commits,
+        vec!["t".to_string()],
+        "{report:?}"
+    );
+    for f in &m.files {
+        assert!(dir.path().join(&f.name).exists(), "{} kept", f.name);
+    }
+    assert!(dir.path().join("t.idx.manifest.json").exists());
+    assert!(!dir.path().join("t.idx.lease.json").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn indexing_a_file_whose_sidecar_names_another_files_manifest_fails_naming_it() {
+    let dir = tempdir();
+    let s = JammiSession::open(dir.path().join("db").to_str().unwrap())
+        .await
+        .unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let bytes = parquet_bytes(&[sample_batch(0, 50, 4)]);
+    std::fs::write(data.join("other.parquet"), &bytes).unwrap();
+    std::fs::write(data.join("emb.pq"), &bytes).unwrap();
+    let index = |f: &str| {
+        format!(
+            "CREATE EXTERNAL TABLE t_{} STORED AS PARQUET LOCATION '{}' OPTIONS ('jammi.vector_column' 'embedding')",
+            f.replace('.', "_"),
+            data.join(f).display()
+        )
+    };
+    collect(&s, &index("other.parquet")).await;
+    // `emb.pq`'s sidecar name holds the manifest of `other.parquet`.
+    std::fs::copy(
+        data.join("other.idx.manifest.json"),
+        data.join("emb.idx.manifest.json"),
+    )
+    .unwrap();
+    let e = tokio::time::timeout(std::time::Duration::from_secs(30), s.sql(&index("emb.pq")))
+        .await
+        .expect("no endless retry")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("emb.idx.manifest.json") && e.contains("another file"),
+        "{e}"
+    );
 }

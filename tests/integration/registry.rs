@@ -221,15 +221,39 @@ async fn a_disabled_cache_still_serves_downloads_from_temp_files() {
 #[test]
 fn temp_files_of_killed_downloads_are_removed_when_a_cache_opens() {
     let dir = crate::common::tempdir();
-    let dead = dir.path().join(".tmp-4194303-key-0000000000000001");
-    let ours = dir
+    let dead = dir
         .path()
-        .join(format!(".tmp-{}-key-0000000000000002", std::process::id()));
-    let entry = dir.path().join("key");
-    for p in [&dead, &ours, &entry] {
+        .join(".tmp-4194303-key-0000000000000001.jammi-part");
+    let ours = dir.path().join(format!(
+        ".tmp-{}-key-0000000000000002.jammi-part",
+        std::process::id()
+    ));
+    let entry = dir.path().join("key.jammi-cache");
+    // Someone else's files in the same directory, named like ours but not ours.
+    let user = dir.path().join(".tmp-4194303-notes.txt");
+    for p in [&dead, &ours, &entry, &user] {
         std::fs::write(p, b"x").unwrap();
     }
     jammi_db::storage::cache::LocalCache::new(dir.path(), 1 << 20).unwrap();
     assert!(!dead.exists(), "a dead download's temp file is removed");
-    assert!(ours.exists() && entry.exists());
+    assert!(ours.exists() && entry.exists() && user.exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_local_cache_evicts_only_files_it_named() {
+    let dir = crate::common::tempdir();
+    let user = dir.path().join("holiday.jpg");
+    std::fs::write(&user, vec![7u8; 4096]).unwrap();
+    let store: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+    // A budget smaller than the user's file: only the cache's own entries may go.
+    let cache = jammi_db::storage::cache::LocalCache::new(dir.path(), 1000).unwrap();
+    for i in 0..3 {
+        let path = object_store::path::Path::from(format!("k{i}"));
+        store.put(&path, vec![1u8; 600].into()).await.unwrap();
+        cache
+            .fetch(&format!("k{i}"), &store, &path, 600)
+            .await
+            .unwrap();
+    }
+    assert_eq!(std::fs::read(&user).unwrap(), vec![7u8; 4096]);
 }
