@@ -337,7 +337,15 @@ async fn main() {
         assert_eq!(ids_of(&r).len(), K);
     }
     jammi_recall /= QUERIES as f64;
-    let warm_requests = s.last_search().requests;
+    let warm_requests = {
+        let before = s.registry().request_counts();
+        let sql = format!(
+            "SELECT id, _distance FROM vector_search('{table}', '{}', {K})",
+            vec_sql(&q_vecs[0])
+        );
+        s.sql(&sql).await.unwrap().collect().await.unwrap();
+        s.registry().request_counts().since(&before)
+    };
 
     // Exact fallback vs brute force in memory.
     let mut exact_times = Vec::new();
@@ -525,10 +533,11 @@ async fn s3_cold(endpoint: &str, root: &std::path::Path, table: &str, q_vecs: &[
             base,
             vec_sql(&q_vecs[1 + trial])
         );
+        let before = registry.request_counts();
         let t = Instant::now();
         session.sql(&sql).await.unwrap().collect().await.unwrap();
         cold_times.push(t.elapsed());
-        cold_req.get_or_insert(session.last_search().requests);
+        cold_req.get_or_insert(registry.request_counts().since(&before));
         s = Some(session);
     }
     let (s, cold_req) = (s.unwrap(), cold_req.unwrap());
@@ -541,8 +550,9 @@ async fn s3_cold(endpoint: &str, root: &std::path::Path, table: &str, q_vecs: &[
         cold_times.iter().max().copied(),
     );
     let (raw_get, cold) = (median(raw_times), median(cold_times));
+    let before = registry.request_counts();
     s.sql(&sql).await.unwrap().collect().await.unwrap();
-    let warm_req = s.last_search().requests;
+    let warm_req = registry.request_counts().since(&before);
     // By table name the verified manifest is kept with the table: no request at planning.
     s.sql(&format!(
         "CREATE EXTERNAL TABLE s3_emb STORED AS PARQUET LOCATION '{base}{table}.parquet' \
@@ -552,8 +562,9 @@ async fn s3_cold(endpoint: &str, root: &std::path::Path, table: &str, q_vecs: &[
     .unwrap();
     let by_name = sql.replace(&format!("'{base}{table}.parquet'"), "'s3_emb'");
     s.sql(&by_name).await.unwrap().collect().await.unwrap();
+    let before = registry.request_counts();
     s.sql(&by_name).await.unwrap().collect().await.unwrap();
-    let named_req = s.last_search().requests;
+    let named_req = registry.request_counts().since(&before);
     println!(
         "| cold first query from the S3 server, median of {COLD_TRIALS} (range {:.0}-{:.0} ms) | {:.1} ms | raw GET of the {:.1} MB sidecar {:.1} ms (range {:.0}-{:.0} ms) | {:.2}x |",
         ms(min_cold.unwrap()),

@@ -18,6 +18,7 @@ pub mod catalog;
 pub mod error;
 pub mod format;
 pub mod index;
+pub(crate) mod lru;
 pub mod session;
 pub mod source;
 pub mod sql;

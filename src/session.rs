@@ -5,10 +5,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use datafusion::arrow::array::{ListArray, RecordBatch};
+use datafusion::arrow::datatypes::Float32Type;
+use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::prelude::Expr;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::TryStreamExt;
 
@@ -16,7 +20,7 @@ use crate::catalog::provider::{LazySource, build_source_table};
 use crate::catalog::{Catalog, SourceCatalogProvider, SourceEntry, validate_source_name};
 use crate::error::{JammiError, Result};
 use crate::source::{SourceConnection, SourceType};
-use crate::sql::{QueryStats, VectorSearchFunction};
+use crate::sql::{SearchContext, SearchOptions, SearchStats};
 use crate::storage::{CloudConfig, StorageRegistry, StorageUrl};
 use crate::store::{Manifest, RecoveryReport, ResultStore, TableSpec};
 
@@ -38,7 +42,7 @@ pub struct JammiSession {
     registry: StorageRegistry,
     catalog: Arc<Catalog>,
     store: Arc<ResultStore>,
-    search: Arc<VectorSearchFunction>,
+    search: Arc<SearchContext>,
     sources: RwLock<HashMap<String, Arc<LazySource>>>,
     recovery: RecoveryReport,
 }
@@ -330,7 +334,8 @@ impl JammiSession {
         self.store.recover().await
     }
 
-    /// Nearest neighbours of `query` in `table` (see `vector_search` for `options`).
+    /// Nearest neighbours of `query` in `table` (see `vector_search` for `options`): the
+    /// plan of `SELECT * FROM vector_search(table, query, k, options)`, built directly.
     pub async fn search(
         &self,
         table: &str,
@@ -338,26 +343,39 @@ impl JammiSession {
         k: usize,
         options: Option<&str>,
     ) -> Result<DataFrame> {
-        let q = query
-            .iter()
-            .map(|v| format!("{v:?}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let esc = |s: &str| s.replace('\'', "''");
-        let sql = match options {
-            Some(o) => format!(
-                "SELECT * FROM vector_search('{}', [{q}], {k}, '{}')",
-                esc(table),
-                esc(o)
-            ),
-            None => format!("SELECT * FROM vector_search('{}', [{q}], {k})", esc(table)),
-        };
-        self.sql(&sql).await
+        let options = SearchOptions::parse(options.unwrap_or(""))?;
+        let k = crate::sql::vector_search::args::k_of(&ScalarValue::UInt64(Some(k as u64)))?;
+        let list = ListArray::from_iter_primitive::<Float32Type, _, _>([Some(
+            query.iter().map(|v| Some(*v)),
+        )]);
+        let query = Expr::Literal(ScalarValue::List(Arc::new(list)), None);
+        let state = self.ctx.state();
+        let plan = crate::sql::vector_search::node::plan_search(
+            &self.search,
+            &state,
+            table,
+            query,
+            k,
+            options,
+        )?;
+        Ok(DataFrame::new(state, plan))
     }
 
-    /// How the last `vector_search` was answered (mode, fallback reason, requests).
-    pub fn last_search(&self) -> QueryStats {
-        self.search.last_query()
+    /// Runs `df` and returns its batches with how each search in it was answered (mode,
+    /// fallback reason, requests, candidates), read from this run's own plan.
+    pub async fn collect_with_stats(
+        &self,
+        df: DataFrame,
+    ) -> Result<(Vec<RecordBatch>, Vec<SearchStats>)> {
+        let task = Arc::new(df.task_ctx());
+        let plan = df.create_physical_plan().await?;
+        let batches = datafusion::physical_plan::collect(plan.clone(), task).await?;
+        Ok((batches, SearchStats::of(&plan)))
+    }
+
+    /// The search context: loaded-index cache, and what plan codecs need.
+    pub fn search_context(&self) -> &Arc<SearchContext> {
+        &self.search
     }
 
     /// Runs several `;`-separated statements, returning each one's collected batches.

@@ -14,7 +14,9 @@ use crate::error::{JammiError, Result};
 
 /// Distance metric of an index. `_distance` values are: cosine `1 - cos(a, b)`,
 /// l2 the Euclidean distance, ip `1 - a·b` (smaller is nearer for all three).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Metric {
     /// Cosine distance (default).

@@ -6,7 +6,7 @@
 //! sizes and CRC32C against the manifest, and the index header against its parameters.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -15,41 +15,14 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use crate::error::{JammiError, Result};
 use crate::format::manifest::{FileRole, IndexInfo, Manifest};
 use crate::format::rowmap;
+use crate::lru::BoundedLru;
 use crate::storage::StorageUrl;
-use crate::storage::cache::{LocalCache, LocalFile};
+use crate::storage::cache::LocalCache;
 
 /// Default in-memory budget for loaded indexes (4 GiB); `JAMMI_INDEX_CACHE_BYTES` overrides.
 pub const DEFAULT_INDEX_CACHE_BYTES: u64 = 4 << 30;
 
-/// An index ready to search, with its rowmap.
-pub struct LoadedIndex {
-    /// The USearch index (memory-mapped).
-    pub index: usearch::Index,
-    /// Index key → Parquet row position.
-    pub rowmap: Vec<u64>,
-    /// Index key → key column value (result tables with a key column).
-    pub keys: Option<datafusion::arrow::array::ArrayRef>,
-    /// Parameters from the manifest.
-    pub info: IndexInfo,
-    /// Bytes this entry accounts for (index file + rowmap).
-    pub bytes: u64,
-    /// Searches hold it shared; a search with its own `ef_search` holds it exclusively
-    /// while the index's expansion is changed.
-    pub(crate) search_lock: std::sync::RwLock<()>,
-    /// Local copy of the index file (kept alive while mapped).
-    _file: Option<LocalFile>,
-    _path: PathBuf,
-}
-
-impl std::fmt::Debug for LoadedIndex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedIndex")
-            .field("info", &self.info)
-            .field("vectors", &self.rowmap.len())
-            .field("bytes", &self.bytes)
-            .finish()
-    }
-}
+pub use crate::index::loaded::LoadedIndex;
 
 /// Counters of the index cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -73,29 +46,24 @@ pub struct IndexCacheStats {
 /// The in-memory LRU of loaded indexes.
 #[derive(Debug)]
 pub struct IndexCache {
-    budget: u64,
     local: LocalCache,
-    /// Most recently used last.
-    entries: Mutex<Vec<(String, Arc<LoadedIndex>)>>,
+    entries: Mutex<BoundedLru<String, Arc<LoadedIndex>>>,
     gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     hits: AtomicU64,
     misses: AtomicU64,
     downloads: AtomicU64,
-    evictions: AtomicU64,
 }
 
 impl IndexCache {
     /// A cache holding at most `budget` bytes of indexes, downloading into `local`.
     pub fn new(budget: u64, local: LocalCache) -> Self {
         IndexCache {
-            budget,
             local,
-            entries: Mutex::new(Vec::new()),
+            entries: Mutex::new(BoundedLru::new(budget)),
             gates: Mutex::default(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             downloads: AtomicU64::new(0),
-            evictions: AtomicU64::new(0),
         }
     }
 
@@ -122,10 +90,10 @@ impl IndexCache {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             downloads: self.downloads.load(Ordering::Relaxed),
-            evictions: self.evictions.load(Ordering::Relaxed),
+            evictions: e.evictions(),
             entries: e.len() as u64,
-            bytes: e.iter().map(|(_, l)| l.bytes).sum(),
-            budget: self.budget,
+            bytes: e.bytes(),
+            budget: e.budget(),
         }
     }
 
@@ -140,16 +108,15 @@ impl IndexCache {
         self.entries
             .lock()
             .expect("lock")
-            .retain(|(k, _)| !k.starts_with(&prefix));
+            .retain(|k| !k.starts_with(&prefix));
     }
 
     fn lookup(&self, key: &str) -> Option<Arc<LoadedIndex>> {
-        let mut e = self.entries.lock().expect("lock");
-        let pos = e.iter().position(|(k, _)| k == key)?;
-        let entry = e.remove(pos);
-        let found = entry.1.clone();
-        e.push(entry);
-        Some(found)
+        self.entries
+            .lock()
+            .expect("lock")
+            .get(&key.to_string())
+            .cloned()
     }
 
     /// The loaded index of a committed table whose siblings live under `dir`.
@@ -159,6 +126,17 @@ impl IndexCache {
         store: &Arc<dyn ObjectStore>,
         manifest: &Manifest,
     ) -> Result<Arc<LoadedIndex>> {
+        Ok(self.get_traced(dir, store, manifest).await?.0)
+    }
+
+    /// [`get`](Self::get), also saying whether this call loaded the index (`true`) or found
+    /// it in memory.
+    pub async fn get_traced(
+        &self,
+        dir: &StorageUrl,
+        store: &Arc<dyn ObjectStore>,
+        manifest: &Manifest,
+    ) -> Result<(Arc<LoadedIndex>, bool)> {
         let (Some(info), Some(idx), Some(rm)) = (
             manifest.index.as_ref(),
             manifest.file(FileRole::Index),
@@ -172,7 +150,7 @@ impl IndexCache {
         let key = format!("{}-{:08x}-{:08x}", manifest.table, idx.crc32c, rm.crc32c);
         if let Some(hit) = self.lookup(&key) {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(hit);
+            return Ok((hit, false));
         }
         let gate = self
             .gates
@@ -184,7 +162,7 @@ impl IndexCache {
         let _g = gate.lock().await;
         if let Some(hit) = self.lookup(&key) {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(hit);
+            return Ok((hit, false));
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let corrupt = |reason: String| JammiError::Corrupt {
@@ -266,30 +244,28 @@ impl IndexCache {
                 rowmap.len()
             )));
         }
-        let loaded = Arc::new(LoadedIndex {
+        let loaded = Arc::new(LoadedIndex::new(
             index,
-            bytes: idx.size + rm.size,
             rowmap,
             keys,
-            info: info.clone(),
-            search_lock: std::sync::RwLock::new(()),
-            _file: file,
-            _path: path,
-        });
+            info.clone(),
+            idx.size + rm.size,
+            file,
+            path,
+        ));
         self.insert(key.clone(), loaded.clone());
         self.gates.lock().expect("lock").remove(&key);
-        Ok(loaded)
+        Ok((loaded, true))
     }
 
     fn insert(&self, key: String, loaded: Arc<LoadedIndex>) {
-        let mut e = self.entries.lock().expect("lock");
-        e.push((key, loaded));
-        let mut total: u64 = e.iter().map(|(_, l)| l.bytes).sum();
-        while total > self.budget && e.len() > 1 {
-            let (_, old) = e.remove(0);
-            total -= old.bytes;
-            self.evictions.fetch_add(1, Ordering::Relaxed);
-        }
+        self.entries.lock().expect("lock").put(key, loaded);
+    }
+}
+
+impl crate::lru::Weighed for LoadedIndex {
+    fn weight(&self) -> u64 {
+        self.bytes()
     }
 }
 

@@ -1,18 +1,11 @@
 //! Exact (brute-force) search: streamed over the vector column, keeping a bounded top-k
 //! with a deterministic tie-break (smaller row position first).
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-use std::sync::Arc;
-
-use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
-use futures::StreamExt;
-use object_store::ObjectStore;
-
 use crate::error::Result;
 use crate::index::Metric;
 use crate::index::vectors::VectorColumn;
-use crate::storage::StorageUrl;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -93,34 +86,33 @@ impl ExactVectors {
         self.values.len() * 4 + self.rows.len() * 8
     }
 
-    /// Reads column `column_idx` of a Parquet file (vectors of `dims` values).
-    pub async fn load(
-        store: &Arc<dyn ObjectStore>,
-        url: &StorageUrl,
-        meta: &ArrowReaderMetadata,
-        column_idx: usize,
-        column: &str,
-        dims: usize,
-    ) -> Result<Self> {
-        let mut stream = crate::store::read::scan_columns(store, url, meta, &[column_idx]).await?;
-        let rows_total = meta.metadata().file_metadata().num_rows() as usize;
-        let mut rows = Vec::with_capacity(rows_total);
-        let mut values = Vec::with_capacity(rows_total * dims);
-        let mut base = 0u64;
-        while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            let vectors = VectorColumn::new(column, batch.column(0))?;
-            for r in 0..vectors.len() {
-                if let Some(v) = vectors.get(r)
-                    && v.len() == dims
-                {
-                    rows.push(base + r as u64);
-                    values.extend_from_slice(&v);
-                }
-            }
-            base += batch.num_rows() as u64;
+    /// No vectors yet, of `dims` values each.
+    pub fn new(dims: usize) -> Self {
+        ExactVectors {
+            dims,
+            rows: Vec::new(),
+            values: Vec::new(),
         }
-        Ok(ExactVectors { dims, rows, values })
+    }
+
+    /// Adds the vectors of `array` (column `column`), whose first row is row `base` of the
+    /// file; NULL vectors and vectors of other lengths are left out.
+    pub fn add(
+        &mut self,
+        column: &str,
+        array: &datafusion::arrow::array::ArrayRef,
+        base: u64,
+    ) -> Result<()> {
+        let vectors = VectorColumn::new(column, array)?;
+        for r in 0..vectors.len() {
+            if let Some(v) = vectors.get(r)
+                && v.len() == self.dims
+            {
+                self.rows.push(base + r as u64);
+                self.values.extend_from_slice(&v);
+            }
+        }
+        Ok(())
     }
 
     /// Exact top-k; `allowed[row]` restricts the candidates. Distances are final.

@@ -4,6 +4,7 @@
 pub mod build;
 pub mod cache;
 pub mod exact;
+pub mod loaded;
 pub mod progress;
 pub mod vectors;
 

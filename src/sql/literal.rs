@@ -2,10 +2,10 @@
 //!
 //! DataFusion plans `[0.1, 0.2, ...]` as `make_array(...)`, then plans, type-coerces and
 //! const-folds it element by element; for a 384-number query vector that is most of a
-//! `vector_search` query's planning time. [`VectorSearchArgsPlanner`] reads the query vector
-//! of `vector_search(...)` from the SQL syntax tree into the constant `make_array` folds to
-//! (`List<Int64>` when every element is an integer, else `List<Float64>`). It plans nothing
-//! but `vector_search` calls: every other array literal is DataFusion's.
+//! `vector_search` query's planning time. [`sql_numeric_array`] reads the query vector of
+//! `vector_search(...)` from the SQL syntax tree into the constant `make_array` folds to
+//! (`List<Int64>` when every element is an integer, else `List<Float64>`); every other array
+//! literal is DataFusion's.
 //!
 //! Parsing costs more still: for every number sqlparser first tries to read a type name
 //! (for typed strings like `DATE '...'`) and formats the failure. [`fold_query_vectors`]
@@ -17,19 +17,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, ListArray};
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::datatypes::Field;
-use datafusion::common::{DFSchema, Result, ScalarValue, TableReference, plan_err};
-use datafusion::logical_expr::LogicalPlanBuilder;
-use datafusion::logical_expr::planner::{
-    PlannedRelation, RelationPlanner, RelationPlannerContext, RelationPlanning,
-};
-use datafusion::prelude::Expr;
-use datafusion::sql::sqlparser::ast::{
-    Array, Expr as SqlExpr, FunctionArg, FunctionArgExpr, ObjectName, TableFactor, UnaryOperator,
-    Value,
-};
+use datafusion::common::ScalarValue;
+use datafusion::sql::sqlparser::ast::{Array, Expr as SqlExpr, UnaryOperator, Value};
 use datafusion::sql::sqlparser::tokenizer::{Location, Span, Token, TokenWithSpan};
 
-/// The table function whose query argument [`VectorSearchArgsPlanner`] reads.
+/// The table function whose query argument is folded.
 const VECTOR_SEARCH: &str = "vector_search";
 
 /// One element of a numeric array literal, as DataFusion's SQL planner types it.
@@ -103,95 +95,12 @@ fn plain_number(v: &Value) -> Option<&str> {
 }
 
 /// The folded constant of an array literal of plain numbers, if it is one.
-fn sql_numeric_array(a: &Array) -> Option<ScalarValue> {
+pub(crate) fn sql_numeric_array(a: &Array) -> Option<ScalarValue> {
     if a.elem.is_empty() {
         return None;
     }
     let nums: Option<Vec<Num>> = a.elem.iter().map(sql_number).collect();
     nums.map(|n| numeric_list(&n))
-}
-
-fn is_vector_search(name: &ObjectName) -> bool {
-    match name.0.as_slice() {
-        [part] => part
-            .as_ident()
-            .is_some_and(|i| i.quote_style.is_none() && i.value == VECTOR_SEARCH),
-        _ => false,
-    }
-}
-
-/// Plans `vector_search(...)` in FROM as DataFusion does (each argument planned as an
-/// expression, the function called with them), except that a query vector written as an
-/// array of plain numbers is read from the syntax tree into its folded constant.
-#[derive(Debug, Default)]
-pub struct VectorSearchArgsPlanner;
-
-impl RelationPlanner for VectorSearchArgsPlanner {
-    fn plan_relation(
-        &self,
-        relation: TableFactor,
-        context: &mut dyn RelationPlannerContext,
-    ) -> Result<RelationPlanning> {
-        let decimals = context
-            .context_provider()
-            .options()
-            .sql_parser
-            .parse_float_as_decimal;
-        let (alias, args) = match relation {
-            // The clauses DataFusion ignores on a table function are left to its planner.
-            TableFactor::Table {
-                name,
-                alias,
-                args: Some(args),
-                with_hints,
-                version,
-                with_ordinality: false,
-                partitions,
-                json_path,
-                sample,
-                index_hints,
-            } if !decimals
-                && is_vector_search(&name)
-                && args.settings.is_none()
-                && with_hints.is_empty()
-                && version.is_none()
-                && partitions.is_empty()
-                && json_path.is_none()
-                && sample.is_none()
-                && index_hints.is_empty() =>
-            {
-                (alias, args.args)
-            }
-            other => return Ok(RelationPlanning::Original(Box::new(other))),
-        };
-        let mut exprs = Vec::with_capacity(args.len());
-        for (i, arg) in args.into_iter().enumerate() {
-            let FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) = arg else {
-                // DataFusion's own message for the same call.
-                return plan_err!("Unsupported function argument type: {arg}");
-            };
-            let folded = match &e {
-                SqlExpr::Array(a) if i == 1 => sql_numeric_array(a),
-                _ => None,
-            };
-            exprs.push(match folded {
-                Some(v) => Expr::Literal(v, None),
-                None => context.sql_expr_to_logical_expr(e, &DFSchema::empty())?,
-            });
-        }
-        let source = context
-            .context_provider()
-            .get_table_function_source(VECTOR_SEARCH, exprs)?;
-        let plan = LogicalPlanBuilder::scan(
-            TableReference::bare(format!("{VECTOR_SEARCH}()")),
-            source,
-            None,
-        )?
-        .build()?;
-        Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(
-            plan, alias,
-        ))))
-    }
 }
 
 /// Integer tokens with more digits are not folded: above 2^53 the string form would round
@@ -448,7 +357,7 @@ mod tests {
             .strip_prefix("SELECT * FROM vector_search('t', '")
             .and_then(|r| r.strip_suffix("', 3)"))
             .expect("folded");
-        let got = crate::sql::vector_search::query_vector_text(text).unwrap();
+        let got = crate::sql::vector_search::args::query_vector_text(text).unwrap();
         assert_eq!(got.len(), want.len());
         for ((g, w), n) in got.iter().zip(&want).zip(numbers) {
             assert_eq!(g.to_bits(), w.to_bits(), "{n}: {g:e} vs {w:e}");

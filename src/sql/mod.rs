@@ -1,6 +1,7 @@
 //! The SQL surface: option namespaces, table factories (DDL), `vector_search`, distance
 //! functions, and the one call that installs them all into a `SessionContext`.
 
+pub mod codec;
 pub mod ddl;
 pub mod functions;
 pub mod literal;
@@ -10,12 +11,9 @@ pub mod vector_search;
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::datasource::MemTable;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::SessionState;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::DFParserBuilder;
@@ -30,7 +28,7 @@ use crate::source::FileFormat;
 use crate::storage::StorageRegistry;
 use crate::store::ResultStore;
 pub use redact::redact_secrets;
-pub use vector_search::{QueryStats, SearchOptions, VectorSearchFunction};
+pub use vector_search::{SearchContext, SearchOptions, SearchStats};
 
 /// Plans one SQL statement as `SessionState::create_logical_plan` does, with the query
 /// vectors of `vector_search` calls handed to the parser in their string form
@@ -83,6 +81,7 @@ struct Installed {
         String,
         Option<Arc<dyn datafusion::catalog::TableProviderFactory>>,
     >,
+    search: Arc<SearchContext>,
 }
 
 /// Name under which [`register`] mounts the result-table catalog.
@@ -94,31 +93,37 @@ pub const RESULT_CATALOG: &str = "jammi";
 /// - table factories so `CREATE EXTERNAL TABLE ... STORED AS PARQUET|CSV|JSON|ARROW|AVRO
 ///   LOCATION '<storage url>'` works for every scheme;
 /// - with a `store`, its result tables as the catalog `jammi` (schema `public`);
-/// - `vector_search(...)`, `vector_search_stats()` and the distance functions;
-/// - planners folding array literals of plain numbers (query vectors) straight to their
-///   constant, with the value and type `make_array` yields: `vector_search`'s query
-///   argument, and other literals of 32 or more numbers.
+/// - `vector_search(...)` and `vector_search_batch(...)` in FROM (a relation planner, and a
+///   query planner that plans them, delegating every other plan to the session's own), the
+///   rules that answer `ORDER BY <distance> LIMIT k` by an index and push projections into
+///   searches, and `l2_distance`.
 ///
-/// Returns the `vector_search` function (for its statistics).
+/// Everything else of the session is left as it was; a second call adds nothing. Returns
+/// the session's search context (its caches, and what [`codec::JammiPhysicalCodec`] needs).
 pub async fn register(
     ctx: &SessionContext,
     registry: &StorageRegistry,
     store: Option<Arc<ResultStore>>,
-) -> Result<Arc<VectorSearchFunction>> {
+) -> Result<Arc<SearchContext>> {
     registry.install(ctx);
     ctx.register_table_options_extension(options::AwsOptions::default());
     ctx.register_table_options_extension(options::GcpOptions::default());
     ctx.register_table_options_extension(options::AzureOptions::default());
     ctx.register_table_options_extension(options::JammiOptions::default());
-    {
-        let state = ctx.state_ref();
-        let mut state = state.write();
+    let cache = match &store {
+        Some(s) => s.index_cache().clone(),
+        None => Arc::new(IndexCache::with_defaults()),
+    };
+    let search = {
+        let state_ref = ctx.state_ref();
+        let mut state = state_ref.write();
         // What the session had before the first `register`: a second call wraps the same
         // factories and adds no second planner.
         let installed = match state.config().get_extension::<Installed>() {
             Some(i) => i,
             None => {
-                state.register_relation_planner(Arc::new(literal::VectorSearchArgsPlanner))?;
+                let search = Arc::new(SearchContext::new(registry.clone(), cache));
+                *state = with_search(&state, search.clone(), Arc::downgrade(&state_ref))?;
                 let originals = FACTORY_FORMATS
                     .iter()
                     .map(|(name, _)| {
@@ -126,7 +131,7 @@ pub async fn register(
                         (name.to_string(), f)
                     })
                     .collect();
-                let i = Arc::new(Installed { originals });
+                let i = Arc::new(Installed { originals, search });
                 state.config_mut().set_extension(i.clone());
                 i
             }
@@ -149,82 +154,50 @@ pub async fn register(
                 )),
             );
         }
-    }
-    let cache = match &store {
-        Some(s) => s.index_cache().clone(),
-        None => Arc::new(IndexCache::with_defaults()),
+        installed.search.clone()
     };
     if let Some(store) = store {
         let provider = Arc::new(JammiCatalogProvider::new(store));
         provider.refresh().await?;
         ctx.register_catalog(RESULT_CATALOG, provider);
     }
-    let search = Arc::new(VectorSearchFunction::new(registry.clone(), cache));
-    ctx.register_udtf("vector_search", search.clone());
-    ctx.register_udtf(
-        "vector_search_stats",
-        Arc::new(StatsFunction {
-            search: search.clone(),
-        }),
-    );
     for udf in functions::distance_udfs() {
         ctx.register_udf(udf);
     }
     Ok(search)
 }
 
-/// `vector_search_stats()`: how the last `vector_search` was answered and the index cache
-/// state, as one row.
-#[derive(Debug)]
-struct StatsFunction {
-    search: Arc<VectorSearchFunction>,
-}
-
-impl TableFunctionImpl for StatsFunction {
-    fn call_with_args(
-        &self,
-        _args: TableFunctionArgs,
-    ) -> datafusion::error::Result<Arc<dyn TableProvider>> {
-        let q = self.search.last_query();
-        let c = self.search.cache_stats();
-        let text = |name: &str| Field::new(name, DataType::Utf8, true);
-        let num = |name: &str| Field::new(name, DataType::UInt64, false);
-        let schema = Arc::new(Schema::new(vec![
-            text("last_mode"),
-            text("last_fallback_reason"),
-            num("last_rows"),
-            num("last_requests"),
-            num("last_get_requests"),
-            num("last_head_requests"),
-            num("last_list_requests"),
-            num("cache_hits"),
-            num("cache_misses"),
-            num("cache_downloads"),
-            num("cache_evictions"),
-            num("cache_entries"),
-            num("cache_bytes"),
-            num("cache_budget_bytes"),
-        ]));
-        let u = |v: u64| Arc::new(UInt64Array::from(vec![v])) as ArrayRef;
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(vec![
-                Some(q.mode.clone()).filter(|m| !m.is_empty()),
-            ])),
-            Arc::new(StringArray::from(vec![q.fallback_reason.clone()])),
-            u(q.rows as u64),
-            u(q.requests.total()),
-            u(q.requests.get + q.requests.get_range),
-            u(q.requests.head),
-            u(q.requests.list),
-            u(c.hits),
-            u(c.misses),
-            u(c.downloads),
-            u(c.evictions),
-            u(c.entries),
-            u(c.bytes),
-            u(c.budget),
-        ];
-        let batch = RecordBatch::try_new(schema.clone(), cols)?;
-        Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
-    }
+/// `state` with the search planners and rules added: the same session (id, settings,
+/// catalogs, functions), with a query planner that plans searches and hands every other
+/// plan to the one `state` had.
+fn with_search(
+    state: &SessionState,
+    search: Arc<SearchContext>,
+    weak: std::sync::Weak<parking_lot::RwLock<SessionState>>,
+) -> Result<SessionState> {
+    use vector_search::planner::JammiQueryPlanner;
+    use vector_search::rules::{OrderByDistanceRule, ProjectionIntoSearchRule};
+    let create_default = state
+        .config_options()
+        .catalog
+        .create_default_catalog_and_schema;
+    let planner = Arc::new(JammiQueryPlanner::new(
+        state.query_planner().clone(),
+        search.clone(),
+    ));
+    let mut new = SessionStateBuilder::new_from_existing(state.clone())
+        .with_session_id(state.session_id().to_string())
+        .with_query_planner(planner)
+        .with_optimizer_rule(Arc::new(OrderByDistanceRule))
+        .with_optimizer_rule(Arc::new(ProjectionIntoSearchRule))
+        .build();
+    // The builder turns this off when the default catalog exists; `SHOW ALL` must not change.
+    new.config_mut()
+        .options_mut()
+        .catalog
+        .create_default_catalog_and_schema = create_default;
+    new.register_relation_planner(Arc::new(vector_search::node::VectorSearchPlanner::new(
+        search, weak,
+    )))?;
+    Ok(new)
 }

@@ -101,6 +101,27 @@ pub async fn scan_columns(
     )
 }
 
+/// The vectors of column `column_idx` (named `column`, `dims` values each) of a Parquet
+/// file, decoded for exact searches.
+pub async fn read_vectors(
+    store: &Arc<dyn ObjectStore>,
+    url: &StorageUrl,
+    meta: &ArrowReaderMetadata,
+    column_idx: usize,
+    column: &str,
+    dims: usize,
+) -> Result<crate::index::exact::ExactVectors> {
+    let mut stream = scan_columns(store, url, meta, &[column_idx]).await?;
+    let mut out = crate::index::exact::ExactVectors::new(dims);
+    let mut base = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        out.add(column, batch.column(0), base)?;
+        base += batch.num_rows() as u64;
+    }
+    Ok(out)
+}
+
 /// Streams the vector column (and, if named, a key column) of an existing file, for indexing
 /// it.
 pub async fn vector_batches(

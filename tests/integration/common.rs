@@ -558,3 +558,14 @@ pub fn live_options(cloud: &CloudConfig) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// Runs a statement; returns its batches and how its (first) search was answered.
+pub async fn search_sql(
+    s: &jammi_db::session::JammiSession,
+    sql: &str,
+) -> (Vec<RecordBatch>, jammi_db::sql::SearchStats) {
+    let df = s.sql(sql).await.unwrap();
+    let (batches, stats) = s.collect_with_stats(df).await.unwrap();
+    let first = stats.into_iter().next().expect("the plan holds a search");
+    (batches, first)
+}

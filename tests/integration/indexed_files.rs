@@ -95,6 +95,23 @@ fn index_sql(table: &str, file: &std::path::Path) -> String {
     )
 }
 
+/// The ids a search returns, and how it was answered.
+async fn searched(s: &JammiSession, sql: &str) -> (Vec<i64>, jammi_db::sql::SearchStats) {
+    let (batches, stats) = crate::common::search_sql(s, sql).await;
+    let ids = batches
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    (ids, stats)
+}
+
 fn search_sql(table: &str, angle: i64) -> String {
     format!(
         "SELECT id FROM vector_search('{table}', {}, 3)",
@@ -137,16 +154,16 @@ async fn dotted_file_names_keep_their_own_sidecars() {
         .collect();
     assert_eq!(sidecars(&data), expected);
     // Each table is searched with its own index and finds its own rows.
-    let got = ids_of(&s, &search_sql("e24", 5)).await;
+    let (got, st) = searched(&s, &search_sql("e24", 5)).await;
     assert!(got.iter().all(|i| (0..300).contains(i)), "{got:?}");
-    assert_eq!(s.last_search().mode, "index");
-    let got = ids_of(&s, &search_sql("e25", 1005)).await;
+    assert_eq!(st.mode, "index");
+    let (got, st) = searched(&s, &search_sql("e25", 1005)).await;
     assert!(got.iter().all(|i| (1000..1300).contains(i)), "{got:?}");
-    assert_eq!(s.last_search().mode, "index");
+    assert_eq!(st.mode, "index");
     let by_url = search_sql(&data.join("emb.2025.parquet").display().to_string(), 1005);
-    let got = ids_of(&s, &by_url).await;
+    let (got, st) = searched(&s, &by_url).await;
     assert!(got.iter().all(|i| (1000..1300).contains(i)), "{got:?}");
-    assert_eq!(s.last_search().mode, "index");
+    assert_eq!(st.mode, "index");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -160,9 +177,9 @@ async fn a_rewritten_file_of_the_same_size_is_never_searched_with_its_old_index(
         .await
         .unwrap();
     s.sql(&index_sql("docs", &file)).await.unwrap();
-    let before = ids_of(&s, &search_sql("docs", 7)).await;
+    let (before, st) = searched(&s, &search_sql("docs", 7)).await;
     assert!(before.contains(&7), "{before:?}");
-    assert_eq!(s.last_search().mode, "index");
+    assert_eq!(st.mode, "index");
 
     // The same ids, each now pointing where id + 200 pointed: same size, other content.
     let second = fixed_size_parquet(&ids, |i| i + 200);
@@ -171,8 +188,7 @@ async fn a_rewritten_file_of_the_same_size_is_never_searched_with_its_old_index(
 
     // The running session (its caches warm) does not use the old index: exact search on
     // the new file finds id 7, which now points at angle 207 (the old index says id 207).
-    let after = ids_of(&s, &search_sql("docs", 207)).await;
-    let stats = s.last_search();
+    let (after, stats) = searched(&s, &search_sql("docs", 207)).await;
     assert_eq!(stats.mode, "exact", "{stats:?}");
     assert!(
         stats
@@ -188,8 +204,8 @@ async fn a_rewritten_file_of_the_same_size_is_never_searched_with_its_old_index(
         .await
         .unwrap();
     s2.sql(&index_sql("docs", &file)).await.unwrap();
-    let rebuilt = ids_of(&s2, &search_sql("docs", 207)).await;
-    assert_eq!(s2.last_search().mode, "index");
+    let (rebuilt, st) = searched(&s2, &search_sql("docs", 207)).await;
+    assert_eq!(st.mode, "index");
     assert!(
         rebuilt.contains(&7) && !rebuilt.contains(&207),
         "{rebuilt:?}"
@@ -247,9 +263,9 @@ async fn sidecars_of_the_older_naming_still_load() {
         legacy,
         "the older sidecars were used, none built"
     );
-    let got = ids_of(&s, &search_sql("e", 5)).await;
+    let (got, st) = searched(&s, &search_sql("e", 5)).await;
     assert!(got.contains(&5), "{got:?}");
-    assert_eq!(s.last_search().mode, "index");
+    assert_eq!(st.mode, "index");
     // Another dotted file of the directory is not searched with them: it gets its own.
     std::fs::write(
         data.join("emb.2025.parquet"),
@@ -276,8 +292,8 @@ async fn two_indexers_of_one_file_end_with_one_valid_set_of_sidecars() {
         tasks.push(tokio::spawn(async move {
             let s = JammiSession::open(root.to_str().unwrap()).await.unwrap();
             s.sql(&index_sql("big", &file)).await.unwrap();
-            let got = ids_of(&s, &search_sql("big", 31_337)).await;
-            (got, s.last_search().mode)
+            let (got, st) = searched(&s, &search_sql("big", 31_337)).await;
+            (got, st.mode)
         }));
     }
     for t in tasks {
@@ -340,7 +356,7 @@ async fn a_cached_sidecar_that_fails_its_checksum_is_fetched_again() {
     let loaded = second.get(rs.root(), &store, &m).await.unwrap();
     assert_eq!(second.stats().downloads, 1, "fetched again");
     assert_eq!(std::fs::read(&cached[0]).unwrap(), good);
-    assert_eq!(loaded.rowmap.len(), 300);
+    assert_eq!(loaded.rowmap().len(), 300);
 }
 
 /// Dotted names and a same-size rewrite on any store: `base` is a prefix URL, `cloud` its
@@ -386,9 +402,9 @@ pub(crate) async fn sidecars_follow_their_file_on(base: &str, cloud: Option<Clou
         .await
         .unwrap();
     }
-    let got = ids_of(&s, &search_sql("e25", 1005)).await;
+    let (got, st) = searched(&s, &search_sql("e25", 1005)).await;
     assert!(got.iter().all(|i| (1000..1300).contains(i)), "{got:?}");
-    assert_eq!(s.last_search().mode, "index");
+    assert_eq!(st.mode, "index");
     for stem in ["emb.2024", "emb.2025"] {
         let m = baseu.join(&format!("{stem}.idx.manifest.json")).unwrap();
         store.head(&m.object_path().unwrap()).await.unwrap();
@@ -398,8 +414,7 @@ pub(crate) async fn sidecars_follow_their_file_on(base: &str, cloud: Option<Clou
     let second = fixed_size_parquet(&a, |i| i + 200);
     assert_eq!(first.len(), second.len());
     put("emb.2024.parquet", second).await;
-    let after = ids_of(&s, &search_sql("e24", 207)).await;
-    let stats = s.last_search();
+    let (after, stats) = searched(&s, &search_sql("e24", 207)).await;
     assert_eq!(stats.mode, "exact", "{stats:?}");
     assert_eq!(after[0], 7, "{after:?}");
 }

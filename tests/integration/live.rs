@@ -131,7 +131,7 @@ async fn ddl_sources_and_results(scheme: &str, cloud: CloudConfig) {
         "SELECT id, _distance FROM vector_search('{}', [{q}], 3)",
         m.table
     );
-    let r = s.sql(&sql).await.unwrap().collect().await.unwrap();
+    let (r, cold) = crate::common::search_sql(&s, &sql).await;
     // Rows 17 apart are near-duplicates in the sample data: check the hit is (almost) exact.
     let ids = r[0]
         .column(0)
@@ -148,10 +148,9 @@ async fn ddl_sources_and_results(scheme: &str, cloud: CloudConfig) {
         "77 among the hits"
     );
     assert!(d.value(0) < 1e-3, "nearest hit at distance {}", d.value(0));
-    assert_eq!(s.last_search().mode, "index");
-    let cold = s.last_search().requests;
-    s.sql(&sql).await.unwrap().collect().await.unwrap();
-    let warm = s.last_search().requests;
+    assert_eq!(cold.mode, "index");
+    let (_, warm) = crate::common::search_sql(&s, &sql).await;
+    let (cold, warm) = (cold.requests, warm.requests);
     assert!(warm.total() < cold.total(), "cold {cold:?} warm {warm:?}");
     s.delete_table(&m.table).await.unwrap();
     assert!(!s.list_tables().await.unwrap().contains(&m.table));

@@ -11,6 +11,7 @@ mod indexed_files;
 mod ownership;
 mod registry;
 mod result_store;
+mod search_plan;
 mod storage_url;
 mod vector;
 

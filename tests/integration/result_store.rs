@@ -167,9 +167,9 @@ async fn nulls_in_the_vector_column_are_skipped_and_the_rowmap_points_at_parquet
         .unwrap();
     assert_eq!(m.index.as_ref().unwrap().vectors, 3);
     let loaded = rs.index(&m).await.unwrap();
-    assert_eq!(loaded.rowmap, vec![0, 2, 5]);
+    assert_eq!(loaded.rowmap(), [0, 2, 5]);
     // The rowmap carries the key of each indexed row, in index-key order.
-    let keys = loaded.keys.as_ref().expect("keys in the rowmap");
+    let keys = loaded.keys().expect("keys in the rowmap");
     let keys = keys
         .as_any()
         .downcast_ref::<datafusion::arrow::array::Int64Array>()

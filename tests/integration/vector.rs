@@ -12,7 +12,7 @@ use jammi_db::store::TableSpec;
 
 use crate::common::{
     FaultyStore, memory_root, parquet_bytes, sample_batch, sample_corpus_path, sample_schema,
-    sample_vector, tempdir,
+    sample_vector, search_sql, tempdir,
 };
 
 fn ids(batches: &[RecordBatch]) -> Vec<i64> {
@@ -103,7 +103,7 @@ async fn nearest_rows_come_back_nearest_first_with_all_columns_and_distance() {
     let dir = tempdir();
     let (s, t) = session_with_table(&dir, 2000).await;
     let q = sample_vector(777, 16);
-    let r = collect_sql(
+    let (r, st) = search_sql(
         &s,
         &format!("SELECT * FROM vector_search('{t}', {}, 5)", vec_sql(&q)),
     )
@@ -123,9 +123,9 @@ async fn nearest_rows_come_back_nearest_first_with_all_columns_and_distance() {
         d[0].abs() < 1e-4 && d.windows(2).all(|w| w[0] <= w[1]),
         "{d:?}"
     );
-    assert_eq!(s.last_search().mode, "index");
+    assert_eq!(st.mode, "index");
     // The exact answer agrees (same rows for this easy query).
-    let e = collect_sql(
+    let (e, st) = search_sql(
         &s,
         &format!(
             "SELECT id, _distance FROM vector_search('{t}', {}, 5, 'exact=true')",
@@ -133,7 +133,7 @@ async fn nearest_rows_come_back_nearest_first_with_all_columns_and_distance() {
         ),
     )
     .await;
-    assert_eq!(s.last_search().mode, "exact");
+    assert_eq!(st.mode, "exact");
     assert_hit(&e, 777);
     assert_eq!(ids(&e).len(), 5);
 }
@@ -146,7 +146,7 @@ async fn hit_vectors_equal_the_stored_vectors() {
     let dir = tempdir();
     let (s, t) = session_with_table(&dir, 1000).await;
     let q = sample_vector(321, 16);
-    let hits = collect_sql(
+    let (hits, st) = search_sql(
         &s,
         &format!(
             "SELECT id, embedding FROM vector_search('{t}', {}, 8) ORDER BY id",
@@ -154,7 +154,7 @@ async fn hit_vectors_equal_the_stored_vectors() {
         ),
     )
     .await;
-    assert_eq!(s.last_search().mode, "index");
+    assert_eq!(st.mode, "index");
     let hits = concat_batches(&hits[0].schema(), &hits).unwrap();
     let list = ids(std::slice::from_ref(&hits))
         .iter()
@@ -244,7 +244,7 @@ async fn a_selective_prefilter_still_returns_k_matching_rows() {
     let (s, t) = session_with_table(&dir, 3000).await;
     let q = sample_vector(5, 16);
     for filter in ["score = 0.3", "id % 2 = 1", "id < 40 AND score > 0.5"] {
-        let r = collect_sql(
+        let (r, st) = search_sql(
             &s,
             &format!(
                 "SELECT id, score, _distance FROM vector_search('{t}', {}, 10, 'filter={filter}')",
@@ -253,7 +253,7 @@ async fn a_selective_prefilter_still_returns_k_matching_rows() {
         )
         .await;
         let got = ids(&r);
-        assert_eq!(got.len(), 10, "{filter}: {got:?} ({:?})", s.last_search());
+        assert_eq!(got.len(), 10, "{filter}: {got:?} ({st:?})");
         // Same rows as an exact search with the same filter.
         let e = collect_sql(
             &s,
@@ -377,11 +377,13 @@ async fn a_warm_query_only_checks_the_files_version() {
     let (s, t) = session_with_table(&dir, 1000).await;
     let q = vec_sql(&sample_vector(3, 16));
     let sql = format!("SELECT id, _distance FROM vector_search('{t}', {q}, 4)");
-    collect_sql(&s, &sql).await;
-    let first = s.last_search();
-    collect_sql(&s, &sql).await;
-    let warm = s.last_search();
+    let (_, first) = search_sql(&s, &sql).await;
+    let (_, warm) = search_sql(&s, &sql).await;
     assert_eq!(warm.mode, "index");
+    assert!(
+        first.index_loaded && !warm.index_loaded,
+        "{first:?} {warm:?}"
+    );
     // Cold: the rowmap, which carries the keys, and a HEAD of the Parquet file (an index
     // is only used for the version of the file it was built for). Warm: that HEAD only.
     assert_eq!(first.requests.get, 1, "{first:?}");
@@ -392,42 +394,26 @@ async fn a_warm_query_only_checks_the_files_version() {
     // Another column needs the Parquet file: the version check gives its size, so footer
     // and page index come without another HEAD.
     let with_title = sql.replace("id, _distance", "id, title, _distance");
-    collect_sql(&s, &with_title).await;
-    let hydrated = s.last_search();
+    let (_, hydrated) = search_sql(&s, &with_title).await;
     assert_eq!(hydrated.requests.head, 1, "{hydrated:?}");
     assert!(
         hydrated.requests.get + hydrated.requests.get_range >= 1,
         "{hydrated:?}"
     );
     // By URL the table is resolved at each planning: its manifest is read and verified
-    // (one HEAD per sibling), then the version check; the index still comes from memory.
+    // (one HEAD per sibling); the search itself makes the version check only, the index
+    // still comes from memory.
     let url = s.result_store().parquet_url(&t).unwrap();
     let by_url = sql.replace(&format!("'{t}'"), &format!("'{url}'"));
-    collect_sql(&s, &by_url).await;
-    let warm_url = s.last_search();
-    assert_eq!(warm_url.requests.get, 1, "{warm_url:?}");
-    assert_eq!(warm_url.requests.head, 4, "{warm_url:?}");
-    assert_eq!(warm_url.requests.total(), 5, "{warm_url:?}");
-    let stats = collect_sql(
-        &s,
-        "SELECT cache_hits, cache_misses, cache_entries FROM vector_search_stats()",
-    )
-    .await;
-    let u = |i: usize| {
-        stats[0]
-            .column(i)
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::UInt64Array>()
-            .unwrap()
-            .value(0)
-    };
-    assert!(
-        u(0) >= 1 && u(1) == 1 && u(2) == 1,
-        "hits {} misses {} entries {}",
-        u(0),
-        u(1),
-        u(2)
-    );
+    let before = s.registry().request_counts();
+    let (_, warm_url) = search_sql(&s, &by_url).await;
+    let statement = s.registry().request_counts().since(&before);
+    assert_eq!(warm_url.requests.total(), 1, "{warm_url:?}");
+    assert_eq!(statement.get, 1, "{statement:?}");
+    assert_eq!(statement.head, 4, "{statement:?}");
+    assert_eq!(statement.total(), 5, "{statement:?}");
+    let c = s.search_context().index_cache().stats();
+    assert!(c.hits >= 1 && c.misses == 1 && c.entries == 1, "{c:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -471,9 +457,8 @@ async fn a_corrupt_index_falls_back_to_exact_search_with_a_reason() {
     bytes[n - 5] ^= 0xff;
     std::fs::write(&idx, bytes).unwrap();
     let q = vec_sql(&sample_vector(42, 16));
-    let r = collect_sql(&s, &format!("SELECT id FROM vector_search('{t}', {q}, 3)")).await;
+    let (r, last) = search_sql(&s, &format!("SELECT id FROM vector_search('{t}', {q}, 3)")).await;
     assert_hit(&r, 42);
-    let last = s.last_search();
     assert_eq!(last.mode, "exact");
     assert!(last.fallback_reason.unwrap().contains("checksum"));
 }
@@ -572,13 +557,15 @@ async fn bad_arguments_are_clear_errors() {
         };
         assert!(e.contains(needle), "{sql}: '{e}' lacks '{needle}'");
     }
-    let e = s
+    // Values are checked when the plan runs (they may be parameters).
+    let df = s
         .sql(&format!(
             "SELECT * FROM vector_search('{t}', [1.0, 'NaN'::float, {}], 3)",
             vec!["0.0"; 14].join(",")
         ))
         .await
-        .unwrap_err();
+        .unwrap();
+    let e = df.collect().await.unwrap_err();
     assert!(e.to_string().contains("non-finite"), "{e}");
 }
 
@@ -611,13 +598,13 @@ async fn a_key_column_declared_in_sql_lets_key_searches_skip_the_parquet_file() 
     assert_eq!(manifest["key_column"], "id", "{manifest}");
     let q = vec_sql(&sample_vector(321, 8));
     let sql = format!("SELECT id, _distance FROM vector_search('emb', {q}, 4)");
-    let keys_only = collect_sql(&s, &sql).await;
+    let (keys_only, cold) = search_sql(&s, &sql).await;
     assert_hit(&keys_only, 321);
     // Cold: the rowmap (the index is mapped in place) and the file's version (HEAD); warm:
     // the version. Never the Parquet file's bytes.
-    assert_eq!(s.last_search().requests.total(), 2, "{:?}", s.last_search());
-    collect_sql(&s, &sql).await;
-    let warm = s.last_search();
+    assert_eq!(cold.requests.total(), 2, "{cold:?}");
+    assert_eq!(cold.rows_hydrated, 0, "{cold:?}");
+    let (_, warm) = search_sql(&s, &sql).await;
     assert_eq!(
         (warm.requests.head, warm.requests.total()),
         (1, 1),
@@ -658,13 +645,13 @@ async fn an_existing_parquet_file_is_indexed_from_sql_and_searched() {
         assert!(data.join(f).exists(), "{f} built beside the file");
     }
     let q = vec_sql(&sample_vector(123, 8));
-    let r = collect_sql(
+    let (r, st) = search_sql(
         &s,
         &format!("SELECT id, _distance FROM vector_search('emb', {q}, 3)"),
     )
     .await;
     assert_hit(&r, 123);
-    assert_eq!(s.last_search().mode, "index");
+    assert_eq!(st.mode, "index");
     // A second CREATE reuses the sidecars (same manifest), and the URL form works too.
     let before = std::fs::read(data.join("emb.idx.manifest.json")).unwrap();
     s.sql(&format!(
@@ -721,13 +708,12 @@ async fn a_plain_parquet_table_without_sidecars_is_searched_exactly() {
     .await
     .unwrap();
     let q = vec_sql(&sample_vector(200, 8));
-    let r = collect_sql(
+    let (r, last) = search_sql(
         &s,
         &format!("SELECT id FROM vector_search('plain', {q}, 2)"),
     )
     .await;
     assert_hit(&r, 200);
-    let last = s.last_search();
     assert_eq!(last.mode, "exact");
     assert!(last.fallback_reason.unwrap().contains("no index"));
 }

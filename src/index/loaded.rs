@@ -1,0 +1,353 @@
+//! A loaded index and its search: the only code that drives USearch at query time.
+//!
+//! The index owns its search semantics: `k`, the expansion (`ef`) of one query, a
+//! pre-filter over Parquet rows (a very selective one is answered exactly over the matching
+//! vectors, which beats graph traversal), and batches of queries searched on every core.
+
+use std::path::PathBuf;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::DataType;
+
+use crate::error::{JammiError, Result};
+use crate::format::manifest::IndexInfo;
+use crate::index::Metric;
+use crate::index::exact::TopK;
+use crate::storage::cache::LocalFile;
+
+/// One query of an index search.
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
+    /// The query vector.
+    pub vector: &'a [f32],
+    /// How many neighbours.
+    pub k: usize,
+    /// HNSW expansion for this query (`None`: the index's default).
+    pub ef: Option<usize>,
+}
+
+/// One neighbour: its Parquet row, its index key, its distance (`_distance`'s value).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hit {
+    /// Row position in the Parquet file.
+    pub row: u64,
+    /// Key in the index (`None` for exact searches over the file).
+    pub key: Option<u64>,
+    /// Distance under the index's metric, finalized (`l2`: Euclidean).
+    pub distance: f32,
+}
+
+/// How a search was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// Graph search.
+    Index,
+    /// Graph search restricted by the pre-filter.
+    IndexFilter,
+    /// Exact search over the few vectors the pre-filter allows.
+    ExactFilter,
+}
+
+impl Answered {
+    /// `index`, `index+filter`, `index+exact-filter`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Answered::Index => "index",
+            Answered::IndexFilter => "index+filter",
+            Answered::ExactFilter => "index+exact-filter",
+        }
+    }
+}
+
+/// The hits of one search, nearest first, and how it was answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Searched {
+    /// The neighbours.
+    pub hits: Vec<Hit>,
+    /// How.
+    pub answered: Answered,
+    /// Vectors the search compared (graph: USearch's visited count; exact: all allowed).
+    pub candidates: usize,
+}
+
+/// An index ready to search, with its rowmap.
+pub struct LoadedIndex {
+    index: usearch::Index,
+    rowmap: Vec<u64>,
+    keys: Option<ArrayRef>,
+    info: IndexInfo,
+    bytes: u64,
+    /// Searches hold it shared; a search with its own `ef` holds it exclusively while the
+    /// index's expansion is changed.
+    search_lock: std::sync::RwLock<()>,
+    /// The local copy of a remote index file (kept while mapped).
+    _file: Option<LocalFile>,
+    _path: PathBuf,
+}
+
+impl std::fmt::Debug for LoadedIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedIndex")
+            .field("info", &self.info)
+            .field("vectors", &self.rowmap.len())
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+fn idx_err<E: std::fmt::Display>(e: E) -> JammiError {
+    JammiError::Index(e.to_string())
+}
+
+impl LoadedIndex {
+    pub(crate) fn new(
+        index: usearch::Index,
+        rowmap: Vec<u64>,
+        keys: Option<ArrayRef>,
+        info: IndexInfo,
+        bytes: u64,
+        file: Option<LocalFile>,
+        path: PathBuf,
+    ) -> Self {
+        LoadedIndex {
+            index,
+            rowmap,
+            keys,
+            info,
+            bytes,
+            search_lock: std::sync::RwLock::new(()),
+            _file: file,
+            _path: path,
+        }
+    }
+
+    /// Parameters from the manifest.
+    pub fn info(&self) -> &IndexInfo {
+        &self.info
+    }
+
+    /// Vectors in the index.
+    pub fn len(&self) -> usize {
+        self.rowmap.len()
+    }
+
+    /// `true` when the index holds no vector.
+    pub fn is_empty(&self) -> bool {
+        self.rowmap.is_empty()
+    }
+
+    /// Bytes this index accounts for in memory (index file + rowmap).
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Index key → Parquet row position.
+    pub fn rowmap(&self) -> &[u64] {
+        &self.rowmap
+    }
+
+    /// The key column's values in index-key order (tables with a key column).
+    pub fn keys(&self) -> Option<&ArrayRef> {
+        self.keys.as_ref()
+    }
+
+    fn metric(&self) -> Metric {
+        self.info.metric
+    }
+
+    /// Runs `f` with the expansion `ef` in force (the index's default when `None`).
+    fn with_ef<T>(&self, ef: Option<usize>, f: impl FnOnce() -> T) -> T {
+        match ef {
+            Some(ef) if ef != self.info.expansion_search => {
+                let _g = self.search_lock.write().expect("lock");
+                self.index.change_expansion_search(ef);
+                let r = f();
+                self.index
+                    .change_expansion_search(self.info.expansion_search);
+                r
+            }
+            _ => {
+                let _g = self.search_lock.read().expect("lock");
+                f()
+            }
+        }
+    }
+
+    fn hits(&self, m: &usearch::ffi::Matches) -> Vec<Hit> {
+        m.keys
+            .iter()
+            .zip(&m.distances)
+            .map(|(k, d)| Hit {
+                row: self.rowmap[*k as usize],
+                key: Some(*k),
+                distance: self.metric().finalize(*d),
+            })
+            .collect()
+    }
+
+    /// The `k` nearest neighbours of `query`; `allowed[row]` is the pre-filter over Parquet
+    /// rows. With a filter, k rows come back whenever k rows match.
+    pub fn search(&self, query: &Query<'_>, allowed: Option<&[bool]>) -> Result<Searched> {
+        self.with_ef(query.ef, || self.search_held(query, allowed))
+    }
+
+    /// Searches every query of `queries` with `k`, `ef` and the pre-filter `allowed`, on up
+    /// to `threads` threads sharing the index; results in query order.
+    pub fn search_batch(
+        &self,
+        queries: &[Vec<f32>],
+        k: usize,
+        ef: Option<usize>,
+        allowed: Option<&[bool]>,
+        threads: usize,
+    ) -> Result<Vec<Searched>> {
+        let threads = threads.clamp(1, queries.len().max(1));
+        let chunk = queries.len().div_ceil(threads).max(1);
+        // One expansion for the whole batch, set once under the lock.
+        self.with_ef(ef, || {
+            std::thread::scope(|s| {
+                let parts: Vec<_> = queries
+                    .chunks(chunk)
+                    .map(|part| {
+                        s.spawn(move || {
+                            part.iter()
+                                .map(|v| {
+                                    let q = Query { vector: v, k, ef };
+                                    self.search_held(&q, allowed)
+                                })
+                                .collect::<Result<Vec<_>>>()
+                        })
+                    })
+                    .collect();
+                let mut out = Vec::with_capacity(queries.len());
+                for p in parts {
+                    out.extend(
+                        p.join()
+                            .map_err(|_| idx_err("a search thread panicked"))??,
+                    );
+                }
+                Ok(out)
+            })
+        })
+    }
+
+    /// One search, the search lock held by the caller.
+    fn search_held(&self, query: &Query<'_>, allowed: Option<&[bool]>) -> Result<Searched> {
+        self.check_dims(query.vector)?;
+        let Some(allowed) = allowed else {
+            let m = self.index.search(query.vector, query.k).map_err(idx_err)?;
+            return Ok(Searched {
+                candidates: m.keys.len(),
+                hits: self.hits(&m),
+                answered: Answered::Index,
+            });
+        };
+        let ok = |key: u64| {
+            self.rowmap
+                .get(key as usize)
+                .and_then(|r| allowed.get(*r as usize))
+                .copied()
+                .unwrap_or(false)
+        };
+        let matching = (0..self.rowmap.len() as u64).filter(|k| ok(*k)).count();
+        let want = query.k.min(matching);
+        // Selective filters: exact over the few matching vectors beats graph traversal.
+        if matching <= (query.k * 64).max(self.rowmap.len() / 100) {
+            let mut top = TopK::new(query.k);
+            let mut buf = vec![0f32; self.info.dimensions];
+            for key in (0..self.rowmap.len() as u64).filter(|k| ok(*k)) {
+                self.index.get(key, &mut buf).map_err(idx_err)?;
+                // Keys rise with row positions, so the tie-break by key is the one by row.
+                top.push(self.metric().raw_distance(query.vector, &buf), key);
+            }
+            let hits = top
+                .into_sorted()
+                .into_iter()
+                .map(|(key, d)| Hit {
+                    row: self.rowmap[key as usize],
+                    key: Some(key),
+                    distance: self.metric().finalize(d),
+                })
+                .collect();
+            return Ok(Searched {
+                hits,
+                answered: Answered::ExactFilter,
+                candidates: matching,
+            });
+        }
+        let m = self
+            .index
+            .filtered_search(query.vector, query.k, ok)
+            .map_err(idx_err)?;
+        let hits = self.hits(&m);
+        if hits.len() < want {
+            return Err(JammiError::Index(format!(
+                "filtered search returned {} of {want} rows",
+                hits.len()
+            )));
+        }
+        Ok(Searched {
+            candidates: m.keys.len(),
+            hits,
+            answered: Answered::IndexFilter,
+        })
+    }
+
+    fn check_dims(&self, v: &[f32]) -> Result<()> {
+        if v.len() != self.info.dimensions {
+            return Err(JammiError::InvalidInput(format!(
+                "vector_search: the query has {} dimensions but column '{}' has {}",
+                v.len(),
+                self.info.column,
+                self.info.dimensions
+            )));
+        }
+        Ok(())
+    }
+
+    /// The vectors of index keys `keys` as the index stores them (`f32`), in `data_type`
+    /// (`FixedSizeList<Float32>` or `List<Float32>` of the index's dimensions); `None` for
+    /// another type, whose values the index does not hold exactly.
+    pub fn vectors(&self, keys: &[u64], data_type: &DataType) -> Result<Option<ArrayRef>> {
+        use datafusion::arrow::array::{FixedSizeListArray, Float32Array, ListArray};
+        use datafusion::arrow::buffer::OffsetBuffer;
+        use std::sync::Arc;
+        let dims = self.info.dimensions;
+        let mut values = vec![0f32; keys.len() * dims];
+        let read = |values: &mut [f32]| -> Result<()> {
+            for (key, out) in keys.iter().zip(values.chunks_mut(dims.max(1))) {
+                let n = self.index.get(*key, out).map_err(idx_err)?;
+                if n != 1 {
+                    return Err(JammiError::Index(format!(
+                        "index has no vector for key {key}"
+                    )));
+                }
+            }
+            Ok(())
+        };
+        let array: ArrayRef = match data_type {
+            DataType::FixedSizeList(f, n)
+                if f.data_type() == &DataType::Float32 && *n as usize == dims =>
+            {
+                read(&mut values)?;
+                Arc::new(FixedSizeListArray::try_new(
+                    f.clone(),
+                    *n,
+                    Arc::new(Float32Array::from(values)),
+                    None,
+                )?)
+            }
+            DataType::List(f) if f.data_type() == &DataType::Float32 => {
+                read(&mut values)?;
+                Arc::new(ListArray::try_new(
+                    f.clone(),
+                    OffsetBuffer::from_lengths(std::iter::repeat_n(dims, keys.len())),
+                    Arc::new(Float32Array::from(values)),
+                    None,
+                )?)
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(array))
+    }
+}

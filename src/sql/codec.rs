@@ -1,0 +1,369 @@
+//! `datafusion-proto` extension codecs: jammi's plans to bytes and back, for engines that
+//! ship plans between processes (Ballista, a scheduler of one's own).
+//!
+//! - [`JammiLogicalCodec`], for the `vector_search` node and the indexed tables (result tables
+//!   and tables created with `jammi.vector_column`).
+//! - [`JammiPhysicalCodec`], for the executable search, [`VectorSearchExec`].
+//!
+//! A table travels as its Parquet URL and its manifest; a search as its table, `k`, options
+//! and expressions. Credentials never travel: the decoding process reaches the storage with
+//! its own (ambient credentials, or stores bound in its registry).
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
+use datafusion::common::{DFSchema, DataFusionError, Result, TableReference};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Extension, LogicalPlan};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::logical_plan::LogicalExtensionCodec;
+use datafusion_proto::logical_plan::from_proto::parse_expr;
+use datafusion_proto::logical_plan::to_proto::serialize_expr;
+use datafusion_proto::physical_plan::{
+    PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf;
+use prost::Message;
+
+use crate::catalog::IndexedTable;
+use crate::sql::vector_search::SearchContext;
+use crate::sql::vector_search::args::SearchOptions;
+use crate::sql::vector_search::exec::{Prefilter, Queries, VectorSearchExec};
+use crate::sql::vector_search::node::{BatchQueries, VectorSearchNode};
+use crate::sql::vector_search::resolve::{SearchSpec, SearchTarget};
+use crate::storage::StorageUrl;
+use crate::store::Manifest;
+
+/// What is searched: the file, its manifest, the schema, `k`, the options and the columns.
+#[derive(Clone, PartialEq, Message)]
+struct SpecProto {
+    #[prost(string, tag = "1")]
+    name: String,
+    #[prost(string, tag = "2")]
+    parquet: String,
+    #[prost(string, optional, tag = "3")]
+    manifest: Option<String>,
+    #[prost(message, optional, tag = "4")]
+    schema: Option<protobuf::Schema>,
+    #[prost(uint64, tag = "5")]
+    k: u64,
+    #[prost(string, tag = "6")]
+    options: String,
+    #[prost(uint64, repeated, tag = "7")]
+    columns: Vec<u64>,
+}
+
+/// A `VectorSearchNode`.
+#[derive(Clone, PartialEq, Message)]
+struct NodeProto {
+    #[prost(message, optional, tag = "1")]
+    spec: Option<SpecProto>,
+    #[prost(message, optional, tag = "2")]
+    query: Option<protobuf::LogicalExprNode>,
+    #[prost(message, optional, tag = "3")]
+    prefilter: Option<protobuf::LogicalExprNode>,
+    #[prost(uint64, repeated, tag = "4")]
+    batch: Vec<u64>,
+    #[prost(bool, tag = "5")]
+    scan_only: bool,
+    #[prost(uint64, repeated, tag = "6")]
+    projection: Vec<u64>,
+    #[prost(bool, tag = "7")]
+    projected: bool,
+    #[prost(message, optional, tag = "8")]
+    schema: Option<protobuf::DfSchema>,
+}
+
+/// An indexed table.
+#[derive(Clone, PartialEq, Message)]
+struct TableProto {
+    #[prost(string, tag = "1")]
+    parquet: String,
+    #[prost(string, tag = "2")]
+    manifest: String,
+}
+
+/// A `VectorSearchExec`.
+#[derive(Clone, PartialEq, Message)]
+struct ExecProto {
+    #[prost(message, optional, tag = "1")]
+    spec: Option<SpecProto>,
+    #[prost(message, optional, tag = "2")]
+    query: Option<protobuf::PhysicalExprNode>,
+    #[prost(message, optional, tag = "3")]
+    prefilter: Option<protobuf::PhysicalExprNode>,
+    #[prost(uint64, repeated, tag = "4")]
+    prefilter_columns: Vec<u64>,
+    #[prost(string, tag = "5")]
+    prefilter_text: String,
+    #[prost(uint64, repeated, tag = "6")]
+    batch: Vec<u64>,
+    #[prost(bool, tag = "7")]
+    scan_only: bool,
+    #[prost(uint64, repeated, tag = "8")]
+    projection: Vec<u64>,
+    #[prost(bool, tag = "9")]
+    projected: bool,
+}
+
+fn bad(what: &str, e: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Internal(format!("jammi codec: {what}: {e}"))
+}
+
+fn decode<M: Message + Default>(buf: &[u8], what: &str) -> Result<M> {
+    M::decode(buf).map_err(|e| bad(what, e))
+}
+
+fn usizes(v: &[u64]) -> Vec<usize> {
+    v.iter().map(|&i| i as usize).collect()
+}
+
+fn u64s(v: &[usize]) -> Vec<u64> {
+    v.iter().map(|&i| i as u64).collect()
+}
+
+fn encode_spec(spec: &SearchSpec) -> Result<SpecProto> {
+    let t = &spec.target;
+    Ok(SpecProto {
+        name: t.name.clone(),
+        parquet: t.parquet.to_string(),
+        manifest: t
+            .manifest
+            .as_ref()
+            .map(|m| String::from_utf8_lossy(&m.to_json()).into_owned()),
+        schema: Some(t.schema.as_ref().try_into()?),
+        k: spec.k as u64,
+        options: spec.options.to_option_string(),
+        columns: u64s(&spec.columns),
+    })
+}
+
+fn decode_spec(p: Option<&SpecProto>) -> Result<SearchSpec> {
+    let p = p.ok_or_else(|| bad("search", "no spec"))?;
+    let parquet = StorageUrl::parse(&p.parquet)?;
+    let manifest = match &p.manifest {
+        Some(json) => Some(Manifest::from_json(&p.name, json.as_bytes())?),
+        None => None,
+    };
+    let schema: Schema = p
+        .schema
+        .as_ref()
+        .ok_or_else(|| bad("search", "no schema"))?
+        .try_into()?;
+    let target = SearchTarget {
+        name: p.name.clone(),
+        dir: parquet.parent(),
+        parquet,
+        manifest,
+        schema: Arc::new(schema),
+    };
+    let mut spec = SearchSpec::new(
+        Arc::new(target),
+        p.k as usize,
+        SearchOptions::parse(&p.options)?,
+    )?;
+    spec.columns = usizes(&p.columns);
+    Ok(spec)
+}
+
+/// Logical codec for jammi's node and tables.
+#[derive(Debug, Default)]
+pub struct JammiLogicalCodec;
+
+impl LogicalExtensionCodec for JammiLogicalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[LogicalPlan],
+        ctx: &TaskContext,
+    ) -> Result<Extension> {
+        let p: NodeProto = decode(buf, "vector_search node")?;
+        let spec = decode_spec(p.spec.as_ref())?;
+        let expr = |e: &Option<protobuf::LogicalExprNode>| -> Result<_> {
+            e.as_ref()
+                .map(|e| parse_expr(e, ctx, self))
+                .transpose()
+                .map_err(|e| bad("expression", e))
+        };
+        let batch = match (p.batch.as_slice(), inputs) {
+            ([key, vector], [input]) => Some(BatchQueries {
+                input: input.clone(),
+                key: *key as usize,
+                vector: *vector as usize,
+            }),
+            _ => None,
+        };
+        let schema: DFSchema = p
+            .schema
+            .as_ref()
+            .ok_or_else(|| bad("vector_search node", "no schema"))?
+            .try_into()?;
+        let node = VectorSearchNode::try_new(
+            spec,
+            expr(&p.query)?,
+            batch,
+            expr(&p.prefilter)?,
+            p.scan_only,
+            p.projected.then(|| usizes(&p.projection)),
+            None,
+        )?
+        .with_schema(Arc::new(schema));
+        Ok(Extension {
+            node: Arc::new(node),
+        })
+    }
+
+    fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> Result<()> {
+        let Some(n) = node.node.as_any().downcast_ref::<VectorSearchNode>() else {
+            return Err(bad("encode", format!("unknown node {}", node.node.name())));
+        };
+        let expr = |e: &Option<datafusion::prelude::Expr>| -> Result<_> {
+            e.as_ref()
+                .map(|e| serialize_expr(e, self))
+                .transpose()
+                .map_err(|e| bad("expression", e))
+        };
+        let p = NodeProto {
+            spec: Some(encode_spec(&n.spec)?),
+            query: expr(&n.query)?,
+            prefilter: expr(&n.prefilter)?,
+            batch: n
+                .batch
+                .as_ref()
+                .map_or(vec![], |b| vec![b.key as u64, b.vector as u64]),
+            scan_only: n.scan_only,
+            projection: n.projection.as_deref().map_or(vec![], u64s),
+            projected: n.projection.is_some(),
+            schema: Some(n.schema_ref().try_into()?),
+        };
+        p.encode(buf).map_err(|e| bad("encode", e))
+    }
+
+    fn try_decode_table_provider(
+        &self,
+        buf: &[u8],
+        _table_ref: &TableReference,
+        _schema: SchemaRef,
+        _ctx: &TaskContext,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let p: TableProto = decode(buf, "table")?;
+        let parquet = StorageUrl::parse(&p.parquet)?;
+        let manifest = Manifest::from_json(&parquet.file_name(), p.manifest.as_bytes())?;
+        Ok(Arc::new(IndexedTable::new(parquet, manifest, None)?))
+    }
+
+    fn try_encode_table_provider(
+        &self,
+        table_ref: &TableReference,
+        node: Arc<dyn TableProvider>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        let any: &dyn std::any::Any = node.as_ref();
+        let Some(t) = any.downcast_ref::<IndexedTable>() else {
+            return Err(bad(
+                "encode",
+                format!("table {table_ref} is not a jammi table"),
+            ));
+        };
+        let p = TableProto {
+            parquet: t.parquet.to_string(),
+            manifest: String::from_utf8_lossy(&t.manifest.to_json()).into_owned(),
+        };
+        p.encode(buf).map_err(|e| bad("encode", e))
+    }
+}
+
+/// Physical codec for [`VectorSearchExec`]; decoded nodes search through `ctx` (its stores
+/// and caches).
+#[derive(Debug)]
+pub struct JammiPhysicalCodec {
+    ctx: Arc<SearchContext>,
+}
+
+impl JammiPhysicalCodec {
+    /// A codec whose decoded searches use `ctx` (what [`crate::register`] returns).
+    pub fn new(ctx: Arc<SearchContext>) -> Self {
+        JammiPhysicalCodec { ctx }
+    }
+}
+
+impl PhysicalExtensionCodec for JammiPhysicalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let p: ExecProto = decode(buf, "VectorSearchExec")?;
+        let spec = decode_spec(p.spec.as_ref())?;
+        let decode_ctx = PhysicalPlanDecodeContext::new(ctx, self);
+        let queries = match (&p.query, p.batch.as_slice(), inputs) {
+            (Some(q), _, _) => Queries::Single(proto_converter.proto_to_physical_expr(
+                q,
+                &Schema::empty(),
+                &decode_ctx,
+            )?),
+            (None, [key, vector], [input]) => Queries::Batch {
+                input: input.clone(),
+                key: *key as usize,
+                vector: *vector as usize,
+            },
+            _ => return Err(bad("VectorSearchExec", "no query and no query relation")),
+        };
+        let prefilter = match &p.prefilter {
+            Some(e) => {
+                let columns = usizes(&p.prefilter_columns);
+                let schema = spec.target.schema.project(&columns)?;
+                Some(Prefilter {
+                    expr: proto_converter.proto_to_physical_expr(e, &schema, &decode_ctx)?,
+                    columns,
+                    text: p.prefilter_text.clone(),
+                })
+            }
+            None => None,
+        };
+        Ok(Arc::new(VectorSearchExec::try_new(
+            spec,
+            queries,
+            prefilter,
+            p.scan_only,
+            p.projected.then(|| usizes(&p.projection)),
+            self.ctx.clone(),
+        )?))
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let Some(e) = node.downcast_ref::<VectorSearchExec>() else {
+            return Err(bad("encode", format!("unknown plan {}", node.name())));
+        };
+        let (query, batch) = match e.queries() {
+            Queries::Single(q) => (
+                Some(proto_converter.physical_expr_to_proto(q, self)?),
+                vec![],
+            ),
+            Queries::Batch { key, vector, .. } => (None, vec![*key as u64, *vector as u64]),
+        };
+        let p = ExecProto {
+            spec: Some(encode_spec(e.spec())?),
+            query,
+            prefilter: e
+                .prefilter()
+                .map(|f| proto_converter.physical_expr_to_proto(&f.expr, self))
+                .transpose()?,
+            prefilter_columns: e.prefilter().map_or(vec![], |f| u64s(&f.columns)),
+            prefilter_text: e.prefilter().map_or(String::new(), |f| f.text.clone()),
+            batch,
+            scan_only: e.scan_only(),
+            projection: e.projection().map_or(vec![], u64s),
+            projected: e.projection().is_some(),
+        };
+        p.encode(buf).map_err(|e| bad("encode", e))
+    }
+}

@@ -1,0 +1,736 @@
+//! `VectorSearchExec`: the search runs here, in `execute`. One output partition; a batch
+//! search reads its whole query relation, searches every query on all cores and hydrates
+//! the hits of all queries together.
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Float32Array, RecordBatch, RecordBatchOptions, UInt32Array,
+};
+use datafusion::arrow::compute::{concat_batches, take};
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result as DfResult, ScalarValue};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::ColumnarValue;
+use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{
+    Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions,
+};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, Time,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, PlanProperties,
+    SendableRecordBatchStream,
+};
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+
+use crate::error::{JammiError, Result};
+use crate::index::loaded::{Answered, Hit, LoadedIndex, Query};
+use crate::sql::vector_search::args::{query_vector, query_vectors};
+use crate::sql::vector_search::resolve::{PlannedMode, SearchSpec};
+use crate::sql::vector_search::{SearchContext, SearchStats, hydrate};
+use crate::storage::metrics::{CountingStore, RequestCounts};
+use crate::store::FileRole;
+use crate::store::identity::{FileCheck, check};
+
+/// A pre-filter: a predicate over some of the table's columns.
+#[derive(Debug, Clone)]
+pub struct Prefilter {
+    /// The predicate, over `columns` (in that order).
+    pub expr: Arc<dyn PhysicalExpr>,
+    /// The table columns it reads (indices into the table's schema, ascending).
+    pub columns: Vec<usize>,
+    /// Its SQL text, for EXPLAIN.
+    pub text: String,
+}
+
+/// Where the queries come from.
+#[derive(Debug, Clone)]
+pub enum Queries {
+    /// One query vector, a constant expression (literal, bound parameter, scalar subquery).
+    Single(Arc<dyn PhysicalExpr>),
+    /// Every row of the input: its key and vector columns.
+    Batch {
+        /// The query relation.
+        input: Arc<dyn ExecutionPlan>,
+        /// Its key column.
+        key: usize,
+        /// Its vector column.
+        vector: usize,
+    },
+}
+
+/// One column of the output.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum OutCol {
+    QueryKey,
+    Table(usize),
+    Distance,
+    Rank,
+}
+
+/// Runs a nearest-neighbour search when executed.
+#[derive(Debug)]
+pub struct VectorSearchExec {
+    spec: SearchSpec,
+    queries: Queries,
+    prefilter: Option<Prefilter>,
+    scan_only: bool,
+    projection: Option<Vec<usize>>,
+    out: Vec<OutCol>,
+    ctx: Arc<SearchContext>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+    stats: Arc<Mutex<SearchStats>>,
+}
+
+impl VectorSearchExec {
+    /// A search of `spec` for `queries`. `projection` keeps output columns of the full
+    /// output (`[query_<key>,] <table columns>, _distance[, _rank]`, or the table columns
+    /// alone when `scan_only`).
+    pub fn try_new(
+        spec: SearchSpec,
+        queries: Queries,
+        prefilter: Option<Prefilter>,
+        scan_only: bool,
+        projection: Option<Vec<usize>>,
+        ctx: Arc<SearchContext>,
+    ) -> DfResult<Self> {
+        let batch = matches!(queries, Queries::Batch { .. });
+        let mut full: Vec<OutCol> = Vec::new();
+        if batch && !scan_only {
+            full.push(OutCol::QueryKey);
+        }
+        full.extend(spec.columns.iter().map(|&c| OutCol::Table(c)));
+        if !scan_only {
+            full.push(OutCol::Distance);
+            if batch {
+                full.push(OutCol::Rank);
+            }
+        }
+        let key_field = match &queries {
+            Queries::Batch { input, key, .. } => Some(input.schema().field(*key).clone()),
+            Queries::Single(_) => None,
+        };
+        let fields = if scan_only {
+            let ts = &spec.target.schema;
+            spec.columns.iter().map(|&i| ts.field(i).clone()).collect()
+        } else {
+            spec.output_fields(key_field.as_ref())
+        };
+        let (out, fields) = match &projection {
+            Some(p) => (
+                p.iter().map(|&i| full[i]).collect(),
+                p.iter().map(|&i| fields[i].clone()).collect(),
+            ),
+            None => (full, fields),
+        };
+        let schema = Arc::new(Schema::new(fields));
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Ok(VectorSearchExec {
+            spec,
+            queries,
+            prefilter,
+            scan_only,
+            projection,
+            out,
+            ctx,
+            schema,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+            stats: Arc::default(),
+        })
+    }
+
+    /// What is searched, and how.
+    pub fn spec(&self) -> &SearchSpec {
+        &self.spec
+    }
+
+    /// Where the queries come from.
+    pub fn queries(&self) -> &Queries {
+        &self.queries
+    }
+
+    /// The pre-filter.
+    pub fn prefilter(&self) -> Option<&Prefilter> {
+        self.prefilter.as_ref()
+    }
+
+    /// `true` when the node stands for a table scan (`ORDER BY <distance> LIMIT k`).
+    pub fn scan_only(&self) -> bool {
+        self.scan_only
+    }
+
+    /// Output columns kept, as indices into the full output.
+    pub fn projection(&self) -> Option<&[usize]> {
+        self.projection.as_deref()
+    }
+
+    /// How the last run of this plan was answered.
+    pub fn stats(&self) -> SearchStats {
+        self.stats.lock().expect("lock").clone()
+    }
+}
+
+impl DisplayAs for VectorSearchExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let s = &self.spec;
+        write!(
+            f,
+            "VectorSearchExec: table={}, k={}, metric={}, mode={}",
+            s.target.name, s.k, s.metric, s.mode
+        )?;
+        if let Some(ef) = s.options.ef_search {
+            write!(f, ", ef_search={ef}")?;
+        }
+        if let Some(p) = &self.prefilter {
+            write!(f, ", filter={}", p.text)?;
+        }
+        if let Queries::Batch { .. } = self.queries {
+            f.write_str(", queries=input")?;
+        }
+        let names: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        write!(f, ", projection=[{}]", names.join(", "))?;
+        let st = self.stats.lock().expect("lock");
+        if !st.mode.is_empty() {
+            write!(f, ", answered={}", st.mode)?;
+            if let Some(r) = &st.fallback_reason {
+                write!(f, " ({r})")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for VectorSearchExec {
+    fn name(&self) -> &str {
+        "VectorSearchExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        match &self.queries {
+            Queries::Batch { input, .. } => vec![input],
+            Queries::Single(_) => vec![],
+        }
+    }
+
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        self.children()
+            .iter()
+            .map(|_| Distribution::SinglePartition)
+            .collect()
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        if let Queries::Single(q) = &self.queries
+            && f(q)? == TreeNodeRecursion::Stop
+        {
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        if let Some(p) = &self.prefilter {
+            return f(&p.expr);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let queries = match (&self.queries, children.into_iter().next()) {
+            (Queries::Batch { key, vector, .. }, Some(input)) => Queries::Batch {
+                input,
+                key: *key,
+                vector: *vector,
+            },
+            (q, _) => q.clone(),
+        };
+        Ok(Arc::new(VectorSearchExec::try_new(
+            self.spec.clone(),
+            queries,
+            self.prefilter.clone(),
+            self.scan_only,
+            self.projection.clone(),
+            self.ctx.clone(),
+        )?))
+    }
+
+    #[allow(deprecated)]
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let run = Run {
+            spec: self.spec.clone(),
+            queries: self.queries.clone(),
+            prefilter: self.prefilter.clone(),
+            out: self.out.clone(),
+            ctx: self.ctx.clone(),
+            schema: self.schema.clone(),
+            metrics: RunMetrics::new(&self.metrics, partition),
+            stats: self.stats.clone(),
+        };
+        let stream = futures::stream::once(async move { run.run(partition, context).await });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+/// The metrics of one run (EXPLAIN ANALYZE).
+struct RunMetrics {
+    baseline: BaselineMetrics,
+    queries: Count,
+    candidates: Count,
+    rows_hydrated: Count,
+    requests: Count,
+    index_loaded: Count,
+    index_cached: Count,
+    exact_searches: Count,
+    load_time: Time,
+    filter_time: Time,
+    search_time: Time,
+    hydrate_time: Time,
+}
+
+impl RunMetrics {
+    fn new(set: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        let count = |name: &'static str| MetricBuilder::new(set).counter(name, partition);
+        let time = |name: &'static str| MetricBuilder::new(set).subset_time(name, partition);
+        RunMetrics {
+            baseline: BaselineMetrics::new(set, partition),
+            queries: count("queries"),
+            candidates: count("candidates"),
+            rows_hydrated: count("rows_hydrated"),
+            requests: count("store_requests"),
+            index_loaded: count("index_loaded"),
+            index_cached: count("index_cached"),
+            exact_searches: count("exact_searches"),
+            load_time: time("load_time"),
+            filter_time: time("filter_time"),
+            search_time: time("search_time"),
+            hydrate_time: time("hydrate_time"),
+        }
+    }
+}
+
+/// The state one execution carries.
+struct Run {
+    spec: SearchSpec,
+    queries: Queries,
+    prefilter: Option<Prefilter>,
+    out: Vec<OutCol>,
+    ctx: Arc<SearchContext>,
+    schema: SchemaRef,
+    metrics: RunMetrics,
+    stats: Arc<Mutex<SearchStats>>,
+}
+
+/// The hits of every query, and how they were found.
+struct Found {
+    hits: Vec<Hit>,
+    /// Query index of each hit.
+    query_of: Vec<u32>,
+    /// Rank of each hit within its query (1 = nearest).
+    rank: Vec<u32>,
+    mode: &'static str,
+    candidates: usize,
+}
+
+impl Run {
+    async fn run(self, partition: usize, task: Arc<TaskContext>) -> DfResult<RecordBatch> {
+        if partition != 0 {
+            return Err(datafusion::error::DataFusionError::Internal(format!(
+                "VectorSearchExec has one partition, asked for {partition}"
+            )));
+        }
+        let (vectors, keys) = self.queries(&task).await?;
+        for v in &vectors {
+            self.check_dims(v)?;
+        }
+        if vectors.is_empty() {
+            return Ok(RecordBatch::new_empty(self.schema.clone()));
+        }
+        let counts = Arc::new(RequestCounts::default());
+        let store = self.store(&counts).await?;
+        let batch = self.search(&store, &vectors, keys.as_ref()).await;
+        let requests = counts.snapshot();
+        self.metrics.requests.add(requests.total() as usize);
+        let mut st = self.stats.lock().expect("lock");
+        st.requests = requests;
+        st.queries = vectors.len();
+        let batch = batch?;
+        st.rows = batch.num_rows();
+        self.metrics.baseline.record_output(batch.num_rows());
+        Ok(batch)
+    }
+
+    /// The query vectors, and for a batch the query keys.
+    async fn queries(
+        &self,
+        task: &Arc<TaskContext>,
+    ) -> DfResult<(Vec<Vec<f32>>, Option<ArrayRef>)> {
+        match &self.queries {
+            Queries::Single(expr) => {
+                let one = RecordBatch::try_new_with_options(
+                    Arc::new(Schema::empty()),
+                    vec![],
+                    &RecordBatchOptions::new().with_row_count(Some(1)),
+                )?;
+                let value = match expr.evaluate(&one)? {
+                    ColumnarValue::Scalar(s) => s,
+                    ColumnarValue::Array(a) => ScalarValue::try_from_array(&a, 0)?,
+                };
+                Ok((vec![query_vector(&value)?], None))
+            }
+            Queries::Batch { input, key, vector } => {
+                let batches: Vec<RecordBatch> =
+                    input.execute(0, task.clone())?.try_collect().await?;
+                let all = concat_batches(&input.schema(), &batches)?;
+                let vectors = query_vectors(all.column(*vector))?;
+                Ok((vectors, Some(all.column(*key).clone())))
+            }
+        }
+    }
+
+    fn check_dims(&self, v: &[f32]) -> Result<()> {
+        match self.spec.dims {
+            Some(d) if d != v.len() => Err(JammiError::InvalidInput(format!(
+                "vector_search: the query has {} dimensions but column '{}' has {d}",
+                v.len(),
+                self.spec.vector_name()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The file's store, counting this run's requests.
+    async fn store(&self, counts: &Arc<RequestCounts>) -> Result<Arc<dyn ObjectStore>> {
+        let url = &self.spec.target.parquet;
+        let registry = &self.ctx.registry;
+        let base = match registry.bound(url) {
+            Some(s) => s,
+            None => registry.store(url, None).await?,
+        };
+        Ok(Arc::new(CountingStore::new(base, counts.clone())))
+    }
+
+    async fn search(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        vectors: &[Vec<f32>],
+        keys: Option<&ArrayRef>,
+    ) -> Result<RecordBatch> {
+        let url = &self.spec.target.parquet;
+        // The file's current version: the index must have been built for it, and cached
+        // footers and vectors are those of this version.
+        let current = store
+            .head(&url.object_path()?)
+            .await
+            .map_err(|e| JammiError::storage(url, e))?;
+        let footer = tokio::sync::OnceCell::new();
+        let timer = self.metrics.load_time.timer();
+        let (loaded, reason) = if self.needs_footer() {
+            let (m, li) = tokio::join!(
+                self.ctx.footer(store, url, &current),
+                self.index(store, &current)
+            );
+            let _ = footer.set(m?);
+            li
+        } else {
+            self.index(store, &current).await
+        };
+        timer.done();
+        let footer = || footer.get_or_try_init(|| self.ctx.footer(store, url, &current));
+        if let (Some(r), false) = (&reason, self.spec.options.exact) {
+            tracing::warn!("vector_search: using exact search: {r}");
+        }
+        let allowed = match &self.prefilter {
+            Some(p) => {
+                let timer = self.metrics.filter_time.timer();
+                let a = self.allowed(store, footer().await?, p).await?;
+                timer.done();
+                Some(a)
+            }
+            None => None,
+        };
+        let timer = self.metrics.search_time.timer();
+        let found = match &loaded {
+            Some(l) => self.search_index(l, vectors, allowed.as_deref())?,
+            None => {
+                let v = self
+                    .ctx
+                    .exact_vectors(
+                        store,
+                        url,
+                        &current,
+                        footer().await?,
+                        (self.spec.vector_idx, self.spec.vector_name()),
+                        vectors.first().map_or(0, Vec::len),
+                    )
+                    .await?;
+                self.search_exact(&v, vectors, allowed.as_deref())
+            }
+        };
+        timer.done();
+        self.metrics.queries.add(vectors.len());
+        self.metrics.candidates.add(found.candidates);
+        {
+            let mut st = self.stats.lock().expect("lock");
+            st.mode = found.mode.to_string();
+            st.fallback_reason = reason;
+            st.candidates = found.candidates;
+        }
+        let timer = self.metrics.hydrate_time.timer();
+        let batch = self
+            .assemble(store, footer, &found, loaded.as_deref(), keys)
+            .await;
+        timer.done();
+        batch
+    }
+
+    /// `false` when the output needs no table column but the key, and nothing reads the
+    /// file: the answer then comes from the sidecars alone.
+    fn needs_footer(&self) -> bool {
+        let key = self.spec.target.key_column();
+        self.spec.mode != PlannedMode::Index
+            || self.prefilter.is_some()
+            || self.out.iter().any(|c| match c {
+                OutCol::Table(t) => Some(*t) != key,
+                _ => false,
+            })
+    }
+
+    /// The loaded index, or why the search goes exact.
+    async fn index(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        current: &ObjectMeta,
+    ) -> (Option<Arc<LoadedIndex>>, Option<String>) {
+        let t = &self.spec.target;
+        let m = match (&self.spec.mode, &t.manifest) {
+            (PlannedMode::Exact(why), _) => return (None, Some(why.clone())),
+            (PlannedMode::Index, None) => return (None, Some("no manifest".into())),
+            (PlannedMode::Index, Some(m)) => m,
+        };
+        if let Some(entry) = m.file(FileRole::Parquet) {
+            match check(store, &t.parquet, current, entry).await {
+                Ok(FileCheck::Same) => {}
+                Ok(FileCheck::Changed(why)) => {
+                    return (None, Some(format!("{why}; its index is not used")));
+                }
+                Err(e) => return (None, Some(e.to_string())),
+            }
+        }
+        match self.ctx.indexes.get_traced(&t.dir, store, m).await {
+            Ok((l, fresh)) => {
+                if fresh {
+                    self.metrics.index_loaded.add(1);
+                } else {
+                    self.metrics.index_cached.add(1);
+                }
+                self.stats.lock().expect("lock").index_loaded = fresh;
+                (Some(l), None)
+            }
+            Err(e) => (None, Some(e.to_string())),
+        }
+    }
+
+    /// Rows the pre-filter allows, by Parquet row position.
+    async fn allowed(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        meta: &ArrowReaderMetadata,
+        p: &Prefilter,
+    ) -> Result<Vec<bool>> {
+        let url = &self.spec.target.parquet;
+        let projected = Arc::new(self.spec.target.schema.project(&p.columns)?);
+        let rows = meta.metadata().file_metadata().num_rows() as usize;
+        let mut allowed = Vec::with_capacity(rows);
+        let mut stream = crate::store::read::scan_columns(store, url, meta, &p.columns).await?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let batch = RecordBatch::try_new_with_options(
+                projected.clone(),
+                batch.columns().to_vec(),
+                &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+            )?;
+            let v = p.expr.evaluate(&batch)?.into_array(batch.num_rows())?;
+            let b = v.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| {
+                JammiError::InvalidInput(format!(
+                    "vector_search: filter '{}' is not a boolean predicate",
+                    p.text
+                ))
+            })?;
+            allowed.extend((0..b.len()).map(|i| b.is_valid(i) && b.value(i)));
+        }
+        Ok(allowed)
+    }
+
+    fn search_index(
+        &self,
+        l: &LoadedIndex,
+        vectors: &[Vec<f32>],
+        allowed: Option<&[bool]>,
+    ) -> Result<Found> {
+        let (k, ef) = (self.spec.k, self.spec.options.ef_search);
+        let searched = match vectors {
+            [one] => vec![l.search(&Query { vector: one, k, ef }, allowed)?],
+            many => {
+                let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+                l.search_batch(many, k, ef, allowed, threads)?
+            }
+        };
+        let mut found = Found::new(if searched.is_empty() { "index" } else { "" });
+        for (q, s) in searched.into_iter().enumerate() {
+            found.mode = s.answered.as_str();
+            found.candidates += s.candidates;
+            found.push(q, s.hits);
+        }
+        if found.mode.is_empty() {
+            found.mode = Answered::Index.as_str();
+        }
+        Ok(found)
+    }
+
+    fn search_exact(
+        &self,
+        v: &crate::index::exact::ExactVectors,
+        vectors: &[Vec<f32>],
+        allowed: Option<&[bool]>,
+    ) -> Found {
+        self.metrics.exact_searches.add(vectors.len());
+        let mut found = Found::new("exact");
+        for (q, query) in vectors.iter().enumerate() {
+            let hits = v
+                .search(query, self.spec.k, self.spec.metric, allowed)
+                .into_iter()
+                .map(|(row, distance)| Hit {
+                    row,
+                    key: None,
+                    distance,
+                })
+                .collect();
+            found.candidates += match allowed {
+                Some(a) => v.rows.iter().filter(|r| a[**r as usize]).count(),
+                None => v.rows.len(),
+            };
+            found.push(q, hits);
+        }
+        found
+    }
+
+    /// The output batch: the hits' table columns, read together for all queries, with
+    /// the query keys, distances and ranks.
+    async fn assemble<'m, F, M>(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        footer: M,
+        found: &Found,
+        loaded: Option<&LoadedIndex>,
+        keys: Option<&ArrayRef>,
+    ) -> Result<RecordBatch>
+    where
+        M: FnOnce() -> F,
+        F: std::future::Future<Output = Result<&'m ArrowReaderMetadata>>,
+    {
+        let wanted: Vec<usize> = self
+            .out
+            .iter()
+            .filter_map(|c| match c {
+                OutCol::Table(t) => Some(*t),
+                _ => None,
+            })
+            .collect();
+        let (columns, hydrated) =
+            hydrate::table_columns(&self.spec, store, footer, &found.hits, loaded, &wanted).await?;
+        self.metrics.rows_hydrated.add(hydrated as usize);
+        self.stats.lock().expect("lock").rows_hydrated = hydrated as usize;
+        let mut table = columns.into_iter();
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.out.len());
+        for c in &self.out {
+            arrays.push(match c {
+                OutCol::Table(_) => table.next().expect("one array per table column"),
+                OutCol::Distance => Arc::new(Float32Array::from_iter_values(
+                    found.hits.iter().map(|h| h.distance),
+                )),
+                OutCol::Rank => Arc::new(UInt32Array::from(found.rank.clone())),
+                OutCol::QueryKey => {
+                    let keys = keys.expect("batch searches have keys");
+                    take(
+                        keys.as_ref(),
+                        &UInt32Array::from(found.query_of.clone()),
+                        None,
+                    )?
+                }
+            });
+        }
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(found.hits.len())),
+        )?)
+    }
+}
+
+impl Found {
+    fn new(mode: &'static str) -> Self {
+        Found {
+            hits: Vec::new(),
+            query_of: Vec::new(),
+            rank: Vec::new(),
+            mode,
+            candidates: 0,
+        }
+    }
+
+    fn push(&mut self, query: usize, hits: Vec<Hit>) {
+        for (i, h) in hits.into_iter().enumerate() {
+            self.hits.push(h);
+            self.query_of.push(query as u32);
+            self.rank.push(i as u32 + 1);
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! From the logical node to [`VectorSearchExec`]: the extension planner, and the query
+//! planner that uses it for plans holding a search (every other plan goes to the planner
+//! the session had, untouched).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchema, Result, plan_err};
+use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::simplify::SimplifyContext;
+use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNode};
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+use datafusion::prelude::Expr;
+
+use crate::sql::vector_search::SearchContext;
+use crate::sql::vector_search::exec::{Prefilter, Queries, VectorSearchExec};
+use crate::sql::vector_search::node::VectorSearchNode;
+use crate::sql::vector_search::resolve::SearchSpec;
+
+/// Plans [`VectorSearchNode`]s.
+#[derive(Debug)]
+pub struct VectorSearchExtensionPlanner {
+    ctx: Arc<SearchContext>,
+}
+
+impl VectorSearchExtensionPlanner {
+    pub(crate) fn new(ctx: Arc<SearchContext>) -> Self {
+        VectorSearchExtensionPlanner { ctx }
+    }
+}
+
+#[async_trait]
+impl ExtensionPlanner for VectorSearchExtensionPlanner {
+    async fn plan_extension(
+        &self,
+        planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        _logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        session: &dyn Session,
+        planning_ctx: &PhysicalPlanningContext,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(n) = node.as_any().downcast_ref::<VectorSearchNode>() else {
+            return Ok(None);
+        };
+        let queries = match (&n.query, &n.batch, physical_inputs) {
+            (Some(q), _, _) => Queries::Single(planner.create_physical_expr(
+                q,
+                &DFSchema::empty(),
+                session,
+                planning_ctx,
+            )?),
+            (None, Some(b), [input]) => Queries::Batch {
+                input: input.clone(),
+                key: b.key,
+                vector: b.vector,
+            },
+            _ => return plan_err!("VectorSearch: a search needs a query or a query relation"),
+        };
+        let prefilter = match &n.prefilter {
+            Some(e) => Some(plan_prefilter(&n.spec, e, |e, s| {
+                planner.create_physical_expr(e, s, session, planning_ctx)
+            })?),
+            None => None,
+        };
+        Ok(Some(Arc::new(VectorSearchExec::try_new(
+            n.spec.clone(),
+            queries,
+            prefilter,
+            n.scan_only,
+            n.projection.clone(),
+            self.ctx.clone(),
+        )?)))
+    }
+}
+
+/// The physical pre-filter of `expr` (over the table's unqualified columns): evaluated over
+/// the columns it reads only.
+pub(crate) fn plan_prefilter(
+    spec: &SearchSpec,
+    expr: &Expr,
+    physical: impl FnOnce(&Expr, &DFSchema) -> Result<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+) -> Result<Prefilter> {
+    let ts = &spec.target.schema;
+    let mut columns = Vec::new();
+    for c in expr.column_refs() {
+        match ts.index_of(&c.name) {
+            Ok(i) => columns.push(i),
+            Err(_) => return plan_err!("vector_search: unknown column '{}' in filter", c.name),
+        }
+    }
+    columns.sort_unstable();
+    columns.dedup();
+    let projected = DFSchema::try_from(ts.project(&columns)?)?;
+    // Typed as a WHERE over the table would be (e.g. a string literal against a view column).
+    let simplify = SimplifyContext::builder()
+        .with_schema(Arc::new(projected.clone()))
+        .build();
+    let coerced = ExprSimplifier::new(simplify).coerce(expr.clone(), &projected)?;
+    Ok(Prefilter {
+        expr: physical(&coerced, &projected)?,
+        columns,
+        text: expr.to_string(),
+    })
+}
+
+/// The session's query planner with [`VectorSearchExtensionPlanner`] for plans that hold a
+/// search; other plans go to `inner` (the planner the session had).
+pub struct JammiQueryPlanner {
+    inner: Arc<dyn QueryPlanner + Send + Sync>,
+    planner: DefaultPhysicalPlanner,
+}
+
+impl std::fmt::Debug for JammiQueryPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JammiQueryPlanner")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl JammiQueryPlanner {
+    pub(crate) fn new(inner: Arc<dyn QueryPlanner + Send + Sync>, ctx: Arc<SearchContext>) -> Self {
+        JammiQueryPlanner {
+            inner,
+            planner: DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(
+                VectorSearchExtensionPlanner::new(ctx),
+            )]),
+        }
+    }
+}
+
+/// `true` when `plan` (or a subquery of it) holds a search.
+fn holds_search(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|p| {
+        if let LogicalPlan::Extension(e) = p
+            && e.node.as_any().is::<VectorSearchNode>()
+        {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+#[async_trait]
+impl QueryPlanner for JammiQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if holds_search(plan) {
+            self.planner.create_physical_plan(plan, session).await
+        } else {
+            self.inner.create_physical_plan(plan, session).await
+        }
+    }
+}

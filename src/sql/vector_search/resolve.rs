@@ -1,0 +1,357 @@
+//! Which file a call searches, and how: the table (a result table, a table indexed with
+//! `jammi.vector_column`, a table over one Parquet file, or a Parquet file's URL), the
+//! manifest of its sidecars (read at planning: metadata only), the vector column, the metric
+//! and the columns returned. Everything that can be checked before running is checked here.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
+use datafusion::common::TableReference;
+use datafusion::datasource::listing::ListingTable;
+use datafusion::execution::context::SessionState;
+
+use crate::catalog::IndexedTable;
+use crate::catalog::provider::block_on;
+use crate::error::{JammiError, Result};
+use crate::index::Metric;
+use crate::index::vectors::check_vector_type;
+use crate::sql::vector_search::args::SearchOptions;
+use crate::storage::{StorageRegistry, StorageUrl};
+use crate::store::Manifest;
+
+/// Name of the distance column.
+pub const DISTANCE: &str = "_distance";
+/// Name of the rank column of batch searches (1 = nearest).
+pub const RANK: &str = "_rank";
+/// Prefix of the query relation's key column in batch searches.
+pub const QUERY_PREFIX: &str = "query_";
+
+/// The file a call searches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchTarget {
+    /// The table as named in the call (a table name or a URL).
+    pub name: String,
+    /// The Parquet file.
+    pub parquet: StorageUrl,
+    /// The directory of its sidecars.
+    pub dir: StorageUrl,
+    /// The sidecars' manifest, if the file has them.
+    pub manifest: Option<Manifest>,
+    /// The table's schema.
+    pub schema: SchemaRef,
+}
+
+impl Eq for SearchTarget {}
+
+impl Hash for SearchTarget {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+        self.parquet.to_string().hash(state);
+        self.manifest.as_ref().map(|m| &m.writer).hash(state);
+    }
+}
+
+impl SearchTarget {
+    /// The key column the manifest declares, if the table has it.
+    pub fn key_column(&self) -> Option<usize> {
+        let name = self.manifest.as_ref()?.key_column.as_deref()?;
+        self.schema.index_of(name).ok()
+    }
+}
+
+fn is_url_like(s: &str) -> bool {
+    s.contains("://") || s.starts_with('/') || s.starts_with("./") || s.ends_with(".parquet")
+}
+
+/// Resolves `name`: a table of the session, or a Parquet file's URL (whose store is bound so
+/// the plan's execution finds it).
+pub(crate) fn resolve(
+    registry: &StorageRegistry,
+    state: &SessionState,
+    name: &str,
+) -> Result<SearchTarget> {
+    if is_url_like(name) {
+        let url = StorageUrl::parse(name)?;
+        return target_for_file(registry, name, url, None);
+    }
+    let provider = lookup(state, name)?;
+    let any: &dyn std::any::Any = provider.as_ref();
+    if let Some(t) = any.downcast_ref::<IndexedTable>() {
+        // Bound now, as the table's own scans would.
+        if registry.bound(&t.parquet).is_none() {
+            let (registry, url, cloud) = (registry.clone(), t.parquet.clone(), t.cloud.clone());
+            block_on("vector_search", async move {
+                registry.store(&url, cloud.as_ref()).await
+            })??;
+        }
+        return Ok(SearchTarget {
+            name: name.to_string(),
+            parquet: t.parquet.clone(),
+            dir: t.dir.clone(),
+            manifest: Some(t.manifest.clone()),
+            schema: t.schema(),
+        });
+    }
+    if let Some(l) = any.downcast_ref::<ListingTable>()
+        && let [path] = l.table_paths().as_slice()
+        && !path.is_collection()
+    {
+        let url = StorageUrl::parse(path.as_str())?;
+        return target_for_file(registry, name, url, Some(l.schema()));
+    }
+    Err(JammiError::InvalidInput(format!(
+        "table '{name}' is not backed by one Parquet file; vector_search needs a result \
+         table, a table created with OPTIONS ('jammi.vector_column' ...), or a Parquet file URL"
+    )))
+}
+
+/// Finds a table by name: verbatim (result-table names hold upper case), dotted names by
+/// SQL rules, and bare names also in the result-table catalog.
+fn lookup(state: &SessionState, name: &str) -> Result<Arc<dyn TableProvider>> {
+    let opts = state.config_options();
+    let reference = if name.contains('.') {
+        TableReference::from(name)
+    } else {
+        TableReference::bare(name)
+    };
+    let unqualified = matches!(reference, TableReference::Bare { .. });
+    let resolved = reference.resolve(&opts.catalog.default_catalog, &opts.catalog.default_schema);
+    let find =
+        |catalog: &str, schema: &str, table: &str| -> Result<Option<Arc<dyn TableProvider>>> {
+            let Some(c) = state.catalog_list().catalog(catalog) else {
+                return Ok(None);
+            };
+            let Some(s) = c.schema(schema) else {
+                return Ok(None);
+            };
+            Ok(block_on("vector_search", s.table(table))??)
+        };
+    if let Some(p) = find(&resolved.catalog, &resolved.schema, &resolved.table)? {
+        return Ok(p);
+    }
+    if unqualified && let Some(p) = find(crate::sql::RESULT_CATALOG, "public", &resolved.table)? {
+        return Ok(p);
+    }
+    Err(JammiError::NotFound {
+        kind: "table",
+        name: name.to_string(),
+    })
+}
+
+fn target_for_file(
+    registry: &StorageRegistry,
+    name: &str,
+    url: StorageUrl,
+    schema: Option<SchemaRef>,
+) -> Result<SearchTarget> {
+    let registry = registry.clone();
+    let name = name.to_string();
+    block_on("vector_search on a storage URL", async move {
+        let store = match registry.bound(&url) {
+            Some(s) => s,
+            None => registry.store(&url, None).await?,
+        };
+        let manifest = match crate::store::find_sidecars(&store, &url).await {
+            Ok(m) => m,
+            Err(e @ JammiError::Corrupt { .. }) => {
+                tracing::warn!("{e}; vector_search falls back to exact search");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let schema = match (&manifest, schema) {
+            (_, Some(s)) => s,
+            (Some(m), None) => m.schema()?,
+            (None, None) => crate::store::read::parquet_schema(&store, &url).await?,
+        };
+        Ok(SearchTarget {
+            name,
+            dir: url.parent(),
+            parquet: url,
+            manifest,
+            schema,
+        })
+    })?
+}
+
+/// How a search will be answered, as far as planning can tell (the file's version is
+/// checked when it runs).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
+pub enum PlannedMode {
+    /// By the index.
+    Index,
+    /// Exactly, and why.
+    Exact(String),
+}
+
+impl std::fmt::Display for PlannedMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlannedMode::Index => f.write_str("index"),
+            PlannedMode::Exact(why) => write!(f, "exact ({why})"),
+        }
+    }
+}
+
+/// A validated search over a target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SearchSpec {
+    /// What is searched.
+    pub target: Arc<SearchTarget>,
+    /// Neighbours per query.
+    pub k: usize,
+    /// Options of the call.
+    pub options: SearchOptions,
+    /// The vector column (index into the table's schema).
+    pub vector_idx: usize,
+    /// Its dimensions when the column or the index fixes them.
+    pub dims: Option<usize>,
+    /// The metric.
+    pub metric: Metric,
+    /// Table columns returned (indices into the table's schema).
+    pub columns: Vec<usize>,
+    /// How it will be answered.
+    pub mode: PlannedMode,
+}
+
+impl SearchSpec {
+    /// Checks `options` against `target`.
+    pub fn new(target: Arc<SearchTarget>, k: usize, options: SearchOptions) -> Result<Self> {
+        let ts = target.schema.clone();
+        let info = target.manifest.as_ref().and_then(|m| m.index.clone());
+        let vector_name = match (&options.column, &info) {
+            (Some(c), _) => c.clone(),
+            (None, Some(i)) => i.column.clone(),
+            (None, None) => only_vector_column(&target)?,
+        };
+        let vector_idx = ts.index_of(&vector_name).map_err(|_| {
+            JammiError::InvalidInput(format!(
+                "vector column '{vector_name}' not found in {}",
+                target.parquet
+            ))
+        })?;
+        let fixed = check_vector_type(&vector_name, ts.field(vector_idx).data_type())?;
+        let dims = info.as_ref().map(|i| i.dimensions).or(fixed);
+        let metric = match (&options.metric, &info) {
+            (Some(m), Some(i)) if *m != i.metric && !options.exact => {
+                return Err(JammiError::InvalidInput(format!(
+                    "vector_search: the index on '{vector_name}' was built with metric {}, not {m} \
+                     (use exact=true to search with another metric)",
+                    i.metric
+                )));
+            }
+            (Some(m), _) => *m,
+            (None, Some(i)) => i.metric,
+            (None, None) => Metric::Cosine,
+        };
+        let columns: Vec<usize> = match &options.columns {
+            None => (0..ts.fields().len()).collect(),
+            Some(cols) => cols
+                .iter()
+                .map(|c| {
+                    ts.index_of(c).map_err(|_| {
+                        JammiError::InvalidInput(format!(
+                            "vector_search: unknown column '{c}' in columns=; columns: {}",
+                            crate::store::write::column_names(&ts)
+                        ))
+                    })
+                })
+                .collect::<Result<_>>()?,
+        };
+        for reserved in [DISTANCE, RANK] {
+            if ts.index_of(reserved).is_ok() {
+                return Err(JammiError::InvalidInput(format!(
+                    "vector_search: the table already has a column named {reserved}"
+                )));
+            }
+        }
+        let mode = planned_mode(&target, &options, info.is_some());
+        Ok(SearchSpec {
+            target,
+            k,
+            options,
+            vector_idx,
+            dims,
+            metric,
+            columns,
+            mode,
+        })
+    }
+
+    /// The vector column's name.
+    pub fn vector_name(&self) -> &str {
+        self.target.schema.field(self.vector_idx).name()
+    }
+
+    /// Fields of the output: the query's key (batch searches), the table's columns,
+    /// `_distance`, and `_rank` (batch searches).
+    pub fn output_fields(&self, query_key: Option<&Field>) -> Vec<Field> {
+        let ts = &self.target.schema;
+        let mut fields = Vec::new();
+        if let Some(k) = query_key {
+            fields.push(
+                Field::new(
+                    format!("{QUERY_PREFIX}{}", k.name()),
+                    k.data_type().clone(),
+                    k.is_nullable(),
+                )
+                .with_metadata(k.metadata().clone()),
+            );
+        }
+        fields.extend(self.columns.iter().map(|&i| ts.field(i).clone()));
+        fields.push(Field::new(DISTANCE, DataType::Float32, false));
+        if query_key.is_some() {
+            fields.push(Field::new(RANK, DataType::UInt32, false));
+        }
+        fields
+    }
+
+    /// The output schema.
+    pub fn output_schema(&self, query_key: Option<&Field>) -> SchemaRef {
+        Arc::new(Schema::new(self.output_fields(query_key)))
+    }
+}
+
+fn only_vector_column(target: &SearchTarget) -> Result<String> {
+    let candidates: Vec<&Field> = target
+        .schema
+        .fields()
+        .iter()
+        .filter(|f| check_vector_type(f.name(), f.data_type()).is_ok())
+        .map(|f| f.as_ref())
+        .collect();
+    match candidates.as_slice() {
+        [one] => Ok(one.name().clone()),
+        [] => Err(JammiError::InvalidInput(format!(
+            "{} has no vector column (FixedSizeList<Float32> or List<Float32|Float64>)",
+            target.parquet
+        ))),
+        _ => Err(JammiError::InvalidInput(format!(
+            "{} has several vector columns; choose one with the option 'column=<name>'",
+            target.parquet
+        ))),
+    }
+}
+
+fn planned_mode(target: &SearchTarget, options: &SearchOptions, has_index: bool) -> PlannedMode {
+    if options.exact {
+        return PlannedMode::Exact("exact=true".into());
+    }
+    let Some(m) = &target.manifest else {
+        return PlannedMode::Exact(format!("no index beside {}", target.parquet));
+    };
+    let Some(info) = m.index.as_ref().filter(|_| has_index) else {
+        return PlannedMode::Exact(format!("'{}' has no vector index", m.table));
+    };
+    let major = |v: &str| v.split('.').next().unwrap_or("").to_string();
+    if major(&info.usearch_version) != major(usearch::version()) {
+        return PlannedMode::Exact(format!(
+            "index written by USearch {}, this build has {}",
+            info.usearch_version,
+            usearch::version()
+        ));
+    }
+    PlannedMode::Index
+}

@@ -1,0 +1,538 @@
+//! `vector_search` as a plan: nothing is searched at planning, EXPLAIN ANALYZE shows the
+//! search's metrics, query vectors may be parameters or subqueries, batch searches equal
+//! one-by-one searches, `ORDER BY <distance> LIMIT k` is answered by the index, each run
+//! has its own statistics, and the plans survive a round trip through datafusion-proto.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, Float32Array, Float64Array, Int64Array, ListArray, RecordBatch, UInt32Array,
+};
+use datafusion::arrow::datatypes::Float32Type;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::common::ScalarValue;
+use datafusion::physical_plan::collect;
+use jammi_db::session::JammiSession;
+use jammi_db::sql::codec::{JammiLogicalCodec, JammiPhysicalCodec};
+use jammi_db::store::TableSpec;
+
+use crate::common::{sample_batch, sample_schema, sample_vector, search_sql, tempdir};
+
+const DIMS: i32 = 16;
+
+async fn session_with_table(dir: &tempfile::TempDir, rows: usize) -> (JammiSession, String) {
+    let s = JammiSession::open(dir.path().to_str().unwrap())
+        .await
+        .unwrap();
+    let spec = TableSpec {
+        source: "papers".into(),
+        task: "emb".into(),
+        model: "m".into(),
+        key_column: Some("id".into()),
+        vector_column: Some("embedding".into()),
+        ..Default::default()
+    };
+    let batches: Vec<RecordBatch> = (0..rows / 500)
+        .map(|i| sample_batch(i as i64 * 500, 500, DIMS))
+        .collect();
+    let m = s
+        .result_store()
+        .write_batches(&spec, sample_schema(DIMS), batches)
+        .await
+        .unwrap();
+    s.refresh_tables().await.unwrap();
+    (s, m.table)
+}
+
+fn vec_sql(v: &[f32]) -> String {
+    let parts: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+fn list(v: &[f32]) -> ScalarValue {
+    let l = ListArray::from_iter_primitive::<Float32Type, _, _>([Some(v.iter().map(|x| Some(*x)))]);
+    ScalarValue::List(Arc::new(l))
+}
+
+fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> &'a T {
+    b.column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .as_any()
+        .downcast_ref::<T>()
+        .unwrap_or_else(|| panic!("column {name} has another type"))
+}
+
+/// (id, distance) of every row, in order.
+fn hits(batches: &[RecordBatch], distance: &str) -> Vec<(i64, f64)> {
+    let mut out = Vec::new();
+    for b in batches {
+        let ids = column::<Int64Array>(b, "id");
+        let d = b.column_by_name(distance).unwrap();
+        for i in 0..b.num_rows() {
+            let v = match d.as_any().downcast_ref::<Float32Array>() {
+                Some(f) => f.value(i) as f64,
+                None => column::<Float64Array>(b, distance).value(i),
+            };
+            out.push((ids.value(i), v));
+        }
+    }
+    out
+}
+
+async fn rows(s: &JammiSession, sql: &str) -> Vec<RecordBatch> {
+    s.sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+async fn text(s: &JammiSession, sql: &str) -> String {
+    pretty_format_batches(&rows(s, sql).await)
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_shows_the_search_and_runs_none() {
+    let dir = tempdir();
+    let (s, t) = session_with_table(&dir, 1000).await;
+    let q = vec_sql(&sample_vector(3, DIMS));
+    let before = s.registry().request_counts();
+    let plan = text(
+        &s,
+        &format!("EXPLAIN SELECT id FROM vector_search('{t}', {q}, 3, 'ef_search=40; filter=score > 0.5')"),
+    )
+    .await;
+    let requests = s.registry().request_counts().since(&before);
+    for part in [
+        "VectorSearchExec",
+        "k=3",
+        "metric=cosine",
+        "mode=index",
+        "ef_search=40",
+        "filter=score > Float64(0.5)",
+        "projection=[id]",
+    ] {
+        assert!(plan.contains(part), "{part} missing from\n{plan}");
+    }
+    // Planning a named table reads nothing: no index, no Parquet, not even the manifest.
+    assert_eq!(requests.total(), 0, "{requests:?}");
+    let c = s.search_context().index_cache().stats();
+    assert_eq!((c.misses, c.entries), (0, 0), "{c:?}");
+
+    // By URL, planning reads the manifest only (one GET; a HEAD per sibling verifies it).
+    let url = s.result_store().parquet_url(&t).unwrap();
+    let before = s.registry().request_counts();
+    text(
+        &s,
+        &format!("EXPLAIN SELECT id FROM vector_search('{url}', {q}, 3)"),
+    )
+    .await;
+    let requests = s.registry().request_counts().since(&before);
+    assert_eq!(requests.get + requests.get_range, 1, "{requests:?}");
+    assert_eq!(s.search_context().index_cache().stats().misses, 0);
+
+    // An exact search says why in EXPLAIN.
+    let plan = text(
+        &s,
+        &format!("EXPLAIN SELECT id FROM vector_search('{t}', {q}, 3, 'exact=true')"),
+    )
+    .await;
+    assert!(plan.contains("mode=exact (exact=true)"), "{plan}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_analyze_shows_the_searchs_metrics() {
+    let dir = tempdir();
+    let (s, t) = session_with_table(&dir, 1000).await;
+    let q = vec_sql(&sample_vector(3, DIMS));
+    let sql = format!("EXPLAIN ANALYZE SELECT id, title FROM vector_search('{t}', {q}, 4)");
+    let cold = text(&s, &sql).await;
+    for part in [
+        "VectorSearchExec",
+        "answered=index",
+        "index_loaded=1",
+        "queries=1",
+        "rows_hydrated=4",
+        "output_rows=4",
+        "store_requests=",
+        "search_time=",
+        "hydrate_time=",
+    ] {
+        assert!(cold.contains(part), "{part} missing from\n{cold}");
+    }
+    let warm = text(&s, &sql).await;
+    assert!(warm.contains("index_cached=1"), "{warm}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vector_bound_as_a_parameter_searches_like_the_literal() {
+    let dir = tempdir();
+    let (s, t) = session_with_table(&dir, 1000).await;
+    let v = sample_vector(77, DIMS);
+    let literal = hits(
+        &rows(
+            &s,
+            &format!(
+                "SELECT id, _distance FROM vector_search('{t}', {}, 5)",
+                vec_sql(&v)
+            ),
+        )
+        .await,
+        "_distance",
+    );
+    assert_eq!(literal[0].0, 77);
+    // DataFrame parameters (what `sql_with_params` does in other DataFusion versions).
+    let df = s
+        .sql(&format!(
+            "SELECT id, _distance FROM vector_search('{t}', $1, 5)"
+        ))
+        .await
+        .unwrap()
+        .with_param_values(vec![list(&v)])
+        .unwrap();
+    assert_eq!(hits(&df.collect().await.unwrap(), "_distance"), literal);
+    // PREPARE / EXECUTE.
+    s.sql(&format!(
+        "PREPARE near(FLOAT[]) AS SELECT id, _distance FROM vector_search('{t}', $1, 5)"
+    ))
+    .await
+    .unwrap();
+    let executed = rows(&s, &format!("EXECUTE near({})", vec_sql(&v))).await;
+    assert_eq!(hits(&executed, "_distance"), literal);
+    // Bad values fail when the plan runs, naming the problem.
+    for (value, expected) in [
+        (
+            list(&v[..3]),
+            "the query has 3 dimensions but column 'embedding' has 16",
+        ),
+        (
+            ScalarValue::List(Arc::new(ListArray::new_null(
+                Arc::new(datafusion::arrow::datatypes::Field::new_list_field(
+                    datafusion::arrow::datatypes::DataType::Float32,
+                    true,
+                )),
+                1,
+            ))),
+            "the query vector is NULL",
+        ),
+        (list(&[f32::NAN; 16]), "NaN"),
+    ] {
+        let df = s
+            .sql(&format!("SELECT id FROM vector_search('{t}', $1, 5)"))
+            .await
+            .unwrap()
+            .with_param_values(vec![value])
+            .unwrap();
+        let err = df.collect().await.unwrap_err().to_string();
+        assert!(err.contains(expected), "{expected}: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stored_rows_vector_is_a_query() {
+    let dir = tempdir();
+    let (s, t) = session_with_table(&dir, 1000).await;
+    let r = rows(
+        &s,
+        &format!(
+            "SELECT id, _distance FROM vector_search('{t}', \
+             (SELECT embedding FROM jammi.public.\"{t}\" WHERE id = 5), 3)"
+        ),
+    )
+    .await;
+    let h = hits(&r, "_distance");
+    assert_eq!(h[0].0, 5, "{h:?}");
+    assert!(h[0].1 < 1e-5, "{h:?}");
+    let by_value = hits(
+        &rows(
+            &s,
+            &format!(
+                "SELECT id, _distance FROM vector_search('{t}', {}, 3)",
+                vec_sql(&sample_vector(5, DIMS))
+            ),
+        )
+        .await,
+        "_distance",
+    );
+    assert_eq!(h, by_value);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_search_equals_its_queries_searched_one_by_one() {
+    let dir = tempdir();
+    let (s, t) = session_with_table(&dir, 2000).await;
+    let n = 120;
+    s.sql(&format!(
+        "CREATE TABLE queries AS SELECT id AS qid, embedding AS qvec \
+         FROM jammi.public.\"{t}\" WHERE id % 13 = 0 ORDER BY id LIMIT {n}"
+    ))
+    .await
+    .unwrap();
+    let (batches, stats) = s
+        .collect_with_stats(
+            s.sql(&format!(
+                "SELECT * FROM vector_search_batch('{t}', (SELECT qid, qvec FROM queries), 4)"
+            ))
+            .await
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stats[0].queries, n, "{stats:?}");
+    assert_eq!(stats[0].mode, "index");
+    let names: Vec<String> = batches[0]
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "query_qid",
+            "id",
+            "title",
+            "score",
+            "embedding",
+            "_distance",
+            "_rank"
+        ]
+    );
+    let mut by_query: HashMap<i64, Vec<(u32, i64, f32)>> = HashMap::new();
+    for b in &batches {
+        let (q, id) = (
+            column::<Int64Array>(b, "query_qid"),
+            column::<Int64Array>(b, "id"),
+        );
+        let (d, r) = (
+            column::<Float32Array>(b, "_distance"),
+            column::<UInt32Array>(b, "_rank"),
+        );
+        for i in 0..b.num_rows() {
+            by_query
+                .entry(q.value(i))
+                .or_default()
+                .push((r.value(i), id.value(i), d.value(i)));
+        }
+    }
+    assert_eq!(by_query.len(), n);
+    for (qid, mut got) in by_query {
+        got.sort_by_key(|g| g.0);
+        let one = rows(
+            &s,
+            &format!(
+                "SELECT id, _distance FROM vector_search('{t}', \
+                 (SELECT qvec FROM queries WHERE qid = {qid}), 4)"
+            ),
+        )
+        .await;
+        let one: Vec<(u32, i64, f32)> = hits(&one, "_distance")
+            .into_iter()
+            .enumerate()
+            .map(|(i, (id, d))| (i as u32 + 1, id, d as f32))
+            .collect();
+        assert_eq!(got, one, "query {qid}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn order_by_distance_limit_is_answered_by_the_index() {
+    let dir = tempdir();
+    let (s, t) = session_with_table(&dir, 2000).await;
+    let v = sample_vector(333, DIMS);
+    let q = vec_sql(&v);
+    let table = format!("jammi.public.\"{t}\"");
+    let order_by =
+        format!("SELECT id, cosine_distance(embedding, {q}) AS d FROM {table} ORDER BY d LIMIT 6");
+    let plan = text(&s, &format!("EXPLAIN {order_by}")).await;
+    assert!(plan.contains("VectorSearchExec"), "{plan}");
+    let (got, stats) = s
+        .collect_with_stats(s.sql(&order_by).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stats.len(), 1, "the index answered");
+    assert_eq!(stats[0].mode, "index");
+    let searched = rows(
+        &s,
+        &format!("SELECT id, _distance FROM vector_search('{t}', {q}, 6)"),
+    )
+    .await;
+    let (got, searched) = (hits(&got, "d"), hits(&searched, "_distance"));
+    assert_eq!(got.len(), 6);
+    for ((gi, gd), (si, sd)) in got.iter().zip(&searched) {
+        assert_eq!(gi, si, "{got:?} vs {searched:?}");
+        assert!((gd - sd).abs() < 1e-5, "{got:?} vs {searched:?}");
+    }
+    // The ORDER BY key written out in full, with a WHERE (the pre-filter), and a parameter.
+    let filtered = format!(
+        "SELECT id FROM {table} WHERE score > 0.5 ORDER BY cosine_distance(embedding, $1) LIMIT 5"
+    );
+    let df = s
+        .sql(&filtered)
+        .await
+        .unwrap()
+        .with_param_values(vec![list(&v)])
+        .unwrap();
+    let (got, stats) = s.collect_with_stats(df).await.unwrap();
+    assert_eq!(stats.len(), 1);
+    let got: Vec<i64> = got
+        .iter()
+        .flat_map(|b| column::<Int64Array>(b, "id").values().to_vec())
+        .collect();
+    let expected: Vec<i64> = rows(
+        &s,
+        &format!("SELECT id FROM vector_search('{t}', {q}, 5, 'filter=score > 0.5')"),
+    )
+    .await
+    .iter()
+    .flat_map(|b| column::<Int64Array>(b, "id").values().to_vec())
+    .collect();
+    assert_eq!(got, expected);
+    // Another metric than the index's, or no LIMIT: DataFusion's own plan.
+    for other in [
+        format!("SELECT id FROM {table} ORDER BY l2_distance(embedding, {q}) LIMIT 5"),
+        format!("SELECT id FROM {table} ORDER BY cosine_distance(embedding, {q}) DESC LIMIT 5"),
+        format!("SELECT id FROM {table} ORDER BY cosine_distance(embedding, embedding) LIMIT 5"),
+    ] {
+        let plan = text(&s, &format!("EXPLAIN {other}")).await;
+        assert!(!plan.contains("VectorSearchExec"), "{other}\n{plan}");
+        rows(&s, &other).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn order_by_distance_on_a_table_without_an_index_scans_it() {
+    let dir = tempdir();
+    let (s, t) = session_with_table(&dir, 500).await;
+    let url = s.result_store().parquet_url(&t).unwrap();
+    s.sql(&format!(
+        "CREATE EXTERNAL TABLE plain STORED AS PARQUET LOCATION '{url}'"
+    ))
+    .await
+    .unwrap();
+    let q = vec_sql(&sample_vector(9, DIMS));
+    let sql = format!("SELECT id FROM plain ORDER BY cosine_distance(embedding, {q}) LIMIT 3");
+    let plan = text(&s, &format!("EXPLAIN {sql}")).await;
+    assert!(!plan.contains("VectorSearchExec"), "{plan}");
+    let got: Vec<i64> = rows(&s, &sql)
+        .await
+        .iter()
+        .flat_map(|b| column::<Int64Array>(b, "id").values().to_vec())
+        .collect();
+    assert_eq!(got[0], 9);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_searches_keep_their_own_statistics() {
+    let dir = tempdir();
+    let (s, t) = session_with_table(&dir, 1000).await;
+    let s = Arc::new(s);
+    let run = |k: usize, exact: bool| {
+        let (s, t) = (s.clone(), t.clone());
+        async move {
+            let opts = if exact { ", 'exact=true'" } else { "" };
+            let sql = format!(
+                "SELECT id FROM vector_search('{t}', {}, {k}{opts})",
+                vec_sql(&sample_vector(k as i64, DIMS))
+            );
+            search_sql(&s, &sql).await.1
+        }
+    };
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        tasks.push(tokio::spawn(run(2 + i, i % 2 == 1)));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let st = t.await.unwrap();
+        assert_eq!(st.rows, 2 + i, "{st:?}");
+        let mode = if i % 2 == 1 { "exact" } else { "index" };
+        assert_eq!(st.mode, mode, "{st:?}");
+    }
+}
+
+/// The plans of these statements go to bytes and back, logical and physical, and the
+/// decoded plans give the same rows.
+#[tokio::test(flavor = "multi_thread")]
+async fn plans_round_trip_through_datafusion_proto() {
+    use datafusion_proto::bytes::{
+        logical_plan_from_bytes_with_extension_codec, logical_plan_to_bytes_with_extension_codec,
+        physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+    };
+    let dir = tempdir();
+    let (s, t) = session_with_table(&dir, 1000).await;
+    // The query relation is a Parquet table (memory tables have no serialised form).
+    let queries = dir.path().join("queries.parquet");
+    s.sql(&format!(
+        "COPY (SELECT id AS qid, embedding AS qvec FROM jammi.public.\"{t}\" WHERE id < 5) \
+         TO '{}' STORED AS PARQUET",
+        queries.display()
+    ))
+    .await
+    .unwrap()
+    .collect()
+    .await
+    .unwrap();
+    s.sql(&format!(
+        "CREATE EXTERNAL TABLE queries STORED AS PARQUET LOCATION '{}'",
+        queries.display()
+    ))
+    .await
+    .unwrap();
+    let q = vec_sql(&sample_vector(11, DIMS));
+    let table = format!("jammi.public.\"{t}\"");
+    let statements = [
+        format!("SELECT * FROM vector_search('{t}', {q}, 3) ORDER BY _distance"),
+        format!(
+            "SELECT id, _distance FROM vector_search('{t}', '{q}', 3, 'filter=score > 0.2; ef_search=50')"
+        ),
+        format!("SELECT id FROM vector_search('{t}', {q}, 3, 'exact=true')"),
+        format!(
+            "SELECT query_qid, id, _rank FROM vector_search_batch('{t}', (SELECT qid, qvec FROM queries), 2) ORDER BY query_qid, _rank"
+        ),
+        format!(
+            "SELECT id FROM {table} WHERE score < 0.8 ORDER BY cosine_distance(embedding, {q}) LIMIT 4"
+        ),
+    ];
+    let logical = JammiLogicalCodec;
+    let physical = JammiPhysicalCodec::new(s.search_context().clone());
+    let ctx = s.context();
+    for sql in &statements {
+        let expected = text(&s, sql).await;
+        let df = s.sql(sql).await.unwrap();
+        // Logical: the unoptimized plan (tables as jammi tables), decoded and run.
+        let bytes = logical_plan_to_bytes_with_extension_codec(df.logical_plan(), &logical)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let decoded =
+            logical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &logical)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let got = ctx
+            .execute_logical_plan(decoded)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            pretty_format_batches(&got).unwrap().to_string(),
+            expected,
+            "{sql}"
+        );
+        // Physical: the executable plan, decoded and run.
+        let plan = df.create_physical_plan().await.unwrap();
+        let bytes = physical_plan_to_bytes_with_extension_codec(plan, &physical)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let decoded =
+            physical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &physical)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let got = collect(decoded, ctx.task_ctx()).await.unwrap();
+        assert_eq!(
+            pretty_format_batches(&got).unwrap().to_string(),
+            expected,
+            "{sql}"
+        );
+    }
+}
