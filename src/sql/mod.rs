@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod ddl;
 pub mod functions;
+mod install;
 pub mod literal;
 pub mod options;
 pub mod redact;
@@ -13,7 +14,6 @@ use std::sync::Arc;
 
 use datafusion::error::Result as DfResult;
 use datafusion::execution::SessionState;
-use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::DFParserBuilder;
@@ -123,7 +123,7 @@ pub async fn register(
             Some(i) => i,
             None => {
                 let search = Arc::new(SearchContext::new(registry.clone(), cache));
-                *state = with_search(&state, search.clone(), Arc::downgrade(&state_ref))?;
+                *state = install::with_search(&state, search.clone(), Arc::downgrade(&state_ref))?;
                 let originals = FACTORY_FORMATS
                     .iter()
                     .map(|(name, _)| {
@@ -165,39 +165,4 @@ pub async fn register(
         ctx.register_udf(udf);
     }
     Ok(search)
-}
-
-/// `state` with the search planners and rules added: the same session (id, settings,
-/// catalogs, functions), with a query planner that plans searches and hands every other
-/// plan to the one `state` had.
-fn with_search(
-    state: &SessionState,
-    search: Arc<SearchContext>,
-    weak: std::sync::Weak<parking_lot::RwLock<SessionState>>,
-) -> Result<SessionState> {
-    use vector_search::planner::JammiQueryPlanner;
-    use vector_search::rules::{OrderByDistanceRule, ProjectionIntoSearchRule};
-    let create_default = state
-        .config_options()
-        .catalog
-        .create_default_catalog_and_schema;
-    let planner = Arc::new(JammiQueryPlanner::new(
-        state.query_planner().clone(),
-        search.clone(),
-    ));
-    let mut new = SessionStateBuilder::new_from_existing(state.clone())
-        .with_session_id(state.session_id().to_string())
-        .with_query_planner(planner)
-        .with_optimizer_rule(Arc::new(OrderByDistanceRule))
-        .with_optimizer_rule(Arc::new(ProjectionIntoSearchRule))
-        .build();
-    // The builder turns this off when the default catalog exists; `SHOW ALL` must not change.
-    new.config_mut()
-        .options_mut()
-        .catalog
-        .create_default_catalog_and_schema = create_default;
-    new.register_relation_planner(Arc::new(vector_search::node::VectorSearchPlanner::new(
-        search, weak,
-    )))?;
-    Ok(new)
 }

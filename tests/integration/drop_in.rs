@@ -233,3 +233,21 @@ async fn long_array_literals_plan_as_make_array() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_function_that_overrides_another_name_keeps_it_after_register() {
+    // `upper` also answering to `date_trunc` (the name of another built-in, which has an
+    // alias of its own): register rebuilds the session's function table, and each name must
+    // stay bound to the function it was bound to.
+    let ctx = SessionContext::new();
+    let upper = datafusion::functions::string::upper();
+    ctx.register_udf(upper.as_ref().clone().with_aliases(["date_trunc"]));
+    let sql =
+        "SELECT date_trunc('jammi') AS v, datetrunc('day', TIMESTAMP '2026-11-30T10:11:12') AS d";
+    let before = answer(&ctx, sql).await;
+    assert!(before.contains("JAMMI"), "{before}");
+    jammi_db::register(&ctx, &StorageRegistry::new(), None)
+        .await
+        .unwrap();
+    assert_eq!(answer(&ctx, sql).await, before);
+}
