@@ -5,9 +5,13 @@
 //! - recall@10 of `vector_search` at the defaults and of raw USearch with the same
 //!   parameters, both against exact search (held-out queries: rows 0..QUERIES are not
 //!   indexed);
-//! - warm p50 latency of `SELECT id, _distance FROM vector_search(...)` through
-//!   `JammiSession::sql` and through the plain `SessionContext` (parse, plan,
-//!   search, hydrate) and of `SELECT *`, against raw USearch `search` on the same index;
+//! - on a result table and on a file indexed with `jammi.vector_column` alone (`id` then
+//!   comes from Parquet), warm p50 latency of `SELECT id, _distance FROM vector_search(...)`
+//!   with the vector bound as a parameter, as a 384-number literal through the plain
+//!   `SessionContext` and through `JammiSession::sql`, of `SELECT *`, against raw USearch
+//!   `search` on the same index file; `ORDER BY cosine_distance(..) LIMIT 10` against the
+//!   `vector_search` form; all queries in one `vector_search_batch` statement against raw
+//!   USearch searching them on the same number of threads;
 //! - exact-fallback latency (`exact=true`) against a brute-force scan of the same vectors
 //!   held in memory;
 //! - index build through the SQL path against a raw USearch build of the same vectors;
@@ -15,7 +19,7 @@
 //!   S3 server against a raw GET of the sidecar bytes, and requests of a warm query. Run it
 //!   against moto (`start`) and against s3s-fs (`scripts/test-servers.sh s3s`).
 //!
-//! Run: `cargo bench --profile dev --bench vector_search`
+//! Run: `cargo bench --bench vector_search` (release; `--profile dev` for a quick look)
 
 use std::time::{Duration, Instant};
 
@@ -239,111 +243,56 @@ async fn main() {
         .unwrap();
     let table = s.write_result_table(&spec, rows).await.unwrap().table;
 
-    // Ground truth and recall.
+    // Ground truth, and raw USearch's recall with the same parameters.
     let truth: Vec<Vec<i64>> = q_vecs
         .iter()
         .map(|q| brute_force(q, base_ids, base_vecs, K))
         .collect();
     let mut raw_recall = 0.0;
-    let mut raw_times = Vec::new();
     for (q, t) in q_vecs.iter().zip(&truth) {
-        let start = Instant::now();
         let m = raw.search(q, K).unwrap();
-        raw_times.push(start.elapsed());
         let got: Vec<i64> = m.keys.iter().map(|k| base_ids[*k as usize]).collect();
         raw_recall += recall(&got, t);
     }
     raw_recall /= QUERIES as f64;
+    println!("raw USearch recall@10 (its own build): {raw_recall:.4}");
 
-    // Raw search on the very index jammi wrote (memory-mapped sidecar), for latency.
-    let sidecar = dir.path().join("root").join(format!("{table}.idx.usearch"));
-    let viewed = usearch::Index::restore_view(sidecar.to_str().unwrap()).unwrap();
-    let mut raw_view_times = Vec::new();
-    let mut same_index_recall = 0.0;
-    for (q, t) in q_vecs.iter().zip(&truth) {
-        let m = viewed.search(q, K).unwrap();
-        let got: Vec<i64> = m.keys.iter().map(|k| base_ids[*k as usize]).collect();
-        same_index_recall += recall(&got, t);
-    }
-    same_index_recall /= QUERIES as f64;
-    for _ in 0..3 {
-        for q in q_vecs {
-            let start = Instant::now();
-            std::hint::black_box(viewed.search(q, K).unwrap());
-            raw_view_times.push(start.elapsed());
-        }
-    }
-
-    let mut jammi_recall = 0.0;
-    let mut key_times = Vec::new();
-    let mut plan_times = Vec::new();
-    let mut star_times = Vec::new();
-    let mut text_times = Vec::new();
-    let mut ctx_times = Vec::new();
-    // Warm-up: loads the index into the cache.
-    s.sql(&format!(
-        "SELECT id FROM vector_search('{table}', {}, {K})",
-        vec_sql(&q_vecs[0])
+    // The SQL forms on both kinds of indexed table: the result table (key in the rowmap)
+    // and the file indexed with `jammi.vector_column` alone (`id` read from Parquet).
+    let ctx = s.context().clone();
+    ctx.sql(&format!(
+        "CREATE TABLE queries AS SELECT id AS qid, embedding AS qvec FROM corpus WHERE id < {QUERIES}"
     ))
     .await
     .unwrap()
     .collect()
     .await
     .unwrap();
-    // One pass over the queries per form, as the raw baseline runs: a form measured right
-    // after another with the same vector would find that vector's graph path in the CPU
-    // caches.
-    let key_sql = |q: &[f32]| {
-        format!(
-            "SELECT id, _distance FROM vector_search('{table}', {}, {K})",
-            vec_sql(q)
-        )
-    };
-    for (q, t) in q_vecs.iter().zip(&truth) {
-        let sql = key_sql(q);
-        let start = Instant::now();
-        let df = s.sql(&sql).await.unwrap();
-        plan_times.push(start.elapsed());
-        let r = df.collect().await.unwrap();
-        key_times.push(start.elapsed());
-        jammi_recall += recall(&ids_of(&r), t);
+    let forms = [
+        Form {
+            label: "result table",
+            target: table.clone(),
+            table_ref: format!("jammi.public.\"{table}\""),
+            sidecar: dir.path().join("root").join(format!("{table}.idx.usearch")),
+        },
+        Form {
+            label: "file with jammi.vector_column",
+            target: "emb_0".into(),
+            table_ref: "emb_0".into(),
+            sidecar: dir.path().join("corpus_indexed_0.idx.usearch"),
+        },
+    ];
+    let mut figures = Vec::new();
+    for form in &forms {
+        figures.push(search_forms(&s, &ctx, form, q_vecs, &truth, base_ids).await);
     }
-    // The same statements through the plain DataFusion context `register` set up.
-    for q in q_vecs {
-        let sql = key_sql(q);
-        let start = Instant::now();
-        let r = s.context().sql(&sql).await.unwrap();
-        let r = r.collect().await.unwrap();
-        ctx_times.push(start.elapsed());
-        assert_eq!(ids_of(&r).len(), K);
-    }
-    for q in q_vecs {
-        let sql = format!(
-            "SELECT * FROM vector_search('{table}', {}, {K})",
-            vec_sql(q)
-        );
-        let start = Instant::now();
-        std::hint::black_box(s.sql(&sql).await.unwrap().collect().await.unwrap());
-        star_times.push(start.elapsed());
-    }
-    for q in q_vecs {
-        let sql = format!(
-            "SELECT id, _distance FROM vector_search('{table}', '{}', {K})",
-            vec_sql(q)
-        );
-        let start = Instant::now();
-        let r = s.sql(&sql).await.unwrap().collect().await.unwrap();
-        text_times.push(start.elapsed());
-        assert_eq!(ids_of(&r).len(), K);
-    }
-    jammi_recall /= QUERIES as f64;
     let warm_requests = {
         let before = s.registry().request_counts();
         let sql = format!(
-            "SELECT id, _distance FROM vector_search('{table}', '{}', {K})",
+            "SELECT id, _distance FROM vector_search('{table}', {}, {K})",
             vec_sql(&q_vecs[0])
         );
-        s.sql(&sql).await.unwrap().collect().await.unwrap();
+        ctx.sql(&sql).await.unwrap().collect().await.unwrap();
         s.registry().request_counts().since(&before)
     };
 
@@ -363,53 +312,14 @@ async fn main() {
         brute_times.push(start.elapsed());
     }
 
-    let raw_p50 = median(raw_view_times);
-    let key_p50 = median(key_times);
-    let plan_p50 = median(plan_times);
-    let star_p50 = median(star_times);
-    let text_p50 = median(text_times);
-    let ctx_p50 = median(ctx_times);
     let exact_p50 = median(exact_times);
     let brute_p50 = median(brute_times);
     println!();
     println!("| measure | jammi-db | baseline | ratio |");
     println!("|---|---|---|---|");
-    println!(
-        "| recall@10 (defaults, M=16 ef_c=128 ef=64) | {jammi_recall:.4} | raw USearch {raw_recall:.4} | {:.3} |",
-        jammi_recall / raw_recall
-    );
-    println!(
-        "| warm p50 `SELECT id, _distance` | {:.3} ms | raw USearch search {:.3} ms | {:.2}x |",
-        ms(key_p50),
-        ms(raw_p50),
-        ms(key_p50) / ms(raw_p50)
-    );
-    println!(
-        "| of which: parse + logical plan (the 384-number literal, table resolution) | {:.3} ms | | |",
-        ms(plan_p50)
-    );
-    println!(
-        "| warm p50 `SELECT id, _distance` through `SessionContext::sql` (not `JammiSession::sql`) | {:.3} ms | raw USearch search {:.3} ms | {:.2}x |",
-        ms(ctx_p50),
-        ms(raw_p50),
-        ms(ctx_p50) / ms(raw_p50)
-    );
-    println!(
-        "| warm p50 `SELECT id, _distance`, query as a JSON string `'[..]'` | {:.3} ms | raw USearch search {:.3} ms | {:.2}x |",
-        ms(text_p50),
-        ms(raw_p50),
-        ms(text_p50) / ms(raw_p50)
-    );
-    println!(
-        "| recall@10 of raw USearch on the very index jammi-db wrote | {same_index_recall:.4} | jammi-db {jammi_recall:.4} | {:.3} |",
-        jammi_recall / same_index_recall
-    );
-    println!(
-        "| warm p50 `SELECT *` | {:.3} ms | raw USearch search {:.3} ms | {:.2}x |",
-        ms(star_p50),
-        ms(raw_p50),
-        ms(star_p50) / ms(raw_p50)
-    );
+    for (form, f) in forms.iter().zip(&figures) {
+        f.print(form.label, raw_recall);
+    }
     println!(
         "| exact fallback p50 | {:.3} ms | brute force in memory {:.3} ms | {:.2}x |",
         ms(exact_p50),
@@ -596,4 +506,293 @@ async fn s3_cold(endpoint: &str, root: &std::path::Path, table: &str, q_vecs: &[
         named_req.head,
         named_req.list
     );
+}
+
+/// One indexed table the SQL forms are measured on.
+struct Form {
+    label: &'static str,
+    /// The first argument of `vector_search`.
+    target: String,
+    /// The table in `FROM` for the `ORDER BY ... LIMIT` form.
+    table_ref: String,
+    /// Its index sidecar, which the raw baseline searches directly.
+    sidecar: std::path::PathBuf,
+}
+
+/// What `search_forms` measured on one table, with its raw USearch baselines of the same run.
+struct Figures {
+    raw_p50: Duration,
+    raw_recall_same_index: f64,
+    recall: f64,
+    param_p50: Duration,
+    ctx_literal_p50: Duration,
+    session_literal_p50: Duration,
+    star_p50: Duration,
+    order_by_p50: Duration,
+    batch: Duration,
+    raw_batch: Duration,
+    threads: usize,
+}
+
+impl Figures {
+    fn print(&self, label: &str, raw_own_recall: f64) {
+        let raw = ms(self.raw_p50);
+        let row = |what: &str, d: Duration| {
+            println!(
+                "| {label}: warm p50 {what} | {:.3} ms | raw USearch search {raw:.3} ms | {:.2}x |",
+                ms(d),
+                ms(d) / raw
+            )
+        };
+        println!(
+            "| {label}: recall@10 | {:.4} | raw USearch on the same index file {:.4} (its own build {raw_own_recall:.4}) | {:.3} |",
+            self.recall,
+            self.raw_recall_same_index,
+            self.recall / self.raw_recall_same_index
+        );
+        row(
+            "`SELECT id, _distance`, vector bound as `$1`",
+            self.param_p50,
+        );
+        row(
+            "`SELECT id, _distance`, 384-number literal, plain `SessionContext::sql`",
+            self.ctx_literal_p50,
+        );
+        row(
+            "`SELECT id, _distance`, 384-number literal, `JammiSession::sql`",
+            self.session_literal_p50,
+        );
+        row("`SELECT *`, vector bound as `$1`", self.star_p50);
+        println!(
+            "| {label}: warm p50 `ORDER BY cosine_distance(embedding, $1) LIMIT 10` | {:.3} ms | `vector_search` form {:.3} ms | {:.2}x |",
+            ms(self.order_by_p50),
+            ms(self.param_p50),
+            ms(self.order_by_p50) / ms(self.param_p50)
+        );
+        let (n, b, r) = (QUERIES as f64, self.batch, self.raw_batch);
+        println!(
+            "| {label}: batch of {QUERIES} queries in one `vector_search_batch` statement | {:.0} queries/s ({:.1} ms) | raw USearch on {} threads {:.0} queries/s ({:.1} ms) | {:.2}x throughput |",
+            n / b.as_secs_f64(),
+            ms(b),
+            self.threads,
+            n / r.as_secs_f64(),
+            ms(r),
+            r.as_secs_f64() / b.as_secs_f64()
+        );
+    }
+}
+
+/// Passes over the query set for each latency form; runs of each batch form.
+const PASSES: usize = 3;
+const BATCH_RUNS: usize = 7;
+
+fn list(v: &[f32]) -> datafusion::scalar::ScalarValue {
+    use datafusion::arrow::{array::ListArray, datatypes::Float32Type};
+    let l = ListArray::from_iter_primitive::<Float32Type, _, _>([Some(v.iter().map(|x| Some(*x)))]);
+    datafusion::scalar::ScalarValue::List(std::sync::Arc::new(l))
+}
+
+/// Times `run` once per query vector, `PASSES` passes over the set (one form at a time: a
+/// form timed right after another with the same vector would find its graph path cached).
+async fn p50<F, Fut>(q_vecs: &[Vec<f32>], mut run: F) -> Duration
+where
+    F: FnMut(&[f32]) -> Fut,
+    Fut: std::future::Future<Output = Vec<RecordBatch>>,
+{
+    let mut times = Vec::new();
+    for _ in 0..PASSES {
+        for q in q_vecs {
+            let start = Instant::now();
+            std::hint::black_box(run(q).await);
+            times.push(start.elapsed());
+        }
+    }
+    median(times)
+}
+
+/// Measures every SQL form of one indexed table against raw USearch on its own sidecar.
+async fn search_forms(
+    s: &JammiSession,
+    ctx: &SessionContext,
+    form: &Form,
+    q_vecs: &[Vec<f32>],
+    truth: &[Vec<i64>],
+    base_ids: &[i64],
+) -> Figures {
+    let viewed = usearch::Index::restore_view(form.sidecar.to_str().unwrap()).unwrap();
+    let raw_ids = |q: &[f32]| -> Vec<i64> {
+        let m = viewed.search(q, K).unwrap();
+        m.keys.iter().map(|k| base_ids[*k as usize]).collect()
+    };
+    let raw_recall_same_index = q_vecs
+        .iter()
+        .zip(truth)
+        .map(|(q, t)| recall(&raw_ids(q), t))
+        .sum::<f64>()
+        / QUERIES as f64;
+    let mut raw_times = Vec::new();
+    for _ in 0..PASSES {
+        for q in q_vecs {
+            let start = Instant::now();
+            std::hint::black_box(viewed.search(q, K).unwrap());
+            raw_times.push(start.elapsed());
+        }
+    }
+    let raw_p50 = median(raw_times);
+
+    let target = &form.target;
+    let literal = |q: &[f32]| {
+        format!(
+            "SELECT id, _distance FROM vector_search('{target}', {}, {K})",
+            vec_sql(q)
+        )
+    };
+    // Warm-up: loads the index into the cache.
+    ctx.sql(&literal(&q_vecs[0]))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    // Planned once, bound per query: what a prepared statement does.
+    let prepared = ctx
+        .sql(&format!(
+            "SELECT id, _distance FROM vector_search('{target}', $1, {K})"
+        ))
+        .await
+        .unwrap();
+    let bound = |df: &datafusion::dataframe::DataFrame, q: &[f32]| {
+        df.clone().with_param_values(vec![list(q)]).unwrap()
+    };
+    let mut recall_sum = 0.0;
+    for (q, t) in q_vecs.iter().zip(truth) {
+        let got = ids_of(&bound(&prepared, q).collect().await.unwrap());
+        recall_sum += recall(&got, t);
+    }
+    let param_p50 = p50(q_vecs, |q| {
+        let df = bound(&prepared, q);
+        async move { df.collect().await.unwrap() }
+    })
+    .await;
+    let ctx_literal_p50 = p50(q_vecs, |q| {
+        let sql = literal(q);
+        async move { ctx.sql(&sql).await.unwrap().collect().await.unwrap() }
+    })
+    .await;
+    let session_literal_p50 = p50(q_vecs, |q| {
+        let sql = literal(q);
+        async move { s.sql(&sql).await.unwrap().collect().await.unwrap() }
+    })
+    .await;
+    let star = ctx
+        .sql(&format!("SELECT * FROM vector_search('{target}', $1, {K})"))
+        .await
+        .unwrap();
+    let star_p50 = p50(q_vecs, |q| {
+        let df = bound(&star, q);
+        async move { df.collect().await.unwrap() }
+    })
+    .await;
+
+    // ORDER BY <distance> LIMIT k: answered by the index with vector_search's rows.
+    let order_by = ctx
+        .sql(&format!(
+            "SELECT id, cosine_distance(embedding, $1) AS _distance FROM {} \
+             ORDER BY _distance LIMIT {K}",
+            form.table_ref
+        ))
+        .await
+        .unwrap();
+    for q in q_vecs {
+        let ordered = ids_of(&bound(&order_by, q).collect().await.unwrap());
+        let searched = ids_of(&bound(&prepared, q).collect().await.unwrap());
+        assert_eq!(
+            ordered, searched,
+            "ORDER BY ... LIMIT answers as vector_search"
+        );
+    }
+    let order_by_p50 = p50(q_vecs, |q| {
+        let df = bound(&order_by, q);
+        async move { df.collect().await.unwrap() }
+    })
+    .await;
+
+    let (batch, raw_batch, threads) = batch_search(ctx, target, &viewed, q_vecs, truth).await;
+    Figures {
+        raw_p50,
+        raw_recall_same_index,
+        recall: recall_sum / QUERIES as f64,
+        param_p50,
+        ctx_literal_p50,
+        session_literal_p50,
+        star_p50,
+        order_by_p50,
+        batch,
+        raw_batch,
+        threads,
+    }
+}
+
+/// Median time of the whole query set searched in one `vector_search_batch` statement, and
+/// of raw USearch searching it on as many threads as the statement uses.
+async fn batch_search(
+    ctx: &SessionContext,
+    target: &str,
+    viewed: &usearch::Index,
+    q_vecs: &[Vec<f32>],
+    truth: &[Vec<i64>],
+) -> (Duration, Duration, usize) {
+    let sql = format!(
+        "SELECT query_qid, id, _distance, _rank \
+         FROM vector_search_batch('{target}', (SELECT qid, qvec FROM queries), {K})"
+    );
+    // Same answers as the queries one by one: every query's hits, recall as the raw search.
+    let r = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    let mut per_query: Vec<Vec<i64>> = vec![Vec::new(); q_vecs.len()];
+    for b in &r {
+        let qid = b
+            .column_by_name("query_qid")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        let id = b
+            .column_by_name("id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        for i in 0..b.num_rows() {
+            per_query[qid.value(i) as usize].push(id.value(i));
+        }
+    }
+    assert!(per_query.iter().all(|h| h.len() == K), "K hits per query");
+    let batch_recall: f64 = per_query.iter().zip(truth).map(|(g, t)| recall(g, t)).sum();
+    println!(
+        "batch recall@10 on {target}: {:.4}",
+        batch_recall / QUERIES as f64
+    );
+    let mut times = Vec::new();
+    for _ in 0..BATCH_RUNS {
+        let start = Instant::now();
+        std::hint::black_box(ctx.sql(&sql).await.unwrap().collect().await.unwrap());
+        times.push(start.elapsed());
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = q_vecs.len().div_ceil(threads);
+    let mut raw_times = Vec::new();
+    for _ in 0..BATCH_RUNS {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for part in q_vecs.chunks(chunk) {
+                s.spawn(move || {
+                    for q in part {
+                        std::hint::black_box(viewed.search(q, K).unwrap());
+                    }
+                });
+            }
+        });
+        raw_times.push(start.elapsed());
+    }
+    (median(times), median(raw_times), threads)
 }

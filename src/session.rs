@@ -20,9 +20,28 @@ use crate::catalog::provider::{LazySource, build_source_table};
 use crate::catalog::{Catalog, SourceCatalogProvider, SourceEntry, validate_source_name};
 use crate::error::{JammiError, Result};
 use crate::source::{SourceConnection, SourceType};
+use crate::sql::vector_search::node::SearchQueries;
 use crate::sql::{SearchContext, SearchOptions, SearchStats};
 use crate::storage::{CloudConfig, StorageRegistry, StorageUrl};
 use crate::store::{Manifest, RecoveryReport, ResultStore, TableSpec};
+
+/// The database root used when none is given (the `jammi` CLI's and the Python binding's):
+/// `$XDG_DATA_HOME/jammi`, else `~/.local/share/jammi`, else `jammi-data`.
+pub fn default_root() -> String {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return std::path::PathBuf::from(d)
+            .join("jammi")
+            .display()
+            .to_string();
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => std::path::PathBuf::from(h)
+            .join(".local/share/jammi")
+            .display()
+            .to_string(),
+        None => "jammi-data".to_string(),
+    }
+}
 
 /// How to open a database.
 #[derive(Debug, Clone, Default)]
@@ -264,7 +283,21 @@ impl JammiSession {
     pub async fn write_result_table(&self, spec: &TableSpec, df: DataFrame) -> Result<Manifest> {
         let schema = Arc::new(df.schema().as_arrow().clone());
         let stream = df.execute_stream().await?.map_err(JammiError::from);
-        let m = self.store.write_table(spec, schema, stream).await?;
+        self.write_result_stream(spec, schema, stream).await
+    }
+
+    /// Writes a result table from a stream of batches of `schema` (e.g. Arrow data handed
+    /// over by another library).
+    pub async fn write_result_stream<S>(
+        &self,
+        spec: &TableSpec,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+        batches: S,
+    ) -> Result<Manifest>
+    where
+        S: futures::Stream<Item = Result<RecordBatch>> + Send + Unpin,
+    {
+        let m = self.store.write_table(spec, schema, batches).await?;
         self.refresh_tables().await?;
         Ok(m)
     }
@@ -334,27 +367,51 @@ impl JammiSession {
         self.store.recover().await
     }
 
-    /// Nearest neighbours of `query` in `table` (see `vector_search` for `options`): the
-    /// plan of `SELECT * FROM vector_search(table, query, k, options)`, built directly.
+    /// Nearest neighbours of `query` in `table`: the plan of
+    /// `SELECT * FROM vector_search(table, query, k, options)`, built directly.
     pub async fn search(
         &self,
         table: &str,
         query: &[f32],
         k: usize,
-        options: Option<&str>,
+        options: SearchOptions,
     ) -> Result<DataFrame> {
-        let options = SearchOptions::parse(options.unwrap_or(""))?;
-        let k = crate::sql::vector_search::args::k_of(&ScalarValue::UInt64(Some(k as u64)))?;
         let list = ListArray::from_iter_primitive::<Float32Type, _, _>([Some(
             query.iter().map(|v| Some(*v)),
         )]);
         let query = Expr::Literal(ScalarValue::List(Arc::new(list)), None);
+        self.plan_search(table, SearchQueries::One(query), k, options)
+    }
+
+    /// The `k` nearest neighbours in `table` of every row of `queries`, a relation of two
+    /// columns (a key and a vector): the plan of
+    /// `SELECT * FROM vector_search_batch(table, (SELECT key, vector FROM queries), k, options)`.
+    /// Rows are `query_<key>`, the hit's columns, `_distance` and `_rank`.
+    pub async fn search_batch(
+        &self,
+        table: &str,
+        queries: DataFrame,
+        k: usize,
+        options: SearchOptions,
+    ) -> Result<DataFrame> {
+        let input = queries.into_unoptimized_plan();
+        self.plan_search(table, SearchQueries::Many(input), k, options)
+    }
+
+    fn plan_search(
+        &self,
+        table: &str,
+        queries: SearchQueries,
+        k: usize,
+        options: SearchOptions,
+    ) -> Result<DataFrame> {
+        let k = crate::sql::vector_search::args::k_of(&ScalarValue::UInt64(Some(k as u64)))?;
         let state = self.ctx.state();
         let plan = crate::sql::vector_search::node::plan_search(
             &self.search,
             &state,
             table,
-            query,
+            queries,
             k,
             options,
         )?;

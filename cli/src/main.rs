@@ -20,8 +20,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 mod output;
 
-use jammi_db::index::progress::BuildProgress;
-use jammi_db::session::{JammiSession, OpenOptions, split_statements};
+use jammi_db::index::progress::TerminalBar;
+use jammi_db::session::{JammiSession, OpenOptions, default_root, split_statements};
 use jammi_db::source::{FileFormat, SourceConnection, SourceType};
 use jammi_db::storage::{CloudConfig, Scheme, StorageUrl};
 use output::{Output, print_batches, print_rows};
@@ -118,19 +118,6 @@ enum TablesCommand {
     },
 }
 
-fn default_root() -> String {
-    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
-        return PathBuf::from(d).join("jammi").display().to_string();
-    }
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h)
-            .join(".local/share/jammi")
-            .display()
-            .to_string(),
-        None => "jammi-data".to_string(),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -167,41 +154,10 @@ fn one_line(s: &str) -> String {
 
 pub(crate) type Error = Box<dyn std::error::Error>;
 
-/// Index builds drawn as a bar on stderr (indicatif draws nothing when it is not a terminal).
-#[derive(Debug, Default)]
-struct BarProgress {
-    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
-}
-
-impl BuildProgress for BarProgress {
-    fn start(&self, what: &str, total_rows: u64) {
-        let bar = indicatif::ProgressBar::new(total_rows).with_style(
-            indicatif::ProgressStyle::with_template(
-                "indexing {msg} {bar:30} {pos}/{len} rows ({eta})",
-            )
-            .expect("template"),
-        );
-        bar.set_message(what.to_string());
-        *self.bar.lock().expect("lock") = Some(bar);
-    }
-
-    fn advance(&self, rows: u64) {
-        if let Some(b) = self.bar.lock().expect("lock").as_ref() {
-            b.inc(rows);
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(b) = self.bar.lock().expect("lock").take() {
-            b.finish_and_clear();
-        }
-    }
-}
-
 async fn run(cli: Cli) -> Result<(), Error> {
     let root = cli.root.clone().unwrap_or_else(default_root);
     let session = JammiSession::open_with(&root, OpenOptions::default()).await?;
-    session.set_build_progress(Arc::new(BarProgress::default()));
+    session.set_build_progress(Arc::new(TerminalBar::default()));
     let out = cli.output;
     match cli.command {
         None => repl(&session, out).await,

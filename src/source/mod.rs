@@ -3,14 +3,15 @@
 
 pub mod listing;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{JammiError, Result};
-use crate::storage::CloudConfig;
+use crate::storage::config::{Namespace, split_cloud_options};
+use crate::storage::{CloudConfig, StorageUrl};
 
 /// What kind of source a connection describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -133,6 +134,38 @@ pub struct SourceConnection {
     pub partition_columns: Vec<String>,
     /// Further DataFusion format options, e.g. `format.compression` → `gzip`.
     pub options: BTreeMap<String, String>,
+}
+
+impl SourceConnection {
+    /// The connection to `url` (in `format`, or guessed from the extension) with option
+    /// keys as SQL `OPTIONS` and the CLI's `--option` take them: `aws.*`, `gcp.*`,
+    /// `azure.*` (cloud settings; none: the ambient credential chain) and `format.*`
+    /// (DataFusion's format options). Any other key is an error naming it.
+    pub fn from_options(
+        url: &str,
+        format: Option<&str>,
+        options: &HashMap<String, String>,
+    ) -> Result<SourceConnection> {
+        let parsed = StorageUrl::parse(url)?;
+        let mut keys: Vec<&String> = options.keys().collect();
+        keys.sort();
+        if let Some(bad) = keys
+            .into_iter()
+            .find(|k| Namespace::of_key(k).is_none() && !k.starts_with("format."))
+        {
+            return Err(JammiError::Config(format!(
+                "unknown source option '{bad}': expected aws.*, gcp.*, azure.* or format.* keys"
+            )));
+        }
+        let (cloud, rest) = split_cloud_options(options);
+        Ok(SourceConnection {
+            url: Some(parsed.to_string()),
+            format: format.map(str::parse).transpose()?,
+            cloud: CloudConfig::from_options(parsed.scheme(), &cloud)?,
+            options: rest.into_iter().collect(),
+            ..Default::default()
+        })
+    }
 }
 
 impl fmt::Debug for SourceConnection {

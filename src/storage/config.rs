@@ -396,6 +396,23 @@ impl CloudConfig {
         Ok(cfg)
     }
 
+    /// Like [`CloudConfig::from_options`], for options that can only be cloud settings
+    /// (a database root's): any key outside `aws.*`, `gcp.*`, `azure.*` is an error
+    /// naming it.
+    pub fn from_cloud_options(
+        scheme: Scheme,
+        options: &HashMap<String, String>,
+    ) -> Result<Option<CloudConfig>> {
+        let mut keys: Vec<&String> = options.keys().collect();
+        keys.sort();
+        if let Some(bad) = keys.into_iter().find(|k| Namespace::of_key(k).is_none()) {
+            return Err(JammiError::Config(format!(
+                "unknown storage option '{bad}': expected aws.*, gcp.* or azure.* keys"
+            )));
+        }
+        Self::from_options(scheme, options)
+    }
+
     /// Sets one option by key (any accepted spelling). Errors name the key, never the value.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         let lower = key.to_ascii_lowercase();

@@ -404,7 +404,7 @@ fn public_futures_are_send_so_they_can_be_spawned() {
         is_send(&s.sql("SELECT 1"));
         is_send(&s.delete_table("t"));
         is_send(&s.recover());
-        is_send(&s.search("t", &[0.0], 1, None));
+        is_send(&s.search("t", &[0.0], 1, Default::default()));
         is_send(&s.add_source("p", SourceType::File, SourceConnection::default()));
     };
 }

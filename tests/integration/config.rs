@@ -291,3 +291,50 @@ fn secrets_never_appear_in_option_errors() {
         "{e:?}"
     );
 }
+
+#[test]
+fn option_maps_of_roots_and_sources_refuse_keys_they_do_not_know_by_name() {
+    let err = CloudConfig::from_cloud_options(
+        Scheme::S3,
+        &opts(&[("aws.region", "eu-west-1"), ("format.has_header", "true")]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("'format.has_header'"), "{err}");
+    let cloud =
+        CloudConfig::from_cloud_options(Scheme::S3, &opts(&[("aws_region", "eu-west-1")])).unwrap();
+    assert!(
+        matches!(cloud, Some(CloudConfig::S3(ref s)) if s.region.as_deref() == Some("eu-west-1"))
+    );
+
+    use jammi_db::source::{FileFormat, SourceConnection};
+    let conn = SourceConnection::from_options(
+        "s3://bucket/data/",
+        Some("csv"),
+        &opts(&[
+            ("aws.secret_access_key", SECRET),
+            ("aws.access_key_id", "AKID"),
+            ("format.delimiter", ";"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(conn.format, Some(FileFormat::Csv));
+    assert_eq!(
+        conn.options.get("format.delimiter").map(String::as_str),
+        Some(";")
+    );
+    assert!(matches!(conn.cloud, Some(CloudConfig::S3(_))));
+    for (url, key) in [
+        ("s3://bucket/x.parquet", "colour"),
+        ("/tmp/x.parquet", "aws.region"),
+        ("gs://bucket/x.parquet", "aws.region"),
+    ] {
+        let err = SourceConnection::from_options(url, None, &opts(&[(key, SECRET)]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(key) && !err.contains(SECRET),
+            "{url} {key}: {err}"
+        );
+    }
+}

@@ -13,7 +13,9 @@ use datafusion::arrow::datatypes::Float32Type;
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::common::ScalarValue;
 use datafusion::physical_plan::collect;
+use datafusion::prelude::col;
 use jammi_db::session::JammiSession;
+use jammi_db::sql::SearchOptions;
 use jammi_db::sql::codec::{JammiLogicalCodec, JammiPhysicalCodec};
 use jammi_db::store::TableSpec;
 
@@ -337,6 +339,59 @@ async fn a_batch_search_equals_its_queries_searched_one_by_one() {
             .collect();
         assert_eq!(got, one, "query {qid}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_search_built_from_values_equals_the_sql_form() {
+    let dir = tempdir();
+    let (s, t) = session_with_table(&dir, 1000).await;
+    let queries: Vec<Vec<f32>> = [5, 250, 999].map(|i| sample_vector(i, DIMS)).to_vec();
+    let list = ListArray::from_iter_primitive::<Float32Type, _, _>(
+        queries.iter().map(|v| Some(v.iter().map(|x| Some(*x)))),
+    );
+    let batch = RecordBatch::try_from_iter([
+        ("qid", Arc::new(Int64Array::from(vec![5, 250, 999])) as _),
+        ("qvec", Arc::new(list) as _),
+    ])
+    .unwrap();
+    s.context()
+        .register_batch("queries", batch.clone())
+        .unwrap();
+    let options = SearchOptions {
+        columns: Some(vec!["id".into()]),
+        ..Default::default()
+    };
+    let df = s
+        .search_batch(&t, s.context().read_batch(batch).unwrap(), 3, options)
+        .await
+        .unwrap();
+    let sorted = df
+        .sort_by(vec![col("query_qid"), col("_rank")])
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let by_sql = rows(
+        &s,
+        &format!(
+            "SELECT query_qid, id, _distance, _rank FROM vector_search_batch('{t}', \
+             (SELECT qid, qvec FROM queries), 3) ORDER BY query_qid, _rank"
+        ),
+    )
+    .await;
+    let by_api = pretty_format_batches(&sorted).unwrap().to_string();
+    assert_eq!(by_api, pretty_format_batches(&by_sql).unwrap().to_string());
+    // Each query vector is its own row's: its first hit.
+    let all = datafusion::arrow::compute::concat_batches(&sorted[0].schema(), &sorted).unwrap();
+    let (q, id) = (
+        column::<Int64Array>(&all, "query_qid"),
+        column::<Int64Array>(&all, "id"),
+    );
+    let firsts: Vec<(i64, i64)> = (0..q.len())
+        .step_by(3)
+        .map(|i| (q.value(i), id.value(i)))
+        .collect();
+    assert_eq!(firsts, [(5, 5), (250, 250), (999, 999)], "{by_api}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

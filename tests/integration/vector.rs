@@ -843,7 +843,7 @@ async fn real_minilm_vectors_find_themselves() {
     let r = collect_sql(&s, &format!("SELECT id, section, _distance FROM vector_search('{}', {}, 10, 'filter=section = ''libs''')", m.table, vec_sql(&v))).await;
     assert_eq!(r.iter().map(|b| b.num_rows()).sum::<usize>(), 10);
     let r = s
-        .search(&m.table, &v, 3, None)
+        .search(&m.table, &v, 3, Default::default())
         .await
         .unwrap()
         .collect()

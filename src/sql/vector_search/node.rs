@@ -46,6 +46,9 @@ pub struct BatchQueries {
     pub vector: usize,
 }
 
+/// The name `expressions()` gives the query vector.
+const QUERY_ALIAS: &str = "__jammi_query";
+
 /// A nearest-neighbour search in a plan.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct VectorSearchNode {
@@ -183,8 +186,13 @@ impl UserDefinedLogicalNodeCore for VectorSearchNode {
         &self.schema
     }
 
+    /// The query, under a fixed alias: the optimizer saves and restores the name of every
+    /// expression it simplifies, and the name of a 384-number literal is its text.
     fn expressions(&self) -> Vec<Expr> {
-        self.query.iter().cloned().collect()
+        self.query
+            .iter()
+            .map(|q| q.clone().alias(QUERY_ALIAS))
+            .collect()
     }
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -217,7 +225,7 @@ impl UserDefinedLogicalNodeCore for VectorSearchNode {
     fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, inputs: Vec<LogicalPlan>) -> Result<Self> {
         let mut node = self.clone();
         if node.query.is_some() {
-            node.query = exprs.into_iter().next();
+            node.query = exprs.into_iter().next().map(Expr::unalias);
         }
         if let (Some(b), Some(input)) = (&mut node.batch, inputs.into_iter().next()) {
             b.input = input;
@@ -463,13 +471,22 @@ impl RelationPlanner for VectorSearchPlanner {
     }
 }
 
-/// The plan of `SELECT * FROM vector_search(table, query, k, options)` (for callers that
-/// hold the query as a value, not as SQL). Reads the catalog and at most the manifest.
+/// What a search built from values (not SQL) looks for.
+pub(crate) enum SearchQueries {
+    /// One query vector (an expression: a literal or a placeholder).
+    One(Expr),
+    /// Every row of a relation of two columns, a key and a vector.
+    Many(LogicalPlan),
+}
+
+/// The plan of `SELECT * FROM vector_search(table, query, k, options)` or of
+/// `vector_search_batch` (for callers that hold the queries as values, not as SQL). Reads
+/// the catalog and at most the manifest.
 pub(crate) fn plan_search(
     ctx: &Arc<SearchContext>,
     state: &SessionState,
     table: &str,
-    query: Expr,
+    queries: SearchQueries,
     k: usize,
     mut options: SearchOptions,
 ) -> crate::error::Result<LogicalPlan> {
@@ -485,10 +502,28 @@ pub(crate) fn plan_search(
         }
         None => None,
     };
+    let (query, batch) = match queries {
+        SearchQueries::One(e) => (Some(e), None),
+        SearchQueries::Many(input) => {
+            if input.schema().fields().len() != 2 {
+                return Err(JammiError::InvalidInput(format!(
+                    "vector_search_batch: the queries must have two columns, a key and a vector; \
+                     got {}",
+                    input.schema().fields().len()
+                )));
+            }
+            let batch = BatchQueries {
+                input,
+                key: 0,
+                vector: 1,
+            };
+            (None, Some(batch))
+        }
+    };
     let node = VectorSearchNode::try_new(
         spec,
-        Some(query),
-        None,
+        query,
+        batch,
         prefilter,
         false,
         None,

@@ -1,0 +1,431 @@
+//! `jammi_ai.Database`: one jammi database (a root with its sources and result tables).
+
+use std::sync::{Arc, RwLock};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use jammi_db::index::IndexParams;
+use jammi_db::index::progress::TerminalBar;
+use jammi_db::session::{JammiSession, OpenOptions, default_root};
+use jammi_db::source::{FileFormat, SourceConnection, SourceType};
+use jammi_db::sql::SearchOptions;
+use jammi_db::storage::{CloudConfig, StorageUrl};
+use jammi_db::store::{RecoveryReport, TableSpec};
+use jammi_db::{JammiError, Result};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::arrow::import_stream;
+use crate::errors::{ClosedError, df_to_py, to_py};
+use crate::result::QueryResult;
+use crate::runtime::{runtime, wait};
+use crate::values;
+
+/// A jammi database: sources and result tables under one root (a local path or a storage
+/// URL), queried with SQL.
+#[pyclass(name = "Database", module = "jammi_ai", frozen)]
+pub(crate) struct Database {
+    root: String,
+    session: RwLock<Option<Arc<JammiSession>>>,
+}
+
+impl Database {
+    fn session(&self) -> PyResult<Arc<JammiSession>> {
+        self.session
+            .read()
+            .expect("lock")
+            .clone()
+            .ok_or_else(|| ClosedError::new_err(format!("the database at {} is closed", self.root)))
+    }
+}
+
+/// Runs `f` on the session with the GIL released; its error as a Python exception.
+fn run<T, F, Fut>(py: Python<'_>, db: &Database, f: F) -> PyResult<T>
+where
+    F: FnOnce(Arc<JammiSession>) -> Fut,
+    Fut: Future<Output = Result<T>> + Send,
+    T: Send,
+{
+    let session = db.session()?;
+    wait(py, f(session))?.map_err(to_py)
+}
+
+#[pymethods]
+impl Database {
+    /// Opens (or creates) the database under `root` (default: the `jammi` CLI's,
+    /// `~/.local/share/jammi`). `storage_options` holds the root's cloud settings
+    /// (`aws.*`, `gcp.*`, `azure.*` keys); without them, credentials come from the
+    /// process environment.
+    #[new]
+    #[pyo3(signature = (root=None, *, storage_options=None))]
+    fn new(
+        py: Python<'_>,
+        root: Option<String>,
+        storage_options: Option<Bound<'_, PyDict>>,
+    ) -> PyResult<Self> {
+        let root = root.unwrap_or_else(default_root);
+        let options = values::options(storage_options.as_ref(), "storage_options")?;
+        let cloud = StorageUrl::parse(&root)
+            .and_then(|u| CloudConfig::from_cloud_options(u.scheme(), &options))
+            .map_err(to_py)?;
+        let opened = root.clone();
+        let session = wait(py, async move {
+            JammiSession::open_with(
+                &opened,
+                OpenOptions {
+                    cloud,
+                    ..Default::default()
+                },
+            )
+            .await
+        })?
+        .map_err(to_py)?;
+        session.set_build_progress(Arc::new(TerminalBar::default()));
+        Ok(Database {
+            root,
+            session: RwLock::new(Some(Arc::new(session))),
+        })
+    }
+
+    /// The root this database lives under.
+    #[getter]
+    fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.session.read().expect("lock").is_none()
+    }
+
+    /// Closes the database; later calls raise `ClosedError`. Results already returned
+    /// stay readable.
+    fn close(&self) {
+        self.session.write().expect("lock").take();
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_args))]
+    fn __exit__(&self, _args: Bound<'_, pyo3::types::PyTuple>) -> bool {
+        self.close();
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.closed() { ", closed" } else { "" };
+        format!("Database('{}'{state})", self.root)
+    }
+
+    /// Registers a file-shaped source (Parquet, CSV, JSON, Arrow, Avro: one file, a
+    /// prefix ending in `/`, or a glob), queried as `<name>.public.<table>`. `options`
+    /// takes `aws.*`/`gcp.*`/`azure.*` keys (as SQL `OPTIONS`) and `format.*` keys.
+    #[pyo3(signature = (name, *, url, format=None, options=None))]
+    fn add_source(
+        &self,
+        py: Python<'_>,
+        name: String,
+        url: String,
+        format: Option<String>,
+        options: Option<Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let options = values::options(options.as_ref(), "options")?;
+        let conn =
+            SourceConnection::from_options(&url, format.as_deref(), &options).map_err(to_py)?;
+        run(py, self, |s| async move {
+            s.add_source(&name, SourceType::File, conn).await
+        })
+    }
+
+    /// Forgets a source (its files are not touched).
+    fn remove_source(&self, py: Python<'_>, name: String) -> PyResult<()> {
+        run(py, self, |s| async move { s.remove_source(&name).await })
+    }
+
+    /// Every source: name, the table to query, URL, format (no secrets).
+    fn list_sources<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let entries = run(py, self, |s| async move { s.list_sources().await })?;
+        let out = PyList::empty(py);
+        for e in entries {
+            let d = PyDict::new(py);
+            d.set_item("name", &e.name)?;
+            d.set_item("table", format!("{}.public.{}", e.name, e.table))?;
+            d.set_item("url", e.connection.url.as_deref())?;
+            // The declared format, else the one the file name implies.
+            let url = e.connection.url.as_deref().unwrap_or_default();
+            let format = e.connection.format.or_else(|| FileFormat::from_file_name(url));
+            d.set_item("format", format.map(|f| f.to_string()))?;
+            d.set_item("credentials_withheld", e.credentials_withheld)?;
+            d.set_item("created_at", &e.created_at)?;
+            out.append(d)?;
+        }
+        Ok(out)
+    }
+
+    /// Supplies a source's credentials for this process (they are never persisted):
+    /// `aws.*`/`gcp.*`/`azure.*` keys, or none to use the process environment.
+    #[pyo3(signature = (name, options=None))]
+    fn set_source_credentials(
+        &self,
+        py: Python<'_>,
+        name: String,
+        options: Option<Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        let options = values::options(options.as_ref(), "options")?;
+        run(py, self, |s| async move {
+            let entry = s
+                .catalog()
+                .source(&name)
+                .await?
+                .ok_or_else(|| JammiError::NotFound {
+                    kind: "source",
+                    name: name.clone(),
+                })?;
+            let url = StorageUrl::parse(entry.connection.url.as_deref().unwrap_or_default())?;
+            let cloud = match CloudConfig::from_cloud_options(url.scheme(), &options)? {
+                Some(c) => c,
+                None => CloudConfig::empty_for(url.scheme()).ok_or_else(|| {
+                    JammiError::Config(format!("source '{name}' is local: it takes no credentials"))
+                })?,
+            };
+            s.set_source_credentials(&name, cloud).await
+        })
+    }
+
+    /// Runs SQL. DDL and DML (`CREATE`, `INSERT`, `COPY`) run now; a query returns a lazy
+    /// `Result`. `params` binds `$1, $2, ...` (a list) or `$name` (a dict): numbers,
+    /// strings, booleans, `None`, and vectors (lists, numpy or pyarrow arrays).
+    #[pyo3(signature = (query, params=None))]
+    fn sql(
+        &self,
+        py: Python<'_>,
+        query: String,
+        params: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<QueryResult> {
+        let params = params.map(|p| values::params(&p)).transpose()?;
+        let df = run(py, self, |s| async move { s.sql(&query).await })?;
+        let df = match params {
+            Some(p) => df.with_param_values(p).map_err(df_to_py)?,
+            None => df,
+        };
+        if !matches!(
+            df.logical_plan(),
+            LogicalPlan::Dml(_) | LogicalPlan::Copy(_)
+        ) {
+            return Ok(QueryResult::new(df));
+        }
+        let ctx = self.session()?.context().clone();
+        let batches = wait(py, df.collect())?.map_err(df_to_py)?;
+        Ok(QueryResult::new(
+            ctx.read_batches(batches).map_err(df_to_py)?,
+        ))
+    }
+
+    /// The `k` nearest rows of `table` (a result table, or a table indexed with
+    /// `jammi.vector_column`) to `vector`, closest first, with `_distance`.
+    #[pyo3(signature = (table, vector, k=10, *, filter=None, columns=None, ef_search=None, exact=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn search(
+        &self,
+        py: Python<'_>,
+        table: String,
+        vector: Bound<'_, PyAny>,
+        k: usize,
+        filter: Option<String>,
+        columns: Option<Vec<String>>,
+        ef_search: Option<usize>,
+        exact: bool,
+    ) -> PyResult<QueryResult> {
+        let vector = values::vector(&vector, "vector")?;
+        let options = search_options(filter, columns, ef_search, exact);
+        let df = run(py, self, |s| async move {
+            s.search(&table, &vector, k, options).await
+        })?;
+        Ok(QueryResult::new(df))
+    }
+
+    /// The `k` nearest rows to each of many vectors (a 2-dimensional array or a list of
+    /// vectors), searched in parallel: `query_index` (the vector's position), the hit's
+    /// columns, `_distance` and `_rank`.
+    #[pyo3(signature = (table, vectors, k=10, *, filter=None, columns=None, ef_search=None, exact=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn search_batch(
+        &self,
+        py: Python<'_>,
+        table: String,
+        vectors: Bound<'_, PyAny>,
+        k: usize,
+        filter: Option<String>,
+        columns: Option<Vec<String>>,
+        ef_search: Option<usize>,
+        exact: bool,
+    ) -> PyResult<QueryResult> {
+        let vectors = values::vectors(&vectors, "vectors")?;
+        let batch = values::query_batch(&vectors).map_err(df_to_py)?;
+        let options = search_options(filter, columns, ef_search, exact);
+        let df = run(py, self, |s| async move {
+            let queries = s.context().read_batch(batch)?;
+            s.search_batch(&table, queries, k, options).await
+        })?;
+        Ok(QueryResult::new(df))
+    }
+
+    /// Writes a result table (Parquet plus its vector index) from any Arrow data: a
+    /// pyarrow Table or RecordBatchReader, a polars or pandas DataFrame, or a `db.sql(...)`
+    /// result (streamed in Rust, never through Python). Returns its manifest.
+    #[pyo3(signature = (data, *, source, task, model, key_column=None, vector_column=None, metric="cosine", name=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn write_table<'py>(
+        &self,
+        py: Python<'py>,
+        data: Bound<'py, PyAny>,
+        source: String,
+        task: String,
+        model: String,
+        key_column: Option<String>,
+        vector_column: Option<String>,
+        metric: &str,
+        name: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let spec = TableSpec {
+            source,
+            task,
+            model,
+            name,
+            key_column,
+            vector_column,
+            index: IndexParams {
+                metric: metric.parse().map_err(to_py)?,
+                ..Default::default()
+            },
+        };
+        let manifest = if let Ok(result) = data.cast::<QueryResult>() {
+            let df = result.get().dataframe();
+            run(py, self, |s| async move {
+                s.write_result_table(&spec, df).await
+            })?
+        } else {
+            let data = pandas_to_arrow(&data)?;
+            let reader = import_stream(&data, "data")?;
+            run(py, self, |s| async move {
+                write_reader(&s, &spec, reader).await
+            })?
+        };
+        manifest_dict(py, &manifest)
+    }
+
+    /// Names of the committed result tables.
+    fn list_tables(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        run(py, self, |s| async move { s.list_tables().await })
+    }
+
+    /// A result table's manifest: rows, dimensions, metric, files and sizes.
+    fn describe_table<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let m = run(py, self, |s| async move { s.describe_table(&name).await })?;
+        manifest_dict(py, &m)
+    }
+
+    /// Deletes a result table and its sidecars.
+    fn delete_table(&self, py: Python<'_>, name: String) -> PyResult<()> {
+        run(py, self, |s| async move { s.delete_table(&name).await })
+    }
+
+    /// Settles writes that died midway (only objects their own records prove jammi-db
+    /// wrote); `dry_run=True` reports what it would do and changes nothing.
+    #[pyo3(signature = (*, dry_run=false))]
+    fn recover<'py>(&self, py: Python<'py>, dry_run: bool) -> PyResult<Bound<'py, PyDict>> {
+        let r = run(py, self, |s| async move {
+            if dry_run {
+                s.result_store().recover_dry_run().await
+            } else {
+                s.recover().await
+            }
+        })?;
+        report(py, &r)
+    }
+}
+
+fn search_options(
+    filter: Option<String>,
+    columns: Option<Vec<String>>,
+    ef_search: Option<usize>,
+    exact: bool,
+) -> SearchOptions {
+    SearchOptions {
+        filter,
+        columns,
+        ef_search,
+        exact,
+        ..Default::default()
+    }
+}
+
+/// pandas DataFrames through `pyarrow.Table.from_pandas` (without the index); anything
+/// else as it is.
+fn pandas_to_arrow<'py>(data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let module = data.get_type().module()?;
+    if !module.to_str()?.starts_with("pandas") || data.hasattr("__arrow_c_stream__")? {
+        return Ok(data.clone());
+    }
+    let kwargs = PyDict::new(data.py());
+    kwargs.set_item("preserve_index", false)?;
+    data.py().import("pyarrow")?.getattr("Table")?.call_method(
+        "from_pandas",
+        (data,),
+        Some(&kwargs),
+    )
+}
+
+/// Writes the batches of `reader` (read on a blocking thread: the producer may be Python
+/// code that takes the GIL) as a result table.
+async fn write_reader(
+    s: &JammiSession,
+    spec: &TableSpec,
+    reader: datafusion::arrow::ffi_stream::ArrowArrayStreamReader,
+) -> Result<jammi_db::store::Manifest> {
+    use datafusion::arrow::record_batch::RecordBatchReader;
+    let schema = reader.schema();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+    runtime().spawn_blocking(move || {
+        for batch in reader {
+            let batch = batch.map_err(|e| JammiError::from(DataFusionError::from(e)));
+            if tx.blocking_send(batch).is_err() {
+                break;
+            }
+        }
+    });
+    let batches =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
+    s.write_result_stream(spec, schema, Box::pin(batches)).await
+}
+
+/// A manifest as a dict, as its JSON reads (without the schema's IPC bytes: `db.sql`
+/// gives the schema).
+fn manifest_dict<'py>(
+    py: Python<'py>,
+    m: &jammi_db::store::Manifest,
+) -> PyResult<Bound<'py, PyAny>> {
+    let text = serde_json::to_string(m)
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    let d = py.import("json")?.call_method1("loads", (text,))?;
+    d.del_item("schema_ipc")?;
+    Ok(d)
+}
+
+fn report<'py>(py: Python<'py>, r: &RecoveryReport) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("reclaimed_tables", &r.reclaimed_tables)?;
+    d.set_item("completed_commits", &r.completed_commits)?;
+    d.set_item("completed_deletes", &r.completed_deletes)?;
+    d.set_item("removed_objects", &r.removed_objects)?;
+    d.set_item("kept_objects", &r.kept_objects)?;
+    d.set_item("live_writes", &r.live_writes)?;
+    d.set_item("broken_tables", &r.broken_tables)?;
+    d.set_item("committed_tables", r.committed_tables)?;
+    d.set_item("failed", &r.failed)?;
+    Ok(d)
+}
