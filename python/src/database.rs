@@ -157,7 +157,10 @@ impl Database {
             d.set_item("url", e.connection.url.as_deref())?;
             // The declared format, else the one the file name implies.
             let url = e.connection.url.as_deref().unwrap_or_default();
-            let format = e.connection.format.or_else(|| FileFormat::from_file_name(url));
+            let format = e
+                .connection
+                .format
+                .or_else(|| FileFormat::from_file_name(url));
             d.set_item("format", format.map(|f| f.to_string()))?;
             d.set_item("credentials_withheld", e.credentials_withheld)?;
             d.set_item("created_at", &e.created_at)?;

@@ -46,6 +46,23 @@ pub struct BatchQueries {
     pub vector: usize,
 }
 
+impl BatchQueries {
+    /// A query relation of two columns: the key, then the vector.
+    fn of(input: LogicalPlan) -> crate::error::Result<Self> {
+        let n = input.schema().fields().len();
+        if n != 2 {
+            return Err(JammiError::InvalidInput(format!(
+                "vector_search_batch: the queries must have two columns, a key and a vector; got {n}"
+            )));
+        }
+        Ok(BatchQueries {
+            input,
+            key: 0,
+            vector: 1,
+        })
+    }
+}
+
 /// The name `expressions()` gives the query vector.
 const QUERY_ALIAS: &str = "__jammi_query";
 
@@ -442,18 +459,7 @@ impl RelationPlanner for VectorSearchPlanner {
                 alias: None,
                 sample: None,
             })?;
-            if input.schema().fields().len() != 2 {
-                return Err(jammi(JammiError::InvalidInput(format!(
-                    "vector_search_batch: the queries must have two columns, a key and a vector; \
-                     got {}",
-                    input.schema().fields().len()
-                ))));
-            }
-            let batch = BatchQueries {
-                input,
-                key: 0,
-                vector: 1,
-            };
+            let batch = BatchQueries::of(input).map_err(jammi)?;
             VectorSearchNode::try_new(
                 spec,
                 None,
@@ -504,21 +510,7 @@ pub(crate) fn plan_search(
     };
     let (query, batch) = match queries {
         SearchQueries::One(e) => (Some(e), None),
-        SearchQueries::Many(input) => {
-            if input.schema().fields().len() != 2 {
-                return Err(JammiError::InvalidInput(format!(
-                    "vector_search_batch: the queries must have two columns, a key and a vector; \
-                     got {}",
-                    input.schema().fields().len()
-                )));
-            }
-            let batch = BatchQueries {
-                input,
-                key: 0,
-                vector: 1,
-            };
-            (None, Some(batch))
-        }
+        SearchQueries::Many(input) => (None, Some(BatchQueries::of(input)?)),
     };
     let node = VectorSearchNode::try_new(
         spec,
