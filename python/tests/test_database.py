@@ -231,7 +231,7 @@ def test_a_batch_search_equals_its_queries_one_by_one(db, table):
     assert sorted((r["query_index"], r["id"]) for r in again) == sorted((r["query_index"], r["id"]) for r in rows)
 
 
-@pytest.mark.parametrize("kind", ["reader", "pandas", "polars", "result"])
+@pytest.mark.parametrize("kind", ["reader", "pandas", "polars", "result", "result_reader"])
 def test_write_table_takes_any_arrow_data(db, papers_file, kind):
     data = papers()
     if kind == "reader":
@@ -244,8 +244,11 @@ def test_write_table_takes_any_arrow_data(db, papers_file, kind):
     else:
         db.add_source("papers", url=str(papers_file))
         data = db.sql("SELECT * FROM papers.public.papers WHERE id < 40")
+        if kind == "result_reader":
+            # Read back through pyarrow's reader: the stream is pulled from the write's thread.
+            data = data.to_reader()
     m = db.write_table(data, source="src", task="emb", model="m", key_column="id", vector_column="embedding")
-    assert m["rows"] == (40 if kind == "result" else 50)
+    assert m["rows"] == (40 if kind.startswith("result") else 50)
     assert db.search(m["table"], vector(5), k=1).to_pylist()[0]["id"] == 5
 
 
