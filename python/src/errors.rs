@@ -103,12 +103,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 /// The Python exception for `e`: its class from the innermost jammi-db error (DataFusion
 /// wraps the errors of jammi's planners and providers), its message the outer one's.
 pub(crate) fn to_py(e: RustError) -> PyErr {
-    let message = e.to_string();
-    let class = match &e {
-        RustError::DataFusion(d) => inner_jammi(d).map_or(Class::Query, class_of),
-        other => class_of(other),
-    };
-    class.new_err(message)
+    class_of(&e).new_err(e.to_string())
 }
 
 /// A DataFusion error as a Python exception.

@@ -94,20 +94,16 @@ fn buffer_rows(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Option<Rows>> {
 
 /// `numpy.asarray(obj, dtype="float32")` for array-likes numpy understands, or `None`.
 fn as_numpy<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
-    let array_like = ["__array__", "to_numpy", "__arrow_c_array__"]
-        .iter()
-        .any(|a| obj.hasattr(*a).unwrap_or(false));
-    if !array_like {
+    let source = if obj.hasattr("__array__")? {
+        obj.clone()
+    } else if obj.hasattr("to_numpy")? {
+        obj.call_method0("to_numpy")?
+    } else {
         return Ok(None);
-    }
+    };
     let np = obj.py().import("numpy")?;
     let kwargs = PyDict::new(obj.py());
     kwargs.set_item("dtype", "float32")?;
-    let source = if obj.hasattr("__array__")? {
-        obj.clone()
-    } else {
-        obj.call_method0("to_numpy")?
-    };
     Ok(Some(np.call_method("asarray", (source,), Some(&kwargs))?))
 }
 

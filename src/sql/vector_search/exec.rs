@@ -33,7 +33,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use crate::error::{JammiError, Result};
 use crate::index::loaded::{Answered, Hit, LoadedIndex, Query};
 use crate::sql::vector_search::args::{query_vector, query_vectors};
-use crate::sql::vector_search::resolve::{PlannedMode, SearchSpec};
+use crate::sql::vector_search::resolve::{PlannedMode, SearchSpec, fmt_projection};
 use crate::sql::vector_search::{SearchContext, SearchStats, hydrate};
 use crate::storage::metrics::{CountingStore, RequestCounts};
 use crate::store::FileRole;
@@ -187,28 +187,15 @@ impl VectorSearchExec {
 
 impl DisplayAs for VectorSearchExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let s = &self.spec;
-        write!(
-            f,
-            "VectorSearchExec: table={}, k={}, metric={}, mode={}",
-            s.target.name, s.k, s.metric, s.mode
-        )?;
-        if let Some(ef) = s.options.ef_search {
-            write!(f, ", ef_search={ef}")?;
-        }
+        f.write_str("VectorSearchExec: ")?;
+        self.spec.fmt_explain(f)?;
         if let Some(p) = &self.prefilter {
             write!(f, ", filter={}", p.text)?;
         }
         if let Queries::Batch { .. } = self.queries {
             f.write_str(", queries=input")?;
         }
-        let names: Vec<&str> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
-        write!(f, ", projection=[{}]", names.join(", "))?;
+        fmt_projection(f, self.schema.fields())?;
         let st = self.stats.lock().expect("lock");
         if !st.mode.is_empty() {
             write!(f, ", answered={}", st.mode)?;

@@ -28,7 +28,7 @@ use crate::error::JammiError;
 use crate::sql::literal::sql_numeric_array;
 use crate::sql::vector_search::SearchContext;
 use crate::sql::vector_search::args::{SearchOptions, k_of};
-use crate::sql::vector_search::resolve::{SearchSpec, resolve};
+use crate::sql::vector_search::resolve::{SearchSpec, fmt_projection, resolve};
 
 /// `vector_search(table, query, k [, options])`.
 pub const VECTOR_SEARCH: &str = "vector_search";
@@ -213,15 +213,8 @@ impl UserDefinedLogicalNodeCore for VectorSearchNode {
     }
 
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        let s = &self.spec;
-        write!(
-            f,
-            "VectorSearch: table={}, k={}, metric={}, mode={}",
-            s.target.name, s.k, s.metric, s.mode
-        )?;
-        if let Some(ef) = s.options.ef_search {
-            write!(f, ", ef_search={ef}")?;
-        }
+        f.write_str("VectorSearch: ")?;
+        self.spec.fmt_explain(f)?;
         if let Some(filter) = &self.prefilter {
             write!(f, ", filter={filter}")?;
         }
@@ -230,13 +223,7 @@ impl UserDefinedLogicalNodeCore for VectorSearchNode {
             (None, Some(_)) => write!(f, ", queries=input")?,
             _ => {}
         }
-        let names: Vec<&str> = self
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
-        write!(f, ", projection=[{}]", names.join(", "))
+        fmt_projection(f, self.schema.fields())
     }
 
     fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, inputs: Vec<LogicalPlan>) -> Result<Self> {

@@ -3,10 +3,11 @@
 //! manifest of its sidecars (read at planning: metadata only), the vector column, the metric
 //! and the columns returned. Everything that can be checked before running is checked here.
 
+use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::common::TableReference;
 use datafusion::datasource::listing::ListingTable;
@@ -217,6 +218,20 @@ pub struct SearchSpec {
 }
 
 impl SearchSpec {
+    /// What EXPLAIN shows of every search, logical or physical:
+    /// `table=…, k=…, metric=…, mode=…[, ef_search=…]`.
+    pub(crate) fn fmt_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "table={}, k={}, metric={}, mode={}",
+            self.target.name, self.k, self.metric, self.mode
+        )?;
+        if let Some(ef) = self.options.ef_search {
+            write!(f, ", ef_search={ef}")?;
+        }
+        Ok(())
+    }
+
     /// Checks `options` against `target`.
     pub fn new(target: Arc<SearchTarget>, k: usize, options: SearchOptions) -> Result<Self> {
         let ts = target.schema.clone();
@@ -354,4 +369,10 @@ fn planned_mode(target: &SearchTarget, options: &SearchOptions, has_index: bool)
         ));
     }
     PlannedMode::Index
+}
+
+/// `, projection=[a, b]`: the output columns EXPLAIN lists for a search.
+pub(crate) fn fmt_projection(f: &mut fmt::Formatter, fields: &Fields) -> fmt::Result {
+    let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+    write!(f, ", projection=[{}]", names.join(", "))
 }
