@@ -147,11 +147,11 @@ impl SourceConnection {
         options: &HashMap<String, String>,
     ) -> Result<SourceConnection> {
         let parsed = StorageUrl::parse(url)?;
-        let mut keys: Vec<&String> = options.keys().collect();
-        keys.sort();
-        if let Some(bad) = keys
-            .into_iter()
-            .find(|k| Namespace::of_key(k).is_none() && !k.starts_with("format."))
+        // The least such key, so the error does not depend on the map's order.
+        if let Some(bad) = options
+            .keys()
+            .filter(|k| Namespace::of_key(k).is_none() && !k.starts_with("format."))
+            .min()
         {
             return Err(JammiError::Config(format!(
                 "unknown source option '{bad}': expected aws.*, gcp.*, azure.* or format.* keys"

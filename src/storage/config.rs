@@ -403,9 +403,12 @@ impl CloudConfig {
         scheme: Scheme,
         options: &HashMap<String, String>,
     ) -> Result<Option<CloudConfig>> {
-        let mut keys: Vec<&String> = options.keys().collect();
-        keys.sort();
-        if let Some(bad) = keys.into_iter().find(|k| Namespace::of_key(k).is_none()) {
+        // The least such key, so the error does not depend on the map's order.
+        if let Some(bad) = options
+            .keys()
+            .filter(|k| Namespace::of_key(k).is_none())
+            .min()
+        {
             return Err(JammiError::Config(format!(
                 "unknown storage option '{bad}': expected aws.*, gcp.* or azure.* keys"
             )));
