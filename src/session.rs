@@ -12,6 +12,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::expr::Placeholder;
 use datafusion::prelude::Expr;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::TryStreamExt;
@@ -21,7 +22,7 @@ use crate::catalog::{Catalog, SourceCatalogProvider, SourceEntry, validate_sourc
 use crate::error::{JammiError, Result};
 use crate::source::{SourceConnection, SourceType};
 use crate::sql::vector_search::node::SearchQueries;
-use crate::sql::{SearchContext, SearchOptions, SearchStats};
+use crate::sql::{PreparedQuery, SearchContext, SearchOptions, SearchStats};
 use crate::storage::{CloudConfig, StorageRegistry, StorageUrl};
 use crate::store::{Manifest, RecoveryReport, ResultStore, TableSpec};
 
@@ -192,6 +193,29 @@ impl JammiSession {
         let plan = crate::sql::create_logical_plan(&self.ctx.state(), query).await?;
         SQLOptions::new().verify_plan(&plan)?;
         Ok(self.ctx.execute_logical_plan(plan).await?)
+    }
+
+    /// Plans `query` once, for many runs with new parameter values
+    /// ([`PreparedQuery::execute`]). A query whose only parameters are `vector_search`
+    /// query vectors keeps its physical plan: a run skips DataFusion's planning.
+    pub async fn prepare(&self, query: &str) -> Result<PreparedQuery> {
+        let state = self.ctx.state();
+        let plan = crate::sql::create_logical_plan(&state, query).await?;
+        SQLOptions::new().verify_plan(&plan)?;
+        PreparedQuery::new(state, plan).await
+    }
+
+    /// [`JammiSession::search`] prepared once: each run takes the query vector as `$1`.
+    pub async fn prepare_search(
+        &self,
+        table: &str,
+        k: usize,
+        options: SearchOptions,
+    ) -> Result<PreparedQuery> {
+        let query = Expr::Placeholder(Placeholder::new_with_field("$1".into(), None));
+        let df = self.plan_search(table, SearchQueries::One(query), k, options)?;
+        let (state, plan) = df.into_parts();
+        PreparedQuery::new(state, plan).await
     }
 
     /// Registers a source and persists it. The object (or a non-empty prefix) must exist

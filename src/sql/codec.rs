@@ -105,6 +105,9 @@ struct ExecProto {
     projection: Vec<u64>,
     #[prost(bool, tag = "9")]
     projected: bool,
+    /// The parameter of a prepared query's search, unbound.
+    #[prost(string, optional, tag = "10")]
+    param: Option<String>,
 }
 
 fn bad(what: &str, e: impl std::fmt::Display) -> DataFusionError {
@@ -299,13 +302,14 @@ impl PhysicalExtensionCodec for JammiPhysicalCodec {
         let p: ExecProto = decode(buf, "VectorSearchExec")?;
         let spec = decode_spec(p.spec.as_ref())?;
         let decode_ctx = PhysicalPlanDecodeContext::new(ctx, self);
-        let queries = match (&p.query, p.batch.as_slice(), inputs) {
-            (Some(q), _, _) => Queries::Single(proto_converter.proto_to_physical_expr(
+        let queries = match (&p.query, &p.param, p.batch.as_slice(), inputs) {
+            (None, Some(id), [], []) => Queries::Param(id.clone()),
+            (Some(q), None, _, _) => Queries::Single(proto_converter.proto_to_physical_expr(
                 q,
                 &Schema::empty(),
                 &decode_ctx,
             )?),
-            (None, [key, vector], [input]) => Queries::Batch {
+            (None, None, [key, vector], [input]) => Queries::Batch {
                 input: input.clone(),
                 key: *key as usize,
                 vector: *vector as usize,
@@ -343,12 +347,14 @@ impl PhysicalExtensionCodec for JammiPhysicalCodec {
         let Some(e) = node.downcast_ref::<VectorSearchExec>() else {
             return Err(bad("encode", format!("unknown plan {}", node.name())));
         };
-        let (query, batch) = match e.queries() {
+        let (query, batch, param) = match e.queries() {
             Queries::Single(q) => (
                 Some(proto_converter.physical_expr_to_proto(q, self)?),
                 vec![],
+                None,
             ),
-            Queries::Batch { key, vector, .. } => (None, vec![*key as u64, *vector as u64]),
+            Queries::Batch { key, vector, .. } => (None, vec![*key as u64, *vector as u64], None),
+            Queries::Param(id) => (None, vec![], Some(id.clone())),
         };
         let p = ExecProto {
             spec: Some(encode_spec(e.spec())?),
@@ -363,6 +369,7 @@ impl PhysicalExtensionCodec for JammiPhysicalCodec {
             scan_only: e.scan_only(),
             projection: e.projection().map_or(vec![], u64s),
             projected: e.projection().is_some(),
+            param,
         };
         p.encode(buf).map_err(|e| bad("encode", e))
     }

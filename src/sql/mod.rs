@@ -7,6 +7,7 @@ pub mod functions;
 mod install;
 pub mod literal;
 pub mod options;
+pub mod prepared;
 pub mod redact;
 pub mod vector_search;
 
@@ -27,6 +28,7 @@ use crate::index::cache::IndexCache;
 use crate::source::FileFormat;
 use crate::storage::StorageRegistry;
 use crate::store::ResultStore;
+pub use prepared::PreparedQuery;
 pub use redact::redact_secrets;
 pub use vector_search::{SearchContext, SearchOptions, SearchStats};
 

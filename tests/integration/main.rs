@@ -9,6 +9,7 @@ mod conformance;
 mod drop_in;
 mod indexed_files;
 mod ownership;
+mod prepared;
 mod registry;
 mod result_store;
 mod search_plan;

@@ -11,10 +11,11 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::{concat_batches, take};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result as DfResult, ScalarValue};
+use datafusion::common::{DataFusionError, ParamValues, Result as DfResult, ScalarValue};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::ColumnarValue;
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use datafusion::physical_expr::expressions::Literal;
 use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{
     Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions,
@@ -64,6 +65,9 @@ pub enum Queries {
         /// Its vector column.
         vector: usize,
     },
+    /// A parameter (`$1`) of a prepared query: [`VectorSearchExec::bind`] puts its value
+    /// in place before each run.
+    Param(String),
 }
 
 /// One column of the output.
@@ -117,7 +121,7 @@ impl VectorSearchExec {
         }
         let key_field = match &queries {
             Queries::Batch { input, key, .. } => Some(input.schema().field(*key).clone()),
-            Queries::Single(_) => None,
+            Queries::Single(_) | Queries::Param(_) => None,
         };
         let fields = if scan_only {
             let ts = &spec.target.schema;
@@ -179,6 +183,26 @@ impl VectorSearchExec {
         self.projection.as_deref()
     }
 
+    /// This plan with its parameter's value from `params` (a plain search), and fresh
+    /// metrics: what one run of a prepared query executes.
+    pub fn bind(&self, params: &ParamValues) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let queries = match &self.queries {
+            Queries::Param(id) => {
+                let value = params.get_placeholders_with_values(id)?.value;
+                Queries::Single(Arc::new(Literal::new(value)))
+            }
+            q => q.clone(),
+        };
+        Ok(Arc::new(VectorSearchExec::try_new(
+            self.spec.clone(),
+            queries,
+            self.prefilter.clone(),
+            self.scan_only,
+            self.projection.clone(),
+            self.ctx.clone(),
+        )?))
+    }
+
     /// How the last run of this plan was answered.
     pub fn stats(&self) -> SearchStats {
         self.stats.lock().expect("lock").clone()
@@ -192,8 +216,10 @@ impl DisplayAs for VectorSearchExec {
         if let Some(p) = &self.prefilter {
             write!(f, ", filter={}", p.text)?;
         }
-        if let Queries::Batch { .. } = self.queries {
-            f.write_str(", queries=input")?;
+        match &self.queries {
+            Queries::Batch { .. } => f.write_str(", queries=input")?,
+            Queries::Param(id) => write!(f, ", query={id}")?,
+            Queries::Single(_) => {}
         }
         fmt_projection(f, self.schema.fields())?;
         let st = self.stats.lock().expect("lock");
@@ -219,7 +245,7 @@ impl ExecutionPlan for VectorSearchExec {
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
         match &self.queries {
             Queries::Batch { input, .. } => vec![input],
-            Queries::Single(_) => vec![],
+            Queries::Single(_) | Queries::Param(_) => vec![],
         }
     }
 
@@ -369,7 +395,7 @@ struct Found {
 impl Run {
     async fn run(self, partition: usize, task: Arc<TaskContext>) -> DfResult<RecordBatch> {
         if partition != 0 {
-            return Err(datafusion::error::DataFusionError::Internal(format!(
+            return Err(DataFusionError::Internal(format!(
                 "VectorSearchExec has one partition, asked for {partition}"
             )));
         }
@@ -419,6 +445,9 @@ impl Run {
                 let vectors = query_vectors(all.column(*vector))?;
                 Ok((vectors, Some(all.column(*key).clone())))
             }
+            Queries::Param(id) => Err(DataFusionError::Execution(format!(
+                "vector_search: parameter '{id}' has no value (a prepared query binds it)"
+            ))),
         }
     }
 

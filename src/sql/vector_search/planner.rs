@@ -49,6 +49,8 @@ impl ExtensionPlanner for VectorSearchExtensionPlanner {
             return Ok(None);
         };
         let queries = match (&n.query, &n.batch, physical_inputs) {
+            // Planned unbound only by a prepared query, which binds it before each run.
+            (Some(Expr::Placeholder(p)), _, _) => Queries::Param(p.id.clone()),
             (Some(q), _, _) => Queries::Single(planner.create_physical_expr(
                 q,
                 &DFSchema::empty(),
