@@ -72,9 +72,19 @@ async fn with_params(s: &JammiSession, sql: &str, params: Vec<ScalarValue>) -> V
 async fn a_prepared_search_plans_once_and_answers_as_sql_with_params() {
     let dir = tempdir();
     let (s, t) = session_with_table(&dir).await;
+    s.sql("CREATE TABLE mine AS SELECT 1 AS x")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
     let sql = format!("SELECT id, _distance FROM vector_search('{t}', $1, 5)");
     let prepared = s.prepare(&sql).await.unwrap();
     assert!(prepared.plans_once());
+    // Preparing leaves the session as it was: its tables, its settings.
+    s.sql("SELECT x FROM mine").await.unwrap();
+    let state = s.context().state();
+    assert!(state.config().options().optimizer.enable_dynamic_filter_pushdown);
     for i in [3, 250, 1999, 777] {
         let v = sample_vector(i, DIMS);
         let got = hits(&prepared.collect(vec![list(&v)]).await.unwrap());
