@@ -68,10 +68,10 @@ impl PreparedQuery {
         // A plan run many times must not carry one run's state: no dynamic filters (a
         // TopK's or a join's filter lives in the scan it was pushed into).
         let mut state = state;
-        state
-            .config_mut()
-            .options_mut()
-            .set("datafusion.optimizer.enable_dynamic_filter_pushdown", "false")?;
+        state.config_mut().options_mut().set(
+            "datafusion.optimizer.enable_dynamic_filter_pushdown",
+            "false",
+        )?;
         let plan = state.create_physical_plan(&plan).await?;
         let task = Arc::new(TaskContext::from(&state));
         Ok(PreparedQuery {

@@ -84,7 +84,13 @@ async fn a_prepared_search_plans_once_and_answers_as_sql_with_params() {
     // Preparing leaves the session as it was: its tables, its settings.
     s.sql("SELECT x FROM mine").await.unwrap();
     let state = s.context().state();
-    assert!(state.config().options().optimizer.enable_dynamic_filter_pushdown);
+    assert!(
+        state
+            .config()
+            .options()
+            .optimizer
+            .enable_dynamic_filter_pushdown
+    );
     for i in [3, 250, 1999, 777] {
         let v = sample_vector(i, DIMS);
         let got = hits(&prepared.collect(vec![list(&v)]).await.unwrap());
