@@ -1,15 +1,18 @@
 //! `jammi_ai.Database`: one jammi database (a root with its sources and result tables).
 
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use jammi_db::index::IndexParams;
 use jammi_db::index::progress::TerminalBar;
 use jammi_db::session::{JammiSession, OpenOptions, default_root};
 use jammi_db::source::{FileFormat, SourceConnection, SourceType};
-use jammi_db::sql::SearchOptions;
+use jammi_db::sql::prepared::NOT_A_QUERY;
+use jammi_db::sql::{PreparedQuery, SearchOptions};
 use jammi_db::storage::{CloudConfig, StorageUrl};
 use jammi_db::store::{RecoveryReport, TableSpec};
 use jammi_db::{JammiError, Result};
@@ -18,7 +21,7 @@ use pyo3::types::{PyDict, PyList};
 
 use crate::arrow::import_stream;
 use crate::errors::{ClosedError, df_to_py, to_py};
-use crate::result::QueryResult;
+use crate::result::{Frame, QueryResult};
 use crate::runtime::{runtime, wait};
 use crate::values;
 
@@ -28,9 +31,44 @@ use crate::values;
 pub(crate) struct Database {
     root: String,
     session: RwLock<Option<Arc<JammiSession>>>,
+    /// Plans of `search` and of `sql` with parameters, kept across calls (a warm search
+    /// then skips DataFusion's planning); emptied by anything that changes sources or
+    /// tables through this database.
+    prepared: Mutex<HashMap<String, Arc<PreparedQuery>>>,
 }
 
+/// Plans kept at most; the set is emptied when full.
+const PREPARED_MAX: usize = 64;
+
 impl Database {
+    /// The kept plan under `key`, or the one `prepare` makes (then kept).
+    fn prepared<F, Fut>(
+        &self,
+        py: Python<'_>,
+        key: String,
+        prepare: F,
+    ) -> PyResult<Arc<PreparedQuery>>
+    where
+        F: FnOnce(Arc<JammiSession>) -> Fut,
+        Fut: Future<Output = Result<PreparedQuery>> + Send,
+    {
+        if let Some(p) = self.prepared.lock().expect("lock").get(&key) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(run(py, self, prepare)?);
+        let mut kept = self.prepared.lock().expect("lock");
+        if kept.len() >= PREPARED_MAX {
+            kept.clear();
+        }
+        kept.insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// Forgets the kept plans: sources or tables changed.
+    fn changed(&self) {
+        self.prepared.lock().expect("lock").clear();
+    }
+
     fn session(&self) -> PyResult<Arc<JammiSession>> {
         self.session
             .read()
@@ -85,6 +123,7 @@ impl Database {
         Ok(Database {
             root,
             session: RwLock::new(Some(Arc::new(session))),
+            prepared: Mutex::default(),
         })
     }
 
@@ -103,6 +142,7 @@ impl Database {
     /// Closes the database; later calls raise `ClosedError`. Results already returned
     /// stay readable.
     fn close(&self) {
+        self.changed();
         self.session.write().expect("lock").take();
     }
 
@@ -136,6 +176,7 @@ impl Database {
         let options = values::options(options.as_ref(), "options")?;
         let conn =
             SourceConnection::from_options(&url, format.as_deref(), &options).map_err(to_py)?;
+        self.changed();
         run(py, self, |s| async move {
             s.add_source(&name, SourceType::File, conn).await
         })
@@ -143,6 +184,7 @@ impl Database {
 
     /// Forgets a source (its files are not touched).
     fn remove_source(&self, py: Python<'_>, name: String) -> PyResult<()> {
+        self.changed();
         run(py, self, |s| async move { s.remove_source(&name).await })
     }
 
@@ -179,6 +221,7 @@ impl Database {
         options: Option<Bound<'_, PyDict>>,
     ) -> PyResult<()> {
         let options = values::options(options.as_ref(), "options")?;
+        self.changed();
         run(py, self, |s| async move {
             let entry = s
                 .catalog()
@@ -210,11 +253,34 @@ impl Database {
         params: Option<Bound<'_, PyAny>>,
     ) -> PyResult<QueryResult> {
         let params = params.map(|p| values::params(&p)).transpose()?;
+        if let Some(params) = &params {
+            let key = format!("sql\u{1f}{query}");
+            let q = query.clone();
+            match self.prepared(py, key, |s| async move { s.prepare(&q).await }) {
+                // Only a kept physical plan saves anything: other queries plan per run.
+                Ok(prepared) if prepared.plans_once() => {
+                    let (session, bound) = (self.session()?, params.clone());
+                    let frame: Frame = Arc::new(move || {
+                        let (s, q, p) = (session.clone(), query.clone(), bound.clone());
+                        Box::pin(async move { Ok(s.sql(&q).await?.with_param_values(p)?) })
+                    });
+                    return Ok(QueryResult::prepared(prepared, params.clone(), frame));
+                }
+                Ok(_) => {}
+                // DDL and DML with parameters run once, below.
+                Err(e) if e.to_string().contains(NOT_A_QUERY) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let df = run(py, self, |s| async move { s.sql(&query).await })?;
         let df = match params {
             Some(p) => df.with_param_values(p).map_err(df_to_py)?,
             None => df,
         };
+        if !is_query(df.logical_plan()) {
+            // DDL ran at `sql`: sources or tables may have changed.
+            self.changed();
+        }
         if !matches!(
             df.logical_plan(),
             LogicalPlan::Dml(_) | LogicalPlan::Copy(_)
@@ -245,10 +311,22 @@ impl Database {
     ) -> PyResult<QueryResult> {
         let vector = values::vector(&vector, "vector")?;
         let options = search_options(filter, columns, ef_search, exact);
-        let df = run(py, self, |s| async move {
-            s.search(&table, &vector, k, options).await
-        })?;
-        Ok(QueryResult::new(df))
+        let key = format!("search\u{1f}{table}\u{1f}{k}\u{1f}{options:?}");
+        let (t, o) = (table.clone(), options.clone());
+        let prepared =
+            self.prepared(py, key, |s| async move { s.prepare_search(&t, k, o).await })?;
+        let params = ParamValues::List(vec![values::list_scalar(&vector).into()]);
+        let session = self.session()?;
+        let frame: Frame = Arc::new(move || {
+            let (s, t, v, o) = (
+                session.clone(),
+                table.clone(),
+                vector.clone(),
+                options.clone(),
+            );
+            Box::pin(async move { s.search(&t, &v, k, o).await })
+        });
+        Ok(QueryResult::prepared(prepared, params, frame))
     }
 
     /// The `k` nearest rows to each of many vectors (a 2-dimensional array or a list of
@@ -306,8 +384,9 @@ impl Database {
                 ..Default::default()
             },
         };
+        self.changed();
         let manifest = if let Ok(result) = data.cast::<QueryResult>() {
-            let df = result.get().dataframe();
+            let df = result.get().dataframe(py)?;
             run(py, self, |s| async move {
                 s.write_result_table(&spec, df).await
             })?
@@ -334,6 +413,7 @@ impl Database {
 
     /// Deletes a result table and its sidecars.
     fn delete_table(&self, py: Python<'_>, name: String) -> PyResult<()> {
+        self.changed();
         run(py, self, |s| async move { s.delete_table(&name).await })
     }
 
@@ -341,6 +421,9 @@ impl Database {
     /// wrote); `dry_run=True` reports what it would do and changes nothing.
     #[pyo3(signature = (*, dry_run=false))]
     fn recover<'py>(&self, py: Python<'py>, dry_run: bool) -> PyResult<Bound<'py, PyDict>> {
+        if !dry_run {
+            self.changed();
+        }
         let r = run(py, self, |s| async move {
             if dry_run {
                 s.result_store().recover_dry_run().await
@@ -431,4 +514,16 @@ fn report<'py>(py: Python<'py>, r: &RecoveryReport) -> PyResult<Bound<'py, PyDic
     d.set_item("committed_tables", r.committed_tables)?;
     d.set_item("failed", &r.failed)?;
     Ok(d)
+}
+
+/// `false` for what ran at `sql` (DDL, DML, `COPY`, other statements).
+fn is_query(plan: &LogicalPlan) -> bool {
+    !matches!(
+        plan,
+        LogicalPlan::Ddl(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::Statement(_)
+            | LogicalPlan::EmptyRelation(_)
+    )
 }

@@ -1,14 +1,20 @@
 //! `jammi_ai.Result`: a lazy query. Nothing runs until it is read; every read runs it again.
 
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatchIterator;
 use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::common::ParamValues;
 use datafusion::dataframe::DataFrame;
+use futures::future::BoxFuture;
+use jammi_db::sql::PreparedQuery;
 use pyo3::exceptions::PyImportError;
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
 
 use crate::arrow::{OneStream, StreamReader, schema_capsule, stream_capsule};
-use crate::errors::df_to_py;
+use crate::errors::{df_to_py, to_py};
 use crate::runtime::wait;
 
 /// Rows `show()` and `repr()` print.
@@ -19,29 +25,70 @@ const SHOW_ROWS: usize = 20;
 /// that reads Arrow streams (`pyarrow.table(r)`, `polars.DataFrame(r)`, DuckDB).
 #[pyclass(name = "Result", module = "jammi_ai", frozen)]
 pub(crate) struct QueryResult {
-    df: DataFrame,
+    source: Source,
+}
+
+/// Plans a prepared query's statement as a DataFrame, for what runs it otherwise
+/// (`show`, `explain`, streaming into `write_table`).
+pub(crate) type Frame =
+    Arc<dyn Fn() -> BoxFuture<'static, jammi_db::Result<DataFrame>> + Send + Sync>;
+
+enum Source {
+    Frame(DataFrame),
+    /// A query prepared once (its plan cached by the database) and its parameter values.
+    Prepared {
+        query: Arc<PreparedQuery>,
+        params: ParamValues,
+        frame: Frame,
+    },
 }
 
 impl QueryResult {
     pub(crate) fn new(df: DataFrame) -> Self {
-        QueryResult { df }
+        QueryResult {
+            source: Source::Frame(df),
+        }
     }
 
-    pub(crate) fn dataframe(&self) -> DataFrame {
-        self.df.clone()
+    pub(crate) fn prepared(query: Arc<PreparedQuery>, params: ParamValues, frame: Frame) -> Self {
+        QueryResult {
+            source: Source::Prepared {
+                query,
+                params,
+                frame,
+            },
+        }
+    }
+
+    /// The query as a DataFrame.
+    pub(crate) fn dataframe(&self, py: Python<'_>) -> PyResult<DataFrame> {
+        match &self.source {
+            Source::Frame(df) => Ok(df.clone()),
+            Source::Prepared { frame, .. } => wait(py, frame())?.map_err(to_py),
+        }
+    }
+
+    fn arrow_schema(&self) -> SchemaRef {
+        match &self.source {
+            Source::Frame(df) => Arc::new(df.schema().as_arrow().clone()),
+            Source::Prepared { query, .. } => query.schema(),
+        }
     }
 
     /// Runs the query to the end (interruptible) as a one-shot Arrow stream.
     fn collected(&self, py: Python<'_>) -> PyResult<OneStream> {
-        let df = self.df.clone();
-        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-        let batches = wait(py, df.collect())?.map_err(df_to_py)?;
-        let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), schema);
+        let batches = match &self.source {
+            Source::Frame(df) => wait(py, df.clone().collect())?.map_err(df_to_py)?,
+            Source::Prepared { query, params, .. } => {
+                wait(py, query.collect(params.clone()))?.map_err(to_py)?
+            }
+        };
+        let reader = RecordBatchIterator::new(batches.into_iter().map(Ok), self.arrow_schema());
         Ok(OneStream::new(Box::new(reader)))
     }
 
     fn text(&self, py: Python<'_>, rows: usize) -> PyResult<String> {
-        let df = self.df.clone().limit(0, Some(rows)).map_err(df_to_py)?;
+        let df = self.dataframe(py)?.limit(0, Some(rows)).map_err(df_to_py)?;
         let batches = wait(py, df.collect())?.map_err(df_to_py)?;
         Ok(pretty_format_batches(&batches)
             .map_err(|e| df_to_py(e.into()))?
@@ -59,14 +106,18 @@ impl QueryResult {
         requested_schema: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let _ = requested_schema;
-        let stream = wait(py, self.df.clone().execute_stream())?.map_err(df_to_py)?;
+        let stream = match &self.source {
+            Source::Frame(df) => wait(py, df.clone().execute_stream())?.map_err(df_to_py)?,
+            Source::Prepared { query, params, .. } => {
+                wait(py, query.execute(params.clone()))?.map_err(to_py)?
+            }
+        };
         stream_capsule(py, Box::new(StreamReader::new(stream)))
     }
 
     /// The Arrow C schema of the rows.
     fn __arrow_c_schema__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyCapsule>> {
-        let schema = std::sync::Arc::new(self.df.schema().as_arrow().clone());
-        schema_capsule(py, &schema)
+        schema_capsule(py, &self.arrow_schema())
     }
 
     /// The schema, as a `pyarrow.Schema`.
@@ -121,8 +172,7 @@ impl QueryResult {
     #[pyo3(signature = (analyze=false, verbose=false))]
     fn explain(&self, py: Python<'_>, analyze: bool, verbose: bool) -> PyResult<String> {
         let df = self
-            .df
-            .clone()
+            .dataframe(py)?
             .explain(verbose, analyze)
             .map_err(df_to_py)?;
         let batches = wait(py, df.collect())?.map_err(df_to_py)?;
@@ -148,8 +198,7 @@ impl QueryResult {
     /// Column names.
     #[getter]
     fn columns(&self) -> Vec<String> {
-        self.df
-            .schema()
+        self.arrow_schema()
             .fields()
             .iter()
             .map(|f| f.name().clone())

@@ -203,9 +203,15 @@ fn scalar(v: &Bound<'_, PyAny>, what: &str) -> PyResult<ScalarValue> {
             type_name(v)
         ))
     })?;
-    let list =
-        ListArray::from_iter_primitive::<Float32Type, _, _>([Some(vector.into_iter().map(Some))]);
-    Ok(ScalarValue::List(Arc::new(list)))
+    Ok(list_scalar(&vector))
+}
+
+/// A query vector as a `FLOAT[]` value.
+pub(crate) fn list_scalar(vector: &[f32]) -> ScalarValue {
+    let list = ListArray::from_iter_primitive::<Float32Type, _, _>([Some(
+        vector.iter().map(|v| Some(*v)),
+    )]);
+    ScalarValue::List(Arc::new(list))
 }
 
 /// An options dictionary (`aws.*`, `gcp.*`, `azure.*`, `format.*` keys) as strings;

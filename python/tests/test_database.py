@@ -220,6 +220,24 @@ def test_a_bound_vector_parameter_searches_like_search(db, table):
     assert by_sql == by_api
 
 
+def test_repeated_searches_reuse_the_plan_and_see_a_replaced_table(db, table):
+    # The same search with new vectors (one plan, bound per call) answers each vector.
+    for i in (3, 17, 41):
+        assert db.search(table, vector(i), k=1).to_pylist()[0]["id"] == i
+        bound = db.sql(f"SELECT id FROM vector_search('{table}', $1, 1)", [vector(i)])
+        assert bound.to_pylist() == [{"id": i}]
+        assert bound.columns == ["id"] and bound.schema.field("id").type == pa.int64()
+        assert "VectorSearchExec" in bound.explain()
+    # A table deleted and written again under the same name is searched anew.
+    db.delete_table(table)
+    shifted = papers().set_column(0, "id", pa.array(range(1000, 1050), pa.int64()))
+    db.write_table(
+        shifted, source="papers", task="emb", model="m", key_column="id", vector_column="embedding", name=table
+    )
+    assert db.search(table, vector(3), k=1).to_pylist()[0]["id"] == 1003
+    assert db.sql(f"SELECT id FROM vector_search('{table}', $1, 1)", [vector(3)]).to_pylist() == [{"id": 1003}]
+
+
 def test_a_batch_search_equals_its_queries_one_by_one(db, table):
     queries = np.asarray([vector(i) for i in (3, 14, 15, 92 % 50)], dtype=np.float32)
     rows = db.search_batch(table, queries, k=3, columns=["id"]).to_pylist()

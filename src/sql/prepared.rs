@@ -27,6 +27,9 @@ use crate::error::{JammiError, Result};
 use crate::sql::vector_search::VectorSearchExec;
 use crate::sql::vector_search::node::VectorSearchNode;
 
+/// The start of the error for a statement that is not a query (DDL, DML, `COPY`...).
+pub const NOT_A_QUERY: &str = "prepare: only a query can be prepared";
+
 /// A query planned once; [`PreparedQuery::execute`] runs it with parameter values.
 #[derive(Debug)]
 pub struct PreparedQuery {
@@ -53,7 +56,7 @@ impl PreparedQuery {
     pub(crate) async fn new(state: SessionState, plan: LogicalPlan) -> Result<Self> {
         if !is_query(&plan) {
             return Err(JammiError::InvalidInput(format!(
-                "prepare: only a query can be prepared, not {}",
+                "{NOT_A_QUERY}, not {}",
                 plan.display()
             )));
         }
@@ -80,7 +83,8 @@ impl PreparedQuery {
         })
     }
 
-    /// The schema of the query's rows.
+    /// The schema of the query's rows. For a query planned per run, a column that is a
+    /// parameter has the value's type, known only from the stream of a run.
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
