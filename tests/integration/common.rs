@@ -569,3 +569,45 @@ pub async fn search_sql(
     let first = stats.into_iter().next().expect("the plan holds a search");
     (batches, first)
 }
+
+/// A session on a local root at `dir` with one result table of `rows` sample rows (16-d
+/// vectors, key `id`): the session and the table's name.
+pub async fn session_with_table(
+    dir: &tempfile::TempDir,
+    rows: usize,
+) -> (jammi_db::session::JammiSession, String) {
+    let s = jammi_db::session::JammiSession::open(dir.path().to_str().unwrap())
+        .await
+        .unwrap();
+    let spec = jammi_db::store::TableSpec {
+        source: "papers".into(),
+        task: "emb".into(),
+        model: "m".into(),
+        key_column: Some("id".into()),
+        vector_column: Some("embedding".into()),
+        ..Default::default()
+    };
+    let batches: Vec<RecordBatch> = (0..rows / 500)
+        .map(|i| sample_batch(i as i64 * 500, 500, 16))
+        .collect();
+    let m = s
+        .result_store()
+        .write_batches(&spec, sample_schema(16), batches)
+        .await
+        .unwrap();
+    s.refresh_tables().await.unwrap();
+    (s, m.table)
+}
+
+/// A vector as an SQL array literal.
+pub fn vec_sql(v: &[f32]) -> String {
+    let parts: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
+    format!("[{}]", parts.join(", "))
+}
+
+/// A vector as a `FLOAT[]` parameter value.
+pub fn list(v: &[f32]) -> datafusion::common::ScalarValue {
+    use datafusion::arrow::{array::ListArray, datatypes::Float32Type};
+    let l = ListArray::from_iter_primitive::<Float32Type, _, _>([Some(v.iter().map(|x| Some(*x)))]);
+    datafusion::common::ScalarValue::List(Arc::new(l))
+}

@@ -13,7 +13,7 @@ use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use jammi_db::session::JammiSession;
 
-use crate::common::{sample_vector, tempdir};
+use crate::common::{sample_vector, tempdir, vec_sql};
 use jammi_db::session::OpenOptions;
 use jammi_db::storage::{CloudConfig, StorageRegistry, StorageUrl};
 
@@ -54,16 +54,6 @@ fn fixed_size_parquet(ids: &[i64], angle: impl Fn(i64) -> i64) -> Vec<u8> {
     w.write(&batch).unwrap();
     w.close().unwrap();
     buf
-}
-
-fn vec_sql(v: &[f32]) -> String {
-    format!(
-        "[{}]",
-        v.iter()
-            .map(|x| format!("{x:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
 }
 
 async fn ids_of(s: &JammiSession, sql: &str) -> Vec<i64> {

@@ -3,45 +3,16 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, Float32Array, Int64Array, ListArray, RecordBatch};
-use datafusion::arrow::datatypes::Float32Type;
+use datafusion::arrow::array::{Array, Float32Array, Int64Array, RecordBatch};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::physical_plan::displayable;
 use jammi_db::JammiError;
 use jammi_db::session::JammiSession;
 use jammi_db::sql::{SearchOptions, SearchStats};
-use jammi_db::store::TableSpec;
 
-use crate::common::{sample_batch, sample_schema, sample_vector, tempdir};
+use crate::common::{list, sample_vector, session_with_table, tempdir};
 
 const DIMS: i32 = 16;
-
-async fn session_with_table(dir: &tempfile::TempDir) -> (JammiSession, String) {
-    let s = JammiSession::open(dir.path().to_str().unwrap())
-        .await
-        .unwrap();
-    let spec = TableSpec {
-        source: "papers".into(),
-        task: "emb".into(),
-        model: "m".into(),
-        key_column: Some("id".into()),
-        vector_column: Some("embedding".into()),
-        ..Default::default()
-    };
-    let batches: Vec<RecordBatch> = (0..4).map(|i| sample_batch(i * 500, 500, DIMS)).collect();
-    let m = s
-        .result_store()
-        .write_batches(&spec, sample_schema(DIMS), batches)
-        .await
-        .unwrap();
-    s.refresh_tables().await.unwrap();
-    (s, m.table)
-}
-
-fn list(v: &[f32]) -> ScalarValue {
-    let l = ListArray::from_iter_primitive::<Float32Type, _, _>([Some(v.iter().map(|x| Some(*x)))]);
-    ScalarValue::List(Arc::new(l))
-}
 
 /// (id, distance) of every row, in order.
 fn hits(batches: &[RecordBatch]) -> Vec<(i64, f32)> {
@@ -71,7 +42,7 @@ async fn with_params(s: &JammiSession, sql: &str, params: Vec<ScalarValue>) -> V
 #[tokio::test(flavor = "multi_thread")]
 async fn a_prepared_search_plans_once_and_answers_as_sql_with_params() {
     let dir = tempdir();
-    let (s, t) = session_with_table(&dir).await;
+    let (s, t) = session_with_table(&dir, 2000).await;
     s.sql("CREATE TABLE mine AS SELECT 1 AS x")
         .await
         .unwrap()
@@ -114,7 +85,7 @@ async fn a_prepared_search_plans_once_and_answers_as_sql_with_params() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_prepared_query_with_other_parameters_plans_each_run() {
     let dir = tempdir();
-    let (s, t) = session_with_table(&dir).await;
+    let (s, t) = session_with_table(&dir, 2000).await;
     let sql = format!(
         "SELECT id, _distance FROM vector_search('{t}', $1, 20) WHERE id % $2 = 0 ORDER BY _distance"
     );
@@ -144,7 +115,7 @@ async fn a_prepared_query_with_other_parameters_plans_each_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn runs_of_a_prepared_query_have_their_own_metrics() {
     let dir = tempdir();
-    let (s, t) = session_with_table(&dir).await;
+    let (s, t) = session_with_table(&dir, 2000).await;
     let prepared = Arc::new(
         s.prepare(&format!(
             "SELECT id, _distance FROM vector_search('{t}', $1, 4, 'filter=id < 1000')"
@@ -181,7 +152,7 @@ async fn runs_of_a_prepared_query_have_their_own_metrics() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_parameters_of_a_prepared_search_fail_naming_the_problem() {
     let dir = tempdir();
-    let (s, t) = session_with_table(&dir).await;
+    let (s, t) = session_with_table(&dir, 2000).await;
     let prepared = s
         .prepare(&format!("SELECT id FROM vector_search('{t}', $1, 5)"))
         .await
@@ -206,7 +177,7 @@ async fn bad_parameters_of_a_prepared_search_fail_naming_the_problem() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_statement_that_changes_anything_is_not_prepared() {
     let dir = tempdir();
-    let (s, _) = session_with_table(&dir).await;
+    let (s, _) = session_with_table(&dir, 2000).await;
     for sql in [
         "CREATE TABLE made AS SELECT 1 AS x",
         "CREATE VIEW made AS SELECT 1 AS x",
@@ -229,7 +200,7 @@ async fn an_unbound_prepared_plan_round_trips_through_datafusion_proto() {
     use jammi_db::sql::codec::JammiPhysicalCodec;
     use jammi_db::sql::vector_search::VectorSearchExec;
     let dir = tempdir();
-    let (s, t) = session_with_table(&dir).await;
+    let (s, t) = session_with_table(&dir, 2000).await;
     let prepared = s
         .prepare(&format!(
             "SELECT id, _distance FROM vector_search('{t}', $1, 5)"

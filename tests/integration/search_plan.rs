@@ -17,45 +17,10 @@ use datafusion::prelude::col;
 use jammi_db::session::JammiSession;
 use jammi_db::sql::SearchOptions;
 use jammi_db::sql::codec::{JammiLogicalCodec, JammiPhysicalCodec};
-use jammi_db::store::TableSpec;
 
-use crate::common::{sample_batch, sample_schema, sample_vector, search_sql, tempdir};
+use crate::common::{list, sample_vector, search_sql, session_with_table, tempdir, vec_sql};
 
 const DIMS: i32 = 16;
-
-async fn session_with_table(dir: &tempfile::TempDir, rows: usize) -> (JammiSession, String) {
-    let s = JammiSession::open(dir.path().to_str().unwrap())
-        .await
-        .unwrap();
-    let spec = TableSpec {
-        source: "papers".into(),
-        task: "emb".into(),
-        model: "m".into(),
-        key_column: Some("id".into()),
-        vector_column: Some("embedding".into()),
-        ..Default::default()
-    };
-    let batches: Vec<RecordBatch> = (0..rows / 500)
-        .map(|i| sample_batch(i as i64 * 500, 500, DIMS))
-        .collect();
-    let m = s
-        .result_store()
-        .write_batches(&spec, sample_schema(DIMS), batches)
-        .await
-        .unwrap();
-    s.refresh_tables().await.unwrap();
-    (s, m.table)
-}
-
-fn vec_sql(v: &[f32]) -> String {
-    let parts: Vec<String> = v.iter().map(|x| format!("{x:?}")).collect();
-    format!("[{}]", parts.join(", "))
-}
-
-fn list(v: &[f32]) -> ScalarValue {
-    let l = ListArray::from_iter_primitive::<Float32Type, _, _>([Some(v.iter().map(|x| Some(*x)))]);
-    ScalarValue::List(Arc::new(l))
-}
 
 fn column<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> &'a T {
     b.column_by_name(name)

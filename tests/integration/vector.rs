@@ -12,7 +12,7 @@ use jammi_db::store::TableSpec;
 
 use crate::common::{
     FaultyStore, memory_root, parquet_bytes, sample_batch, sample_corpus_path, sample_schema,
-    sample_vector, search_sql, tempdir,
+    sample_vector, search_sql, session_with_table, tempdir, vec_sql,
 };
 
 fn ids(batches: &[RecordBatch]) -> Vec<i64> {
@@ -62,40 +62,6 @@ fn assert_hit(r: &[RecordBatch], expected: i64) {
 /// Runs a statement and collects its batches (panics on error).
 async fn collect_sql(s: &JammiSession, sql: &str) -> Vec<RecordBatch> {
     s.sql(sql).await.unwrap().collect().await.unwrap()
-}
-
-fn vec_sql(v: &[f32]) -> String {
-    format!(
-        "[{}]",
-        v.iter()
-            .map(|x| format!("{x:?}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-}
-
-async fn session_with_table(dir: &tempfile::TempDir, rows: usize) -> (JammiSession, String) {
-    let s = JammiSession::open(dir.path().to_str().unwrap())
-        .await
-        .unwrap();
-    let spec = TableSpec {
-        source: "papers".into(),
-        task: "emb".into(),
-        model: "m".into(),
-        key_column: Some("id".into()),
-        vector_column: Some("embedding".into()),
-        ..Default::default()
-    };
-    let batches: Vec<RecordBatch> = (0..rows / 500)
-        .map(|i| sample_batch(i as i64 * 500, 500, 16))
-        .collect();
-    let m = s
-        .result_store()
-        .write_batches(&spec, sample_schema(16), batches)
-        .await
-        .unwrap();
-    s.refresh_tables().await.unwrap();
-    (s, m.table)
 }
 
 #[tokio::test(flavor = "multi_thread")]
