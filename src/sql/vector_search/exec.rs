@@ -193,6 +193,11 @@ impl VectorSearchExec {
             }
             q => q.clone(),
         };
+        self.with_queries(queries)
+    }
+
+    /// This search for `queries`, with fresh metrics and statistics.
+    fn with_queries(&self, queries: Queries) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(VectorSearchExec::try_new(
             self.spec.clone(),
             queries,
@@ -284,14 +289,7 @@ impl ExecutionPlan for VectorSearchExec {
             },
             (q, _) => q.clone(),
         };
-        Ok(Arc::new(VectorSearchExec::try_new(
-            self.spec.clone(),
-            queries,
-            self.prefilter.clone(),
-            self.scan_only,
-            self.projection.clone(),
-            self.ctx.clone(),
-        )?))
+        self.with_queries(queries)
     }
 
     #[allow(deprecated)]
