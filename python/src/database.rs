@@ -11,7 +11,7 @@ use jammi_db::index::IndexParams;
 use jammi_db::index::progress::TerminalBar;
 use jammi_db::session::{JammiSession, OpenOptions, default_root};
 use jammi_db::source::{FileFormat, SourceConnection, SourceType};
-use jammi_db::sql::prepared::NOT_A_QUERY;
+use jammi_db::sql::prepared::{NOT_A_QUERY, is_query};
 use jammi_db::sql::{PreparedQuery, SearchOptions};
 use jammi_db::storage::{CloudConfig, StorageUrl};
 use jammi_db::store::{RecoveryReport, TableSpec};
@@ -277,8 +277,10 @@ impl Database {
             Some(p) => df.with_param_values(p).map_err(df_to_py)?,
             None => df,
         };
-        if !is_query(df.logical_plan()) {
-            // DDL ran at `sql`: sources or tables may have changed.
+        let plan = df.logical_plan();
+        if !is_query(plan) || matches!(plan, LogicalPlan::EmptyRelation(_)) {
+            // DDL ran at `sql` (leaving an empty relation), DML and COPY run below: sources
+            // or tables may change.
             self.changed();
         }
         if !matches!(
@@ -514,16 +516,4 @@ fn report<'py>(py: Python<'py>, r: &RecoveryReport) -> PyResult<Bound<'py, PyDic
     d.set_item("committed_tables", r.committed_tables)?;
     d.set_item("failed", &r.failed)?;
     Ok(d)
-}
-
-/// `false` for what ran at `sql` (DDL, DML, `COPY`, other statements).
-fn is_query(plan: &LogicalPlan) -> bool {
-    !matches!(
-        plan,
-        LogicalPlan::Ddl(_)
-            | LogicalPlan::Dml(_)
-            | LogicalPlan::Copy(_)
-            | LogicalPlan::Statement(_)
-            | LogicalPlan::EmptyRelation(_)
-    )
 }

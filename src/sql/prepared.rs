@@ -152,7 +152,7 @@ fn bind_plan(
 }
 
 /// `false` for DDL, DML, `COPY` and other statements: they run once.
-fn is_query(plan: &LogicalPlan) -> bool {
+pub fn is_query(plan: &LogicalPlan) -> bool {
     !matches!(
         plan,
         LogicalPlan::Ddl(_)
