@@ -613,11 +613,22 @@ pub(crate) async fn settle(
         }
         LeaseState::Writing | LeaseState::Reaping => {
             out.removal = remove_proven(store, dir, &held.objects, dry_run).await?;
+            let planned: Vec<&str> = held.planned.iter().map(String::as_str).collect();
             out.removal
                 .removed
-                .extend(remove_staged(dir, &held, started, dry_run));
+                .extend(remove_staged(dir, &planned, &held, started, dry_run));
         }
     }
+    // The holder's own interrupted rewrites of its lease (local leases are overwritten by
+    // their holder alone).
+    let lease_name = lease_url.file_name();
+    out.removal.removed.extend(remove_staged(
+        dir,
+        &[lease_name.as_str()],
+        &held,
+        started,
+        dry_run,
+    ));
     release_claim(store, lease_url, claimed).await?;
     Ok(out)
 }
@@ -667,10 +678,12 @@ async fn settle_commit(
     }
 }
 
-/// Staging files (`<name>#<n>`) that the local backend's multipart uploads of a dead
-/// writer's planned objects left: made after its lease and before this pass began.
+/// Staging files (`<name>#<n>`) that the local backend's uploads of a dead writer left for
+/// `names` (objects its lease planned, or the lease itself): made after its lease and before
+/// this pass began.
 fn remove_staged(
     dir: &StorageUrl,
+    names: &[&str],
     held: &lease::Lease,
     started: std::time::SystemTime,
     dry_run: bool,
@@ -690,7 +703,7 @@ fn remove_staged(
         let Some((base, n)) = name.rsplit_once('#') else {
             continue;
         };
-        let staged = held.planned.iter().any(|p| p == base)
+        let staged = names.contains(&base)
             && !n.is_empty()
             && n.chars().all(|c| c.is_ascii_digit())
             && e.metadata()

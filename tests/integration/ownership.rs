@@ -845,3 +845,45 @@ async fn indexing_a_file_whose_sidecar_names_another_files_manifest_fails_naming
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_removes_a_dead_holders_interrupted_lease_rewrites_and_nothing_like_them() {
+    let dir = tempdir();
+    let rs = store_at(dir.path().to_str().unwrap(), StorageRegistry::new());
+    let d = dir.path();
+    let dead = of_a_dead_local_process(lease("dead", LeaseState::Writing, false, vec![]));
+    std::fs::write(
+        d.join("dead.idx.lease.json"),
+        serde_json::to_vec(&dead).unwrap(),
+    )
+    .unwrap();
+    // The holder was killed while rewriting its lease: the local store's staging copy.
+    let mut rewrite = dead.clone();
+    rewrite.seq += 1;
+    let staged = d.join("dead.idx.lease.json#2");
+    std::fs::write(&staged, serde_json::to_vec(&rewrite).unwrap()).unwrap();
+    // Named like it, and not the holder's: older than its lease, not a staging suffix, or
+    // the staging name of a lease that does not exist.
+    let older = d.join("dead.idx.lease.json#3");
+    std::fs::write(&older, b"user bytes").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&older)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let others = ["dead.idx.lease.json#x1", "other.idx.lease.json#1"];
+    for n in others {
+        std::fs::write(d.join(n), b"user bytes").unwrap();
+    }
+
+    let report = rs.recover().await.unwrap();
+    assert_eq!(report.reclaimed_tables, vec!["dead".to_string()]);
+    assert!(!staged.exists(), "the holder's staged rewrite is removed");
+    assert!(!d.join("dead.idx.lease.json").exists());
+    assert_eq!(std::fs::read(&older).unwrap(), b"user bytes");
+    for n in others {
+        assert_eq!(std::fs::read(d.join(n)).unwrap(), b"user bytes", "{n}");
+    }
+}
