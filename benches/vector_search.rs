@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{Array, FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
 use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::DFParser;
 use jammi_db::index::IndexParams;
 use jammi_db::session::{JammiSession, OpenOptions};
 
@@ -527,6 +528,8 @@ struct Figures {
     param_p50: Duration,
     kept_p50: Duration,
     ctx_literal_p50: Duration,
+    parse_p50: Duration,
+    logical_p50: Duration,
     session_literal_p50: Duration,
     star_p50: Duration,
     order_by_p50: Duration,
@@ -564,6 +567,14 @@ impl Figures {
         row(
             "`SELECT id, _distance`, 384-number literal, plain `SessionContext::sql`",
             self.ctx_literal_p50,
+        );
+        row(
+            "the literal statement's parsing alone (DataFusion's `DFParser`, no search)",
+            self.parse_p50,
+        );
+        row(
+            "the literal statement's parsing and logical planning (`SessionState::create_logical_plan`, no search)",
+            self.logical_p50,
         );
         row(
             "`SELECT id, _distance`, 384-number literal, `JammiSession::sql`",
@@ -612,10 +623,10 @@ fn list(v: &[f32]) -> datafusion::scalar::ScalarValue {
 
 /// Times `run` once per query vector, `PASSES` passes over the set (one form at a time: a
 /// form timed right after another with the same vector would find its graph path cached).
-async fn p50<F, Fut>(q_vecs: &[Vec<f32>], mut run: F) -> Duration
+async fn p50<F, Fut, T>(q_vecs: &[Vec<f32>], mut run: F) -> Duration
 where
     F: FnMut(&[f32]) -> Fut,
-    Fut: std::future::Future<Output = Vec<RecordBatch>>,
+    Fut: std::future::Future<Output = T>,
 {
     let mut times = Vec::new();
     for _ in 0..PASSES {
@@ -717,6 +728,18 @@ async fn search_forms(
         async move { ctx.sql(&sql).await.unwrap().collect().await.unwrap() }
     })
     .await;
+    // Where the literal's time goes before any search: parsing, then logical planning.
+    let parse_p50 = p50(q_vecs, |q| {
+        let sql = literal(q);
+        async move { DFParser::parse_sql(&sql).unwrap() }
+    })
+    .await;
+    let logical_p50 = p50(q_vecs, |q| {
+        let sql = literal(q);
+        let state = ctx.state();
+        async move { state.create_logical_plan(&sql).await.unwrap() }
+    })
+    .await;
     let session_literal_p50 = p50(q_vecs, |q| {
         let sql = literal(q);
         async move { s.sql(&sql).await.unwrap().collect().await.unwrap() }
@@ -776,6 +799,8 @@ async fn search_forms(
         param_p50,
         kept_p50,
         ctx_literal_p50,
+        parse_p50,
+        logical_p50,
         session_literal_p50,
         star_p50,
         order_by_p50,

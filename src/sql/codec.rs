@@ -31,7 +31,7 @@ use crate::sql::vector_search::SearchContext;
 use crate::sql::vector_search::args::SearchOptions;
 use crate::sql::vector_search::exec::{Prefilter, Queries, VectorSearchExec};
 use crate::sql::vector_search::node::{BatchQueries, VectorSearchNode};
-use crate::sql::vector_search::resolve::{SearchSpec, SearchTarget};
+use crate::sql::vector_search::resolve::{DistanceColumn, SearchSpec, SearchTarget};
 use crate::storage::StorageUrl;
 use crate::store::Manifest;
 
@@ -52,6 +52,9 @@ struct SpecProto {
     options: String,
     #[prost(uint64, repeated, tag = "7")]
     columns: Vec<u64>,
+    /// The distance column holds the metric's SQL function's value.
+    #[prost(bool, tag = "8")]
+    function_distance: bool,
 }
 
 /// A `VectorSearchNode`.
@@ -65,8 +68,7 @@ struct NodeProto {
     prefilter: Option<protobuf::LogicalExprNode>,
     #[prost(uint64, repeated, tag = "4")]
     batch: Vec<u64>,
-    #[prost(bool, tag = "5")]
-    scan_only: bool,
+    // Tag 5 held `scan_only`, a form the ORDER BY rule no longer plans.
     #[prost(uint64, repeated, tag = "6")]
     projection: Vec<u64>,
     #[prost(bool, tag = "7")]
@@ -99,8 +101,7 @@ struct ExecProto {
     prefilter_text: String,
     #[prost(uint64, repeated, tag = "6")]
     batch: Vec<u64>,
-    #[prost(bool, tag = "7")]
-    scan_only: bool,
+    // Tag 7 held `scan_only`, a form the ORDER BY rule no longer plans.
     #[prost(uint64, repeated, tag = "8")]
     projection: Vec<u64>,
     #[prost(bool, tag = "9")]
@@ -139,6 +140,7 @@ fn encode_spec(spec: &SearchSpec) -> Result<SpecProto> {
         k: spec.k as u64,
         options: spec.options.to_option_string(),
         columns: u64s(&spec.columns),
+        function_distance: spec.distance == DistanceColumn::Function,
     })
 }
 
@@ -167,6 +169,9 @@ fn decode_spec(p: Option<&SpecProto>) -> Result<SearchSpec> {
         SearchOptions::parse(&p.options)?,
     )?;
     spec.columns = usizes(&p.columns);
+    if p.function_distance {
+        spec.distance = DistanceColumn::Function;
+    }
     Ok(spec)
 }
 
@@ -207,7 +212,6 @@ impl LogicalExtensionCodec for JammiLogicalCodec {
             expr(&p.query)?,
             batch,
             expr(&p.prefilter)?,
-            p.scan_only,
             p.projected.then(|| usizes(&p.projection)),
             None,
         )?
@@ -235,7 +239,6 @@ impl LogicalExtensionCodec for JammiLogicalCodec {
                 .batch
                 .as_ref()
                 .map_or(vec![], |b| vec![b.key as u64, b.vector as u64]),
-            scan_only: n.scan_only,
             projection: n.projection.as_deref().map_or(vec![], u64s),
             projected: n.projection.is_some(),
             schema: Some(n.schema_ref().try_into()?),
@@ -332,7 +335,6 @@ impl PhysicalExtensionCodec for JammiPhysicalCodec {
             spec,
             queries,
             prefilter,
-            p.scan_only,
             p.projected.then(|| usizes(&p.projection)),
             self.ctx.clone(),
         )?))
@@ -366,7 +368,6 @@ impl PhysicalExtensionCodec for JammiPhysicalCodec {
             prefilter_columns: e.prefilter().map_or(vec![], |f| u64s(&f.columns)),
             prefilter_text: e.prefilter().map_or(String::new(), |f| f.text.clone()),
             batch,
-            scan_only: e.scan_only(),
             projection: e.projection().map_or(vec![], u64s),
             projected: e.projection().is_some(),
             param,

@@ -11,6 +11,7 @@ use std::sync::{Arc, Weak};
 use datafusion::execution::SessionState;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{AggregateUDF, HigherOrderUDF, ScalarUDF, WindowUDF};
+use datafusion::optimizer::OptimizerRule;
 
 use crate::error::Result;
 use crate::sql::vector_search::SearchContext;
@@ -32,11 +33,21 @@ pub(crate) fn with_search(
         state.query_planner().clone(),
         search.clone(),
     ));
+    // The ORDER BY rule first, so that DataFusion's rules never carry the query vector of a
+    // distance call the search replaces; narrowing a search's columns last.
+    let mut rules: Vec<Arc<dyn OptimizerRule + Send + Sync>> = vec![Arc::new(OrderByDistanceRule)];
+    rules.extend(
+        state
+            .optimizers()
+            .iter()
+            .filter(|r| !r.name().starts_with("jammi_"))
+            .cloned(),
+    );
+    rules.push(Arc::new(ProjectionIntoSearchRule));
     let mut builder = SessionStateBuilder::new_from_existing(state.clone())
         .with_session_id(state.session_id().to_string())
         .with_query_planner(planner)
-        .with_optimizer_rule(Arc::new(OrderByDistanceRule))
-        .with_optimizer_rule(Arc::new(ProjectionIntoSearchRule));
+        .with_optimizer_rules(rules);
     // The builder registers functions one after another (name, then aliases): in this
     // order every name ends bound to the function it was bound to.
     *builder.scalar_functions() = Some(registration_order(state.scalar_functions()));

@@ -60,7 +60,13 @@ impl PreparedQuery {
                 plan.display()
             )));
         }
-        if !only_search_params(&plan) {
+        // The optimizer may move a parameter into a search (`ORDER BY <distance>($1) LIMIT
+        // k`): judged on the optimised plan too.
+        let searches_only = only_search_params(&plan)
+            || state
+                .optimize(&plan)
+                .is_ok_and(|optimized| only_search_params(&optimized));
+        if !searches_only {
             let schema = Arc::new(plan.schema().as_arrow().clone());
             let state = Box::new(state);
             return Ok(PreparedQuery {

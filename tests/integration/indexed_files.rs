@@ -413,3 +413,34 @@ pub(crate) async fn sidecars_follow_their_file_on(base: &str, cloud: Option<Clou
 async fn sidecars_follow_their_file_on_a_memory_store() {
     sidecars_follow_their_file_on(&crate::common::memory_root("follow"), None).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_files_keys_are_read_once_per_version_and_never_from_an_older_one() {
+    let dir = tempdir();
+    let file = dir.path().join("docs.parquet");
+    let ids: Vec<i64> = (0..400).collect();
+    std::fs::write(&file, fixed_size_parquet(&ids, |i| i)).unwrap();
+    let s = JammiSession::open(dir.path().join("db").to_str().unwrap())
+        .await
+        .unwrap();
+    s.sql(&index_sql("docs", &file)).await.unwrap();
+    let (cold, _) = searched(&s, &search_sql("docs", 7)).await;
+    assert_eq!(cold[0], 7, "{cold:?}");
+    // Warm: the file's version (one HEAD) and nothing else; the ids come from the id
+    // column read whole by the first search.
+    let (warm, st) = searched(&s, &search_sql("docs", 7)).await;
+    assert_eq!(warm, cold);
+    assert_eq!(
+        (st.requests.head, st.requests.total(), st.rows_hydrated),
+        (1, 1, 0),
+        "{st:?}"
+    );
+
+    // Rewritten in place at the same size with other ids (the vector of id 1007 is the
+    // old vector of id 7): the hits carry the new file's ids.
+    let moved: Vec<i64> = (1000..1400).collect();
+    std::fs::write(&file, fixed_size_parquet(&moved, |i| i - 1000)).unwrap();
+    let (after, st) = searched(&s, &search_sql("docs", 7)).await;
+    assert_eq!(after[0], 1007, "{after:?} {st:?}");
+    assert!(after.iter().all(|i| *i >= 1000), "{after:?}");
+}

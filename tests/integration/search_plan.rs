@@ -383,10 +383,22 @@ async fn order_by_distance_limit_is_answered_by_the_index() {
     .await;
     let (got, searched) = (hits(&got, "d"), hits(&searched, "_distance"));
     assert_eq!(got.len(), 6);
-    for ((gi, gd), (si, sd)) in got.iter().zip(&searched) {
-        assert_eq!(gi, si, "{got:?} vs {searched:?}");
-        assert!((gd - sd).abs() < 1e-5, "{got:?} vs {searched:?}");
-    }
+    // The same rows and the same distances: the index's, not recomputed.
+    assert_eq!(got, searched);
+    // The search returns its rows nearest first: no sort runs over them, and its k rows
+    // are not spread over partitions to be merged again.
+    assert!(!plan.contains("SortExec"), "{plan}");
+    assert!(!plan.contains("RepartitionExec"), "{plan}");
+    // No parameter is left outside the search, so a prepared plan is kept and bound.
+    let prepared = s
+        .prepare(&format!(
+            "SELECT id, cosine_distance(embedding, $1) AS d FROM {table} ORDER BY d LIMIT 6"
+        ))
+        .await
+        .unwrap();
+    assert!(prepared.plans_once());
+    let bound = prepared.collect(vec![list(&v)]).await.unwrap();
+    assert_eq!(hits(&bound, "d"), searched);
     // The ORDER BY key written out in full, with a WHERE (the pre-filter), and a parameter.
     let filtered = format!(
         "SELECT id FROM {table} WHERE score > 0.5 ORDER BY cosine_distance(embedding, $1) LIMIT 5"
@@ -421,6 +433,71 @@ async fn order_by_distance_limit_is_answered_by_the_index() {
         let plan = text(&s, &format!("EXPLAIN {other}")).await;
         assert!(!plan.contains("VectorSearchExec"), "{other}\n{plan}");
         rows(&s, &other).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn order_by_l2_and_inner_product_take_their_indexes_distances() {
+    use jammi_db::index::Metric;
+    use jammi_db::store::TableSpec;
+    let dir = tempdir();
+    let s = JammiSession::open(dir.path().to_str().unwrap())
+        .await
+        .unwrap();
+    let v = sample_vector(77, DIMS);
+    let q = vec_sql(&v);
+    // (metric, the ORDER BY form, the function's value from vector_search's `_distance`)
+    type Case = (Metric, &'static str, fn(f64) -> f64);
+    let cases: [Case; 2] = [
+        (
+            Metric::L2,
+            "l2_distance(embedding, {q}) AS s ... ORDER BY s",
+            |d| d,
+        ),
+        (
+            Metric::Ip,
+            "inner_product(embedding, {q}) AS s ... ORDER BY s DESC",
+            |d| 1.0 - d,
+        ),
+    ];
+    for (metric, form, value) in cases {
+        let mut spec = TableSpec {
+            source: "papers".into(),
+            task: format!("{metric:?}").to_lowercase(),
+            model: "m".into(),
+            key_column: Some("id".into()),
+            vector_column: Some("embedding".into()),
+            ..Default::default()
+        };
+        spec.index.metric = metric;
+        let batches = vec![crate::common::sample_batch(0, 500, DIMS)];
+        let t = s
+            .result_store()
+            .write_batches(&spec, crate::common::sample_schema(DIMS), batches)
+            .await
+            .unwrap()
+            .table;
+        s.refresh_tables().await.unwrap();
+        let (select, order) = form.split_once(" ... ").unwrap();
+        let sql = format!(
+            "SELECT id, {} FROM jammi.public.\"{t}\" {order} LIMIT 5",
+            select.replace("{q}", &q)
+        );
+        let plan = text(&s, &format!("EXPLAIN {sql}")).await;
+        assert!(plan.contains("VectorSearchExec"), "{metric:?}: {plan}");
+        let got = hits(&rows(&s, &sql).await, "s");
+        let searched: Vec<(i64, f64)> = hits(
+            &rows(
+                &s,
+                &format!("SELECT id, _distance FROM vector_search('{t}', {q}, 5)"),
+            )
+            .await,
+            "_distance",
+        )
+        .into_iter()
+        .map(|(id, d)| (id, value(d)))
+        .collect();
+        assert_eq!(got, searched, "{metric:?}");
     }
 }
 

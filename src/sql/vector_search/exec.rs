@@ -6,8 +6,10 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, Float32Array, RecordBatch, RecordBatchOptions, UInt32Array,
+    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, RecordBatch, RecordBatchOptions,
+    UInt32Array,
 };
+use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::compute::{concat_batches, take};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -15,8 +17,10 @@ use datafusion::common::{DataFusionError, ParamValues, Result as DfResult, Scala
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::ColumnarValue;
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
-use datafusion::physical_expr::expressions::Literal;
-use datafusion::physical_expr::{EquivalenceProperties, Partitioning, PhysicalExpr};
+use datafusion::physical_expr::expressions::{Column, Literal};
+use datafusion::physical_expr::{
+    EquivalenceProperties, Partitioning, PhysicalExpr, PhysicalSortExpr,
+};
 use datafusion::physical_plan::execution_plan::{
     Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions,
 };
@@ -32,9 +36,12 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::error::{JammiError, Result};
+use crate::index::Metric;
 use crate::index::loaded::{Answered, Hit, LoadedIndex, Query};
 use crate::sql::vector_search::args::{query_vector, query_vectors};
-use crate::sql::vector_search::resolve::{PlannedMode, SearchSpec, fmt_projection};
+use crate::sql::vector_search::resolve::{
+    DISTANCE, DistanceColumn, PlannedMode, SearchSpec, fmt_projection,
+};
 use crate::sql::vector_search::{SearchContext, SearchStats, hydrate};
 use crate::storage::metrics::{CountingStore, RequestCounts};
 use crate::store::FileRole;
@@ -85,7 +92,6 @@ pub struct VectorSearchExec {
     spec: SearchSpec,
     queries: Queries,
     prefilter: Option<Prefilter>,
-    scan_only: bool,
     projection: Option<Vec<usize>>,
     out: Vec<OutCol>,
     ctx: Arc<SearchContext>,
@@ -97,38 +103,29 @@ pub struct VectorSearchExec {
 
 impl VectorSearchExec {
     /// A search of `spec` for `queries`. `projection` keeps output columns of the full
-    /// output (`[query_<key>,] <table columns>, _distance[, _rank]`, or the table columns
-    /// alone when `scan_only`).
+    /// output (`[query_<key>,] <table columns>, _distance[, _rank]`).
     pub fn try_new(
         spec: SearchSpec,
         queries: Queries,
         prefilter: Option<Prefilter>,
-        scan_only: bool,
         projection: Option<Vec<usize>>,
         ctx: Arc<SearchContext>,
     ) -> DfResult<Self> {
         let batch = matches!(queries, Queries::Batch { .. });
         let mut full: Vec<OutCol> = Vec::new();
-        if batch && !scan_only {
+        if batch {
             full.push(OutCol::QueryKey);
         }
         full.extend(spec.columns.iter().map(|&c| OutCol::Table(c)));
-        if !scan_only {
-            full.push(OutCol::Distance);
-            if batch {
-                full.push(OutCol::Rank);
-            }
+        full.push(OutCol::Distance);
+        if batch {
+            full.push(OutCol::Rank);
         }
         let key_field = match &queries {
             Queries::Batch { input, key, .. } => Some(input.schema().field(*key).clone()),
             Queries::Single(_) | Queries::Param(_) => None,
         };
-        let fields = if scan_only {
-            let ts = &spec.target.schema;
-            spec.columns.iter().map(|&i| ts.field(i).clone()).collect()
-        } else {
-            spec.output_fields(key_field.as_ref())
-        };
+        let fields = spec.output_fields(key_field.as_ref());
         let (out, fields) = match &projection {
             Some(p) => (
                 p.iter().map(|&i| full[i]).collect(),
@@ -137,8 +134,18 @@ impl VectorSearchExec {
             None => (full, fields),
         };
         let schema = Arc::new(Schema::new(fields));
+        // One query's hits come nearest first: a sort by `_distance` above is already met.
+        let mut eq = EquivalenceProperties::new(schema.clone());
+        if let (false, Some(i)) = (batch, out.iter().position(|c| *c == OutCol::Distance)) {
+            let descending = spec.distance.nearest_largest(spec.metric);
+            let nearest_first = PhysicalSortExpr::new(
+                Arc::new(Column::new(DISTANCE, i)),
+                SortOptions::new(descending, false),
+            );
+            eq.add_ordering([nearest_first]);
+        }
         let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
+            eq,
             Partitioning::UnknownPartitioning(1),
             EmissionType::Final,
             Boundedness::Bounded,
@@ -147,7 +154,6 @@ impl VectorSearchExec {
             spec,
             queries,
             prefilter,
-            scan_only,
             projection,
             out,
             ctx,
@@ -171,11 +177,6 @@ impl VectorSearchExec {
     /// The pre-filter.
     pub fn prefilter(&self) -> Option<&Prefilter> {
         self.prefilter.as_ref()
-    }
-
-    /// `true` when the node stands for a table scan (`ORDER BY <distance> LIMIT k`).
-    pub fn scan_only(&self) -> bool {
-        self.scan_only
     }
 
     /// Output columns kept, as indices into the full output.
@@ -202,7 +203,6 @@ impl VectorSearchExec {
             self.spec.clone(),
             queries,
             self.prefilter.clone(),
-            self.scan_only,
             self.projection.clone(),
             self.ctx.clone(),
         )?))
@@ -539,7 +539,7 @@ impl Run {
         }
         let timer = self.metrics.hydrate_time.timer();
         let batch = self
-            .assemble(store, footer, &found, loaded.as_deref(), keys)
+            .assemble(store, (&current, footer), &found, loaded.as_deref(), keys)
             .await;
         timer.done();
         batch
@@ -681,13 +681,13 @@ impl Run {
     async fn assemble<'m, F, M>(
         &self,
         store: &Arc<dyn ObjectStore>,
-        footer: M,
+        (current, footer): (&ObjectMeta, M),
         found: &Found,
         loaded: Option<&LoadedIndex>,
         keys: Option<&ArrayRef>,
     ) -> Result<RecordBatch>
     where
-        M: FnOnce() -> F,
+        M: Fn() -> F,
         F: std::future::Future<Output = Result<&'m ArrowReaderMetadata>>,
     {
         let wanted: Vec<usize> = self
@@ -698,8 +698,9 @@ impl Run {
                 _ => None,
             })
             .collect();
+        let context = (&self.spec, self.ctx.as_ref(), current);
         let (columns, hydrated) =
-            hydrate::table_columns(&self.spec, store, footer, &found.hits, loaded, &wanted).await?;
+            hydrate::table_columns(context, store, footer, &found.hits, loaded, &wanted).await?;
         self.metrics.rows_hydrated.add(hydrated as usize);
         self.stats.lock().expect("lock").rows_hydrated = hydrated as usize;
         let mut table = columns.into_iter();
@@ -707,9 +708,7 @@ impl Run {
         for c in &self.out {
             arrays.push(match c {
                 OutCol::Table(_) => table.next().expect("one array per table column"),
-                OutCol::Distance => Arc::new(Float32Array::from_iter_values(
-                    found.hits.iter().map(|h| h.distance),
-                )),
+                OutCol::Distance => self.distances(&found.hits),
                 OutCol::Rank => Arc::new(UInt32Array::from(found.rank.clone())),
                 OutCol::QueryKey => {
                     let keys = keys.expect("batch searches have keys");
@@ -729,6 +728,22 @@ impl Run {
     }
 }
 
+impl Run {
+    /// The distance column of `hits` (see [`DistanceColumn`]).
+    fn distances(&self, hits: &[Hit]) -> ArrayRef {
+        let d = hits.iter().map(|h| h.distance);
+        match (self.spec.distance, self.spec.metric) {
+            (DistanceColumn::Index, _) => Arc::new(Float32Array::from_iter_values(d)),
+            (DistanceColumn::Function, Metric::Ip) => {
+                Arc::new(Float64Array::from_iter_values(d.map(|d| 1.0 - d as f64)))
+            }
+            (DistanceColumn::Function, _) => {
+                Arc::new(Float64Array::from_iter_values(d.map(f64::from)))
+            }
+        }
+    }
+}
+
 impl Found {
     fn new(mode: &'static str) -> Self {
         Found {
@@ -740,7 +755,9 @@ impl Found {
         }
     }
 
-    fn push(&mut self, query: usize, hits: Vec<Hit>) {
+    /// Adds one query's hits, nearest first (the order the plan declares).
+    fn push(&mut self, query: usize, mut hits: Vec<Hit>) {
+        hits.sort_by(|a, b| a.distance.total_cmp(&b.distance));
         for (i, h) in hits.into_iter().enumerate() {
             self.hits.push(h);
             self.query_of.push(query as u32);

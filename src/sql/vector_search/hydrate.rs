@@ -1,24 +1,27 @@
 //! The hit rows' columns. Only the hit rows are read from Parquet (row selection over the
 //! page index, the pages of all hits in one coalesced request); the vector column of index
 //! hits comes from the index itself when it holds the column's exact values (`Float32`
-//! elements), and the key column from the rowmap when it carries the keys — so a query
-//! that returns only keys and distances never touches the Parquet file.
+//! elements), the key column from the rowmap when it carries the keys, and small
+//! fixed-width columns (a file's `id`) from the whole column kept once per file version —
+//! so a query that returns only keys and distances reads no Parquet page once warm.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::{cast, take};
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
-use object_store::ObjectStore;
+use object_store::{ObjectMeta, ObjectStore};
 
 use crate::error::Result;
 use crate::index::loaded::{Hit, LoadedIndex};
+use crate::sql::vector_search::SearchContext;
 use crate::sql::vector_search::resolve::SearchSpec;
 
 /// The table columns `wanted` (indices into the table's schema) of `hits`, in `wanted`'s
-/// order. `meta` loads the footer, only if a column must be read from the file.
+/// order. `meta` loads the footer, only if a column must be read from the file; `current`
+/// is the file's version, under which `ctx` keeps small whole columns.
 pub(crate) async fn table_columns<'m, F, M>(
-    spec: &SearchSpec,
+    (spec, ctx, current): (&SearchSpec, &SearchContext, &ObjectMeta),
     store: &Arc<dyn ObjectStore>,
     meta: M,
     hits: &[Hit],
@@ -26,7 +29,7 @@ pub(crate) async fn table_columns<'m, F, M>(
     wanted: &[usize],
 ) -> Result<(Vec<ArrayRef>, u64)>
 where
-    M: FnOnce() -> F,
+    M: Fn() -> F,
     F: std::future::Future<Output = Result<&'m ArrowReaderMetadata>>,
 {
     let target = &spec.target;
@@ -55,6 +58,20 @@ where
     file_cols.sort_unstable();
     file_cols.dedup();
     let positions: Vec<u64> = hits.iter().map(|h| h.row).collect();
+    let mut kept: Vec<(usize, ArrayRef)> = Vec::new();
+    if !file_cols.is_empty() && !positions.is_empty() {
+        let (m, at) = (meta().await?, UInt64Array::from(positions.clone()));
+        for &c in &file_cols {
+            let ty = target.schema.field(c).data_type();
+            let whole = ctx
+                .small_column(store, (&target.parquet, current), m, c, ty)
+                .await?;
+            if let Some(whole) = whole {
+                kept.push((c, take(whole.as_ref(), &at, None)?));
+            }
+        }
+        file_cols.retain(|c| kept.iter().all(|(k, _)| k != c));
+    }
     let rows: Option<RecordBatch> = if file_cols.is_empty() || positions.is_empty() {
         None
     } else {
@@ -72,6 +89,10 @@ where
     let hydrated = rows.as_ref().map_or(0, |_| positions.len() as u64);
     let mut out = Vec::with_capacity(wanted.len());
     for &c in wanted {
+        if let Some((_, a)) = kept.iter().find(|(k, _)| *k == c) {
+            out.push(a.clone());
+            continue;
+        }
         let arr = match (&rows, &from_index, &from_keys) {
             (_, Some(v), _) if c == spec.vector_idx => v.clone(),
             (_, _, Some(k)) if Some(c) == key_col => k.clone(),

@@ -33,8 +33,12 @@ pub mod rules;
 
 use std::sync::{Arc, Mutex};
 
+use datafusion::arrow::array::{Array, ArrayRef, new_empty_array};
+use datafusion::arrow::compute::{cast, concat};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use datafusion::physical_plan::ExecutionPlan;
+use futures::StreamExt;
 use object_store::{ObjectMeta, ObjectStore};
 
 use crate::error::Result;
@@ -53,6 +57,10 @@ pub use node::VectorSearchNode;
 const EXACT_CACHE_BYTES: u64 = 1 << 30;
 /// Bytes of Parquet footers (with page indexes) kept.
 const FOOTER_CACHE_BYTES: u64 = 256 << 20;
+/// Bytes of whole decoded key-like columns kept (see [`SearchContext::small_column`]).
+const COLUMN_CACHE_BYTES: u64 = 64 << 20;
+/// The largest column kept whole: 1 Mi rows of 64-bit values.
+const COLUMN_MAX_BYTES: u64 = 8 << 20;
 
 /// A Parquet footer, weighed by its decoded size.
 #[derive(Clone)]
@@ -64,6 +72,16 @@ impl Weighed for Footer {
     }
 }
 
+/// A whole decoded column.
+#[derive(Clone)]
+struct WholeColumn(ArrayRef);
+
+impl Weighed for WholeColumn {
+    fn weight(&self) -> u64 {
+        self.0.get_array_memory_size() as u64
+    }
+}
+
 impl Weighed for ExactVectors {
     fn weight(&self) -> u64 {
         self.bytes() as u64
@@ -71,13 +89,14 @@ impl Weighed for ExactVectors {
 }
 
 /// What every search of a session shares: the stores, and the one owner of the in-memory
-/// caches (loaded indexes, footers, decoded vectors), each bounded and keyed by the file's
-/// version, so a rewritten file is never answered from an old entry.
+/// caches (loaded indexes, footers, decoded vectors, small whole columns), each bounded and
+/// keyed by the file's version, so a rewritten file is never answered from an old entry.
 pub struct SearchContext {
     pub(crate) registry: StorageRegistry,
     pub(crate) indexes: Arc<IndexCache>,
     footers: Mutex<BoundedLru<String, Footer>>,
     exact: Mutex<BoundedLru<String, Arc<ExactVectors>>>,
+    columns: Mutex<BoundedLru<String, WholeColumn>>,
 }
 
 impl std::fmt::Debug for SearchContext {
@@ -95,6 +114,7 @@ impl SearchContext {
             indexes,
             footers: Mutex::new(BoundedLru::new(FOOTER_CACHE_BYTES)),
             exact: Mutex::new(BoundedLru::new(EXACT_CACHE_BYTES)),
+            columns: Mutex::new(BoundedLru::new(COLUMN_CACHE_BYTES)),
         }
     }
 
@@ -140,6 +160,47 @@ impl SearchContext {
             Arc::new(crate::store::read::read_vectors(store, url, meta, idx, column, dims).await?);
         self.exact.lock().expect("lock").put(key, v.clone());
         Ok(v)
+    }
+
+    /// Column `idx` of `url` at version `current`, whole, decoded and typed `ty`, when it
+    /// is a fixed-width column of at most [`COLUMN_MAX_BYTES`] (keys, numbers, dates);
+    /// `None` for any other column. Hits of a table without keys in its rowmap take such
+    /// columns from here instead of reading Parquet pages on every search: one read of
+    /// the column per file version, like the rowmap's keys of a result table.
+    pub(crate) async fn small_column(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        (url, current): (&StorageUrl, &ObjectMeta),
+        meta: &ArrowReaderMetadata,
+        idx: usize,
+        ty: &DataType,
+    ) -> Result<Option<ArrayRef>> {
+        let Some(width) = ty.primitive_width() else {
+            return Ok(None);
+        };
+        let rows = meta.metadata().file_metadata().num_rows().max(0) as u64;
+        if rows * width as u64 > COLUMN_MAX_BYTES {
+            return Ok(None);
+        }
+        let key = format!("{}#{idx}", version_key(url, current));
+        if let Some(c) = self.columns.lock().expect("lock").get(&key) {
+            return Ok(Some(c.0.clone()));
+        }
+        let mut stream = crate::store::read::scan_columns(store, url, meta, &[idx]).await?;
+        let mut parts = Vec::new();
+        while let Some(batch) = stream.next().await {
+            parts.push(cast(batch?.column(0), ty)?);
+        }
+        let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
+        let column = match refs.as_slice() {
+            [] => new_empty_array(ty),
+            _ => concat(&refs)?,
+        };
+        self.columns
+            .lock()
+            .expect("lock")
+            .put(key, WholeColumn(column.clone()));
+        Ok(Some(column))
     }
 }
 

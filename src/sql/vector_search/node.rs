@@ -79,9 +79,6 @@ pub struct VectorSearchNode {
     /// The pre-filter, over the table's (unqualified) columns: the `filter=` option, or the
     /// `WHERE` of an `ORDER BY <distance> LIMIT k` query.
     pub prefilter: Option<Expr>,
-    /// `true` when the node stands for a table scan (an `ORDER BY <distance> LIMIT k`
-    /// answered by the index): its output is the table's columns only.
-    pub scan_only: bool,
     /// Output columns kept (indices into the full output); `None`: all.
     pub projection: Option<Vec<usize>>,
     schema: DFSchemaRef,
@@ -100,11 +97,10 @@ impl VectorSearchNode {
         query: Option<Expr>,
         batch: Option<BatchQueries>,
         prefilter: Option<Expr>,
-        scan_only: bool,
         projection: Option<Vec<usize>>,
         qualifier: Option<TableReference>,
     ) -> Result<Self> {
-        let fields = full_fields(&spec, batch.as_ref(), scan_only)?;
+        let fields = full_fields(&spec, batch.as_ref())?;
         let fields: Vec<Field> = match &projection {
             Some(p) => p.iter().map(|&i| fields[i].clone()).collect(),
             None => fields,
@@ -119,7 +115,6 @@ impl VectorSearchNode {
             query,
             batch,
             prefilter,
-            scan_only,
             projection,
             schema: Arc::new(schema),
         })
@@ -166,15 +161,7 @@ impl VectorSearchNode {
 }
 
 /// The fields of a search's full output.
-pub(crate) fn full_fields(
-    spec: &SearchSpec,
-    batch: Option<&BatchQueries>,
-    scan_only: bool,
-) -> Result<Vec<Field>> {
-    if scan_only {
-        let ts = &spec.target.schema;
-        return Ok(spec.columns.iter().map(|&i| ts.field(i).clone()).collect());
-    }
+pub(crate) fn full_fields(spec: &SearchSpec, batch: Option<&BatchQueries>) -> Result<Vec<Field>> {
     let key = match batch {
         Some(b) => {
             let schema = b.input.schema();
@@ -423,15 +410,7 @@ impl RelationPlanner for VectorSearchPlanner {
                 },
                 e => context.sql_to_expr(e.clone(), &DFSchema::empty())?,
             };
-            VectorSearchNode::try_new(
-                spec,
-                Some(query),
-                None,
-                prefilter,
-                false,
-                None,
-                Some(qualifier()),
-            )?
+            VectorSearchNode::try_new(spec, Some(query), None, prefilter, None, Some(qualifier()))?
         } else {
             let SqlExpr::Subquery(q) = args[1].clone() else {
                 return Err(jammi(JammiError::InvalidInput(
@@ -447,15 +426,7 @@ impl RelationPlanner for VectorSearchPlanner {
                 sample: None,
             })?;
             let batch = BatchQueries::of(input).map_err(jammi)?;
-            VectorSearchNode::try_new(
-                spec,
-                None,
-                Some(batch),
-                prefilter,
-                false,
-                None,
-                Some(qualifier()),
-            )?
+            VectorSearchNode::try_new(spec, None, Some(batch), prefilter, None, Some(qualifier()))?
         };
         Ok(RelationPlanning::Planned(Box::new(PlannedRelation::new(
             node.into_plan(),
@@ -499,15 +470,7 @@ pub(crate) fn plan_search(
         SearchQueries::One(e) => (Some(e), None),
         SearchQueries::Many(input) => (None, Some(BatchQueries::of(input)?)),
     };
-    let node = VectorSearchNode::try_new(
-        spec,
-        query,
-        batch,
-        prefilter,
-        false,
-        None,
-        Some(qualifier()),
-    )?;
+    let node = VectorSearchNode::try_new(spec, query, batch, prefilter, None, Some(qualifier()))?;
     Ok(node.into_plan())
 }
 

@@ -74,7 +74,6 @@ impl ExtensionPlanner for VectorSearchExtensionPlanner {
             n.spec.clone(),
             queries,
             prefilter,
-            n.scan_only,
             n.projection.clone(),
             self.ctx.clone(),
         )?)))

@@ -215,6 +215,35 @@ pub struct SearchSpec {
     pub columns: Vec<usize>,
     /// How it will be answered.
     pub mode: PlannedMode,
+    /// What the distance column holds.
+    pub distance: DistanceColumn,
+}
+
+/// What a search's distance column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum DistanceColumn {
+    /// `_distance`: the index's distance (`Float32`), nearest first ascending.
+    #[default]
+    Index,
+    /// The value of the metric's SQL function — `cosine_distance`, `l2_distance` or
+    /// `inner_product` (`Float64`, nearest first descending) — for an `ORDER BY <function>
+    /// LIMIT k` the index answers.
+    Function,
+}
+
+impl DistanceColumn {
+    /// The column's type.
+    pub fn data_type(self) -> DataType {
+        match self {
+            DistanceColumn::Index => DataType::Float32,
+            DistanceColumn::Function => DataType::Float64,
+        }
+    }
+
+    /// `true` when nearer rows have larger values (inner products).
+    pub fn nearest_largest(self, metric: Metric) -> bool {
+        self == DistanceColumn::Function && metric == Metric::Ip
+    }
 }
 
 impl SearchSpec {
@@ -292,6 +321,7 @@ impl SearchSpec {
             metric,
             columns,
             mode,
+            distance: DistanceColumn::Index,
         })
     }
 
@@ -316,7 +346,7 @@ impl SearchSpec {
             );
         }
         fields.extend(self.columns.iter().map(|&i| ts.field(i).clone()));
-        fields.push(Field::new(DISTANCE, DataType::Float32, false));
+        fields.push(Field::new(DISTANCE, self.distance.data_type(), false));
         if query_key.is_some() {
             fields.push(Field::new(RANK, DataType::UInt32, false));
         }

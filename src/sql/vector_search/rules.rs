@@ -1,20 +1,25 @@
 //! `ORDER BY <distance>(<indexed column>, <constant>) LIMIT k` answered by the index.
 //!
 //! The rule replaces the table scan under such a sort with a search that returns the k
-//! nearest rows (the `WHERE` over that table becomes the search's pre-filter); the sort
-//! above stays and orders those rows by DataFusion's own distance function, so the result
-//! holds exactly the rows `vector_search` returns. The function must match the index's
-//! metric (`cosine_distance` — cosine; `l2_distance`, `array_distance` — l2; `inner_product
-//! ... DESC` — ip); any other plan is left alone.
+//! nearest rows (the `WHERE` over that table becomes the search's pre-filter) and their
+//! distances. The sort then orders by the search's distance (rows the search already
+//! returns in that order, so the physical plan drops it), and a distance call the query
+//! selects takes its value from it: the result holds exactly `vector_search`'s rows and
+//! distances, and no parameter is left outside the search (a prepared plan is kept). The
+//! function must match the index's metric (`cosine_distance` — cosine; `l2_distance`,
+//! `array_distance` — l2; `inner_product ... DESC` — ip); any other plan is left alone.
 
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, Result};
+use datafusion::common::{Column, DFSchema, Result, internal_err};
 use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Filter, LogicalPlan, Projection, Sort, TableScan};
+use datafusion::logical_expr::{
+    ExprSchemable, FetchType, Filter, Limit, LogicalPlan, Projection, SkipType, Sort, SortExpr,
+    TableScan, cast,
+};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::prelude::Expr;
@@ -23,7 +28,7 @@ use crate::catalog::IndexedTable;
 use crate::index::Metric;
 use crate::sql::vector_search::args::SearchOptions;
 use crate::sql::vector_search::node::VectorSearchNode;
-use crate::sql::vector_search::resolve::{PlannedMode, SearchSpec, SearchTarget};
+use crate::sql::vector_search::resolve::{DistanceColumn, PlannedMode, SearchSpec, SearchTarget};
 
 /// The optimizer rule (see the module docs).
 #[derive(Debug, Default)]
@@ -47,13 +52,38 @@ impl OptimizerRule for OrderByDistanceRule {
         plan: LogicalPlan,
         _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        let LogicalPlan::Sort(sort) = &plan else {
-            return Ok(Transformed::no(plan));
+        let new = match &plan {
+            LogicalPlan::Sort(sort) => rewrite_sort(sort)?,
+            // Before DataFusion pushes a LIMIT into its sort (this rule runs first).
+            LogicalPlan::Limit(limit) => match (limit.input.as_ref(), limit_rows(limit)) {
+                (LogicalPlan::Sort(sort), Some(rows)) if sort.fetch.is_none() => {
+                    let fetched = Sort {
+                        fetch: Some(rows),
+                        ..sort.clone()
+                    };
+                    rewrite_sort(&fetched)?.map(|input| {
+                        LogicalPlan::Limit(Limit {
+                            input: Arc::new(input),
+                            ..limit.clone()
+                        })
+                    })
+                }
+                _ => None,
+            },
+            _ => None,
         };
-        match rewrite_sort(sort)? {
+        match new {
             Some(new) => Ok(Transformed::yes(new)),
             None => Ok(Transformed::no(plan)),
         }
+    }
+}
+
+/// The rows a `LIMIT` (after its `OFFSET`) needs from below, when both are constants.
+fn limit_rows(limit: &Limit) -> Option<usize> {
+    match (limit.get_skip_type().ok()?, limit.get_fetch_type().ok()?) {
+        (SkipType::Literal(skip), FetchType::Literal(Some(fetch))) => Some(skip + fetch),
+        _ => None,
     }
 }
 
@@ -68,7 +98,7 @@ fn rewrite_sort(sort: &Sort) -> Result<Option<LogicalPlan>> {
     let (Some(k), [order]) = (sort.fetch, sort.expr.as_slice()) else {
         return Ok(None);
     };
-    let expr = resolve_alias(&order.expr.clone().unalias(), &sort.input);
+    let (expr, alias) = resolve_alias(&order.expr.clone().unalias(), &sort.input);
     let Some(call) = distance_call(&expr) else {
         return Ok(None);
     };
@@ -87,22 +117,106 @@ fn rewrite_sort(sort: &Sort) -> Result<Option<LogicalPlan>> {
     let Some(node) = search_for_scan(scan, &call, k, order.nulls_first, filters)? else {
         return Ok(None);
     };
-    let new_input = replace_scan(sort.input.as_ref().clone(), scan, node)?;
-    Ok(Some(LogicalPlan::Sort(Sort {
-        expr: sort.expr.clone(),
-        input: Arc::new(new_input),
+    let search = with_hidden_distance(node)?;
+    // Where the projection computed the call: its column and the call's type.
+    let value = alias
+        .map(|(i, p)| -> Result<_> { Ok((i, expr.get_type(p.input.schema())?)) })
+        .transpose()?;
+    let input = carry_distance(&sort.input, scan, &search, value.as_ref().map(|v| v.0))?;
+    // The search returns its rows nearest first, so this sort is by a column already in
+    // order (the physical plan drops it), and no parameter is left outside the search.
+    let sorted = LogicalPlan::Sort(Sort {
+        expr: vec![SortExpr::new(hidden(), call.metric != Metric::Ip, false)],
+        input: Arc::new(input),
         fetch: sort.fetch,
-    })))
+    });
+    // The sort's columns as they were (only columns: an expression over the search would
+    // make DataFusion spread its k rows over partitions and merge them again).
+    let schema = sort.input.schema();
+    let restored = (0..schema.fields().len())
+        .map(|j| {
+            let (q, f) = schema.qualified_field(j);
+            let c = Expr::Column(Column::from((q, f)));
+            match &value {
+                Some((i, ty)) if *i == j && ty != f.data_type() => {
+                    cast(c, ty.clone()).alias_qualified(q.cloned(), f.name())
+                }
+                _ => c,
+            }
+        })
+        .collect();
+    Ok(Some(LogicalPlan::Projection(Projection::try_new(
+        restored,
+        Arc::new(sorted),
+    )?)))
 }
 
-/// A sort key naming a column of the projection below it, as the projection's expression.
-fn resolve_alias(e: &Expr, input: &LogicalPlan) -> Expr {
-    if let (Expr::Column(c), LogicalPlan::Projection(Projection { expr, schema, .. })) = (e, input)
-        && let Some(i) = schema.maybe_index_of_column(c)
+/// The name the index's distance goes by between the search and the sort.
+const HIDDEN_DISTANCE: &str = "__jammi_distance";
+
+fn hidden() -> Expr {
+    Expr::Column(Column::new_unqualified(HIDDEN_DISTANCE))
+}
+
+/// A sort key naming a column of the projection below it, as the projection's expression
+/// (and where it is).
+fn resolve_alias<'a>(e: &Expr, input: &'a LogicalPlan) -> (Expr, Option<(usize, &'a Projection)>) {
+    if let (Expr::Column(c), LogicalPlan::Projection(p)) = (e, input)
+        && let Some(i) = p.schema.maybe_index_of_column(c)
     {
-        return expr[i].clone().unalias();
+        return (p.expr[i].clone().unalias(), Some((i, p)));
     }
-    e.clone()
+    (e.clone(), None)
+}
+
+/// The search with its `_distance` renamed to [`HIDDEN_DISTANCE`], so no column a query
+/// names or aliases can clash with it.
+fn with_hidden_distance(node: VectorSearchNode) -> Result<LogicalPlan> {
+    let schema = node.schema_ref().clone();
+    let last = schema.fields().len() - 1;
+    let exprs = (0..=last)
+        .map(|i| {
+            let c = Expr::Column(Column::from(schema.qualified_field(i)));
+            if i == last {
+                c.alias(HIDDEN_DISTANCE)
+            } else {
+                c
+            }
+        })
+        .collect();
+    Ok(LogicalPlan::Projection(Projection::try_new(
+        exprs,
+        Arc::new(node.into_plan()),
+    )?))
+}
+
+/// `plan` (the projections and filters down to `scan`) over `search` instead of `scan`,
+/// every projection passing the hidden distance up; the topmost projection's column
+/// `sorted_by` (the distance call the sort named) becomes the distance itself.
+fn carry_distance(
+    plan: &LogicalPlan,
+    scan: &TableScan,
+    search: &LogicalPlan,
+    sorted_by: Option<usize>,
+) -> Result<LogicalPlan> {
+    Ok(match plan {
+        LogicalPlan::TableScan(s) if s == scan => search.clone(),
+        LogicalPlan::Filter(f) => LogicalPlan::Filter(Filter::try_new(
+            f.predicate.clone(),
+            Arc::new(carry_distance(&f.input, scan, search, None)?),
+        )?),
+        LogicalPlan::Projection(p) => {
+            let input = carry_distance(&p.input, scan, search, None)?;
+            let mut expr = p.expr.clone();
+            if let Some(i) = sorted_by {
+                let (q, f) = p.schema.qualified_field(i);
+                expr[i] = hidden().alias_qualified(q.cloned(), f.name());
+            }
+            expr.push(hidden());
+            LogicalPlan::Projection(Projection::try_new(expr, Arc::new(input))?)
+        }
+        other => return internal_err!("ORDER BY rewrite met {}", other.display()),
+    })
 }
 
 fn distance_call(e: &Expr) -> Option<DistanceCall> {
@@ -155,10 +269,14 @@ fn has_subquery(e: &Expr) -> bool {
     .unwrap_or(true)
 }
 
-/// The table scan under projections and filters (whose predicates are gathered).
+/// The table scan under projections and filters (whose predicates are gathered). A filter
+/// above a projection reads the projection's columns, not the table's: it cannot be the
+/// search's pre-filter, and filtering after the search would return fewer than k rows, so
+/// such a plan is left alone.
 fn find_scan<'a>(plan: &'a LogicalPlan, filters: &mut Vec<Expr>) -> Option<&'a TableScan> {
     match plan {
         LogicalPlan::TableScan(s) => Some(s),
+        LogicalPlan::Projection(_) if !filters.is_empty() => None,
         LogicalPlan::Projection(p) => find_scan(&p.input, filters),
         LogicalPlan::Filter(Filter {
             predicate, input, ..
@@ -221,6 +339,8 @@ fn search_for_scan(
     if spec.mode != PlannedMode::Index {
         return Ok(None);
     }
+    // The distance column holds the function's own value (inner products for ip).
+    spec.distance = DistanceColumn::Function;
     spec.columns = match &scan.projection {
         Some(p) => p.clone(),
         None => (0..table.schema().fields().len()).collect(),
@@ -228,14 +348,32 @@ fn search_for_scan(
     let prefilter = conjunction(filters.into_iter().map(|f| unqualify(f).data));
     let node = VectorSearchNode::try_new(
         spec,
-        Some(call.query.clone()),
+        Some(strip_casts(call.query.clone())),
         None,
         prefilter,
-        true,
         None,
         Some(scan.table_name.clone()),
     )?;
-    Ok(Some(node.with_schema(scan.projected_schema.clone())))
+    // The scan's own fields (qualifiers, metadata), then the distance.
+    let mut fields: Vec<_> = scan
+        .projected_schema
+        .iter()
+        .map(|(q, f)| (q.cloned(), f.clone()))
+        .collect();
+    let (q, f) = node.schema_ref().qualified_field(fields.len());
+    fields.push((q.cloned(), f.clone()));
+    let schema = DFSchema::new_with_metadata(fields, scan.projected_schema.metadata().clone())?;
+    Ok(Some(node.with_schema(Arc::new(schema))))
+}
+
+/// The query without the casts type coercion put around it for the distance function: the
+/// search takes any numeric list, and a parameter must stay bare to be bound per run.
+fn strip_casts(e: Expr) -> Expr {
+    match e {
+        Expr::Cast(c) => strip_casts(*c.expr),
+        Expr::TryCast(c) => strip_casts(*c.expr),
+        other => other,
+    }
 }
 
 /// `e` with its columns unqualified (the pre-filter reads the table's own columns).
@@ -247,23 +385,6 @@ fn unqualify(e: Expr) -> Transformed<Expr> {
         other => Ok(Transformed::no(other)),
     })
     .expect("infallible")
-}
-
-/// `plan` with `scan` replaced by `node`.
-fn replace_scan(
-    plan: LogicalPlan,
-    scan: &TableScan,
-    node: VectorSearchNode,
-) -> Result<LogicalPlan> {
-    let mut node = Some(node);
-    plan.transform_down(|p| match p {
-        LogicalPlan::TableScan(ref s) if s == scan => match node.take() {
-            Some(n) => Ok(Transformed::yes(n.into_plan())),
-            None => Ok(Transformed::no(p)),
-        },
-        other => Ok(Transformed::no(other)),
-    })
-    .map(|t| t.data)
 }
 
 /// Pushes the columns a projection reads into the search below it, so only those are
