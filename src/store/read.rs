@@ -272,6 +272,60 @@ pub async fn read_rows(
     Ok(take_record_batch(&all, &order)?)
 }
 
+/// The whole of top-level column `column`, in row order. Remote files are fetched as one
+/// coalesced, concurrent request set for all its column chunks (a stream alone would fetch
+/// them row group by row group).
+pub async fn read_column(
+    store: &Arc<dyn ObjectStore>,
+    url: &StorageUrl,
+    meta: &ArrowReaderMetadata,
+    column: usize,
+) -> Result<Vec<RecordBatch>> {
+    let md = meta.metadata();
+    let descr = md.file_metadata().schema_descr();
+    let mask = ProjectionMask::roots(descr, [column]);
+    if let Some(path) = url.local_path() {
+        use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let file = std::fs::File::open(&path)?;
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone())
+            .with_projection(mask)
+            .with_batch_size(BATCH_ROWS)
+            .build()?;
+        return Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?);
+    }
+    let leaves: Vec<usize> = (0..descr.num_columns())
+        .filter(|&l| descr.get_column_root_idx(l) == column)
+        .collect();
+    let ranges: Vec<Range<u64>> = md
+        .row_groups()
+        .iter()
+        .flat_map(|rg| leaves.iter().map(move |&l| rg.column(l).byte_range()))
+        .map(|(start, len)| start..start + len)
+        .collect();
+    // Gaps as object_store's own coalescing closes them: what is counted is what is sent.
+    let ranges = merge_ranges_within(ranges, object_store::OBJECT_STORE_COALESCE_DEFAULT);
+    let fetched = if ranges.is_empty() {
+        Vec::new()
+    } else {
+        store
+            .get_ranges(&url.object_path()?, &ranges)
+            .await
+            .map_err(|e| JammiError::storage(url, e))?
+    };
+    let prefetched = Prefetched {
+        inner: reader(store, url)?,
+        pages: ranges.into_iter().zip(fetched).collect(),
+    };
+    let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(prefetched, meta.clone())
+        .with_projection(mask)
+        .with_batch_size(BATCH_ROWS)
+        .build()?;
+    Ok(stream.try_collect().await?)
+}
+
+/// Rows per batch of a whole-column read.
+const BATCH_ROWS: usize = 64 * 1024;
+
 /// Byte ranges of the pages holding the rows `sorted` (ascending file row positions) in the
 /// given top-level columns, each column chunk's dictionary page included. Empty without an
 /// offset index (the reader then fetches what it needs itself).
@@ -316,12 +370,17 @@ fn page_ranges(meta: &ArrowReaderMetadata, sorted: &[u64], columns: &[usize]) ->
 }
 
 /// Sorted, with overlapping and touching ranges merged.
-fn merge_ranges(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+fn merge_ranges(ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    merge_ranges_within(ranges, 0)
+}
+
+/// Sorted, with ranges at most `gap` bytes apart merged.
+fn merge_ranges_within(mut ranges: Vec<Range<u64>>, gap: u64) -> Vec<Range<u64>> {
     ranges.sort_unstable_by_key(|r| r.start);
     let mut merged: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
     for r in ranges {
         match merged.last_mut() {
-            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            Some(last) if r.start <= last.end + gap => last.end = last.end.max(r.end),
             _ => merged.push(r),
         }
     }

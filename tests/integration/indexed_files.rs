@@ -20,6 +20,15 @@ use jammi_db::storage::{CloudConfig, StorageRegistry, StorageUrl};
 /// Parquet of rows `ids` with 8-d vectors pointing at `angle(id)`, written uncompressed,
 /// without dictionaries or statistics: its size depends only on the row count.
 fn fixed_size_parquet(ids: &[i64], angle: impl Fn(i64) -> i64) -> Vec<u8> {
+    parquet_in_groups(ids, angle, None)
+}
+
+/// [`fixed_size_parquet`] with row groups of at most `group_rows` rows.
+fn parquet_in_groups(
+    ids: &[i64],
+    angle: impl Fn(i64) -> i64,
+    group_rows: Option<usize>,
+) -> Vec<u8> {
     let dims = 8;
     let item = Arc::new(Field::new("item", DataType::Float32, true));
     let values: Vec<f32> = ids
@@ -48,6 +57,7 @@ fn fixed_size_parquet(ids: &[i64], angle: impl Fn(i64) -> i64) -> Vec<u8> {
         .set_compression(Compression::UNCOMPRESSED)
         .set_dictionary_enabled(false)
         .set_statistics_enabled(EnabledStatistics::None)
+        .set_max_row_group_row_count(group_rows)
         .build();
     let mut buf = Vec::new();
     let mut w = ArrowWriter::try_new(&mut buf, schema, Some(props)).unwrap();
@@ -443,4 +453,40 @@ async fn a_files_keys_are_read_once_per_version_and_never_from_an_older_one() {
     let (after, st) = searched(&s, &search_sql("docs", 7)).await;
     assert_eq!(after[0], 1007, "{after:?} {st:?}");
     assert!(after.iter().all(|i| *i >= 1000), "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_files_keys_are_read_in_one_request_set_not_one_per_row_group() {
+    use object_store::ObjectStoreExt;
+    let base = crate::common::memory_root("keys");
+    let registry = StorageRegistry::new();
+    let url = StorageUrl::parse(&format!("{base}docs.parquet")).unwrap();
+    let store = registry.store(&url, None).await.unwrap();
+    let ids: Vec<i64> = (0..400).collect();
+    let bytes = parquet_in_groups(&ids, |i| i, Some(20));
+    store
+        .put(&url.object_path().unwrap(), bytes.into())
+        .await
+        .unwrap();
+    let root = tempdir();
+    let s = JammiSession::open_with(
+        root.path().to_str().unwrap(),
+        OpenOptions {
+            registry: Some(registry),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.sql(&format!(
+        "CREATE EXTERNAL TABLE docs STORED AS PARQUET LOCATION '{url}' \
+         OPTIONS ('jammi.vector_column' 'embedding')"
+    ))
+    .await
+    .unwrap();
+    let (cold, st) = searched(&s, &search_sql("docs", 7)).await;
+    assert_eq!(cold[0], 7, "{cold:?}");
+    // 20 row groups: the id column's 20 chunks come in one coalesced read.
+    let reads = st.requests.get + st.requests.get_range;
+    assert!(reads < 20, "{reads} reads: {st:?}");
 }

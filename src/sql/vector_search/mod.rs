@@ -38,7 +38,6 @@ use datafusion::arrow::compute::{cast, concat};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use datafusion::physical_plan::ExecutionPlan;
-use futures::StreamExt;
 use object_store::{ObjectMeta, ObjectStore};
 
 use crate::error::Result;
@@ -186,11 +185,11 @@ impl SearchContext {
         if let Some(c) = self.columns.lock().expect("lock").get(&key) {
             return Ok(Some(c.0.clone()));
         }
-        let mut stream = crate::store::read::scan_columns(store, url, meta, &[idx]).await?;
-        let mut parts = Vec::new();
-        while let Some(batch) = stream.next().await {
-            parts.push(cast(batch?.column(0), ty)?);
-        }
+        let batches = crate::store::read::read_column(store, url, meta, idx).await?;
+        let parts = batches
+            .iter()
+            .map(|b| cast(b.column(0), ty))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let refs: Vec<&dyn Array> = parts.iter().map(|a| a.as_ref()).collect();
         let column = match refs.as_slice() {
             [] => new_empty_array(ty),
