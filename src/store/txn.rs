@@ -599,6 +599,10 @@ pub(crate) async fn settle(
     };
     let siblings = Siblings::table(dir, &held.stem)?;
     let mut out = Settled::default();
+    // Staging files to look for: the holder's own interrupted rewrites of its lease (local
+    // leases are overwritten by their holder alone), and those of a write's planned objects.
+    let lease_name = lease_url.file_name();
+    let mut staged_names = vec![lease_name.as_str()];
     match held.state {
         LeaseState::Committing => match settle_commit(store, dir, &siblings, &held, dry_run).await?
         {
@@ -613,22 +617,12 @@ pub(crate) async fn settle(
         }
         LeaseState::Writing | LeaseState::Reaping => {
             out.removal = remove_proven(store, dir, &held.objects, dry_run).await?;
-            let planned: Vec<&str> = held.planned.iter().map(String::as_str).collect();
-            out.removal
-                .removed
-                .extend(remove_staged(dir, &planned, &held, started, dry_run));
+            staged_names.extend(held.planned.iter().map(String::as_str));
         }
     }
-    // The holder's own interrupted rewrites of its lease (local leases are overwritten by
-    // their holder alone).
-    let lease_name = lease_url.file_name();
-    out.removal.removed.extend(remove_staged(
-        dir,
-        &[lease_name.as_str()],
-        &held,
-        started,
-        dry_run,
-    ));
+    out.removal
+        .removed
+        .extend(remove_staged(dir, &staged_names, &held, started, dry_run));
     release_claim(store, lease_url, claimed).await?;
     Ok(out)
 }
