@@ -233,20 +233,8 @@ pub async fn read_rows(
         // Remote files: every page the rows need is fetched up front in one coalesced,
         // concurrent request set (the stream alone would fetch row group by row group).
         None => {
-            let path = url.object_path()?;
             let ranges = merge_ranges(page_ranges(meta, &sorted, columns));
-            let fetched = if ranges.is_empty() {
-                Vec::new()
-            } else {
-                store
-                    .get_ranges(&path, &ranges)
-                    .await
-                    .map_err(|e| JammiError::storage(url, e))?
-            };
-            let prefetched = Prefetched {
-                inner: reader(store, url)?,
-                pages: ranges.into_iter().zip(fetched).collect(),
-            };
+            let prefetched = Prefetched::fetch(store, url, ranges).await?;
             let stream =
                 ParquetRecordBatchStreamBuilder::new_with_metadata(prefetched, meta.clone())
                     .with_projection(mask)
@@ -304,18 +292,7 @@ pub async fn read_column(
         .collect();
     // Gaps as object_store's own coalescing closes them: what is counted is what is sent.
     let ranges = merge_ranges_within(ranges, object_store::OBJECT_STORE_COALESCE_DEFAULT);
-    let fetched = if ranges.is_empty() {
-        Vec::new()
-    } else {
-        store
-            .get_ranges(&url.object_path()?, &ranges)
-            .await
-            .map_err(|e| JammiError::storage(url, e))?
-    };
-    let prefetched = Prefetched {
-        inner: reader(store, url)?,
-        pages: ranges.into_iter().zip(fetched).collect(),
-    };
+    let prefetched = Prefetched::fetch(store, url, ranges).await?;
     let stream = ParquetRecordBatchStreamBuilder::new_with_metadata(prefetched, meta.clone())
         .with_projection(mask)
         .with_batch_size(BATCH_ROWS)
@@ -396,6 +373,26 @@ struct Prefetched {
 }
 
 impl Prefetched {
+    /// `ranges` (disjoint, sorted) of `url` fetched in one concurrent request set.
+    async fn fetch(
+        store: &Arc<dyn ObjectStore>,
+        url: &StorageUrl,
+        ranges: Vec<Range<u64>>,
+    ) -> Result<Self> {
+        let fetched = if ranges.is_empty() {
+            Vec::new()
+        } else {
+            store
+                .get_ranges(&url.object_path()?, &ranges)
+                .await
+                .map_err(|e| JammiError::storage(url, e))?
+        };
+        Ok(Prefetched {
+            inner: reader(store, url)?,
+            pages: ranges.into_iter().zip(fetched).collect(),
+        })
+    }
+
     fn cached(&self, range: &Range<u64>) -> Option<Bytes> {
         let i = self.pages.partition_point(|(r, _)| r.start <= range.start);
         let (r, bytes) = &self.pages[i.checked_sub(1)?];
