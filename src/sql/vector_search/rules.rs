@@ -126,19 +126,25 @@ fn rewrite_sort(sort: &Sort) -> Result<Option<LogicalPlan>> {
     // The search returns its rows nearest first, so this sort is by a column already in
     // order (the physical plan drops it), and no parameter is left outside the search.
     let sorted = LogicalPlan::Sort(Sort {
-        expr: vec![SortExpr::new(hidden(), call.metric != Metric::Ip, false)],
+        expr: vec![SortExpr::new(
+            hidden(),
+            !DistanceColumn::Function.nearest_largest(call.metric),
+            false,
+        )],
         input: Arc::new(input),
         fetch: sort.fetch,
     });
     // The sort's columns as they were (only columns: an expression over the search would
-    // make DataFusion spread its k rows over partitions and merge them again).
+    // make DataFusion spread its k rows over partitions and merge them again), the
+    // distance cast only should the function's type differ from the search's.
+    let carried = DistanceColumn::Function.data_type();
     let schema = sort.input.schema();
     let restored = (0..schema.fields().len())
         .map(|j| {
             let (q, f) = schema.qualified_field(j);
             let c = Expr::Column(Column::from((q, f)));
             match &value {
-                Some((i, ty)) if *i == j && ty != f.data_type() => {
+                Some((i, ty)) if *i == j && *ty != carried => {
                     cast(c, ty.clone()).alias_qualified(q.cloned(), f.name())
                 }
                 _ => c,
