@@ -60,28 +60,32 @@ impl PreparedQuery {
                 plan.display()
             )));
         }
-        // The optimizer may move a parameter into a search (`ORDER BY <distance>($1) LIMIT
-        // k`): judged on the optimised plan too.
-        let searches_only = only_search_params(&plan)
-            || state
-                .optimize(&plan)
-                .is_ok_and(|optimized| only_search_params(&optimized));
-        if !searches_only {
-            let schema = Arc::new(plan.schema().as_arrow().clone());
-            let state = Box::new(state);
-            return Ok(PreparedQuery {
-                kind: Kind::Logical { plan, state },
-                schema,
-            });
-        }
+        // Judged on the optimised plan: the optimizer may move a parameter into a search
+        // (`ORDER BY <distance>($1) LIMIT k`). That plan is the one planned physically.
+        let optimized = match state.optimize(&plan) {
+            Ok(optimized) if only_search_params(&optimized) => optimized,
+            Err(e) if only_search_params(&plan) => return Err(e.into()),
+            _ => {
+                let schema = Arc::new(plan.schema().as_arrow().clone());
+                let state = Box::new(state);
+                return Ok(PreparedQuery {
+                    kind: Kind::Logical { plan, state },
+                    schema,
+                });
+            }
+        };
         // A plan run many times must not carry one run's state: no dynamic filters (a
-        // TopK's or a join's filter lives in the scan it was pushed into).
+        // TopK's or a join's filter lives in the scan it was pushed into; a physical
+        // optimizer setting, which the logical optimisation above does not read).
         let mut state = state;
         state.config_mut().options_mut().set(
             "datafusion.optimizer.enable_dynamic_filter_pushdown",
             "false",
         )?;
-        let plan = state.create_physical_plan(&plan).await?;
+        let plan = state
+            .query_planner()
+            .create_physical_plan(&optimized, &state)
+            .await?;
         let task = Arc::new(TaskContext::from(&state));
         Ok(PreparedQuery {
             schema: plan.schema(),
