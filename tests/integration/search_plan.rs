@@ -199,6 +199,62 @@ async fn a_vector_bound_as_a_parameter_searches_like_the_literal() {
     }
 }
 
+/// The expressions the optimizer sees on the search node of `sql`'s logical plan.
+async fn search_node_expressions(s: &JammiSession, sql: &str) -> Vec<datafusion::prelude::Expr> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::LogicalPlan;
+    let plan = s.context().state().create_logical_plan(sql).await.unwrap();
+    let mut found = None;
+    plan.apply(|p| {
+        if let LogicalPlan::Extension(e) = p {
+            found = Some(e.node.expressions());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .unwrap();
+    found.expect("a search node")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_an_unresolved_query_vector_is_handed_to_the_optimizer() {
+    let dir = tempdir();
+    let (s, t) = session_with_table(&dir, 500).await;
+    let v = sample_vector(7, DIMS);
+    // A constant needs no rewriting; the simplifier would name it, printing every number.
+    let literal = format!(
+        "SELECT id, _distance FROM vector_search('{t}', {}, 3)",
+        vec_sql(&v)
+    );
+    assert!(search_node_expressions(&s, &literal).await.is_empty());
+    let json = format!("SELECT id FROM vector_search('{t}', '{}', 3)", vec_sql(&v));
+    assert!(search_node_expressions(&s, &json).await.is_empty());
+    // A placeholder must be bound and a subquery planned: both are shown.
+    let param = format!("SELECT id, _distance FROM vector_search('{t}', $1, 3)");
+    let shown = search_node_expressions(&s, &param).await;
+    assert!(
+        matches!(shown.as_slice(), [e] if e.to_string().contains("$1")),
+        "{shown:?}"
+    );
+    let sub = format!(
+        "SELECT id FROM vector_search('{t}', (SELECT embedding FROM jammi.public.\"{t}\" WHERE id = 7), 3)"
+    );
+    assert_eq!(search_node_expressions(&s, &sub).await.len(), 1);
+    // The bound plan still answers like the literal.
+    let bound = s
+        .sql(&param)
+        .await
+        .unwrap()
+        .with_param_values(vec![list(&v)])
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let answer = hits(&rows(&s, &literal).await, "_distance");
+    assert_eq!(answer[0].0, 7);
+    assert_eq!(hits(&bound, "_distance"), answer);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stored_rows_vector_is_a_query() {
     let dir = tempdir();

@@ -147,6 +147,13 @@ impl VectorSearchNode {
         self
     }
 
+    /// The query vector unless it is a constant: what `expressions()` shows.
+    fn open_query(&self) -> Option<&Expr> {
+        self.query
+            .as_ref()
+            .filter(|q| !matches!(q, Expr::Literal(..)))
+    }
+
     /// The output schema.
     pub fn schema_ref(&self) -> &DFSchemaRef {
         &self.schema
@@ -190,12 +197,13 @@ impl UserDefinedLogicalNodeCore for VectorSearchNode {
         &self.schema
     }
 
-    /// The query, under a fixed alias: the optimizer saves and restores the name of every
-    /// expression it simplifies, and the name of a 384-number literal is its text.
+    /// The query when it is still to be resolved (a placeholder to bind, a subquery to
+    /// decorrelate), under a fixed alias. A constant is not shown: the simplifier would fold
+    /// the alias away and name the result, writing out all 384 numbers on every pass.
     fn expressions(&self) -> Vec<Expr> {
-        self.query
-            .iter()
+        self.open_query()
             .map(|q| q.clone().alias(QUERY_ALIAS))
+            .into_iter()
             .collect()
     }
 
@@ -215,7 +223,7 @@ impl UserDefinedLogicalNodeCore for VectorSearchNode {
 
     fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, inputs: Vec<LogicalPlan>) -> Result<Self> {
         let mut node = self.clone();
-        if node.query.is_some() {
+        if self.open_query().is_some() {
             node.query = exprs.into_iter().next().map(Expr::unalias);
         }
         if let (Some(b), Some(input)) = (&mut node.batch, inputs.into_iter().next()) {
