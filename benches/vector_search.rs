@@ -9,7 +9,8 @@
 //!   comes from Parquet), warm p50 latency of `SELECT id, _distance FROM vector_search(...)`
 //!   with the vector bound as a parameter, as a 384-number literal through the plain
 //!   `SessionContext` and through `JammiSession::sql`, of `SELECT *`, against raw USearch
-//!   `search` on the same index file; `ORDER BY cosine_distance(..) LIMIT 10` against the
+//!   `search` on the same index file, beside what plain DataFusion (no jammi-db) spends on
+//!   `SELECT 1` and on selecting the same 384-number literal; `ORDER BY cosine_distance(..) LIMIT 10` against the
 //!   `vector_search` form; all queries in one `vector_search_batch` statement against raw
 //!   USearch searching them on the same number of threads;
 //! - exact-fallback latency (`exact=true`) against a brute-force scan of the same vectors
@@ -530,6 +531,8 @@ struct Figures {
     ctx_literal_p50: Duration,
     parse_p50: Duration,
     logical_p50: Duration,
+    df_floor_p50: Duration,
+    df_array_p50: Duration,
     session_literal_p50: Duration,
     star_p50: Duration,
     order_by_p50: Duration,
@@ -575,6 +578,14 @@ impl Figures {
         row(
             "the literal statement's parsing and logical planning (`SessionState::create_logical_plan`, no search)",
             self.logical_p50,
+        );
+        row(
+            "plain DataFusion, no jammi-db: `SELECT 1` (what any statement costs)",
+            self.df_floor_p50,
+        );
+        row(
+            "plain DataFusion, no jammi-db: `SELECT` of the same 384-number array literal (no search)",
+            self.df_array_p50,
         );
         row(
             "`SELECT id, _distance`, 384-number literal, `JammiSession::sql`",
@@ -740,6 +751,26 @@ async fn search_forms(
         async move { state.create_logical_plan(&sql).await.unwrap() }
     })
     .await;
+    // Plain DataFusion's own costs for a statement, and for the literal alone.
+    let plain = SessionContext::new();
+    let df_floor_p50 = p50(q_vecs, |_| {
+        let plain = &plain;
+        async move {
+            plain
+                .sql("SELECT 1")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+    let df_array_p50 = p50(q_vecs, |q| {
+        let (plain, sql) = (&plain, format!("SELECT {} AS q", vec_sql(q)));
+        async move { plain.sql(&sql).await.unwrap().collect().await.unwrap() }
+    })
+    .await;
     let session_literal_p50 = p50(q_vecs, |q| {
         let sql = literal(q);
         async move { s.sql(&sql).await.unwrap().collect().await.unwrap() }
@@ -801,6 +832,8 @@ async fn search_forms(
         ctx_literal_p50,
         parse_p50,
         logical_p50,
+        df_floor_p50,
+        df_array_p50,
         session_literal_p50,
         star_p50,
         order_by_p50,
