@@ -10,9 +10,10 @@
 //!   with the vector bound as a parameter, as a 384-number literal through the plain
 //!   `SessionContext` and through `JammiSession::sql`, of `SELECT *`, against raw USearch
 //!   `search` on the same index file, beside what plain DataFusion (no jammi-db) spends on
-//!   `SELECT 1` and on selecting the same 384-number literal; `ORDER BY cosine_distance(..) LIMIT 10` against the
-//!   `vector_search` form; all queries in one `vector_search_batch` statement against raw
-//!   USearch searching them on the same number of threads;
+//!   `SELECT 1` and on selecting the same 384-number literal; `ORDER BY
+//!   cosine_distance(..) LIMIT 10` against the `vector_search` form; all queries in one
+//!   `vector_search_batch` statement against raw USearch searching them on the same number
+//!   of threads;
 //! - exact-fallback latency (`exact=true`) against a brute-force scan of the same vectors
 //!   held in memory;
 //! - index build through the SQL path against a raw USearch build of the same vectors;
