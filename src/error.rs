@@ -52,10 +52,13 @@ pub enum JammiError {
     /// Input given by the caller is wrong (bad dimension, bad k, bad column, ...).
     #[error("{0}")]
     InvalidInput(String),
-    /// A stored table failed verification (missing, truncated or corrupt sibling).
-    #[error("result table '{table}' is broken: {reason}")]
+    /// A stored table failed verification (missing, truncated or corrupt sibling, or a
+    /// record naming objects that are not its own).
+    #[error("{kind} '{table}' is broken: {reason}")]
     Corrupt {
-        /// Table name.
+        /// What is broken: "result table", "indexed file", "cache file".
+        kind: &'static str,
+        /// Its name (a result table's name, an indexed file's URL).
         table: String,
         /// What failed to verify.
         reason: String,

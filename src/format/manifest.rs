@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{JammiError, Result};
 use crate::format::Metric;
+use crate::format::naming::Siblings;
 
 /// Current manifest format version (2 adds `writer`, `kind` and store versions of files).
 /// Readers refuse newer versions.
@@ -117,11 +118,13 @@ impl Manifest {
     /// Parses and checks the format version.
     pub fn from_json(table: &str, bytes: &[u8]) -> Result<Manifest> {
         let m: Manifest = serde_json::from_slice(bytes).map_err(|e| JammiError::Corrupt {
+            kind: "table",
             table: table.to_string(),
             reason: format!("manifest is not valid: {e}"),
         })?;
         if m.format_version > FORMAT_VERSION {
             return Err(JammiError::Corrupt {
+                kind: m.kind_name(),
                 table: table.to_string(),
                 reason: format!(
                     "manifest format version {} is newer than this build understands ({FORMAT_VERSION})",
@@ -142,6 +145,60 @@ impl Manifest {
         self.files.iter().find(|f| f.role == role)
     }
 
+    /// What the manifest commits, as errors name it: "result table" or "indexed file".
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            Some(TableKind::IndexedFile) => "indexed file",
+            _ => "result table",
+        }
+    }
+
+    /// Checks that every file the manifest records is one of `siblings` — the Parquet
+    /// file, the graph and the rowmap named from its own stem — and that it names the
+    /// table of that stem. A manifest naming any other object (a copy of another table's
+    /// manifest, a hand-edited one) is a damaged table: nothing may act on what it names.
+    pub fn check_names(&self, siblings: &Siblings) -> Result<()> {
+        let damaged = |reason: String| {
+            Err(JammiError::Corrupt {
+                kind: self.kind_name(),
+                table: siblings.stem.clone(),
+                reason,
+            })
+        };
+        // The table a manifest records is its Parquet file's stem (which the sidecars of
+        // the older naming do not share).
+        let parquet = siblings.parquet.file_name();
+        let stem = crate::format::naming::sidecar_stem(&parquet);
+        if self.table != stem {
+            let other = match self.kind_name() {
+                "indexed file" => "file",
+                _ => "table",
+            };
+            return damaged(format!(
+                "its manifest {} records table '{}', not '{stem}' (a copy of another \
+                 {other}'s manifest?); nothing it names is used or removed",
+                siblings.manifest.file_name(),
+                self.table,
+            ));
+        }
+        for f in &self.files {
+            let own = match f.role {
+                FileRole::Parquet => siblings.parquet.file_name(),
+                FileRole::Index => siblings.index.file_name(),
+                FileRole::Rowmap => siblings.rowmap.file_name(),
+            };
+            if f.name != own {
+                return damaged(format!(
+                    "its manifest names {} as its {} file, not {own}; nothing it names is \
+                     used or removed",
+                    f.name,
+                    format!("{:?}", f.role).to_lowercase()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether jammi-db wrote `entry` (and so may remove it): sidecars always; the Parquet
     /// file only of result tables recorded as such.
     pub fn owns(&self, entry: &FileEntry) -> bool {
@@ -151,6 +208,7 @@ impl Manifest {
     /// The Arrow schema of the rows.
     pub fn schema(&self) -> Result<SchemaRef> {
         decode_schema(&self.schema_ipc).map_err(|reason| JammiError::Corrupt {
+            kind: self.kind_name(),
             table: self.table.clone(),
             reason,
         })

@@ -159,6 +159,20 @@ impl Siblings {
         Self::with_stem(parquet.clone(), legacy).map(Some)
     }
 
+    /// Whether `name` (in this directory) is one of these siblings: the Parquet file, a
+    /// sidecar or the lease. Records naming anything else are not acted on.
+    pub fn owns(&self, name: &str) -> bool {
+        [
+            &self.parquet,
+            &self.index,
+            &self.rowmap,
+            &self.manifest,
+            &self.lease,
+        ]
+        .iter()
+        .any(|u| u.file_name() == name)
+    }
+
     fn with_stem(parquet: StorageUrl, stem: &str) -> Result<Self> {
         let dir = parquet.parent();
         Ok(Siblings {

@@ -166,6 +166,7 @@ impl IndexCache {
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let corrupt = |reason: String| JammiError::Corrupt {
+            kind: manifest.kind_name(),
             table: manifest.table.clone(),
             reason,
         };

@@ -316,7 +316,7 @@ async fn wait_for_lease(
     let mut pause = std::time::Duration::from_millis(50);
     loop {
         match lease::read(store, &s.lease).await? {
-            Found::Lease(r) if r.lease.is_live(lease::renews(&s.dir), ttl) => {
+            Found::Lease(r) if r.lease.is_live(ttl) => {
                 if started.elapsed() > lease::MAX_TTL {
                     return Err(JammiError::InProgress {
                         name: url.to_string(),
@@ -349,6 +349,9 @@ async fn usable_index(
         let m = match crate::store::read_manifest(store, &siblings).await {
             Ok(m) => m,
             Err(JammiError::NotFound { .. }) => continue,
+            // The older naming is shared by every file of its prefix: what is there,
+            // damaged or another file's, is not this file's.
+            Err(_) if !replaceable => continue,
             Err(e) => return Err(e),
         };
         let Some(entry) = m.file(FileRole::Parquet).cloned() else {

@@ -320,6 +320,7 @@ async fn download(
     written?;
     if n != expected_size {
         return Err(JammiError::Corrupt {
+            kind: "download of",
             table: location.to_string(),
             reason: format!("downloaded {n} bytes, expected {expected_size}"),
         });

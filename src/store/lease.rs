@@ -4,13 +4,13 @@
 //! upload completes — the size and CRC32C (then the store's ETag) of each one, so an object
 //! is removed only when its identity or its bytes prove this operation produced it.
 //!
-//! Liveness: a lease of this process is live while its guard is; one of another process on
-//! this host while that process runs (pid and start time); one of another host until it
-//! expired one TTL ago. On stores with conditional writes (S3, GCS, Azure, memory) the lease
-//! is renewed every TTL/4 with an ETag precondition and every change is a compare-and-swap,
-//! so a lease taken over by a recovery pass is never written again by its old holder, which
-//! then fails before publishing. Local directories have no conditional update: their leases
-//! are judged by process liveness only (one host) and never renewed.
+//! Liveness: a lease is live while it is unexpired — its holder renews it every TTL/4 with
+//! a compare-and-swap on its ETag (every store, local directories included), so a lease
+//! taken over by a recovery pass is never written again by its old holder, which then fails
+//! before publishing. A lease whose holder provably shares this process namespace (the same
+//! host, boot and PID namespace, all recorded in the lease) is dead as soon as its process
+//! is gone; a pid check is never trusted otherwise (containers share host names, PID
+//! namespaces reuse pids), and it only ever shortens a lease, never extends one.
 
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{JammiError, Result};
 use crate::format::manifest::Manifest;
-use crate::storage::{Scheme, StorageUrl};
+use crate::storage::StorageUrl;
 
 /// Lease format version.
 pub const LEASE_VERSION: u32 = 2;
@@ -118,9 +118,16 @@ pub struct Lease {
     /// Start time of that process (Linux clock ticks since boot), against pid reuse.
     #[serde(default)]
     pub pid_start: Option<u64>,
+    /// Boot id of the holder's kernel (`/proc/sys/kernel/random/boot_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// The holder's PID namespace (`/proc/self/ns/pid`, e.g. `pid:[4026531836]`): its pid
+    /// means something here only when this matches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_ns: Option<String>,
     /// Creation time, Unix milliseconds.
     pub created_ms: i64,
-    /// Expiry, Unix milliseconds (meaningful on stores that renew leases).
+    /// Expiry, Unix milliseconds; the holder renews it every TTL/4.
     pub expires_ms: i64,
     /// Bumped by every write of the lease, so a read-back tells which write landed.
     pub seq: u64,
@@ -192,7 +199,8 @@ pub(crate) fn process_start(pid: u32) -> Option<u64> {
     after.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether process `pid` of this host (started at `start`) still runs. `None`: cannot tell.
+/// Whether process `pid` of this namespace (started at `start`) still runs. `None`: cannot
+/// tell.
 fn process_alive(pid: u32, start: Option<u64>) -> Option<bool> {
     if !cfg!(target_os = "linux") {
         return None;
@@ -203,35 +211,64 @@ fn process_alive(pid: u32, start: Option<u64>) -> Option<bool> {
     }
 }
 
-/// Whether the store renews leases and changes them with compare-and-swap.
-pub(crate) fn renews(dir: &StorageUrl) -> bool {
-    dir.scheme() != Scheme::File
+/// This kernel's boot id.
+pub(crate) fn boot_id() -> Option<String> {
+    static ID: LazyLock<Option<String>> = LazyLock::new(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    });
+    ID.clone()
+}
+
+/// This process's PID namespace.
+pub(crate) fn pid_namespace() -> Option<String> {
+    static NS: LazyLock<Option<String>> = LazyLock::new(|| {
+        std::fs::read_link("/proc/self/ns/pid")
+            .ok()
+            .and_then(|p| p.to_str().map(str::to_string))
+    });
+    NS.clone()
 }
 
 impl Lease {
-    /// Whether the holder may still be running. `ttl` is the reader's TTL, used as the
-    /// allowance for clock skew between hosts.
-    pub fn is_live(&self, renewing: bool, ttl: Duration) -> bool {
+    /// Whether the holder may still be running. `ttl` is the reader's TTL, allowed on top
+    /// of the expiry for clock skew between hosts.
+    pub fn is_live(&self, ttl: Duration) -> bool {
         if self.abandoned {
             return false;
         }
-        // Where leases are renewed, one that expired (plus one TTL of clock skew) is dead
-        // whoever held it: its holder stopped renewing it.
         let unexpired = self.expires_ms + ttl.as_millis() as i64 > now_ms();
-        if renewing && !unexpired {
+        unexpired && !self.holder_provably_gone()
+    }
+
+    /// `true` only when the holder shares this process namespace (host, boot and PID
+    /// namespace recorded and equal to ours) and its process no longer runs — or, for a
+    /// lease of this very process, no operation of this process holds it.
+    fn holder_provably_gone(&self) -> bool {
+        let ours = self.host == host()
+            && self.boot_id.is_some()
+            && self.boot_id == boot_id()
+            && self.pid_ns.is_some()
+            && self.pid_ns == pid_namespace();
+        if !ours {
             return false;
         }
-        if self.host == host() {
-            if self.pid == std::process::id() {
-                return ACTIVE.lock().expect("lock").contains(&self.id);
-            }
-            if let Some(alive) = process_alive(self.pid, self.pid_start) {
-                return alive;
-            }
+        if self.pid == std::process::id() {
+            return !ACTIVE.lock().expect("lock").contains(&self.id);
         }
-        // Another host (or no way to ask): the expiry where leases are renewed; a local
-        // directory shared across hosts is never reaped.
-        !renewing || unexpired
+        process_alive(self.pid, self.pid_start) == Some(false)
+    }
+
+    /// Sets the holder to this process, expiring one TTL from now.
+    pub(crate) fn hold_here(&mut self, ttl: Duration) {
+        self.host = host();
+        self.pid = std::process::id();
+        self.pid_start = process_start(self.pid);
+        self.boot_id = boot_id();
+        self.pid_ns = pid_namespace();
+        self.expires_ms = now_ms() + ttl.as_millis() as i64;
     }
 
     fn encode(&self) -> PutPayload {
@@ -284,8 +321,7 @@ fn parse(bytes: &Bytes) -> Option<Lease> {
         .filter(|l| l.version == LEASE_VERSION)
 }
 
-/// Writes `lease` over the version `expected` (compare-and-swap where the store renews;
-/// an overwrite on local directories, whose leases only their holder writes). A lost
+/// Writes `lease` over the version `expected` (a compare-and-swap on every store). A lost
 /// response is settled by reading back: the write landed iff the lease now holds `lease`.
 /// `Ok(None)`: the lease is no longer the one expected (taken over or removed).
 pub(crate) async fn swap(
@@ -294,11 +330,7 @@ pub(crate) async fn swap(
     expected: &UpdateVersion,
     lease: &Lease,
 ) -> Result<Option<UpdateVersion>> {
-    let mode = if renews(&url.parent()) {
-        PutMode::Update(expected.clone())
-    } else {
-        PutMode::Overwrite
-    };
+    let mode = PutMode::Update(expected.clone());
     match store
         .put_opts(&url.object_path()?, lease.encode(), mode.into())
         .await
@@ -368,8 +400,6 @@ pub(crate) struct LeaseGuard {
     url: StorageUrl,
     store: Arc<dyn ObjectStore>,
     ttl: Duration,
-    /// Leases of local roots are judged by process and never lapse.
-    renewing: bool,
     held: Arc<tokio::sync::Mutex<Held>>,
     renewer: Option<tokio::task::JoinHandle<()>>,
     id: String,
@@ -395,23 +425,25 @@ impl LeaseGuard {
         planned: Vec<String>,
         ttl: Duration,
     ) -> Result<Option<LeaseGuard>> {
-        let pid = std::process::id();
-        let lease = Lease {
+        let mut lease = Lease {
             version: LEASE_VERSION,
             id: format!("{:032x}", rand::random::<u128>()),
             stem: stem.to_string(),
             state,
-            host: host(),
-            pid,
-            pid_start: process_start(pid),
+            host: String::new(),
+            pid: 0,
+            pid_start: None,
+            boot_id: None,
+            pid_ns: None,
             created_ms: now_ms(),
-            expires_ms: now_ms() + ttl.as_millis() as i64,
+            expires_ms: 0,
             seq: 0,
             planned,
             objects: Vec::new(),
             manifest: None,
             abandoned: false,
         };
+        lease.hold_here(ttl);
         ACTIVE.lock().expect("lock").insert(lease.id.clone());
         let created = create(&store, url, &lease).await;
         let version = match created {
@@ -428,7 +460,7 @@ impl LeaseGuard {
             version,
             lost: false,
         }));
-        let renewer = renews(&url.parent()).then(|| {
+        let renewer = {
             let (store, url, held) = (store.clone(), url.clone(), held.clone());
             tokio::spawn(async move {
                 loop {
@@ -442,14 +474,13 @@ impl LeaseGuard {
                     }
                 }
             })
-        });
+        };
         Ok(Some(LeaseGuard {
             url: url.clone(),
             store,
             ttl,
-            renewing: renews(&url.parent()),
             held,
-            renewer,
+            renewer: Some(renewer),
             id,
         }))
     }
@@ -471,7 +502,7 @@ impl LeaseGuard {
         if h.lost {
             return Err(self.lost());
         }
-        if self.renewing && now_ms() > h.valid_until {
+        if now_ms() > h.valid_until {
             h.lost = true;
             return Err(JammiError::LeaseLost {
                 url: self.url.to_string(),

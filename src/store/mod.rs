@@ -297,6 +297,7 @@ impl ResultStore {
             }
             if crc != f.crc32c {
                 return Err(JammiError::Corrupt {
+                    kind: m.kind_name(),
                     table: name.to_string(),
                     reason: format!("{} does not match its manifest checksum", f.name),
                 });
@@ -325,6 +326,8 @@ impl ResultStore {
             self.forget(name);
             return Ok(());
         };
+        // A manifest naming objects that are not this table's own removes nothing.
+        m.check_names(&s)?;
         let removal = delete_sidecars(store, &s, &m, ttl).await?;
         for kept in &removal.kept {
             tracing::warn!("kept {kept}: it is not the object table {name} committed");
@@ -357,8 +360,10 @@ impl ResultStore {
     }
 }
 
-/// Reads the manifest of `siblings` and checks every sibling it lists exists with the
-/// recorded size (HEAD requests, side by side).
+/// Reads the manifest of `siblings` and checks every sibling it lists and owns exists with
+/// the recorded size (HEAD requests, side by side). The user's file of sidecars is not
+/// checked here: one that changed makes the sidecars stale, not the table damaged — what
+/// [`identity::check`] tells searches (they go exact) and the indexing DDL (it rebuilds).
 pub(crate) async fn read_manifest(
     store: &Arc<dyn ObjectStore>,
     siblings: &Siblings,
@@ -369,9 +374,12 @@ pub(crate) async fn read_manifest(
             name: siblings.stem.clone(),
         });
     };
+    m.check_names(siblings)?;
+    let kind = m.kind_name();
     let checks: Vec<_> = m
         .files
         .iter()
+        .filter(|f| m.owns(f))
         .cloned()
         .map(|f| {
             let store = store.clone();
@@ -388,7 +396,11 @@ pub(crate) async fn read_manifest(
                     Err(object_store::Error::NotFound { .. }) => format!("{} is missing", f.name),
                     Err(e) => return Err(JammiError::storage(&url, e)),
                 };
-                Err(JammiError::Corrupt { table, reason })
+                Err(JammiError::Corrupt {
+                    kind,
+                    table,
+                    reason,
+                })
             }
         })
         .collect();
@@ -405,6 +417,7 @@ pub(crate) async fn delete_sidecars(
     manifest: &Manifest,
     ttl: Duration,
 ) -> Result<txn::Removal> {
+    manifest.check_names(siblings)?;
     let mut txn = Txn::begin(store.clone(), siblings, &[], LeaseState::Deleting, ttl).await?;
     // Under the lease, the manifest must still be the one the caller decided on.
     match txn::read_manifest_at(&store, &siblings.manifest, &siblings.stem).await {
@@ -433,24 +446,27 @@ pub(crate) async fn delete_sidecars(
 
 /// The committed sidecars of the Parquet file `parquet`: under the current naming, else
 /// under the older one (cut at the first dot) when their manifest records this very file.
-/// Whether they still fit the file is [`identity::check`]'s question.
+/// Whether they still fit the file is [`identity::check`]'s question. The older name is
+/// shared by every file of that prefix (`emb.2024.parquet`, `emb.2025.parquet`): what is
+/// there, damaged or another file's, is not this file's and is passed over.
 pub(crate) async fn find_sidecars(
     store: &Arc<dyn ObjectStore>,
     parquet: &StorageUrl,
 ) -> Result<Option<Manifest>> {
-    let mut candidates = vec![Siblings::of_file(parquet)?];
-    candidates.extend(Siblings::legacy_of_file(parquet)?);
-    for siblings in candidates {
-        match read_manifest(store, &siblings).await {
-            Ok(m)
-                if m.file(FileRole::Parquet)
-                    .is_some_and(|f| f.name == parquet.file_name()) =>
-            {
-                return Ok(Some(m));
-            }
-            Ok(_) | Err(JammiError::NotFound { .. }) => {}
-            Err(e) => return Err(e),
-        }
+    let this_file = |m: &Manifest| {
+        m.file(FileRole::Parquet)
+            .is_some_and(|f| f.name == parquet.file_name())
+    };
+    match read_manifest(store, &Siblings::of_file(parquet)?).await {
+        Ok(m) if this_file(&m) => return Ok(Some(m)),
+        Ok(_) | Err(JammiError::NotFound { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(legacy) = Siblings::legacy_of_file(parquet)?
+        && let Ok(m) = read_manifest(store, &legacy).await
+        && this_file(&m)
+    {
+        return Ok(Some(m));
     }
     Ok(None)
 }

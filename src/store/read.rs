@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take_record_batch;
-use datafusion::arrow::datatypes::{Field, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::parquet::arrow::ProjectionMask;
 use datafusion::parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector,
@@ -64,6 +64,70 @@ pub async fn load_metadata(
 /// The Arrow schema of a Parquet file.
 pub async fn parquet_schema(store: &Arc<dyn ObjectStore>, url: &StorageUrl) -> Result<SchemaRef> {
     Ok(load_metadata(store, url, None).await?.schema().clone())
+}
+
+/// Where the table columns `columns` of `table` are in the file `meta` describes, matched
+/// by name: a file rewritten with its columns in another order is read right, and one that
+/// lost a column, or holds other values under its name, is refused naming it.
+pub(crate) fn file_columns(
+    url: &StorageUrl,
+    meta: &ArrowReaderMetadata,
+    table: &Schema,
+    columns: &[usize],
+) -> Result<Vec<usize>> {
+    let file = meta.schema();
+    columns
+        .iter()
+        .map(|&c| {
+            let want = table.field(c);
+            let at = file.index_of(want.name()).map_err(|_| {
+                JammiError::InvalidInput(format!(
+                    "column '{}' is no longer in {url} (the file changed since its table was \
+                     registered; register it again); its columns: {}",
+                    want.name(),
+                    crate::store::write::column_names(file)
+                ))
+            })?;
+            let have = file.field(at).data_type();
+            if !same_values(have, want.data_type()) {
+                return Err(JammiError::InvalidInput(format!(
+                    "column '{}' of {url} is now {have}, its table reads it as {} (the file \
+                     changed since its table was registered; register it again)",
+                    want.name(),
+                    want.data_type()
+                )));
+            }
+            Ok(at)
+        })
+        .collect()
+}
+
+/// Column `field` (by name) of a batch read from a file, typed as its table reads it.
+/// [`file_columns`] has checked that the file holds the same values under that name.
+pub(crate) fn table_column(batch: &RecordBatch, field: &Field) -> Result<ArrayRef> {
+    let a = batch.column_by_name(field.name()).ok_or_else(|| {
+        JammiError::InvalidInput(format!("column '{}' was not read", field.name()))
+    })?;
+    if a.data_type() == field.data_type() {
+        return Ok(a.clone());
+    }
+    Ok(datafusion::arrow::compute::cast(a, field.data_type())?)
+}
+
+/// Whether a file column typed `have` holds what a table reading it as `want` expects:
+/// the same type up to string/binary layout (views, large offsets), dictionary encoding
+/// and nested field names. A cast between anything else (`Int64` read as `Int32`) could
+/// change values, and is refused.
+fn same_values(have: &DataType, want: &DataType) -> bool {
+    use DataType::*;
+    let plain = |t: &DataType| match t {
+        Dictionary(_, v) => v.as_ref().clone(),
+        LargeUtf8 | Utf8View => Utf8,
+        LargeBinary | BinaryView => Binary,
+        other => other.clone(),
+    };
+    let (h, w) = (plain(have), plain(want));
+    h.equals_datatype(&w) || (h == Binary && w == Utf8)
 }
 
 /// Size and CRC32C of an object, streamed.
@@ -249,6 +313,7 @@ pub async fn read_rows(
     let all = datafusion::arrow::compute::concat_batches(&schema, &batches)?;
     if all.num_rows() != sorted.len() {
         return Err(JammiError::Corrupt {
+            kind: "Parquet file",
             table: url.to_string(),
             reason: format!("asked for {} rows, read {}", sorted.len(), all.num_rows()),
         });

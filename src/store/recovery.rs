@@ -142,7 +142,7 @@ async fn settle_one(
         // Gone meanwhile, or not a lease of ours: never touched.
         _ => return Ok(()),
     };
-    if found.lease.is_live(lease::renews(root), ttl) {
+    if found.lease.is_live(ttl) {
         report.live_writes.push(stem.to_string());
         return Ok(());
     }

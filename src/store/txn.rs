@@ -199,7 +199,7 @@ impl Txn {
                         hint: "it is not a jammi-db lease; move it away to write here".into(),
                     });
                 }
-                Found::Lease(r) if r.lease.is_live(lease::renews(&siblings.dir), ttl) => {
+                Found::Lease(r) if r.lease.is_live(ttl) => {
                     return Err(JammiError::InProgress {
                         name: siblings.stem.clone(),
                         holder: format!("process {} on {}", r.lease.pid, r.lease.host),
@@ -465,17 +465,15 @@ async fn complete_delete(
 enum Claim {
     /// A dry run: nothing is claimed or changed.
     Dry,
-    /// Taken over by compare-and-swap (stores that renew leases); removed if unchanged.
+    /// Taken over by compare-and-swap; removed if unchanged.
     Swapped(lease::Lease),
-    /// Moved (an atomic rename) to a name of this settler's own, on a local root.
-    Moved(std::path::PathBuf),
 }
 
-/// Claims the lease `found` for settling; `None` when another settler (or the holder)
-/// changed it first.
+/// Claims the lease `found` for settling (a compare-and-swap that names this process as its
+/// holder, so a settler that dies is itself settled by the next pass); `None` when another
+/// settler (or the holder) changed it first.
 async fn claim(
     store: &Arc<dyn ObjectStore>,
-    dir: &StorageUrl,
     lease_url: &StorageUrl,
     found: lease::Read,
     ttl: Duration,
@@ -485,53 +483,15 @@ async fn claim(
         return Ok(Some((found.lease, Claim::Dry)));
     }
     let mut taken = found.lease.clone();
-    taken.host = lease::host();
-    taken.pid = std::process::id();
-    taken.pid_start = lease::process_start(taken.pid);
-    taken.expires_ms = lease::now_ms() + ttl.as_millis() as i64;
+    taken.hold_here(ttl);
     taken.seq += 1;
     taken.abandoned = false;
     if taken.state == LeaseState::Writing {
         taken.state = LeaseState::Reaping;
     }
-    if lease::renews(dir) {
-        return Ok(lease::swap(store, lease_url, &found.version, &taken)
-            .await?
-            .map(|_| (taken.clone(), Claim::Swapped(taken))));
-    }
-    // Local: rename(2) is atomic, so one settler wins; the file then names this process,
-    // so a settler that dies is itself settled by the next pass.
-    let Some(path) = lease_url.local_path() else {
-        return Ok(None);
-    };
-    // Named from the lease's own name, also when a dead settler's claim is claimed again.
-    let infix = crate::format::naming::SETTLING_INFIX;
-    let name = path
-        .file_name()
-        .and_then(|f| f.to_str())
-        .unwrap_or_default();
-    let base = name.split_once(infix).map_or(name, |(b, _)| b);
-    let private = path.with_file_name(format!("{base}{infix}{:016x}", rand::random::<u64>()));
-    match std::fs::rename(&path, &private) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let moved: Option<lease::Lease> = std::fs::read(&private)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let unchanged = moved.filter(|m| m.id == found.lease.id && m.seq == found.lease.seq);
-    let Some(moved) = unchanged else {
-        // It changed between the read and the rename: put it back untouched.
-        let _ = std::fs::rename(&private, &path);
-        return Ok(None);
-    };
-    taken.seq = moved.seq + 1;
-    std::fs::write(
-        &private,
-        serde_json::to_vec_pretty(&taken).expect("lease serialises"),
-    )?;
-    Ok(Some((taken, Claim::Moved(private))))
+    Ok(lease::swap(store, lease_url, &found.version, &taken)
+        .await?
+        .map(|_| (taken.clone(), Claim::Swapped(taken))))
 }
 
 /// Ends a claim: the lease is gone.
@@ -543,11 +503,6 @@ async fn release_claim(
     match claim {
         Claim::Dry => Ok(()),
         Claim::Swapped(taken) => lease::remove_if(store, lease_url, &taken).await,
-        Claim::Moved(private) => match std::fs::remove_file(private) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
-        },
     }
 }
 
@@ -564,9 +519,8 @@ pub(crate) struct Settled {
 
 /// Finishes the work of a dead holder of the lease `found` at `lease_url`: publishes a
 /// `committing` write whose objects still prove theirs, completes a `deleting` one, rolls
-/// anything else back; then removes the lease. The lease is claimed first — a
-/// compare-and-swap where leases are renewed, an atomic rename on local roots — so the
-/// old holder can never write it again and two passes never settle one lease twice. With
+/// anything else back; then removes the lease. The lease is claimed first, by a
+/// compare-and-swap, so the old holder can never write it again and two passes never settle one lease twice. With
 /// `dry_run` nothing changes.
 pub(crate) async fn settle(
     store: &Arc<dyn ObjectStore>,
@@ -577,6 +531,24 @@ pub(crate) async fn settle(
     dry_run: bool,
 ) -> Result<Settled> {
     let started = std::time::SystemTime::now();
+    // A lease names only its own table's siblings; one naming other objects (a copy of
+    // another table's lease, a hand-edited one) is damaged and settles nothing.
+    let own = Siblings::table(dir, &found.lease.stem)?;
+    let names = found.lease.objects.iter().map(|o| &o.name);
+    if let Some(other) = names
+        .chain(&found.lease.planned)
+        .find(|n| !own.owns(n.as_str()))
+    {
+        return Err(JammiError::Corrupt {
+            kind: "lease of",
+            table: found.lease.stem.clone(),
+            reason: format!(
+                "{} records {other}, which is not one of its table's own objects; it is left \
+                 as it is",
+                lease_url.file_name()
+            ),
+        });
+    }
     // Another pass of this process settling the same lease sees it live.
     let _active = if dry_run {
         None
@@ -591,7 +563,7 @@ pub(crate) async fn settle(
             }
         }
     };
-    let Some((held, claimed)) = claim(store, dir, lease_url, found, ttl, dry_run).await? else {
+    let Some((held, claimed)) = claim(store, lease_url, found, ttl, dry_run).await? else {
         return Ok(Settled {
             skipped: true,
             ..Settled::default()
@@ -821,6 +793,8 @@ mod tests {
             host: "h".into(),
             pid: 1,
             pid_start: None,
+            boot_id: None,
+            pid_ns: None,
             created_ms: 0,
             expires_ms: 0,
             seq: 0,

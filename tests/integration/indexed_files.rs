@@ -490,3 +490,181 @@ async fn a_remote_files_keys_are_read_in_one_request_set_not_one_per_row_group()
     let reads = st.requests.get + st.requests.get_range;
     assert!(reads < 20, "{reads} reads: {st:?}");
 }
+
+/// Parquet of the given columns, in the given order.
+fn parquet_of(columns: Vec<(&str, ArrayRef)>) -> Vec<u8> {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+        .collect();
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns.into_iter().map(|(_, a)| a).collect(),
+    )
+    .unwrap();
+    crate::common::parquet_bytes(&[batch])
+}
+
+/// 8-d vectors of rows `ids`, row i pointing at `angle(i)`.
+fn vectors(ids: &[i64], angle: impl Fn(i64) -> i64) -> ArrayRef {
+    let item = Arc::new(Field::new("item", DataType::Float32, true));
+    let values: Vec<f32> = ids
+        .iter()
+        .flat_map(|i| sample_vector(angle(*i), 8))
+        .collect();
+    Arc::new(FixedSizeListArray::new(
+        item,
+        8,
+        Arc::new(Float32Array::from(values)),
+        None,
+    ))
+}
+
+fn int64s(b: &RecordBatch, name: &str) -> Vec<i64> {
+    b.column_by_name(name)
+        .unwrap()
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .values()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_rewritten_with_its_columns_reordered_is_read_by_column_name() {
+    let dir = tempdir();
+    let file = dir.path().join("docs.parquet");
+    let ids: Vec<i64> = (0..300).collect();
+    let a: ArrayRef = Arc::new(Int64Array::from_iter_values(ids.iter().map(|i| i * 10)));
+    let b: ArrayRef = Arc::new(Int64Array::from_iter_values(ids.iter().map(|i| -i)));
+    let id: ArrayRef = Arc::new(Int64Array::from(ids.clone()));
+    std::fs::write(
+        &file,
+        parquet_of(vec![
+            ("id", id.clone()),
+            ("a", a.clone()),
+            ("b", b.clone()),
+            ("embedding", vectors(&ids, |i| i)),
+        ]),
+    )
+    .unwrap();
+    let s = JammiSession::open(dir.path().join("db").to_str().unwrap())
+        .await
+        .unwrap();
+    s.sql(&index_sql("docs", &file)).await.unwrap();
+    let q = vec_sql(&sample_vector(7, 8));
+    let search = format!("SELECT id, a, b FROM vector_search('docs', {q}, 3)");
+    crate::common::search_sql(&s, &search).await;
+
+    // The same rows, each now pointing where id + 100 pointed, columns in another order.
+    std::fs::write(
+        &file,
+        parquet_of(vec![
+            ("b", b),
+            ("embedding", vectors(&ids, |i| i + 100)),
+            ("a", a),
+            ("id", id),
+        ]),
+    )
+    .unwrap();
+    let q = vec_sql(&sample_vector(207, 8));
+    for sql in [
+        format!("SELECT id, a, b FROM vector_search('docs', {q}, 3)"),
+        format!("SELECT id, a, b FROM vector_search('docs', {q}, 3, 'filter=a >= 0 AND b <= 0')"),
+    ] {
+        let (batches, stats) = crate::common::search_sql(&s, &sql).await;
+        assert_eq!(stats.mode, "exact", "{stats:?}");
+        let got =
+            datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        let found = int64s(&got, "id");
+        assert_eq!(found[0], 107, "row 107 now points at angle 207: {found:?}");
+        assert_eq!(
+            int64s(&got, "a"),
+            found.iter().map(|i| i * 10).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            int64s(&got, "b"),
+            found.iter().map(|i| -i).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_named_column_without_an_index_is_searched_exactly_on_its_own_vectors() {
+    let dir = tempdir();
+    let file = dir.path().join("two.parquet");
+    let ids: Vec<i64> = (0..300).collect();
+    std::fs::write(
+        &file,
+        parquet_of(vec![
+            ("id", Arc::new(Int64Array::from(ids.clone()))),
+            ("embedding", vectors(&ids, |i| i)),
+            ("other", vectors(&ids, |i| i + 100)),
+        ]),
+    )
+    .unwrap();
+    let s = JammiSession::open(dir.path().join("db").to_str().unwrap())
+        .await
+        .unwrap();
+    s.sql(&index_sql("two", &file)).await.unwrap();
+    let q = sample_vector(150, 8);
+    let (on_index, st) = searched(
+        &s,
+        &format!("SELECT id FROM vector_search('two', {}, 3)", vec_sql(&q)),
+    )
+    .await;
+    assert_eq!((on_index[0], st.mode.as_str()), (150, "index"));
+    let sql = format!(
+        "SELECT id, other FROM vector_search('two', {}, 3, 'column=other')",
+        vec_sql(&q)
+    );
+    let (batches, st) = crate::common::search_sql(&s, &sql).await;
+    assert_eq!(st.mode, "exact", "{st:?}");
+    assert!(
+        st.fallback_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("'other'") && r.contains("'embedding'")),
+        "{st:?}"
+    );
+    let got = datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+    // Row 50's `other` points at angle 150.
+    assert_eq!(int64s(&got, "id")[0], 50);
+    let other = got
+        .column_by_name("other")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<FixedSizeListArray>()
+        .unwrap()
+        .value(0);
+    let other = other.as_any().downcast_ref::<Float32Array>().unwrap();
+    assert_eq!(other.values().to_vec(), q, "the named column's own vector");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn running_the_indexing_ddl_again_on_a_changed_file_rebuilds_its_sidecars() {
+    let dir = tempdir();
+    let file = dir.path().join("docs.parquet");
+    std::fs::write(
+        &file,
+        fixed_size_parquet(&(0..300).collect::<Vec<_>>(), |i| i),
+    )
+    .unwrap();
+    let s = JammiSession::open(dir.path().join("db").to_str().unwrap())
+        .await
+        .unwrap();
+    s.sql(&index_sql("docs", &file)).await.unwrap();
+    // Refreshed embeddings: more rows, another size.
+    let ids: Vec<i64> = (0..450).collect();
+    std::fs::write(&file, fixed_size_parquet(&ids, |i| i + 1000)).unwrap();
+    // Until the DDL runs again, searches answer exactly from the new rows.
+    let (got, st) = searched(&s, &search_sql("docs", 1420)).await;
+    assert_eq!((got[0], st.mode.as_str()), (420, "exact"), "{st:?}");
+    s.sql("DROP TABLE docs").await.unwrap();
+    s.sql(&index_sql("docs", &file)).await.unwrap();
+    let (got, st) = searched(&s, &search_sql("docs", 1420)).await;
+    assert_eq!((got[0], st.mode.as_str()), (420, "index"), "{st:?}");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("docs.idx.manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["rows"], 450, "{m}");
+}

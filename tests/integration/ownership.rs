@@ -185,6 +185,8 @@ fn lease(stem: &str, state: LeaseState, alive: bool, objects: Vec<OwnedObject>) 
         host: "some-other-host".into(),
         pid: 4242,
         pid_start: None,
+        boot_id: None,
+        pid_ns: None,
         created_ms: now - 3_600_000,
         expires_ms: if alive {
             now + 3_600_000
@@ -206,6 +208,12 @@ fn of_a_dead_local_process(mut l: Lease) -> Lease {
         .trim()
         .to_string();
     l.pid = 4_194_303; // above any pid this machine hands out
+    l.boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string());
+    l.pid_ns = std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned());
     l
 }
 
@@ -715,12 +723,12 @@ async fn an_abandoned_lease_is_settled_while_its_process_still_runs() {
         .unwrap()
         .trim()
         .to_string();
-    // Process 1 (init) runs: its leases are live unless marked abandoned.
+    // Unexpired leases of a running process (init): live unless marked abandoned.
     for (stem, abandoned) in [("left", true), ("kept", false)] {
         let mut l = lease(
             stem,
             LeaseState::Writing,
-            false,
+            true,
             vec![owned(&format!("{stem}.parquet"), &bytes)],
         );
         l.host = host.clone();
@@ -886,4 +894,136 @@ async fn recovery_removes_a_dead_holders_interrupted_lease_rewrites_and_nothing_
     for n in others {
         assert_eq!(std::fs::read(d.join(n)).unwrap(), b"user bytes", "{n}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_copy_of_a_table_leaves_the_original_byte_identical_and_readable() {
+    let dir = tempdir();
+    let root = dir.path().to_str().unwrap();
+    let rs = store_at(root, StorageRegistry::new());
+    let m = small_table(&rs, "emb").await;
+    // A backup made by hand: the four files copied under new names.
+    for suffix in [
+        ".parquet",
+        ".idx.usearch",
+        ".idx.rowmap",
+        ".idx.manifest.json",
+    ] {
+        std::fs::copy(
+            dir.path().join(format!("emb{suffix}")),
+            dir.path().join(format!("copy{suffix}")),
+        )
+        .unwrap();
+    }
+    let store = rs.object_store().await.unwrap();
+    let before = snapshot(&store, rs.root()).await;
+    let e = rs.delete_table_files("copy").await.unwrap_err();
+    assert!(
+        matches!(e, JammiError::Corrupt { .. }) && e.to_string().contains("'emb'"),
+        "{e}"
+    );
+    assert_eq!(snapshot(&store, rs.root()).await, before, "nothing removed");
+    assert_eq!(rs.verify("emb").await.unwrap(), m);
+    let s = JammiSession::open(root).await.unwrap();
+    let rows = collect(&s, "SELECT count(*) AS n FROM jammi.public.emb").await;
+    assert_eq!(
+        datafusion::arrow::util::pretty::pretty_format_batches(&rows)
+            .unwrap()
+            .to_string()
+            .lines()
+            .nth(3),
+        Some("| 12 |")
+    );
+    // Recovery reports the copy as damaged and leaves it alone too.
+    let report = rs.recover().await.unwrap();
+    assert!(report.removed_objects.is_empty(), "{report:?}");
+    assert_eq!(snapshot(&store, rs.root()).await, before);
+}
+
+/// Env var naming the directory [`holds_a_lease_in_its_own_pid_namespace`] writes under.
+const HOLDER_DIR: &str = "JAMMI_TEST_LEASE_HOLDER_DIR";
+
+/// Not a test of its own: the lease holder of
+/// [`a_renewed_lease_held_in_another_pid_namespace_is_live_until_it_expires`], run by it in
+/// a PID namespace of its own. Writes table `held`, one batch a second, until killed.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "run by a_renewed_lease_held_in_another_pid_namespace_is_live_until_it_expires"]
+async fn holds_a_lease_in_its_own_pid_namespace() {
+    let dir = std::env::var(HOLDER_DIR).expect("run by its test");
+    let rs = store_at(&dir, StorageRegistry::new())
+        .with_lease_ttl(jammi_db::store::lease::MIN_TTL)
+        .unwrap();
+    let batches = futures::stream::iter(0..).then(|i| async move {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        Ok(sample_batch(i * 10, 10, 4))
+    });
+    rs.write_table(&spec(Some("held")), sample_schema(4), Box::pin(batches))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewed_lease_held_in_another_pid_namespace_is_live_until_it_expires() {
+    use std::time::{Duration, Instant};
+    let dir = tempdir();
+    let root = dir.path().to_str().unwrap();
+    let ttl = jammi_db::store::lease::MIN_TTL;
+    let rs = store_at(root, StorageRegistry::new())
+        .with_lease_ttl(ttl)
+        .unwrap();
+    // Same host name and kernel, another PID namespace: its pid means nothing here.
+    let mut holder = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "ownership::holds_a_lease_in_its_own_pid_namespace",
+            "--ignored",
+            "--quiet",
+        ])
+        .env(HOLDER_DIR, root)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("unshare runs");
+    let lease_path = dir.path().join("held.idx.lease.json");
+    let started = Instant::now();
+    while !lease_path.exists() {
+        assert!(
+            holder.try_wait().unwrap().is_none(),
+            "the holder exited: unshare --pid needs CAP_SYS_ADMIN"
+        );
+        assert!(started.elapsed() < Duration::from_secs(60), "no lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let held: Lease = serde_json::from_slice(&std::fs::read(&lease_path).unwrap()).unwrap();
+    assert_ne!(held.pid_ns, None, "the lease records its PID namespace");
+    // Recovery over two TTLs: the renewed lease stays live whatever its pid is here.
+    let until = Instant::now() + 2 * ttl;
+    while Instant::now() < until {
+        let report = rs.recover().await.unwrap();
+        assert_eq!(report.live_writes, vec!["held".to_string()], "{report:?}");
+        assert!(report.removed_objects.is_empty(), "{report:?}");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let renewed: Lease = serde_json::from_slice(&std::fs::read(&lease_path).unwrap()).unwrap();
+    assert!(renewed.expires_ms > held.expires_ms, "the holder renews it");
+    // The holder dies: once its lease has expired (and one TTL of skew passed) it is reaped.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let last: Lease = serde_json::from_slice(&std::fs::read(&lease_path).unwrap()).unwrap();
+    let dead_at = last.expires_ms + ttl.as_millis() as i64;
+    let report = rs.recover().await.unwrap();
+    if chrono::Utc::now().timestamp_millis() < dead_at {
+        assert_eq!(report.live_writes, vec!["held".to_string()], "{report:?}");
+    }
+    let wait = dead_at - chrono::Utc::now().timestamp_millis() + 500;
+    tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+    let report = rs.recover().await.unwrap();
+    assert_eq!(
+        report.reclaimed_tables,
+        vec!["held".to_string()],
+        "{report:?}"
+    );
+    assert!(!lease_path.exists());
+    assert!(!dir.path().join("held.parquet").exists());
 }

@@ -689,3 +689,28 @@ async fn plans_round_trip_through_datafusion_proto() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn order_by_distance_with_a_limit_above_the_search_cap_is_datafusions_answer() {
+    let dir = tempdir();
+    let (s, t) = session_with_table(&dir, 1000).await;
+    let q = vec_sql(&sample_vector(333, DIMS));
+    let base = format!(
+        "SELECT id, cosine_distance(embedding, {q}) AS d FROM jammi.public.\"{t}\" ORDER BY d"
+    );
+    let by_key = |mut h: Vec<(i64, f64)>| {
+        h.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        h
+    };
+    let expected = by_key(hits(&rows(&s, &base).await, "d"));
+    assert_eq!(expected.len(), 1000);
+    for limit in ["9223372036854775807", "4294967296"] {
+        let sql = format!("{base} LIMIT {limit}");
+        let plan = text(&s, &format!("EXPLAIN {sql}")).await;
+        assert!(!plan.contains("VectorSearchExec"), "{plan}");
+        assert_eq!(by_key(hits(&rows(&s, &sql).await, "d")), expected, "{sql}");
+    }
+    // A LIMIT with an OFFSET whose sum overflows: DataFusion's answer too.
+    let sql = format!("{base} LIMIT 5 OFFSET 9223372036854775807");
+    assert!(rows(&s, &sql).await.iter().all(|b| b.num_rows() == 0));
+}

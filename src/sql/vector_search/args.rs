@@ -32,10 +32,15 @@ pub struct SearchOptions {
 }
 
 impl SearchOptions {
-    /// Parses `key=value; key=value`.
+    /// Parses `key=value; key=value`. A `;` inside a quoted string or identifier (a
+    /// filter's `'a;b'`) does not separate options.
     pub fn parse(s: &str) -> Result<Self> {
         let mut o = SearchOptions::default();
-        for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        for part in split_options(s)
+            .into_iter()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
             let (k, v) = part.split_once('=').ok_or_else(|| {
                 JammiError::InvalidInput(format!(
                     "vector_search option '{part}' is not of the form key=value"
@@ -114,18 +119,47 @@ impl SearchOptions {
     }
 }
 
-/// `k` from its argument's value.
+/// The options string split at each `;` outside single-quoted strings (with `''` inside)
+/// and double-quoted identifiers, as SQL reads it.
+fn split_options(s: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut start, mut quote) = (0, None::<char>);
+    for (i, c) in s.char_indices() {
+        match (quote, c) {
+            // A doubled quote inside a string closes and reopens it: the same state.
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, ';') => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            (None, _) => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+/// `k` from its argument's value: an integer (of any integer type) from 1 to [`MAX_K`].
+/// A fraction, a string or NULL is refused, naming `k`.
 pub fn k_of(v: &ScalarValue) -> Result<usize> {
     if v.is_null() {
         return Err(JammiError::InvalidInput("vector_search: k is NULL".into()));
     }
-    let k = match v.cast_to(&DataType::Int64) {
-        Ok(ScalarValue::Int64(Some(k))) => k,
-        _ => {
-            return Err(JammiError::InvalidInput(format!(
-                "vector_search: k must be an integer, got {v}"
-            )));
-        }
+    let k = match v.data_type().is_integer() {
+        true => match v.cast_to(&DataType::Int64) {
+            Ok(ScalarValue::Int64(Some(k))) => Some(k),
+            // An unsigned value beyond i64 is above the maximum too.
+            _ => Some(i64::MAX),
+        },
+        false => None,
+    };
+    let Some(k) = k else {
+        return Err(JammiError::InvalidInput(format!(
+            "vector_search: k must be an integer, got {v} ({})",
+            v.data_type()
+        )));
     };
     if k <= 0 || k as usize > MAX_K {
         return Err(JammiError::InvalidInput(format!(

@@ -46,6 +46,7 @@ use crate::sql::vector_search::{SearchContext, SearchStats, hydrate};
 use crate::storage::metrics::{CountingStore, RequestCounts};
 use crate::store::FileRole;
 use crate::store::identity::{FileCheck, check};
+use crate::store::read;
 
 /// A pre-filter: a predicate over some of the table's columns.
 #[derive(Debug, Clone)]
@@ -514,14 +515,18 @@ impl Run {
         let found = match &loaded {
             Some(l) => self.search_index(l, vectors, allowed.as_deref())?,
             None => {
+                let m = footer().await?;
+                let at =
+                    read::file_columns(url, m, &self.spec.target.schema, &[self.spec.vector_idx])?
+                        [0];
                 let v = self
                     .ctx
                     .exact_vectors(
                         store,
                         url,
                         &current,
-                        footer().await?,
-                        (self.spec.vector_idx, self.spec.vector_name()),
+                        m,
+                        (at, self.spec.vector_name()),
                         vectors.first().map_or(0, Vec::len),
                     )
                     .await?;
@@ -603,12 +608,18 @@ impl Run {
         let projected = Arc::new(self.spec.target.schema.project(&p.columns)?);
         let rows = meta.metadata().file_metadata().num_rows() as usize;
         let mut allowed = Vec::with_capacity(rows);
-        let mut stream = crate::store::read::scan_columns(store, url, meta, &p.columns).await?;
+        let in_file = read::file_columns(url, meta, &self.spec.target.schema, &p.columns)?;
+        let mut stream = read::scan_columns(store, url, meta, &in_file).await?;
         while let Some(batch) = stream.next().await {
             let batch = batch?;
+            let columns = projected
+                .fields()
+                .iter()
+                .map(|f| read::table_column(&batch, f))
+                .collect::<Result<Vec<_>>>()?;
             let batch = RecordBatch::try_new_with_options(
                 projected.clone(),
-                batch.columns().to_vec(),
+                columns,
                 &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
             )?;
             let v = p.expr.evaluate(&batch)?.into_array(batch.num_rows())?;

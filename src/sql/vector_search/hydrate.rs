@@ -16,6 +16,7 @@ use crate::error::Result;
 use crate::index::loaded::{Hit, LoadedIndex};
 use crate::sql::vector_search::SearchContext;
 use crate::sql::vector_search::resolve::SearchSpec;
+use crate::store::read;
 
 /// The table columns `wanted` (indices into the table's schema) of `hits`, in `wanted`'s
 /// order. `meta` loads the footer, only if a column must be read from the file; `current`
@@ -59,13 +60,13 @@ where
     file_cols.dedup();
     let positions: Vec<u64> = hits.iter().map(|h| h.row).collect();
     let mut kept: Vec<(usize, ArrayRef)> = Vec::new();
+    let url = &target.parquet;
     if !file_cols.is_empty() && !positions.is_empty() {
         let (m, at) = (meta().await?, UInt64Array::from(positions.clone()));
-        for &c in &file_cols {
+        let in_file = read::file_columns(url, m, &target.schema, &file_cols)?;
+        for (&c, &f) in file_cols.iter().zip(&in_file) {
             let ty = target.schema.field(c).data_type();
-            let whole = ctx
-                .small_column(store, (&target.parquet, current), m, c, ty)
-                .await?;
+            let whole = ctx.small_column(store, (url, current), m, f, ty).await?;
             if let Some(whole) = whole {
                 kept.push((c, take(whole.as_ref(), &at, None)?));
             }
@@ -75,16 +76,9 @@ where
     let rows: Option<RecordBatch> = if file_cols.is_empty() || positions.is_empty() {
         None
     } else {
-        Some(
-            crate::store::read::read_rows(
-                store,
-                &target.parquet,
-                meta().await?,
-                &positions,
-                &file_cols,
-            )
-            .await?,
-        )
+        let m = meta().await?;
+        let in_file = read::file_columns(url, m, &target.schema, &file_cols)?;
+        Some(read::read_rows(store, url, m, &positions, &in_file).await?)
     };
     let hydrated = rows.as_ref().map_or(0, |_| positions.len() as u64);
     let mut out = Vec::with_capacity(wanted.len());
@@ -96,10 +90,7 @@ where
         let arr = match (&rows, &from_index, &from_keys) {
             (_, Some(v), _) if c == spec.vector_idx => v.clone(),
             (_, _, Some(k)) if Some(c) == key_col => k.clone(),
-            (Some(b), _, _) => {
-                let pos = file_cols.iter().position(|x| *x == c).expect("read");
-                b.column(pos).clone()
-            }
+            (Some(b), _, _) => read::table_column(b, target.schema.field(c))?,
             (None, _, _) => {
                 datafusion::arrow::array::new_empty_array(target.schema.field(c).data_type())
             }

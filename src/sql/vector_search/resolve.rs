@@ -311,7 +311,7 @@ impl SearchSpec {
                 )));
             }
         }
-        let mode = planned_mode(&target, &options, info.is_some());
+        let mode = planned_mode(&target, &options, &vector_name);
         Ok(SearchSpec {
             target,
             k,
@@ -380,16 +380,24 @@ fn only_vector_column(target: &SearchTarget) -> Result<String> {
     }
 }
 
-fn planned_mode(target: &SearchTarget, options: &SearchOptions, has_index: bool) -> PlannedMode {
+/// How a search of column `vector` will be answered: by the index only when the index is
+/// on that very column.
+fn planned_mode(target: &SearchTarget, options: &SearchOptions, vector: &str) -> PlannedMode {
     if options.exact {
         return PlannedMode::Exact("exact=true".into());
     }
     let Some(m) = &target.manifest else {
         return PlannedMode::Exact(format!("no index beside {}", target.parquet));
     };
-    let Some(info) = m.index.as_ref().filter(|_| has_index) else {
+    let Some(info) = m.index.as_ref() else {
         return PlannedMode::Exact(format!("'{}' has no vector index", m.table));
     };
+    if info.column != vector {
+        return PlannedMode::Exact(format!(
+            "column '{vector}' has no index (the index is on '{}')",
+            info.column
+        ));
+    }
     let major = |v: &str| v.split('.').next().unwrap_or("").to_string();
     if major(&info.usearch_version) != major(usearch::version()) {
         return PlannedMode::Exact(format!(

@@ -26,7 +26,7 @@ use datafusion::prelude::Expr;
 
 use crate::catalog::IndexedTable;
 use crate::index::Metric;
-use crate::sql::vector_search::args::SearchOptions;
+use crate::sql::vector_search::args::{MAX_K, SearchOptions};
 use crate::sql::vector_search::node::VectorSearchNode;
 use crate::sql::vector_search::resolve::{DistanceColumn, PlannedMode, SearchSpec, SearchTarget};
 
@@ -82,7 +82,7 @@ impl OptimizerRule for OrderByDistanceRule {
 /// The rows a `LIMIT` (after its `OFFSET`) needs from below, when both are constants.
 fn limit_rows(limit: &Limit) -> Option<usize> {
     match (limit.get_skip_type().ok()?, limit.get_fetch_type().ok()?) {
-        (SkipType::Literal(skip), FetchType::Literal(Some(fetch))) => Some(skip + fetch),
+        (SkipType::Literal(skip), FetchType::Literal(Some(fetch))) => skip.checked_add(fetch),
         _ => None,
     }
 }
@@ -98,6 +98,10 @@ fn rewrite_sort(sort: &Sort) -> Result<Option<LogicalPlan>> {
     let (Some(k), [order]) = (sort.fetch, sort.expr.as_slice()) else {
         return Ok(None);
     };
+    // Beyond what a search returns, the sort stays DataFusion's.
+    if k > MAX_K {
+        return Ok(None);
+    }
     let (expr, alias) = resolve_alias(&order.expr.clone().unalias(), &sort.input);
     let Some(call) = distance_call(&expr) else {
         return Ok(None);

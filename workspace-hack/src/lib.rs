@@ -1,0 +1,1 @@
+//! No code: this crate only switches on features (see its Cargo.toml).
