@@ -52,6 +52,13 @@ pub enum JammiError {
     /// Input given by the caller is wrong (bad dimension, bad k, bad column, ...).
     #[error("{0}")]
     InvalidInput(String),
+    /// A statement given to `prepare` is not a query (DDL, DML, `COPY`...): run it with
+    /// `sql` instead.
+    #[error("prepare: only a query can be prepared, not {statement}")]
+    NotAQuery {
+        /// The statement's plan, displayed.
+        statement: String,
+    },
     /// A stored table failed verification (missing, truncated or corrupt sibling, or a
     /// record naming objects that are not its own).
     #[error("{kind} '{table}' is broken: {reason}")]

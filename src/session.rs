@@ -108,8 +108,12 @@ impl JammiSession {
             RecoveryReport::default()
         };
 
+        // Every query lists its sources afresh (DataFusion keeps listings forever by
+        // default): `SET datafusion.runtime.list_files_cache_ttl = '30s'` trades that for
+        // fewer LIST requests.
         let runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(Arc::new(registry.clone()))
+            .with_object_list_cache_ttl(Some(std::time::Duration::ZERO))
             .build_arc()?;
         let config = SessionConfig::new().with_information_schema(true);
         let state = SessionStateBuilder::new()

@@ -363,7 +363,9 @@ fn cloud_options(
         }
         map.insert(format!("{p}.endpoint"), e);
     }
-    Ok(CloudConfig::from_options(scheme, &map)?)
+    // Every --option is a cloud setting: a key outside aws.*, gcp.*, azure.* is refused by
+    // name, as SQL OPTIONS, Rust and Python refuse it.
+    Ok(CloudConfig::from_cloud_options(scheme, &map)?)
 }
 
 async fn run_script(session: &JammiSession, script: &str, out: Output) -> Result<(), Error> {

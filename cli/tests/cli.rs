@@ -271,6 +271,11 @@ fn errors_are_one_line_with_a_nonzero_exit() {
     // The wrong separator: the whole text may be the secret, and is never echoed.
     let e = add_with(format!("aws.secret_access_key:{secret}"));
     assert!(!e.contains(secret) && e.contains("KEY=VALUE"), "{e}");
+    // A key outside the cloud namespaces is refused by name, as SQL OPTIONS refuses it.
+    for key in ["region", "format.delimiter", "aws_regoin"] {
+        let e = add_with(format!("{key}=eu-west-1"));
+        assert!(e.contains(&format!("'{key}'")), "{key}: {e}");
+    }
     let bad_root = Command::new(jammi_bin())
         .args(["--root", "gopher://x", "sql", "SELECT 1"])
         .output()

@@ -11,7 +11,7 @@ use jammi_db::index::IndexParams;
 use jammi_db::index::progress::TerminalBar;
 use jammi_db::session::{JammiSession, OpenOptions, default_root};
 use jammi_db::source::{FileFormat, SourceConnection, SourceType};
-use jammi_db::sql::prepared::{NOT_A_QUERY, is_query};
+use jammi_db::sql::prepared::is_query;
 use jammi_db::sql::{PreparedQuery, SearchOptions};
 use jammi_db::storage::{CloudConfig, StorageUrl};
 use jammi_db::store::{RecoveryReport, TableSpec};
@@ -47,21 +47,34 @@ impl Database {
         py: Python<'_>,
         key: String,
         prepare: F,
-    ) -> PyResult<Arc<PreparedQuery>>
+    ) -> PyResult<Option<Arc<PreparedQuery>>>
     where
         F: FnOnce(Arc<JammiSession>) -> Fut,
         Fut: Future<Output = Result<PreparedQuery>> + Send,
     {
         if let Some(p) = self.prepared.lock().expect("lock").get(&key) {
-            return Ok(p.clone());
+            return Ok(Some(p.clone()));
         }
-        let p = Arc::new(run(py, self, prepare)?);
+        // A statement that is not a query is no error here: the caller runs it once.
+        let prepared = run(py, self, |s| {
+            let preparing = prepare(s);
+            async move {
+                match preparing.await {
+                    Ok(p) => Ok(Some(p)),
+                    Err(jammi_db::JammiError::NotAQuery { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        })?;
+        let Some(p) = prepared.map(Arc::new) else {
+            return Ok(None);
+        };
         let mut kept = self.prepared.lock().expect("lock");
         if kept.len() >= PREPARED_MAX {
             kept.clear();
         }
         kept.insert(key, p.clone());
-        Ok(p)
+        Ok(Some(p))
     }
 
     /// Forgets the kept plans: sources or tables changed.
@@ -256,9 +269,9 @@ impl Database {
         if let Some(params) = &params {
             let key = format!("sql\u{1f}{query}");
             let q = query.clone();
-            match self.prepared(py, key, |s| async move { s.prepare(&q).await }) {
+            match self.prepared(py, key, |s| async move { s.prepare(&q).await })? {
                 // Only a kept physical plan saves anything: other queries plan per run.
-                Ok(prepared) if prepared.plans_once() => {
+                Some(prepared) if prepared.plans_once() => {
                     let (session, bound) = (self.session()?, params.clone());
                     let frame: Frame = Arc::new(move || {
                         let (s, q, p) = (session.clone(), query.clone(), bound.clone());
@@ -266,10 +279,8 @@ impl Database {
                     });
                     return Ok(QueryResult::prepared(prepared, params.clone(), frame));
                 }
-                Ok(_) => {}
                 // DDL and DML with parameters run once, below.
-                Err(e) if e.to_string().contains(NOT_A_QUERY) => {}
-                Err(e) => return Err(e),
+                Some(_) | None => {}
             }
         }
         let df = run(py, self, |s| async move { s.sql(&query).await })?;
@@ -315,8 +326,13 @@ impl Database {
         let options = search_options(filter, columns, ef_search, exact);
         let key = format!("search\u{1f}{table}\u{1f}{k}\u{1f}{options:?}");
         let (t, o) = (table.clone(), options.clone());
-        let prepared =
-            self.prepared(py, key, |s| async move { s.prepare_search(&t, k, o).await })?;
+        let prepared = self
+            .prepared(py, key, |s| async move { s.prepare_search(&t, k, o).await })?
+            .ok_or_else(|| {
+                to_py(jammi_db::JammiError::InvalidInput(
+                    "vector_search: the search did not plan as a query".into(),
+                ))
+            })?;
         let params = ParamValues::List(vec![values::list_scalar(&vector).into()]);
         let session = self.session()?;
         let frame: Frame = Arc::new(move || {

@@ -155,7 +155,7 @@ fn class_of(e: &RustError) -> Class {
         RustError::InvalidUrl { .. } => Class::InvalidUrl,
         RustError::FeatureNotEnabled { .. } => Class::FeatureNotEnabled,
         RustError::Config(_) | RustError::Credentials(_) => Class::Option,
-        RustError::InvalidInput(_) => Class::InvalidInput,
+        RustError::InvalidInput(_) | RustError::NotAQuery { .. } => Class::InvalidInput,
         RustError::NotFound { .. } => Class::NotFound,
         RustError::AlreadyExists { .. } => Class::AlreadyExists,
         RustError::Corrupt { .. } | RustError::Document { .. } => Class::Corrupt,

@@ -1,5 +1,11 @@
 //! Building a USearch index while batches arrive: capacity reserved ahead, vectors added
 //! on every core, NULL vectors skipped, and the rowmap kept alongside.
+//!
+//! Concurrent `add`s into a graph of a few nodes can link a node no search reaches
+//! (unum-cloud/usearch#735: a 50-vector graph built on two threads missed its own vectors
+//! in about 1 search of 550): the first [`SERIAL_PREFIX`] vectors go in on one thread, and
+//! a graph of up to [`CHECKED_MAX`] vectors is checked whole when finished — every vector
+//! searched for, any that does not find itself re-inserted.
 
 use std::sync::Arc;
 
@@ -9,6 +15,13 @@ use crate::error::{JammiError, Result};
 use crate::format::rowmap::{KeySpill, SpilledKeys};
 use crate::index::IndexParams;
 use crate::index::vectors::{VectorColumn, check_finite};
+
+/// Vectors added on one thread before a build goes parallel.
+pub const SERIAL_PREFIX: usize = 1024;
+
+/// Largest graph checked vector by vector when a build finishes (a larger one costs more
+/// than a few percent of the build to check).
+pub const CHECKED_MAX: usize = 16_384;
 
 /// What [`IndexBuilder::finish`] returns.
 pub struct Finished {
@@ -134,8 +147,35 @@ impl IndexBuilder {
         let dims = self.dimensions.expect("set by the first vector");
         let index = self.ensure_index(dims, rows.len())?;
         let first_key = self.rowmap.len() as u64;
+        // The graph's first vectors on this thread (see the module docs).
+        let serial = SERIAL_PREFIX
+            .saturating_sub(self.rowmap.len())
+            .min(rows.len());
+        for (j, &r) in rows[..serial].iter().enumerate() {
+            let v = col.get(r).expect("non-null checked");
+            index
+                .add(first_key + j as u64, &v)
+                .map_err(|e| JammiError::Index(e.to_string()))?;
+        }
+        let (first_key, rest) = (first_key + serial as u64, &rows[serial..]);
+        self.add_parallel(&index, &col, first_key, rest)?;
+        self.rowmap
+            .extend(rows.iter().map(|&r| base_row + r as u64));
+        Ok(())
+    }
+
+    /// Adds the vectors of `rows` of `col` on every core, keys from `first_key` on.
+    fn add_parallel(
+        &self,
+        index: &usearch::Index,
+        col: &VectorColumn<'_>,
+        first_key: u64,
+        rows: &[usize],
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let chunk = rows.len().div_ceil(self.threads);
-        let col = &col;
         std::thread::scope(|s| -> Result<()> {
             let handles: Vec<_> = rows
                 .chunks(chunk)
@@ -159,10 +199,7 @@ impl IndexBuilder {
                     .map_err(|_| JammiError::Index("index worker panicked".into()))??;
             }
             Ok(())
-        })?;
-        self.rowmap
-            .extend(rows.iter().map(|&r| base_row + r as u64));
-        Ok(())
+        })
     }
 
     /// [`Self::add_batch`] on a blocking thread, for async callers.
@@ -191,6 +228,11 @@ impl IndexBuilder {
         {
             self.ensure_index(d, 0)?;
         }
+        if let Some(index) = &self.index
+            && self.rowmap.len() <= CHECKED_MAX
+        {
+            reinsert_unreachable(index, self.threads)?;
+        }
         let keys = self.keys.take().map(KeySpill::finish).transpose()?;
         Ok(Finished {
             index: self.index,
@@ -198,5 +240,110 @@ impl IndexBuilder {
             dimensions: self.dimensions,
             keys,
         })
+    }
+}
+
+/// Keys of `index` whose own vector's search does not return them (nor another vector at
+/// distance 0, a duplicate), searched on `threads` threads.
+pub(crate) fn unreachable(index: &usearch::Index, threads: usize) -> Result<Vec<u64>> {
+    let n = index.size() as u64;
+    let dims = index.dimensions();
+    let per = n.div_ceil(threads.max(1) as u64).max(1);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = (0..n)
+            .step_by(per as usize)
+            .map(|from| {
+                s.spawn(move || -> Result<Vec<u64>> {
+                    let mut buf = vec![0f32; dims];
+                    let mut missed = Vec::new();
+                    for key in from..(from + per).min(n) {
+                        index.get(key, &mut buf).map_err(idx_err)?;
+                        let m = index.search(&buf, 1).map_err(idx_err)?;
+                        let found = m.keys.first() == Some(&key)
+                            || m.distances.first().is_some_and(|d| *d <= 0.0);
+                        if !found {
+                            missed.push(key);
+                        }
+                    }
+                    Ok(missed)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for p in parts {
+            all.extend(
+                p.join()
+                    .map_err(|_| JammiError::Index("index check panicked".into()))??,
+            );
+        }
+        Ok(all)
+    })
+}
+
+/// Re-inserts, on one thread, every vector of `index` that its own search misses, until
+/// all are found (at most a few rounds: a re-inserted node is linked from a full graph).
+fn reinsert_unreachable(index: &usearch::Index, threads: usize) -> Result<()> {
+    let mut buf = vec![0f32; index.dimensions()];
+    for _ in 0..4 {
+        let missed = unreachable(index, threads)?;
+        if missed.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!("re-inserting {} unreachable vectors", missed.len());
+        for key in missed {
+            index.get(key, &mut buf).map_err(idx_err)?;
+            index.remove(key).map_err(idx_err)?;
+            index.add(key, &buf).map_err(idx_err)?;
+        }
+    }
+    Ok(())
+}
+
+fn idx_err(e: impl std::fmt::Display) -> JammiError {
+    JammiError::Index(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{FixedSizeListArray, Float32Array};
+    use datafusion::arrow::datatypes::{DataType, Field};
+
+    /// `n` distinct pseudo-random `dims`-d vectors, as a fixed-size-list column.
+    fn column(n: usize, dims: i32, seed: u64) -> ArrayRef {
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let values: Vec<f32> = (0..n * dims as usize)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+            })
+            .collect();
+        Arc::new(FixedSizeListArray::new(
+            Arc::new(Field::new("item", DataType::Float32, true)),
+            dims,
+            Arc::new(Float32Array::from(values)),
+            None,
+        ))
+    }
+
+    /// Built on two threads, as jammi-db builds: 20 builds each of 50 and of 5,000
+    /// vectors, every vector its own nearest neighbour.
+    #[test]
+    fn every_vector_of_a_two_thread_build_finds_itself() {
+        for (n, builds) in [(50, 20), (5_000, 20)] {
+            for seed in 0..builds {
+                let mut b = IndexBuilder::new("v", IndexParams::default(), Some(32));
+                b.threads = 2;
+                b.add_batch(&column(n, 32, seed), None).unwrap();
+                let index = b.finish().unwrap().index.unwrap();
+                assert_eq!(index.size(), n);
+                let missed = unreachable(&index, 2).unwrap();
+                assert!(missed.is_empty(), "{n} vectors, build {seed}: {missed:?}");
+            }
+        }
     }
 }

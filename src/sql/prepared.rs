@@ -27,9 +27,6 @@ use crate::error::{JammiError, Result};
 use crate::sql::vector_search::VectorSearchExec;
 use crate::sql::vector_search::node::VectorSearchNode;
 
-/// The start of the error for a statement that is not a query (DDL, DML, `COPY`...).
-pub const NOT_A_QUERY: &str = "prepare: only a query can be prepared";
-
 /// A query planned once; [`PreparedQuery::execute`] runs it with parameter values.
 #[derive(Debug)]
 pub struct PreparedQuery {
@@ -55,10 +52,9 @@ impl PreparedQuery {
     /// Prepares `plan` (a query, its placeholders unbound) in `state`.
     pub(crate) async fn new(state: SessionState, plan: LogicalPlan) -> Result<Self> {
         if !is_query(&plan) {
-            return Err(JammiError::InvalidInput(format!(
-                "{NOT_A_QUERY}, not {}",
-                plan.display()
-            )));
+            return Err(JammiError::NotAQuery {
+                statement: plan.display().to_string(),
+            });
         }
         // Judged on the optimised plan: the optimizer may move a parameter into a search
         // (`ORDER BY <distance>($1) LIMIT k`). That plan is the one planned physically.

@@ -8,6 +8,7 @@ pub(crate) mod local;
 pub mod metrics;
 pub mod registry;
 pub mod url;
+pub(crate) mod version;
 
 #[cfg(feature = "storage-azure")]
 pub(crate) mod azure;

@@ -253,13 +253,16 @@ impl StorageRegistry {
         Ok(store)
     }
 
-    /// Applies the user layer, then request counting.
+    /// Applies the user layer, then distinct times per version (so DataFusion's footer
+    /// and statistics caches never answer for another version of a file), then request
+    /// counting.
     fn wrap(&self, built: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
         let built = match &self.inner.layer {
             Some(layer) => layer(built),
             None => built,
         };
-        Arc::new(CountingStore::new(built, self.inner.counts.clone()))
+        let versioned = Arc::new(crate::storage::version::VersionedTimes::new(built));
+        Arc::new(CountingStore::new(versioned, self.inner.counts.clone()))
     }
 
     /// Requests made so far through every store this registry built.

@@ -508,3 +508,100 @@ async fn an_unreadable_catalog_document_is_skipped_and_the_rest_opens() {
     // The documents are left as they are: reported, never removed.
     assert!(root.join("_jammi/sources/broken.json").exists());
 }
+
+/// `count(*), max(id), sum(score * 10)` of the Parquet files under `dir` as a fresh
+/// DataFusion context (no cache of any earlier query) reads them.
+async fn fresh_answer(dir: &std::path::Path) -> (i64, i64, f64) {
+    let ctx = datafusion::prelude::SessionContext::new();
+    ctx.register_parquet("t", &format!("{}/", dir.display()), Default::default())
+        .await
+        .unwrap();
+    answer(&ctx.sql(AGGREGATE).await.unwrap().collect().await.unwrap())
+}
+
+const AGGREGATE: &str = "SELECT count(*), max(id), sum(score * 10) FROM t";
+
+fn answer(r: &[RecordBatch]) -> (i64, i64, f64) {
+    let f = r[0]
+        .column(2)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Float64Array>()
+        .unwrap()
+        .value(0);
+    (int(r, 0), int(r, 1), f)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_query_sees_a_sources_files_as_they_are_when_it_starts() {
+    let data = tempdir();
+    let dir = data.path().join("docs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, start: i64, n: usize| {
+        std::fs::write(dir.join(name), parquet_bytes(&[sample_batch(start, n, 4)])).unwrap()
+    };
+    write("a.parquet", 0, 10);
+    let root = tempdir();
+    let s = JammiSession::open(root.path().to_str().unwrap())
+        .await
+        .unwrap();
+    s.add_source(
+        "docs",
+        SourceType::File,
+        conn(dir.to_str().unwrap(), Some(FileFormat::Parquet)),
+    )
+    .await
+    .unwrap();
+    s.sql(&format!(
+        "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '{}/'",
+        dir.display()
+    ))
+    .await
+    .unwrap();
+    let check = |step: &'static str| {
+        let (s, dir) = (&s, dir.clone());
+        async move {
+            let expected = fresh_answer(&dir).await;
+            for sql in [
+                AGGREGATE.replace(" t", " docs.public.docs"),
+                AGGREGATE.to_string(),
+            ] {
+                let got = answer(&s.sql(&sql).await.unwrap().collect().await.unwrap());
+                assert_eq!(got, expected, "{step}: {sql}");
+                // Answered from the files' statistics alone (no scan).
+                let stats_only = sql.replace(", sum(score * 10)", "");
+                let r = s.sql(&stats_only).await.unwrap().collect().await.unwrap();
+                assert_eq!(
+                    (int(&r, 0), int(&r, 1)),
+                    (expected.0, expected.1),
+                    "{step}: {stats_only}"
+                );
+            }
+            expected
+        }
+    };
+    assert_eq!(check("first").await.0, 10);
+    write("b.parquet", 100, 15);
+    assert_eq!(check("a file added").await.0, 25);
+    write("a.parquet", 1000, 100);
+    assert_eq!(check("a file rewritten larger").await.1, 1099);
+    std::fs::remove_file(dir.join("b.parquet")).unwrap();
+    assert_eq!(check("a file removed").await.0, 100);
+    // Same size, its modification time put back (`cp -p`, `rsync -t`): other rows.
+    let a = dir.join("a.parquet");
+    let (len, mtime) = {
+        let md = std::fs::metadata(&a).unwrap();
+        (md.len(), md.modified().unwrap())
+    };
+    let rewritten = parquet_bytes(&[sample_batch(5000, 100, 4)]);
+    assert_eq!(rewritten.len() as u64, len, "the rewrite keeps the size");
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).open(&a).unwrap();
+        f.write_all(&rewritten).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+    assert_eq!(
+        check("rewritten in place, same size and time").await.1,
+        5099
+    );
+}

@@ -668,3 +668,38 @@ async fn running_the_indexing_ddl_again_on_a_changed_file_rebuilds_its_sidecars(
             .unwrap();
     assert_eq!(m["rows"], 450, "{m}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_rewritten_in_place_with_its_mtime_put_back_is_not_searched_with_its_old_index() {
+    let dir = tempdir();
+    let file = dir.path().join("docs.parquet");
+    let ids: Vec<i64> = (0..400).collect();
+    std::fs::write(&file, fixed_size_parquet(&ids, |i| i)).unwrap();
+    let s = JammiSession::open(dir.path().join("db").to_str().unwrap())
+        .await
+        .unwrap();
+    s.sql(&index_sql("docs", &file)).await.unwrap();
+    assert_eq!(searched(&s, &search_sql("docs", 7)).await.1.mode, "index");
+    // Same inode, same size, modification time put back (`cp -p`, `rsync -t`).
+    let mtime = std::fs::metadata(&file).unwrap().modified().unwrap();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+        f.write_all(&fixed_size_parquet(&ids, |i| i + 200)).unwrap();
+        f.set_modified(mtime).unwrap();
+    }
+    let url = format!("file://{}", file.display());
+    for table in ["docs", url.as_str()] {
+        let (after, st) = searched(&s, &search_sql(table, 207)).await;
+        assert_eq!(
+            (after[0], st.mode.as_str()),
+            (7, "exact"),
+            "{table}: {st:?}"
+        );
+    }
+    // The DDL again rebuilds the sidecars for the new bytes.
+    s.sql("DROP TABLE docs").await.unwrap();
+    s.sql(&index_sql("docs", &file)).await.unwrap();
+    let (rebuilt, st) = searched(&s, &search_sql("docs", 207)).await;
+    assert_eq!((rebuilt[0], st.mode.as_str()), (7, "index"), "{st:?}");
+}
