@@ -228,6 +228,18 @@ async fn main() {
         sql_build_time += t.elapsed();
     }
     let raw = raw.unwrap();
+    // `JAMMI_BENCH_BUILD_ONLY=1`: the build row alone (a build change is measured in
+    // minutes, not the whole run).
+    if std::env::var_os("JAMMI_BENCH_BUILD_ONLY").is_some() {
+        let raw_saved = raw_build_time + raw_save_time;
+        println!(
+            "| index build (SQL path), {BUILD_TRIALS} builds alternating | {:.2} s | raw USearch builds + saves {:.2} s | {:.3}x |",
+            sql_build_time.as_secs_f64(),
+            raw_saved.as_secs_f64(),
+            sql_build_time.as_secs_f64() / raw_saved.as_secs_f64(),
+        );
+        return;
+    }
 
     // Searches run on a result table jammi-db wrote (small pages + page index for row access).
     let spec = jammi_db::store::TableSpec {

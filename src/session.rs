@@ -380,6 +380,11 @@ impl JammiSession {
 
     /// Deletes a result table (manifest first, then siblings).
     pub async fn delete_table(&self, name: &str) -> Result<()> {
+        // A table that is not there is an error here (the store's delete is idempotent); a
+        // broken one is still deleted.
+        if let Err(e @ JammiError::NotFound { .. }) = self.store.manifest(name).await {
+            return Err(e);
+        }
         self.store.delete_table_files(name).await?;
         if let Some(c) = self.ctx.catalog(crate::sql::RESULT_CATALOG) {
             let any: &dyn std::any::Any = c.as_ref();
@@ -476,42 +481,42 @@ impl JammiSession {
     }
 }
 
-/// Splits a script on `;` outside quotes and comments.
+/// Splits a script into statements at each `;` that SQL's tokenizer sees as one: not in a
+/// string, a quoted identifier, a line or a block comment. Each statement is kept as
+/// typed (comments included); pieces holding only whitespace and comments are dropped. A
+/// script that does not tokenise (an unclosed quote or comment) is one statement, for
+/// DataFusion's parser to report.
 pub fn split_statements(script: &str) -> Vec<String> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let whole = || {
+        let t = script.trim();
+        if t.is_empty() {
+            vec![]
+        } else {
+            vec![t.to_string()]
+        }
+    };
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, script).tokenize_with_location() else {
+        return whole();
+    };
     let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = script.chars().peekable();
-    let mut quote: Option<char> = None;
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (Some(q), c) if c == q => {
-                quote = None;
-                cur.push(c);
-            }
-            (Some(_), c) => cur.push(c),
-            (None, '\'' | '"') => {
-                quote = Some(c);
-                cur.push(c);
-            }
-            (None, '-') if chars.peek() == Some(&'-') => {
-                for c in chars.by_ref() {
-                    if c == '\n' {
-                        break;
-                    }
+    let (mut from, mut meaningful) = (0usize, false);
+    for t in &tokens {
+        match &t.token {
+            Token::SemiColon => {
+                let at = crate::sql::redact::offset(script, t.span.start);
+                if meaningful {
+                    out.push(script[from..at].trim().to_string());
                 }
-                cur.push('\n');
+                (from, meaningful) = (at + 1, false);
             }
-            (None, ';') => {
-                if !cur.trim().is_empty() {
-                    out.push(cur.trim().to_string());
-                }
-                cur.clear();
-            }
-            (None, c) => cur.push(c),
+            Token::Whitespace(_) | Token::EOF => {}
+            _ => meaningful = true,
         }
     }
-    if !cur.trim().is_empty() {
-        out.push(cur.trim().to_string());
+    if meaningful {
+        out.push(script[from..].trim().to_string());
     }
     out
 }
@@ -531,5 +536,27 @@ fn deregister_catalog(ctx: &SessionContext, name: &str) {
                 Arc::new(datafusion::catalog::MemoryCatalogProvider::new()),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_statements;
+
+    #[test]
+    fn scripts_split_only_at_semicolons_the_tokenizer_sees() {
+        let script = "SELECT 1 /* ; */ AS a; SELECT ';' AS \"b;c\" -- ; here\n; \
+                      /* only a comment; */ ; SELECT $$;$$ AS d";
+        assert_eq!(
+            split_statements(script),
+            [
+                "SELECT 1 /* ; */ AS a",
+                "SELECT ';' AS \"b;c\" -- ; here",
+                "SELECT $$;$$ AS d",
+            ]
+        );
+        assert!(split_statements("  -- nothing\n ; ").is_empty());
+        // Unclosed: one statement, for the parser to report.
+        assert_eq!(split_statements("SELECT 'a; b"), ["SELECT 'a; b"]);
     }
 }

@@ -557,6 +557,20 @@ fn the_repl_history_never_holds_a_secret() {
     let lines = [
         "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'memory:///x.parquet'".to_string(),
         format!("OPTIONS ('aws.secret_access_key' '{secret}', 'aws.region' 'us-east-1');"),
+        // Every quoting DataFusion accepts: an unquoted key, a bare-word value, a
+        // double-quoted value.
+        format!(
+            "CREATE EXTERNAL TABLE t1 STORED AS PARQUET LOCATION 's3://b/x.parquet' \
+             OPTIONS (aws.secret_access_key '{secret}1');"
+        ),
+        format!(
+            "CREATE EXTERNAL TABLE t2 STORED AS PARQUET LOCATION 's3://b/x.parquet' \
+             OPTIONS ('aws.secret_access_key' {secret}2);"
+        ),
+        format!(
+            "CREATE EXTERNAL TABLE t3 STORED AS PARQUET LOCATION 's3://b/x.parquet' \
+             OPTIONS ('aws.secret_access_key' \"{secret}3\");"
+        ),
         "SELECT 41 + 1 AS answer;".to_string(),
         "\\q".to_string(),
     ];
@@ -699,4 +713,18 @@ fn two_processes_indexing_one_file_leave_one_valid_set_of_sidecars() {
         let bytes = std::fs::read(data.join(f["name"].as_str().unwrap())).unwrap();
         assert_eq!(crc32c::crc32c(&bytes) as u64, f["crc32c"].as_u64().unwrap());
     }
+}
+
+#[test]
+fn deleting_a_table_that_does_not_exist_fails_naming_it() {
+    let dir = tempdir();
+    let root = dir.path().join("db");
+    let o = jammi(&root, &["tables", "delete", "no_such_table"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = fails(&o);
+    assert!(
+        e.contains("no_such_table") && e.contains("not found"),
+        "{e}"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).is_empty());
 }

@@ -104,9 +104,15 @@ async fn write_query_delete(root: &str) {
         .value(0);
     assert_eq!((c0, c1), (500, (0..500).sum::<i64>()));
 
-    // Delete: gone from listing, from SQL, and from storage; idempotent.
+    // Delete: gone from listing, from SQL, and from storage. Deleting it again is an
+    // error naming it; the store's own delete is idempotent.
     s.delete_table(&m.table).await.unwrap();
-    s.delete_table(&m.table).await.unwrap();
+    let again = s.delete_table(&m.table).await.unwrap_err();
+    assert!(
+        matches!(again, JammiError::NotFound { .. }) && again.to_string().contains(&m.table),
+        "{again}"
+    );
+    rs.delete_table_files(&m.table).await.unwrap();
     assert!(rs.list_tables().await.unwrap().is_empty());
     assert!(matches!(
         rs.manifest(&m.table).await,

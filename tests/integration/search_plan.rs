@@ -714,3 +714,88 @@ async fn order_by_distance_with_a_limit_above_the_search_cap_is_datafusions_answ
     let sql = format!("{base} LIMIT 5 OFFSET 9223372036854775807");
     assert!(rows(&s, &sql).await.iter().all(|b| b.num_rows() == 0));
 }
+
+/// (id, distance or NULL) of every row, in order.
+fn nullable_hits(batches: &[RecordBatch], distance: &str) -> Vec<(i64, Option<f64>)> {
+    let mut out = Vec::new();
+    for b in batches {
+        let ids = column::<Int64Array>(b, "id");
+        let d = column::<Float64Array>(b, distance);
+        for i in 0..b.num_rows() {
+            out.push((ids.value(i), d.is_valid(i).then(|| d.value(i))));
+        }
+    }
+    out
+}
+
+/// A result table of `n` rows whose rows in `null_rows` have a NULL vector.
+async fn table_with_null_vectors(
+    dir: &tempfile::TempDir,
+    n: usize,
+    null_rows: impl Fn(usize) -> bool,
+) -> (JammiSession, String) {
+    use datafusion::arrow::array::FixedSizeListArray;
+    use datafusion::arrow::buffer::NullBuffer;
+    let s = JammiSession::open(dir.path().to_str().unwrap())
+        .await
+        .unwrap();
+    let b = crate::common::sample_batch(0, n, DIMS);
+    let emb = b
+        .column_by_name("embedding")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<FixedSizeListArray>()
+        .unwrap()
+        .clone();
+    let (field, size, values, _) = emb.into_parts();
+    let valid = NullBuffer::from((0..n).map(|i| !null_rows(i)).collect::<Vec<_>>());
+    let emb = FixedSizeListArray::new(field, size, values, Some(valid));
+    let mut cols = b.columns().to_vec();
+    cols[3] = Arc::new(emb);
+    let batch = RecordBatch::try_new(b.schema(), cols).unwrap();
+    let spec = jammi_db::store::TableSpec {
+        source: "papers".into(),
+        task: "emb".into(),
+        model: "m".into(),
+        key_column: Some("id".into()),
+        vector_column: Some("embedding".into()),
+        ..Default::default()
+    };
+    let m = s
+        .result_store()
+        .write_batches(&spec, b.schema(), vec![batch])
+        .await
+        .unwrap();
+    s.refresh_tables().await.unwrap();
+    (s, m.table)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn order_by_distance_keeps_the_rows_whose_vector_is_null() {
+    let q = vec_sql(&sample_vector(20, DIMS));
+    for (what, nulls) in [
+        ("7 of 50 NULL", (|i| i % 7 == 3) as fn(usize) -> bool),
+        ("all NULL", |_| true),
+    ] {
+        let dir = tempdir();
+        let (s, t) = table_with_null_vectors(&dir, 50, nulls).await;
+        let base =
+            format!("SELECT id, cosine_distance(embedding, {q}) AS d FROM jammi.public.\"{t}\"");
+        for (filter, limit) in [("", 50), ("", 3), (" WHERE id % 2 = 0", 30)] {
+            let sql = format!("{base}{filter} ORDER BY d LIMIT {limit}");
+            // DataFusion's own answer: the whole sort, cut in Rust.
+            let all = nullable_hits(
+                &rows(&s, &format!("{base}{filter} ORDER BY d, id")).await,
+                "d",
+            );
+            let got = nullable_hits(&rows(&s, &sql).await, "d");
+            assert_eq!(got.len(), limit.min(all.len()), "{what}: {sql}");
+            // NULL distances last, as DataFusion sorts them ascending.
+            let key =
+                |h: &(i64, Option<f64>)| (h.1.is_none(), h.1.map_or(0, |d| (d * 1e9) as i64), h.0);
+            let mut sorted = got.clone();
+            sorted.sort_by_key(key);
+            assert_eq!(sorted, all[..got.len()], "{what}: {sql}");
+        }
+    }
+}

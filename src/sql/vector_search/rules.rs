@@ -118,7 +118,7 @@ fn rewrite_sort(sort: &Sort) -> Result<Option<LogicalPlan>> {
     let Some(scan) = find_scan(&sort.input, &mut filters) else {
         return Ok(None);
     };
-    let Some(node) = search_for_scan(scan, &call, k, order.nulls_first, filters)? else {
+    let Some(node) = search_for_scan(scan, &call, k, filters)? else {
         return Ok(None);
     };
     let search = with_hidden_distance(node)?;
@@ -303,7 +303,6 @@ fn search_for_scan(
     scan: &TableScan,
     call: &DistanceCall,
     k: usize,
-    nulls_first: bool,
     mut filters: Vec<Expr>,
 ) -> Result<Option<VectorSearchNode>> {
     let Ok(provider) = source_as_provider(&scan.source) else {
@@ -322,12 +321,13 @@ fn search_for_scan(
         .relation
         .as_ref()
         .is_none_or(|r| r.resolved_eq(&scan.table_name));
-    // Rows without a vector sort first with NULLS FIRST; the index holds none of them.
+    // Rows without a vector have a NULL distance, which DataFusion sorts first or last;
+    // the index holds none of them, so with any such row the plan is left alone.
     let has_null_vectors = info.vectors != m.rows;
     if !own_column
         || call.column.name != info.column
         || call.metric != info.metric
-        || (nulls_first && has_null_vectors)
+        || has_null_vectors
         || scan.fetch.is_some()
     {
         return Ok(None);
