@@ -26,7 +26,7 @@ use crate::lru::{BoundedLru, Weighed};
 
 /// Objects whose last reported version is remembered. Past it, the least recently seen
 /// are forgotten (and report their own times again).
-const REMEMBERED: u64 = 1 << 20;
+const REMEMBERED: u64 = 1 << 17;
 
 /// The version last reported for one object, and the time reported with it.
 struct Seen {

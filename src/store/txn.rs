@@ -466,7 +466,7 @@ enum Claim {
     /// A dry run: nothing is claimed or changed.
     Dry,
     /// Taken over by compare-and-swap; removed if unchanged.
-    Swapped(lease::Lease),
+    Swapped(Box<lease::Lease>),
 }
 
 /// Claims the lease `found` for settling (a compare-and-swap that names this process as its
@@ -491,7 +491,7 @@ async fn claim(
     }
     Ok(lease::swap(store, lease_url, &found.version, &taken)
         .await?
-        .map(|_| (taken.clone(), Claim::Swapped(taken))))
+        .map(|_| (taken.clone(), Claim::Swapped(Box::new(taken)))))
 }
 
 /// Ends a claim: the lease is gone.

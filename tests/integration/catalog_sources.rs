@@ -605,3 +605,97 @@ async fn every_query_sees_a_sources_files_as_they_are_when_it_starts() {
         5099
     );
 }
+
+/// A directory source and an external table over `base` (a prefix, on any backend; `cloud`:
+/// its settings on a live lane) see files added, removed and rewritten — larger, and of the
+/// same size — in one session, as a fresh DataFusion context reads them.
+pub(crate) async fn sources_see_their_files_on(base: &str, cloud: Option<CloudConfig>) {
+    use object_store::ObjectStoreExt;
+    let registry = StorageRegistry::new();
+    let baseu = StorageUrl::parse(base).unwrap();
+    let store = registry.store(&baseu, cloud.as_ref()).await.unwrap();
+    let path = |name: &str| baseu.join(name).unwrap().object_path().unwrap();
+    let put = |name: &'static str, start: i64, n: usize| {
+        let (store, p) = (store.clone(), path(name));
+        async move {
+            let bytes = parquet_bytes(&[sample_batch(start, n, 4)]);
+            store.put(&p, bytes.into()).await.unwrap();
+        }
+    };
+    put("a.parquet", 0, 10).await;
+    let root = tempdir();
+    let s = JammiSession::open_with(
+        root.path().to_str().unwrap(),
+        jammi_db::session::OpenOptions {
+            registry: Some(registry.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.add_source(
+        "docs",
+        SourceType::File,
+        SourceConnection {
+            cloud: cloud.clone(),
+            ..conn(base, Some(FileFormat::Parquet))
+        },
+    )
+    .await
+    .unwrap();
+    let options = match &cloud {
+        Some(c) => format!(" OPTIONS ({})", crate::common::live_options(c)),
+        None => String::new(),
+    };
+    s.sql(&format!(
+        "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '{base}'{options}"
+    ))
+    .await
+    .unwrap();
+    // DataFusion's answer: a fresh context over the same store.
+    let fresh = || async {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let u = url::Url::parse(base).unwrap();
+        ctx.register_object_store(&u, store.clone());
+        ctx.register_parquet("t", base, Default::default())
+            .await
+            .unwrap();
+        answer(&ctx.sql(AGGREGATE).await.unwrap().collect().await.unwrap())
+    };
+    let check = |step: &'static str| {
+        let s = &s;
+        async move {
+            let expected = fresh().await;
+            for sql in [
+                AGGREGATE.replace(" t", " docs.public.docs"),
+                AGGREGATE.to_string(),
+            ] {
+                let got = answer(&s.sql(&sql).await.unwrap().collect().await.unwrap());
+                assert_eq!(got, expected, "{step}: {sql}");
+                let stats_only = sql.replace(", sum(score * 10)", "");
+                let r = s.sql(&stats_only).await.unwrap().collect().await.unwrap();
+                assert_eq!((int(&r, 0), int(&r, 1)), (expected.0, expected.1), "{step}");
+            }
+            expected
+        }
+    };
+    assert_eq!(check("first").await.0, 10);
+    put("b.parquet", 100, 15).await;
+    assert_eq!(check("a file added").await.0, 25);
+    put("a.parquet", 1000, 100).await;
+    assert_eq!(check("a file rewritten larger").await.1, 1099);
+    store.delete(&path("b.parquet")).await.unwrap();
+    assert_eq!(check("a file removed").await.0, 100);
+    // Same size, at once (within the store's time resolution): other rows.
+    put("a.parquet", 5000, 100).await;
+    assert_eq!(check("rewritten, same size").await.1, 5099);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_memory_source_sees_its_files_as_they_are_when_each_query_starts() {
+    sources_see_their_files_on(
+        &format!("{}docs/", crate::common::memory_root("changing")),
+        None,
+    )
+    .await;
+}

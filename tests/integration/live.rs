@@ -392,3 +392,24 @@ async fn azure_lost_responses_at_every_request_of_a_write_leave_tables_whole_or_
     )
     .await;
 }
+
+#[cfg(feature = "live-s3-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_sources_see_their_files_as_they_are() {
+    let base = format!("s3://{}/changing/", Live::bucket());
+    crate::catalog_sources::sources_see_their_files_on(&base, Some(Live::s3())).await;
+}
+
+#[cfg(feature = "live-gcs-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn gcs_sources_see_their_files_as_they_are() {
+    let base = format!("gs://{}/changing/", Live::bucket());
+    crate::catalog_sources::sources_see_their_files_on(&base, Some(Live::gcs())).await;
+}
+
+#[cfg(feature = "live-azure-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_sources_see_their_files_as_they_are() {
+    let base = format!("azure://{}/changing/", Live::bucket());
+    crate::catalog_sources::sources_see_their_files_on(&base, Some(Live::azure())).await;
+}
