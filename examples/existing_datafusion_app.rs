@@ -26,10 +26,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // One call installs everything.
     jammi_db::register(&ctx, &registry, Some(store)).await?;
 
-    let sample = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/data/debian_sample.parquet"
-    );
+    // Indexing a file writes its sidecars beside it: a copy in the temporary directory, so
+    // the checkout stays as it is.
+    let sample = dir.path().join("debian_sample.parquet");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/data/debian_sample.parquet"
+        ),
+        &sample,
+    )?;
+    let sample = sample.display();
     ctx.sql(&format!(
         "CREATE EXTERNAL TABLE debian STORED AS PARQUET LOCATION '{sample}' \
          OPTIONS ('jammi.vector_column' 'embedding')"
