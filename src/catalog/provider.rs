@@ -382,6 +382,29 @@ impl SchemaProvider for ResultSchemaProvider {
         self.cache.write().expect("lock").insert(name, t);
         Ok(None)
     }
+
+    /// `DROP TABLE jammi.public.<name>` deletes the result table, as `jammi tables delete`
+    /// and `JammiSession::delete_table` do (under the same ownership rules: a table whose
+    /// manifest names objects that are not its own is reported, nothing removed).
+    fn deregister_table(
+        &self,
+        name: &str,
+    ) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
+        if !self.table_exist(name) {
+            return Ok(None);
+        }
+        let (store, n) = (self.store.clone(), name.to_string());
+        let dropped = block_on("dropping a result table", async move {
+            let schema = store.manifest_schema(&n).await;
+            store.delete_table_files(&n).await.map(|()| schema)
+        })??;
+        self.cache.write().expect("lock").remove(name);
+        let schema =
+            dropped.unwrap_or_else(|| Arc::new(datafusion::arrow::datatypes::Schema::empty()));
+        Ok(Some(Arc::new(
+            datafusion::datasource::empty::EmptyTable::new(schema),
+        )))
+    }
 }
 
 /// Runs a future from synchronous DataFusion code (`register_table`, table functions):

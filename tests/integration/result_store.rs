@@ -412,3 +412,36 @@ async fn tables_written_with_other_metrics_record_them() {
         assert_eq!((i.metric, i.connectivity), (metric, 8));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drop_table_deletes_a_result_table_and_nothing_else() {
+    let dir = crate::common::tempdir();
+    let (s, t) = crate::common::session_with_table(&dir, 500).await;
+    // A user's file named like the table's siblings stays.
+    let theirs = dir.path().join(format!("{t}.idx.notes.txt"));
+    std::fs::write(&theirs, b"mine").unwrap();
+    let n = s
+        .sql(&format!("SELECT count(*) FROM jammi.public.\"{t}\""))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(n[0].num_rows(), 1);
+    s.sql(&format!("DROP TABLE jammi.public.\"{t}\""))
+        .await
+        .unwrap();
+    assert!(s.list_tables().await.unwrap().is_empty());
+    assert!(!dir.path().join(format!("{t}.parquet")).exists());
+    assert!(!dir.path().join(format!("{t}.idx.manifest.json")).exists());
+    assert_eq!(std::fs::read(&theirs).unwrap(), b"mine");
+    let e = s
+        .sql(&format!("SELECT count(*) FROM jammi.public.\"{t}\""))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&t), "{e}");
+    s.sql(&format!("DROP TABLE IF EXISTS jammi.public.\"{t}\""))
+        .await
+        .unwrap();
+}
