@@ -26,11 +26,20 @@ impl PartialOrd for Entry {
 }
 impl Ord for Entry {
     fn cmp(&self, o: &Self) -> Ordering {
-        self.dist.total_cmp(&o.dist).then(self.row.cmp(&o.row))
+        rank(self.dist)
+            .total_cmp(&rank(o.dist))
+            .then(self.row.cmp(&o.row))
     }
 }
 
 /// A bounded max-heap keeping the k nearest (distance, row) pairs.
+/// A distance as it ranks: any NaN (a vector holding NaN, or `inf - inf`) after every
+/// number, +∞ included, as DataFusion sorts NaN distances ascending — whatever the NaN's
+/// sign bit (`total_cmp` alone would put a negative NaN first).
+fn rank(d: f32) -> f32 {
+    if d.is_nan() { f32::NAN.abs() } else { d }
+}
+
 #[derive(Debug)]
 pub struct TopK {
     k: usize,
@@ -149,6 +158,39 @@ mod tests {
             t.push(d, r);
         }
         assert_eq!(t.into_sorted(), vec![(3, 0.1), (9, 0.1), (0, 0.5)]);
+    }
+
+    #[test]
+    fn vectors_holding_nan_or_infinity_rank_last_with_the_distance_datafusion_gives() {
+        use datafusion::arrow::array::{FixedSizeListArray, Float32Array};
+        use datafusion::arrow::datatypes::{DataType, Field};
+        let rows: [[f32; 2]; 4] = [
+            [1.0, 0.0],
+            [f32::NAN, 0.0],
+            [f32::INFINITY, 1.0],
+            [0.0, 1.0],
+        ];
+        let values: Vec<f32> = rows.iter().flatten().copied().collect();
+        let array: datafusion::arrow::array::ArrayRef =
+            std::sync::Arc::new(FixedSizeListArray::new(
+                std::sync::Arc::new(Field::new("item", DataType::Float32, true)),
+                2,
+                std::sync::Arc::new(Float32Array::from(values)),
+                None,
+            ));
+        let mut v = ExactVectors::new(2);
+        v.add("v", &array, 0).unwrap();
+        // l2: the infinite row at +inf, then the NaN row with a NaN distance (never 0).
+        let got = v.search(&[1.0, 0.1], 4, Metric::L2, None);
+        let order: Vec<u64> = got.iter().map(|(r, _)| *r).collect();
+        assert_eq!(order, [0, 3, 2, 1], "{got:?}");
+        assert_eq!(got[2].1, f32::INFINITY);
+        assert!(got[3].1.is_nan(), "{got:?}");
+        // cosine: both are NaN (inf / inf), last, in row order.
+        let got = v.search(&[1.0, 0.1], 4, Metric::Cosine, None);
+        let order: Vec<u64> = got.iter().map(|(r, _)| *r).collect();
+        assert_eq!(order, [0, 3, 1, 2], "{got:?}");
+        assert!(got[2].1.is_nan() && got[3].1.is_nan(), "{got:?}");
     }
 
     #[test]

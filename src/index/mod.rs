@@ -22,6 +22,8 @@ impl Metric {
     /// Converts a USearch distance to this crate's `_distance` (`l2sq` → `l2`).
     pub(crate) fn finalize(self, d: f32) -> f32 {
         match self {
+            // NaN stays NaN (`max` would make it 0), as DataFusion's `l2_distance` gives.
+            Metric::L2 if d.is_nan() => d,
             Metric::L2 => d.max(0.0).sqrt(),
             _ => d,
         }
