@@ -116,6 +116,13 @@ enum TablesCommand {
         /// Table name.
         name: String,
     },
+    /// Check every sibling of a result table (or of every table) against its manifest:
+    /// present, its recorded size and CRC32C. Lists each table with what is wrong with it;
+    /// exits 1 when any is damaged.
+    Verify {
+        /// Table name (default: every table).
+        name: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -285,6 +292,28 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     ]);
                 }
                 print_rows(&["property", "value"], &rows, out)
+            }
+            TablesCommand::Verify { name } => {
+                let names = match name {
+                    Some(n) => vec![n],
+                    None => session.list_tables().await?,
+                };
+                let mut rows = Vec::new();
+                for t in &names {
+                    let status = match session.result_store().verify(t).await {
+                        Ok(_) => "ok".to_string(),
+                        // A named table that is not there is an error, not a damaged table.
+                        Err(e @ jammi_db::JammiError::NotFound { .. }) => return Err(e.into()),
+                        Err(e) => e.to_string(),
+                    };
+                    rows.push(vec![t.clone(), status]);
+                }
+                let damaged = rows.iter().filter(|r| r[1] != "ok").count();
+                print_rows(&["table", "status"], &rows, out)?;
+                if damaged > 0 {
+                    return Err(format!("{damaged} of {} tables are damaged", rows.len()).into());
+                }
+                Ok(())
             }
             TablesCommand::Delete { name } => {
                 session.delete_table(&name).await?;

@@ -728,3 +728,43 @@ fn deleting_a_table_that_does_not_exist_fails_naming_it() {
     );
     assert!(String::from_utf8_lossy(&o.stdout).is_empty());
 }
+
+#[test]
+fn tables_verify_names_each_damaged_file_and_exits_1() {
+    let dir = tempdir();
+    let root = dir.path().join("db");
+    for t in ["good", "bad"] {
+        let o = jammi(
+            &root,
+            &[
+                "sql",
+                &format!("CREATE TABLE jammi.public.{t} AS SELECT 1 AS id, [1.0, 2.0] AS v"),
+            ],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let o = jammi(&root, &["tables", "verify"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // One flipped byte in one sibling of `bad`.
+    let parquet = root.join("bad.parquet");
+    let mut bytes = std::fs::read(&parquet).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&parquet, bytes).unwrap();
+    let o = jammi(&root, &["tables", "verify"]);
+    assert_eq!(o.status.code(), Some(1));
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(shown.contains("bad.parquet"), "{shown}");
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.contains("good") && l.contains("ok")),
+        "{shown}"
+    );
+    let e = fails(&o);
+    assert!(e.contains("1 of 2 tables are damaged"), "{e}");
+    // One table by name.
+    assert!(jammi(&root, &["tables", "verify", "good"]).status.success());
+    let e = fails(&jammi(&root, &["tables", "verify", "nope"]));
+    assert!(e.contains("nope"), "{e}");
+}

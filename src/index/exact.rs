@@ -32,7 +32,6 @@ impl Ord for Entry {
     }
 }
 
-/// A bounded max-heap keeping the k nearest (distance, row) pairs.
 /// A distance as it ranks: any NaN (a vector holding NaN, or `inf - inf`) after every
 /// number, +∞ included, as DataFusion sorts NaN distances ascending — whatever the NaN's
 /// sign bit (`total_cmp` alone would put a negative NaN first).
@@ -40,6 +39,7 @@ fn rank(d: f32) -> f32 {
     if d.is_nan() { f32::NAN.abs() } else { d }
 }
 
+/// A bounded max-heap keeping the k nearest (distance, row) pairs.
 #[derive(Debug)]
 pub struct TopK {
     k: usize,
