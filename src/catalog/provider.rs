@@ -118,7 +118,8 @@ pub(crate) async fn build_source_table(
     Ok((hint, table))
 }
 
-/// Guesses the format of a location from its file name, or the first file under a prefix.
+/// Guesses the format of a location from its file name, or the first data file under a
+/// prefix (jammi-db's own sidecars beside indexed files are passed over).
 async fn infer_format(
     store: &Arc<dyn object_store::ObjectStore>,
     location: &listing::Location,
@@ -129,14 +130,19 @@ async fn infer_format(
         && !url.has_glob()
     {
         use futures::TryStreamExt;
-        let first = store
-            .list(Some(&prefix.object_path()?))
+        let mut listed = store.list(Some(&prefix.object_path()?));
+        name = String::new();
+        while let Some(m) = listed
             .try_next()
             .await
-            .map_err(|e| JammiError::storage(prefix, e))?;
-        name = first
-            .and_then(|m| m.location.filename().map(str::to_string))
-            .unwrap_or_default();
+            .map_err(|e| JammiError::storage(prefix, e))?
+        {
+            let file = m.location.filename().unwrap_or_default();
+            if !crate::format::naming::is_sidecar_name(file) {
+                name = file.to_string();
+                break;
+            }
+        }
     }
     FileFormat::from_file_name(&name).ok_or_else(|| {
         JammiError::InvalidInput(format!(

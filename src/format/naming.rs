@@ -99,6 +99,16 @@ pub fn table_of_manifest(file_name: &str) -> Option<&str> {
 /// (`<stem>.idx.lease.json.settling-<hex>`).
 pub const SETTLING_INFIX: &str = ".settling-";
 
+/// Whether a file name is one jammi-db gives its sidecars, leases and manifests (or a
+/// staging copy of one, `<name>#<digits>`): never a source's data.
+pub fn is_sidecar_name(file_name: &str) -> bool {
+    let base = file_name.split('#').next().unwrap_or(file_name);
+    let base = base.split(SETTLING_INFIX).next().unwrap_or(base);
+    [INDEX_SUFFIX, ROWMAP_SUFFIX, MANIFEST_SUFFIX, LEASE_SUFFIX]
+        .iter()
+        .any(|s| base.ends_with(s))
+}
+
 /// The stem of a lease object's name (`<stem>.idx.lease.json`, or a settler's claimed
 /// `<stem>.idx.lease.json.settling-<hex>`), if it is one.
 pub fn stem_of_lease(file_name: &str) -> Option<&str> {

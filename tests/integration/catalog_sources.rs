@@ -699,3 +699,52 @@ async fn a_memory_source_sees_its_files_as_they_are_when_each_query_starts() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_with_sidecars_in_it_is_still_a_source_of_its_data_files() {
+    use object_store::ObjectStoreExt;
+    // A memory store lists in name order: `a.idx.*` comes before `a.parquet`.
+    let base = format!("{}d/", crate::common::memory_root("sidecars-in-dir"));
+    let registry = StorageRegistry::new();
+    let baseu = StorageUrl::parse(&base).unwrap();
+    let store = registry.store(&baseu, None).await.unwrap();
+    for (name, start) in [("a.parquet", 0), ("b.parquet", 100)] {
+        let bytes = parquet_bytes(&[sample_batch(start, 10, 4)]);
+        let p = baseu.join(name).unwrap().object_path().unwrap();
+        store.put(&p, bytes.into()).await.unwrap();
+    }
+    let root = tempdir();
+    let s = JammiSession::open_with(
+        root.path().to_str().unwrap(),
+        jammi_db::session::OpenOptions {
+            registry: Some(registry.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // Index one file: its sidecars now sit in the directory, listed first.
+    s.sql(&format!(
+        "CREATE EXTERNAL TABLE a STORED AS PARQUET LOCATION '{base}a.parquet' \
+         OPTIONS ('jammi.vector_column' 'embedding')"
+    ))
+    .await
+    .unwrap();
+    let manifest = baseu
+        .join("a.idx.manifest.json")
+        .unwrap()
+        .object_path()
+        .unwrap();
+    store.head(&manifest).await.unwrap();
+    s.add_source("d", SourceType::File, conn(&base, None))
+        .await
+        .unwrap();
+    let r = s
+        .sql("SELECT count(*), max(id) FROM d.public.d")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!((int(&r, 0), int(&r, 1)), (20, 109));
+}
