@@ -104,6 +104,15 @@ pub struct UnavailableTable {
 }
 
 impl UnavailableTable {
+    /// Why the table cannot be read, as an error naming it (and, for a damaged result
+    /// table, the damaged file).
+    pub fn error(&self) -> crate::error::JammiError {
+        crate::error::JammiError::Unavailable {
+            name: self.name.clone(),
+            reason: self.reason.clone(),
+        }
+    }
+
     /// `name` cannot be read because of `reason`; `schema` is what it last had (or empty).
     pub fn new(name: impl Into<String>, schema: Option<SchemaRef>, reason: impl ToString) -> Self {
         UnavailableTable {

@@ -445,3 +445,26 @@ async fn drop_table_deletes_a_result_table_and_nothing_else() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_search_of_a_damaged_table_names_the_damaged_file() {
+    let dir = crate::common::tempdir();
+    let (_, t) = crate::common::session_with_table(&dir, 500).await;
+    std::fs::remove_file(dir.path().join(format!("{t}.idx.rowmap"))).unwrap();
+    let s = JammiSession::open(dir.path().to_str().unwrap())
+        .await
+        .unwrap();
+    let q = crate::common::vec_sql(&crate::common::sample_vector(3, 16));
+    let e = match s
+        .sql(&format!("SELECT id FROM vector_search('{t}', {q}, 3)"))
+        .await
+    {
+        Ok(df) => df.collect().await.unwrap_err().to_string(),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains(&format!("{t}.idx.rowmap")) && e.contains("missing"),
+        "{e}"
+    );
+    assert!(!e.contains("not backed by one Parquet file"), "{e}");
+}

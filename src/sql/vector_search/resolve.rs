@@ -95,6 +95,10 @@ pub(crate) fn resolve(
             schema: t.schema(),
         });
     }
+    // A broken result table: what is wrong with it (the damaged file), not its kind.
+    if let Some(u) = any.downcast_ref::<crate::catalog::table::UnavailableTable>() {
+        return Err(u.error());
+    }
     if let Some(l) = any.downcast_ref::<ListingTable>()
         && let [path] = l.table_paths().as_slice()
         && !path.is_collection()
