@@ -145,6 +145,14 @@ fn restamp(path: &std::path::Path, mut meta: ObjectMeta) -> ObjectMeta {
     meta
 }
 
+/// A listed `meta` with this store's ETag (unchanged when its path has no file name here).
+fn restamp_listed(fs: &LocalFileSystem, meta: ObjectMeta) -> ObjectMeta {
+    match fs.path_to_filesystem(&meta.location) {
+        Ok(p) => restamp(&p, meta),
+        Err(_) => meta,
+    }
+}
+
 /// This store's ETag of the file at `path`, for a write's result.
 fn written(path: &std::path::Path, mut result: PutResult) -> PutResult {
     if let Ok(tag) = std::fs::metadata(path).and_then(|md| e_tag(&md)) {
@@ -249,15 +257,7 @@ impl LocalStore {
         listed: BoxStream<'static, object_store::Result<ObjectMeta>>,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         let fs = LocalFileSystem::new();
-        listed
-            .map(move |m| {
-                let m = m?;
-                Ok(match fs.path_to_filesystem(&m.location) {
-                    Ok(p) => restamp(&p, m),
-                    Err(_) => m,
-                })
-            })
-            .boxed()
+        listed.map(move |m| Ok(restamp_listed(&fs, m?))).boxed()
     }
 }
 
@@ -376,10 +376,7 @@ impl ObjectStore for LocalStore {
         listed.objects = listed
             .objects
             .into_iter()
-            .map(|m| match self.inner.path_to_filesystem(&m.location) {
-                Ok(p) => restamp(&p, m),
-                Err(_) => m,
-            })
+            .map(|m| restamp_listed(&self.inner, m))
             .collect();
         Ok(listed)
     }

@@ -1,6 +1,9 @@
 //! Sources, the persistent catalog and `<source>.public.<table>` queries.
 
 use std::collections::HashSet;
+use std::sync::Arc;
+
+use object_store::ObjectStore;
 
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
 use jammi_db::JammiError;
@@ -509,14 +512,37 @@ async fn an_unreadable_catalog_document_is_skipped_and_the_rest_opens() {
     assert!(root.join("_jammi/sources/broken.json").exists());
 }
 
-/// `count(*), max(id), sum(score * 10)` of the Parquet files under `dir` as a fresh
-/// DataFusion context (no cache of any earlier query) reads them.
-async fn fresh_answer(dir: &std::path::Path) -> (i64, i64, f64) {
+/// Checks that `s` answers [`AGGREGATE`] over source `docs` and table `t` — and its
+/// count and maximum alone, which come from the files' statistics — as a fresh DataFusion
+/// context (no cache of any earlier query) reads the Parquet files under `base` from
+/// `store`. Returns that answer.
+async fn assert_as_fresh(
+    s: &JammiSession,
+    store: &Arc<dyn ObjectStore>,
+    base: &str,
+    step: &str,
+) -> (i64, i64, f64) {
     let ctx = datafusion::prelude::SessionContext::new();
-    ctx.register_parquet("t", &format!("{}/", dir.display()), Default::default())
+    ctx.register_object_store(&url::Url::parse(base).unwrap(), store.clone());
+    ctx.register_parquet("t", base, Default::default())
         .await
         .unwrap();
-    answer(&ctx.sql(AGGREGATE).await.unwrap().collect().await.unwrap())
+    let expected = answer(&ctx.sql(AGGREGATE).await.unwrap().collect().await.unwrap());
+    for sql in [
+        AGGREGATE.replace(" t", " docs.public.docs"),
+        AGGREGATE.to_string(),
+    ] {
+        let got = answer(&s.sql(&sql).await.unwrap().collect().await.unwrap());
+        assert_eq!(got, expected, "{step}: {sql}");
+        let stats_only = sql.replace(", sum(score * 10)", "");
+        let r = s.sql(&stats_only).await.unwrap().collect().await.unwrap();
+        assert_eq!(
+            (int(&r, 0), int(&r, 1)),
+            (expected.0, expected.1),
+            "{step}: {stats_only}"
+        );
+    }
+    expected
 }
 
 const AGGREGATE: &str = "SELECT count(*), max(id), sum(score * 10) FROM t";
@@ -535,64 +561,15 @@ fn answer(r: &[RecordBatch]) -> (i64, i64, f64) {
 async fn every_query_sees_a_sources_files_as_they_are_when_it_starts() {
     let data = tempdir();
     let dir = data.path().join("docs");
-    std::fs::create_dir_all(&dir).unwrap();
-    let write = |name: &str, start: i64, n: usize| {
-        std::fs::write(dir.join(name), parquet_bytes(&[sample_batch(start, n, 4)])).unwrap()
-    };
-    write("a.parquet", 0, 10);
-    let root = tempdir();
-    let s = JammiSession::open(root.path().to_str().unwrap())
-        .await
-        .unwrap();
-    s.add_source(
-        "docs",
-        SourceType::File,
-        conn(dir.to_str().unwrap(), Some(FileFormat::Parquet)),
-    )
-    .await
-    .unwrap();
-    s.sql(&format!(
-        "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '{}/'",
-        dir.display()
-    ))
-    .await
-    .unwrap();
-    let check = |step: &'static str| {
-        let (s, dir) = (&s, dir.clone());
-        async move {
-            let expected = fresh_answer(&dir).await;
-            for sql in [
-                AGGREGATE.replace(" t", " docs.public.docs"),
-                AGGREGATE.to_string(),
-            ] {
-                let got = answer(&s.sql(&sql).await.unwrap().collect().await.unwrap());
-                assert_eq!(got, expected, "{step}: {sql}");
-                // Answered from the files' statistics alone (no scan).
-                let stats_only = sql.replace(", sum(score * 10)", "");
-                let r = s.sql(&stats_only).await.unwrap().collect().await.unwrap();
-                assert_eq!(
-                    (int(&r, 0), int(&r, 1)),
-                    (expected.0, expected.1),
-                    "{step}: {stats_only}"
-                );
-            }
-            expected
-        }
-    };
-    assert_eq!(check("first").await.0, 10);
-    write("b.parquet", 100, 15);
-    assert_eq!(check("a file added").await.0, 25);
-    write("a.parquet", 1000, 100);
-    assert_eq!(check("a file rewritten larger").await.1, 1099);
-    std::fs::remove_file(dir.join("b.parquet")).unwrap();
-    assert_eq!(check("a file removed").await.0, 100);
+    let base = format!("file://{}/", dir.display());
+    let (s, store, _root) = sources_see_their_files_on(&base, None).await;
     // Same size, its modification time put back (`cp -p`, `rsync -t`): other rows.
     let a = dir.join("a.parquet");
     let (len, mtime) = {
         let md = std::fs::metadata(&a).unwrap();
         (md.len(), md.modified().unwrap())
     };
-    let rewritten = parquet_bytes(&[sample_batch(5000, 100, 4)]);
+    let rewritten = parquet_bytes(&[sample_batch(9000, 100, 4)]);
     assert_eq!(rewritten.len() as u64, len, "the rewrite keeps the size");
     {
         use std::io::Write;
@@ -600,16 +577,18 @@ async fn every_query_sees_a_sources_files_as_they_are_when_it_starts() {
         f.write_all(&rewritten).unwrap();
         f.set_modified(mtime).unwrap();
     }
-    assert_eq!(
-        check("rewritten in place, same size and time").await.1,
-        5099
-    );
+    let step = "rewritten in place, same size and time";
+    assert_eq!(assert_as_fresh(&s, &store, &base, step).await.1, 9099);
 }
 
 /// A directory source and an external table over `base` (a prefix, on any backend; `cloud`:
 /// its settings on a live lane) see files added, removed and rewritten — larger, and of the
-/// same size — in one session, as a fresh DataFusion context reads them.
-pub(crate) async fn sources_see_their_files_on(base: &str, cloud: Option<CloudConfig>) {
+/// same size — in one session, as a fresh DataFusion context reads them. Returns the
+/// session, the store and the session's root, for further steps.
+pub(crate) async fn sources_see_their_files_on(
+    base: &str,
+    cloud: Option<CloudConfig>,
+) -> (JammiSession, Arc<dyn ObjectStore>, tempfile::TempDir) {
     use object_store::ObjectStoreExt;
     let registry = StorageRegistry::new();
     let baseu = StorageUrl::parse(base).unwrap();
@@ -652,33 +631,7 @@ pub(crate) async fn sources_see_their_files_on(base: &str, cloud: Option<CloudCo
     ))
     .await
     .unwrap();
-    // DataFusion's answer: a fresh context over the same store.
-    let fresh = || async {
-        let ctx = datafusion::prelude::SessionContext::new();
-        let u = url::Url::parse(base).unwrap();
-        ctx.register_object_store(&u, store.clone());
-        ctx.register_parquet("t", base, Default::default())
-            .await
-            .unwrap();
-        answer(&ctx.sql(AGGREGATE).await.unwrap().collect().await.unwrap())
-    };
-    let check = |step: &'static str| {
-        let s = &s;
-        async move {
-            let expected = fresh().await;
-            for sql in [
-                AGGREGATE.replace(" t", " docs.public.docs"),
-                AGGREGATE.to_string(),
-            ] {
-                let got = answer(&s.sql(&sql).await.unwrap().collect().await.unwrap());
-                assert_eq!(got, expected, "{step}: {sql}");
-                let stats_only = sql.replace(", sum(score * 10)", "");
-                let r = s.sql(&stats_only).await.unwrap().collect().await.unwrap();
-                assert_eq!((int(&r, 0), int(&r, 1)), (expected.0, expected.1), "{step}");
-            }
-            expected
-        }
-    };
+    let check = |step: &'static str| assert_as_fresh(&s, &store, base, step);
     assert_eq!(check("first").await.0, 10);
     put("b.parquet", 100, 15).await;
     assert_eq!(check("a file added").await.0, 25);
@@ -689,6 +642,7 @@ pub(crate) async fn sources_see_their_files_on(base: &str, cloud: Option<CloudCo
     // Same size, at once (within the store's time resolution): other rows.
     put("a.parquet", 5000, 100).await;
     assert_eq!(check("rewritten, same size").await.1, 5099);
+    (s, store, root)
 }
 
 #[tokio::test(flavor = "multi_thread")]
