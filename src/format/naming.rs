@@ -109,6 +109,17 @@ pub fn is_sidecar_name(file_name: &str) -> bool {
         .any(|s| base.ends_with(s))
 }
 
+/// The stem a sidecar-named object belongs to (`a.b.idx.usearch`, `a.b.idx.rowmap#3`,
+/// `a.b.idx.lease.json.settling-1f` → `a.b`), if its name is a sidecar's.
+pub fn stem_of_sidecar(file_name: &str) -> Option<&str> {
+    let base = file_name.split('#').next().unwrap_or(file_name);
+    let base = base.split(SETTLING_INFIX).next().unwrap_or(base);
+    [INDEX_SUFFIX, ROWMAP_SUFFIX, MANIFEST_SUFFIX, LEASE_SUFFIX]
+        .iter()
+        .find_map(|s| base.strip_suffix(s))
+        .filter(|stem| !stem.is_empty())
+}
+
 /// The stem of a lease object's name (`<stem>.idx.lease.json`, or a settler's claimed
 /// `<stem>.idx.lease.json.settling-<hex>`), if it is one.
 pub fn stem_of_lease(file_name: &str) -> Option<&str> {

@@ -107,6 +107,7 @@ pub async fn register(
     registry: &StorageRegistry,
     store: Option<Arc<ResultStore>>,
 ) -> Result<Arc<SearchContext>> {
+    registry.hide_in_listings(Arc::new(crate::store::hidden::OwnSidecars::new()));
     registry.install(ctx);
     ctx.register_table_options_extension(options::AwsOptions::default());
     ctx.register_table_options_extension(options::GcpOptions::default());

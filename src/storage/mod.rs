@@ -4,6 +4,7 @@
 pub(crate) mod backends;
 pub mod cache;
 pub mod config;
+pub mod hiding;
 pub(crate) mod local;
 pub mod metrics;
 pub mod registry;
@@ -17,6 +18,7 @@ pub(crate) mod gcs;
 #[cfg(feature = "storage-s3")]
 pub(crate) mod s3;
 
+pub use hiding::ListingFilter;
 pub use config::{AzureConfig, CloudConfig, GcsConfig, S3Config};
 pub use registry::{StorageRegistry, StoreLayer};
 pub use url::{Scheme, StorageUrl};

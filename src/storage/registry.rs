@@ -23,6 +23,7 @@ use url::Url;
 
 use crate::error::{JammiError, Result};
 use crate::storage::config::CloudConfig;
+use crate::storage::hiding::{Hiding, ListingFilter};
 use crate::storage::metrics::{CountingStore, RequestCounts, RequestSnapshot};
 use crate::storage::url::{Scheme, StorageUrl};
 
@@ -56,6 +57,10 @@ struct Inner {
     hasher: RandomState,
     layer: Option<StoreLayer>,
     counts: Arc<RequestCounts>,
+    hide: RwLock<Option<Arc<dyn ListingFilter>>>,
+    /// The SQL view of each store (by the store's address), kept so SQL gets one view per
+    /// store and a view registered back into this registry binds the store it wraps.
+    views: Mutex<HashMap<usize, (Arc<dyn ObjectStore>, Arc<dyn ObjectStore>)>>,
 }
 
 /// Builds, caches and hands out object stores for storage URLs. Cheap to clone (shared).
@@ -108,6 +113,8 @@ impl StorageRegistry {
                 hasher: RandomState::new(),
                 layer,
                 counts: Arc::default(),
+                hide: RwLock::new(None),
+                views: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -189,7 +196,7 @@ impl StorageRegistry {
             r.iter().filter_map(Weak::upgrade).collect()
         };
         for rt in runtimes {
-            rt.register_object_store(base.as_ref(), store.clone());
+            rt.register_object_store(base.as_ref(), self.sql_view(store.clone()));
         }
     }
 
@@ -208,10 +215,10 @@ impl StorageRegistry {
             .collect();
         for (k, s) in bound {
             let url = Url::parse(&k).expect("binding keys are URLs");
-            rt.register_object_store(&url, s);
+            rt.register_object_store(&url, self.sql_view(s));
         }
         if let Some(mem) = self.memory_default() {
-            rt.register_object_store(&Url::parse("memory:///").expect("url"), mem);
+            rt.register_object_store(&Url::parse("memory:///").expect("url"), self.sql_view(mem));
         }
         self.inner
             .runtimes
@@ -265,6 +272,39 @@ impl StorageRegistry {
         Arc::new(CountingStore::new(versioned, self.inner.counts.clone()))
     }
 
+    /// Makes the stores SQL gets from this registry (DataFusion's listing tables) leave out
+    /// of their listings what `filter` proves (the first filter set stays).
+    pub fn hide_in_listings(&self, filter: Arc<dyn ListingFilter>) {
+        let mut hide = self.inner.hide.write().expect("lock");
+        if hide.is_none() {
+            *hide = Some(filter);
+        }
+    }
+
+    /// `store` as SQL sees it.
+    fn sql_view(&self, store: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
+        let Some(filter) = self.inner.hide.read().expect("lock").clone() else {
+            return store;
+        };
+        let key = Arc::as_ptr(&store) as *const () as usize;
+        let mut views = self.inner.views.lock().expect("lock");
+        let (_, view) = views.entry(key).or_insert_with(|| {
+            let view: Arc<dyn ObjectStore> = Arc::new(Hiding::new(store.clone(), filter));
+            (store, view)
+        });
+        view.clone()
+    }
+
+    /// The store a view of [`sql_view`](Self::sql_view) wraps (`store` itself otherwise).
+    fn unview(&self, store: Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> {
+        let views = self.inner.views.lock().expect("lock");
+        views
+            .values()
+            .find(|(_, view)| Arc::ptr_eq(view, &store))
+            .map(|(inner, _)| inner.clone())
+            .unwrap_or(store)
+    }
+
     /// Requests made so far through every store this registry built.
     pub fn request_counts(&self) -> RequestSnapshot {
         self.inner.counts.snapshot()
@@ -299,7 +339,7 @@ impl ObjectStoreRegistry for StorageRegistry {
     ) -> Option<Arc<dyn ObjectStore>> {
         let parsed = StorageUrl::parse(url.as_str()).ok()?;
         let old = self.bound(&parsed);
-        self.bind(&parsed, store);
+        self.bind(&parsed, self.unview(store));
         old
     }
 
@@ -320,6 +360,6 @@ impl ObjectStoreRegistry for StorageRegistry {
 
     fn get_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
         let parsed = StorageUrl::parse(url.as_str())?;
-        Ok(self.sync_store(&parsed)?)
+        Ok(self.sql_view(self.sync_store(&parsed)?))
     }
 }

@@ -315,7 +315,7 @@ pub(crate) async fn read(store: &Arc<dyn ObjectStore>, url: &StorageUrl) -> Resu
     })
 }
 
-fn parse(bytes: &Bytes) -> Option<Lease> {
+pub(crate) fn parse(bytes: &Bytes) -> Option<Lease> {
     serde_json::from_slice::<Lease>(bytes)
         .ok()
         .filter(|l| l.version == LEASE_VERSION)

@@ -1,6 +1,7 @@
 //! `ResultStore`: result tables (Parquet + USearch sidecars) under a root on any backend,
 //! with a crash-safe commit, delete and recovery (DESIGN §4).
 
+pub(crate) mod hidden;
 pub mod identity;
 pub mod lease;
 pub mod read;

@@ -110,7 +110,21 @@ pub(crate) async fn read_manifest_at(
     match store.get(&url.object_path()?).await {
         Ok(r) => {
             let bytes = r.bytes().await.map_err(|e| JammiError::storage(url, e))?;
-            Manifest::from_json(table, &bytes).map(Some)
+            // The damaged file is named: it is what the user must look at.
+            Manifest::from_json(table, &bytes)
+                .map(Some)
+                .map_err(|e| match e {
+                    JammiError::Corrupt {
+                        kind,
+                        table,
+                        reason,
+                    } => JammiError::Corrupt {
+                        kind,
+                        table,
+                        reason: format!("{}: {reason}", url.file_name()),
+                    },
+                    e => e,
+                })
         }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(JammiError::storage(url, e)),

@@ -702,3 +702,73 @@ async fn a_directory_with_sidecars_in_it_is_still_a_source_of_its_data_files() {
         .unwrap();
     assert_eq!((int(&r, 0), int(&r, 1)), (20, 109));
 }
+
+/// A JSON source (and a plain external table) over a directory where jammi-db indexed a
+/// Parquet file reads the data files and never the manifest it wrote there; a user's own
+/// JSON files named like a manifest or a lease are data and are read.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_json_source_never_reads_jammis_manifest_but_reads_user_files_named_like_one() {
+    let dir = tempdir();
+    let d = dir.path().join("d");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("a.parquet"),
+        parquet_bytes(&[sample_batch(0, 10, 4)]),
+    )
+    .unwrap();
+    std::fs::write(d.join("rows.json"), "{\"id\":1}\n{\"id\":2}\n").unwrap();
+    std::fs::write(d.join("notes.idx.manifest.json"), "{\"id\":30}\n").unwrap();
+    std::fs::write(d.join("log.idx.lease.json"), "{\"id\":400}\n").unwrap();
+    let root = tempdir();
+    let s = JammiSession::open(root.path().to_str().unwrap())
+        .await
+        .unwrap();
+    s.sql(&format!(
+        "CREATE EXTERNAL TABLE a STORED AS PARQUET LOCATION '{}' \
+         OPTIONS ('jammi.vector_column' 'embedding')",
+        d.join("a.parquet").display()
+    ))
+    .await
+    .unwrap();
+    assert!(d.join("a.idx.manifest.json").exists());
+    let base = format!("{}/", d.display());
+    s.add_source("d", SourceType::File, conn(&base, Some(FileFormat::Json)))
+        .await
+        .unwrap();
+    s.sql(&format!(
+        "CREATE EXTERNAL TABLE j STORED AS JSON LOCATION '{base}'"
+    ))
+    .await
+    .unwrap();
+    for table in ["d.public.d", "j"] {
+        let r = s
+            .sql(&format!("SELECT count(*), sum(id) FROM {table}"))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!((int(&r, 0), int(&r, 1)), (4, 433), "{table}");
+    }
+    // The same answer as a plain DataFusion session over the data files alone.
+    let plain = datafusion::prelude::SessionContext::new();
+    let copy = tempdir();
+    for f in ["rows.json", "notes.idx.manifest.json", "log.idx.lease.json"] {
+        std::fs::copy(d.join(f), copy.path().join(f)).unwrap();
+    }
+    plain
+        .sql(&format!(
+            "CREATE EXTERNAL TABLE j STORED AS JSON LOCATION '{}/'",
+            copy.path().display()
+        ))
+        .await
+        .unwrap();
+    let r = plain
+        .sql("SELECT count(*), sum(id) FROM j")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!((int(&r, 0), int(&r, 1)), (4, 433));
+}

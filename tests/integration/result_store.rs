@@ -468,3 +468,80 @@ async fn a_search_of_a_damaged_table_names_the_damaged_file() {
     );
     assert!(!e.contains("not backed by one Parquet file"), "{e}");
 }
+
+/// Each kind of damage — a truncated index, a missing rowmap, a garbage manifest, a
+/// manifest of a newer format — is reported by a search naming the damaged file and what is
+/// wrong with it, and by `recover --dry-run` as a broken table, kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_kind_of_damage_is_reported_naming_the_damaged_file() {
+    type Damage = fn(&std::path::Path, &str);
+    let cases: [(&str, Damage, &str, &str); 4] = [
+        (
+            "truncated_index",
+            |dir, t| {
+                let p = dir.join(format!("{t}.idx.usearch"));
+                let b = std::fs::read(&p).unwrap();
+                std::fs::write(&p, &b[..b.len() / 2]).unwrap();
+            },
+            ".idx.usearch",
+            "bytes, the manifest says",
+        ),
+        (
+            "missing_rowmap",
+            |dir, t| std::fs::remove_file(dir.join(format!("{t}.idx.rowmap"))).unwrap(),
+            ".idx.rowmap",
+            "missing",
+        ),
+        (
+            "garbage_manifest",
+            |dir, t| std::fs::write(dir.join(format!("{t}.idx.manifest.json")), b"{ nope").unwrap(),
+            ".idx.manifest.json",
+            "not valid",
+        ),
+        (
+            "newer_manifest",
+            |dir, t| {
+                let p = dir.join(format!("{t}.idx.manifest.json"));
+                let mut m: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                m["format_version"] = serde_json::json!(99);
+                std::fs::write(&p, serde_json::to_vec(&m).unwrap()).unwrap();
+            },
+            ".idx.manifest.json",
+            "newer than this build",
+        ),
+    ];
+    for (table, damage, file, what) in cases {
+        let dir = tempdir();
+        let root = dir.path().to_str().unwrap();
+        let s = JammiSession::open(root).await.unwrap();
+        s.sql(&format!(
+            "CREATE TABLE jammi.public.{table} AS SELECT 1 AS id, [1.0, 2.0] AS v"
+        ))
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+        drop(s);
+        damage(dir.path(), table);
+        let s = JammiSession::open(root).await.unwrap();
+        let e = match s
+            .sql(&format!(
+                "SELECT id FROM vector_search('{table}', [1.0, 2.0], 1)"
+            ))
+            .await
+        {
+            Ok(df) => df.collect().await.unwrap_err().to_string(),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains(&format!("{table}{file}")) && e.contains(what),
+            "{table}: {e}"
+        );
+        assert!(!e.contains("not backed by one Parquet file"), "{table}: {e}");
+        let report = s.result_store().recover_dry_run().await.unwrap();
+        assert_eq!(report.broken_tables, vec![table.to_string()], "{table}");
+        assert!(report.removed_objects.is_empty(), "{table}: {report:?}");
+    }
+}
