@@ -12,6 +12,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use datafusion_sqllogictest::{DataFusion, df_value_validator, value_normalizer};
 use jammi_db::session::{JammiSession, OpenOptions};
@@ -117,8 +118,41 @@ async fn fixtures(registry: &StorageRegistry, lane: &Lane) {
         csv.push_str(&format!("{i},paper {i},{}\n", i as f64 / 10.0));
         json.push_str(&format!("{{\"id\":{i},\"title\":\"paper {i}\"}}\n"));
     }
+    put("edge.parquet", edge_vectors()).await;
     put("papers.csv", csv.into_bytes()).await;
     put("papers.json", json.into_bytes()).await;
+}
+
+/// `edge.parquet`: ids 1-6 with 2-d vectors holding NaN, +∞ and NULL (see
+/// `vector_search.slt`).
+fn edge_vectors() -> Vec<u8> {
+    use datafusion::arrow::array::{FixedSizeListArray, Float32Array, Int64Array, RecordBatch};
+    use datafusion::arrow::buffer::NullBuffer;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let item = Arc::new(Field::new("item", DataType::Float32, true));
+    let values = Float32Array::from(vec![
+        1.0,
+        0.0,
+        f32::NAN,
+        1.0,
+        f32::INFINITY,
+        0.0,
+        0.0,
+        1.0,
+        0.0,
+        0.0,
+        0.5,
+        0.0,
+    ]);
+    let valid = NullBuffer::from(vec![true, true, true, true, false, true]);
+    let v = FixedSizeListArray::new(item.clone(), 2, Arc::new(values), Some(valid));
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("v", DataType::FixedSizeList(item, 2), true),
+    ]));
+    let ids = Int64Array::from((1..=6).collect::<Vec<i64>>());
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(ids), Arc::new(v)]).unwrap();
+    common::parquet_bytes(&[batch])
 }
 
 fn substitute(text: &str, lane: &Lane) -> String {

@@ -31,8 +31,11 @@ pub trait ListingFilter: Send + Sync + fmt::Debug {
 
     /// Of the candidates of one listing, the locations to hide. Reads `store` as it needs
     /// to prove ownership; anything it cannot prove stays visible.
-    async fn hidden(&self, store: &Arc<dyn ObjectStore>, candidates: &[ObjectMeta])
-    -> HashSet<Path>;
+    async fn hidden(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        candidates: &[ObjectMeta],
+    ) -> HashSet<Path>;
 }
 
 /// A store whose listings leave out what its filter proves (see the module docs).

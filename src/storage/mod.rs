@@ -18,7 +18,7 @@ pub(crate) mod gcs;
 #[cfg(feature = "storage-s3")]
 pub(crate) mod s3;
 
-pub use hiding::ListingFilter;
 pub use config::{AzureConfig, CloudConfig, GcsConfig, S3Config};
+pub use hiding::ListingFilter;
 pub use registry::{StorageRegistry, StoreLayer};
 pub use url::{Scheme, StorageUrl};

@@ -30,6 +30,9 @@ use crate::storage::url::{Scheme, StorageUrl};
 /// Wraps every store the registry builds (request counting, fault injection, tracing).
 pub type StoreLayer = Arc<dyn Fn(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> + Send + Sync>;
 
+/// A store and the view SQL gets of it.
+type View = (Arc<dyn ObjectStore>, Arc<dyn ObjectStore>);
+
 /// Identity of a built store.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct StoreKey {
@@ -60,7 +63,7 @@ struct Inner {
     hide: RwLock<Option<Arc<dyn ListingFilter>>>,
     /// The SQL view of each store (by the store's address), kept so SQL gets one view per
     /// store and a view registered back into this registry binds the store it wraps.
-    views: Mutex<HashMap<usize, (Arc<dyn ObjectStore>, Arc<dyn ObjectStore>)>>,
+    views: Mutex<HashMap<usize, View>>,
 }
 
 /// Builds, caches and hands out object stores for storage URLs. Cheap to clone (shared).

@@ -539,7 +539,10 @@ async fn each_kind_of_damage_is_reported_naming_the_damaged_file() {
             e.contains(&format!("{table}{file}")) && e.contains(what),
             "{table}: {e}"
         );
-        assert!(!e.contains("not backed by one Parquet file"), "{table}: {e}");
+        assert!(
+            !e.contains("not backed by one Parquet file"),
+            "{table}: {e}"
+        );
         let report = s.result_store().recover_dry_run().await.unwrap();
         assert_eq!(report.broken_tables, vec![table.to_string()], "{table}");
         assert!(report.removed_objects.is_empty(), "{table}: {report:?}");

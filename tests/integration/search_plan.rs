@@ -439,8 +439,8 @@ async fn order_by_distance_limit_is_answered_by_the_index() {
     .await;
     let (got, searched) = (hits(&got, "d"), hits(&searched, "_distance"));
     assert_eq!(got.len(), 6);
-    // The same rows and the same distances: the index's, not recomputed.
-    assert_eq!(got, searched);
+    // The index's rows, with the SQL function's own values (the index's up to f32).
+    assert_same_rows_with_function_values(&s, &table, "cosine_distance", &q, &got, &searched).await;
     // The search returns its rows nearest first: no sort runs over them, and its k rows
     // are not spread over partitions to be merged again.
     assert!(!plan.contains("SortExec"), "{plan}");
@@ -454,7 +454,13 @@ async fn order_by_distance_limit_is_answered_by_the_index() {
         .unwrap();
     assert!(prepared.plans_once());
     let bound = prepared.collect(vec![list(&v)]).await.unwrap();
-    assert_eq!(hits(&bound, "d"), searched);
+    let bound = hits(&bound, "d");
+    let ids = |h: &[(i64, f64)]| h.iter().map(|x| x.0).collect::<Vec<_>>();
+    assert_eq!(ids(&bound), ids(&got));
+    // The parameter is FLOAT[] (f32), the literal f64: each is the function's own value.
+    for ((_, b), (_, g)) in bound.iter().zip(&got) {
+        assert!((b - g).abs() < 1e-6, "{bound:?} {got:?}");
+    }
     // The ORDER BY key written out in full, with a WHERE (the pre-filter), and a parameter.
     let filtered = format!(
         "SELECT id FROM {table} WHERE score > 0.5 ORDER BY cosine_distance(embedding, $1) LIMIT 5"
@@ -493,7 +499,7 @@ async fn order_by_distance_limit_is_answered_by_the_index() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn order_by_l2_and_inner_product_take_their_indexes_distances() {
+async fn order_by_l2_and_inner_product_return_their_functions_values_of_the_indexes_rows() {
     use jammi_db::index::Metric;
     use jammi_db::store::TableSpec;
     let dir = tempdir();
@@ -502,21 +508,23 @@ async fn order_by_l2_and_inner_product_take_their_indexes_distances() {
         .unwrap();
     let v = sample_vector(77, DIMS);
     let q = vec_sql(&v);
-    // (metric, the ORDER BY form, the function's value from vector_search's `_distance`)
-    type Case = (Metric, &'static str, fn(f64) -> f64);
+    // (metric, the function, the ORDER BY form, its value from vector_search's `_distance`)
+    type Case = (Metric, &'static str, &'static str, fn(f64) -> f64);
     let cases: [Case; 2] = [
         (
             Metric::L2,
+            "l2_distance",
             "l2_distance(embedding, {q}) AS s ... ORDER BY s",
             |d| d,
         ),
         (
             Metric::Ip,
+            "inner_product",
             "inner_product(embedding, {q}) AS s ... ORDER BY s DESC",
             |d| 1.0 - d,
         ),
     ];
-    for (metric, form, value) in cases {
+    for (metric, function, form, value) in cases {
         let mut spec = TableSpec {
             source: "papers".into(),
             task: format!("{metric:?}").to_lowercase(),
@@ -553,7 +561,49 @@ async fn order_by_l2_and_inner_product_take_their_indexes_distances() {
         .into_iter()
         .map(|(id, d)| (id, value(d)))
         .collect();
-        assert_eq!(got, searched, "{metric:?}");
+        let table = format!("jammi.public.\"{t}\"");
+        assert_same_rows_with_function_values(&s, &table, function, &q, &got, &searched).await;
+    }
+}
+
+/// `got` (an ORDER BY rewrite's answer) holds `searched`'s rows (the index's), in order,
+/// each with exactly the value `function` gives it in a plain projection — and that value
+/// is the index's distance up to f32 rounding.
+async fn assert_same_rows_with_function_values(
+    s: &JammiSession,
+    table: &str,
+    function: &str,
+    q: &str,
+    got: &[(i64, f64)],
+    searched: &[(i64, f64)],
+) {
+    let ids: Vec<i64> = got.iter().map(|x| x.0).collect();
+    assert_eq!(ids, searched.iter().map(|x| x.0).collect::<Vec<_>>());
+    let list = ids
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let plain: HashMap<i64, f64> = hits(
+        &rows(
+            s,
+            &format!(
+                "SELECT id, {function}(embedding, {q}) AS d FROM {table} WHERE id IN ({list})"
+            ),
+        )
+        .await,
+        "d",
+    )
+    .into_iter()
+    .collect();
+    for ((id, d), (_, index)) in got.iter().zip(searched) {
+        assert_eq!(
+            d.to_bits(),
+            plain[id].to_bits(),
+            "{id}: {d} vs {}",
+            plain[id]
+        );
+        assert!((d - index).abs() < 1e-5, "{id}: {d} vs the index's {index}");
     }
 }
 
@@ -798,4 +848,185 @@ async fn order_by_distance_keeps_the_rows_whose_vector_is_null() {
             assert_eq!(sorted, all[..got.len()], "{what}: {sql}");
         }
     }
+}
+
+/// A result table of `n` rows whose vectors are `vector(row)` (`None`: NULL), indexed
+/// under `metric` — or, holding NaN or infinity (which no index takes), not indexed.
+async fn table_of(
+    s: &JammiSession,
+    n: usize,
+    metric: jammi_db::index::Metric,
+    vector: &dyn Fn(usize) -> Option<Vec<f32>>,
+) -> String {
+    use datafusion::arrow::array::FixedSizeListArray;
+    use datafusion::arrow::buffer::NullBuffer;
+    use datafusion::arrow::datatypes::{DataType, Field};
+    let b = crate::common::sample_batch(0, n, DIMS);
+    let rows: Vec<Option<Vec<f32>>> = (0..n).map(vector).collect();
+    let finite = rows.iter().flatten().flatten().all(|x| x.is_finite());
+    let values: Vec<f32> = rows
+        .iter()
+        .flat_map(|r| r.clone().unwrap_or_else(|| vec![0.0; DIMS as usize]))
+        .collect();
+    let valid = NullBuffer::from(rows.iter().map(Option::is_some).collect::<Vec<_>>());
+    let emb = FixedSizeListArray::new(
+        Arc::new(Field::new("item", DataType::Float32, true)),
+        DIMS,
+        Arc::new(Float32Array::from(values)),
+        Some(valid),
+    );
+    let mut cols = b.columns().to_vec();
+    cols[3] = Arc::new(emb);
+    let batch = RecordBatch::try_new(b.schema(), cols).unwrap();
+    let spec = jammi_db::store::TableSpec {
+        source: "edge".into(),
+        task: "emb".into(),
+        model: format!("{metric:?}"),
+        key_column: Some("id".into()),
+        vector_column: finite.then(|| "embedding".into()),
+        index: jammi_db::index::IndexParams {
+            metric,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let m = s
+        .result_store()
+        .write_batches(&spec, b.schema(), vec![batch])
+        .await
+        .unwrap();
+    s.refresh_tables().await.unwrap();
+    m.table
+}
+
+/// (id, distance bits or NULL) of every row, in order.
+fn exact_hits(batches: &[RecordBatch]) -> Vec<(i64, Option<u64>)> {
+    nullable_hits(batches, "d")
+        .into_iter()
+        .map(|(id, d)| (id, d.map(f64::to_bits)))
+        .collect()
+}
+
+/// `got` is `expected` up to the order of rows whose distances tie: the same distances
+/// (bit for bit, NULLs included) in the same order, and the same rows at every distance
+/// but the first and last (rows tied there may have been cut off by OFFSET or LIMIT).
+fn same_answer(got: &[(i64, Option<u64>)], expected: &[(i64, Option<u64>)], what: &str) {
+    let d = |h: &[(i64, Option<u64>)]| h.iter().map(|x| x.1).collect::<Vec<_>>();
+    assert_eq!(d(got), d(expected), "{what}: distances");
+    let edges = [expected.first().map(|x| x.1), expected.last().map(|x| x.1)];
+    let ids = |h: &[(i64, Option<u64>)]| {
+        let mut v: Vec<(Option<u64>, i64)> = h
+            .iter()
+            .filter(|x| !edges.contains(&Some(x.1)))
+            .map(|x| (x.1, x.0))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(got), ids(expected), "{what}: rows");
+}
+
+/// The drop-in guarantee of the `ORDER BY <distance> LIMIT k` rewrite: for tables with
+/// NULL, zero, NaN and ±infinite vectors, under each metric, every form the rewrite takes
+/// (LIMIT, LIMIT with OFFSET, WHERE, an alias or the call itself, DESC for inner
+/// products) returns exactly — rows, order and values — what the same SQL returns with
+/// the rewrite off. On the finite tables the rewrite must actually have run.
+#[tokio::test(flavor = "multi_thread")]
+async fn order_by_rewrite_answers_exactly_what_datafusions_own_plan_answers() {
+    use jammi_db::index::Metric;
+    let dir = tempdir();
+    let root = dir.path().to_str().unwrap();
+    let s = JammiSession::open(root).await.unwrap();
+    let v = |i: usize| sample_vector(i as i64, DIMS);
+    type Vectors = Box<dyn Fn(usize) -> Option<Vec<f32>>>;
+    let kinds: Vec<(&str, Vectors)> = vec![
+        ("finite", Box::new(move |i| Some(v(i)))),
+        ("7 NULL", Box::new(move |i| (i % 7 != 3).then(|| v(i)))),
+        (
+            "zero vectors",
+            Box::new(move |i| {
+                Some(if i % 11 == 4 {
+                    vec![0.0; DIMS as usize]
+                } else {
+                    v(i)
+                })
+            }),
+        ),
+        (
+            "NaN",
+            Box::new(move |i| {
+                let mut x = v(i);
+                if i % 9 == 2 {
+                    x[1] = f32::NAN;
+                }
+                Some(x)
+            }),
+        ),
+        (
+            "infinite",
+            Box::new(move |i| {
+                let mut x = v(i);
+                match i % 13 {
+                    1 => x[0] = f32::INFINITY,
+                    6 => x[2] = f32::NEG_INFINITY,
+                    _ => {}
+                }
+                Some(x)
+            }),
+        ),
+    ];
+    let mut tables = Vec::new();
+    for metric in [Metric::Cosine, Metric::L2, Metric::Ip] {
+        for (kind, vectors) in &kinds {
+            tables.push((
+                metric,
+                *kind,
+                table_of(&s, 60, metric, vectors.as_ref()).await,
+            ));
+        }
+    }
+    let plain = JammiSession::open(root).await.unwrap();
+    assert!(
+        plain
+            .context()
+            .remove_optimizer_rule("jammi_order_by_distance")
+    );
+    let mut rewritten = 0;
+    for (metric, kind, t) in &tables {
+        let (f, dir) = match metric {
+            Metric::Cosine => ("cosine_distance", ""),
+            Metric::L2 => ("l2_distance", ""),
+            Metric::Ip => ("inner_product", " DESC"),
+        };
+        for q in [
+            vec_sql(&sample_vector(20, DIMS)),
+            vec_sql(&[0.0; DIMS as usize]),
+        ] {
+            let call = format!("{f}(embedding, {q})");
+            let from = format!("jammi.public.\"{t}\"");
+            let forms = [
+                format!("SELECT id, {call} AS d FROM {from} ORDER BY d{dir} LIMIT 5"),
+                format!("SELECT id, {call} AS d FROM {from} ORDER BY d{dir} LIMIT 60"),
+                format!("SELECT id, {call} AS d FROM {from} ORDER BY d{dir} LIMIT 4 OFFSET 3"),
+                format!(
+                    "SELECT id, {call} AS d FROM {from} WHERE id % 3 <> 0 ORDER BY d{dir} LIMIT 10"
+                ),
+                format!("SELECT id, title, {call} AS d FROM {from} ORDER BY {call}{dir} LIMIT 7"),
+            ];
+            for sql in forms {
+                let what = format!("{kind} {metric:?}: {sql}");
+                let plan = text(&s, &format!("EXPLAIN {sql}")).await;
+                let used = plan.contains("VectorSearchExec");
+                if *kind == "finite" {
+                    assert!(used, "{what}: not rewritten\n{plan}");
+                }
+                rewritten += used as usize;
+                let got = exact_hits(&rows(&s, &sql).await);
+                let expected = exact_hits(&rows(&plain, &sql).await);
+                assert!(!expected.is_empty(), "{what}");
+                same_answer(&got, &expected, &what);
+            }
+        }
+    }
+    assert!(rewritten >= 30, "{rewritten} forms were rewritten");
 }

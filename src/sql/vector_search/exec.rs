@@ -42,7 +42,7 @@ use crate::sql::vector_search::args::{query_vector, query_vectors};
 use crate::sql::vector_search::resolve::{
     DISTANCE, DistanceColumn, PlannedMode, SearchSpec, fmt_projection,
 };
-use crate::sql::vector_search::{SearchContext, SearchStats, hydrate};
+use crate::sql::vector_search::{SearchContext, SearchStats, function, hydrate};
 use crate::storage::metrics::{CountingStore, RequestCounts};
 use crate::store::FileRole;
 use crate::store::identity::{FileCheck, check};
@@ -138,10 +138,11 @@ impl VectorSearchExec {
         // One query's hits come nearest first: a sort by `_distance` above is already met.
         let mut eq = EquivalenceProperties::new(schema.clone());
         if let (false, Some(i)) = (batch, out.iter().position(|c| *c == OutCol::Distance)) {
+            // NULLs (only function values have them) where DataFusion's sort puts them.
             let descending = spec.distance.nearest_largest(spec.metric);
             let nearest_first = PhysicalSortExpr::new(
                 Arc::new(Column::new(DISTANCE, i)),
-                SortOptions::new(descending, false),
+                SortOptions::new(descending, descending),
             );
             eq.add_ordering([nearest_first]);
         }
@@ -389,6 +390,8 @@ struct Found {
     rank: Vec<u32>,
     mode: &'static str,
     candidates: usize,
+    /// The SQL function's values of the hits, for a search standing for an `ORDER BY`.
+    values: Option<Vec<Option<f64>>>,
 }
 
 impl Run {
@@ -398,7 +401,7 @@ impl Run {
                 "VectorSearchExec has one partition, asked for {partition}"
             )));
         }
-        let (vectors, keys) = self.queries(&task).await?;
+        let (vectors, keys, scalar) = self.queries(&task).await?;
         for v in &vectors {
             self.check_dims(v)?;
         }
@@ -407,7 +410,9 @@ impl Run {
         }
         let counts = Arc::new(RequestCounts::default());
         let store = self.store(&counts).await?;
-        let batch = self.search(&store, &vectors, keys.as_ref()).await;
+        let batch = self
+            .search(&store, &vectors, keys.as_ref(), scalar.as_ref())
+            .await;
         let requests = counts.snapshot();
         self.metrics.requests.add(requests.total() as usize);
         let mut st = self.stats.lock().expect("lock");
@@ -419,11 +424,12 @@ impl Run {
         Ok(batch)
     }
 
-    /// The query vectors, and for a batch the query keys.
+    /// The query vectors, for a batch the query keys, and for one query its value as the
+    /// statement gave it.
     async fn queries(
         &self,
         task: &Arc<TaskContext>,
-    ) -> DfResult<(Vec<Vec<f32>>, Option<ArrayRef>)> {
+    ) -> DfResult<(Vec<Vec<f32>>, Option<ArrayRef>, Option<ScalarValue>)> {
         match &self.queries {
             Queries::Single(expr) => {
                 let one = RecordBatch::try_new_with_options(
@@ -435,14 +441,14 @@ impl Run {
                     ColumnarValue::Scalar(s) => s,
                     ColumnarValue::Array(a) => ScalarValue::try_from_array(&a, 0)?,
                 };
-                Ok((vec![query_vector(&value)?], None))
+                Ok((vec![query_vector(&value)?], None, Some(value)))
             }
             Queries::Batch { input, key, vector } => {
                 let batches: Vec<RecordBatch> =
                     input.execute(0, task.clone())?.try_collect().await?;
                 let all = concat_batches(&input.schema(), &batches)?;
                 let vectors = query_vectors(all.column(*vector))?;
-                Ok((vectors, Some(all.column(*key).clone())))
+                Ok((vectors, Some(all.column(*key).clone()), None))
             }
             Queries::Param(id) => Err(DataFusionError::Execution(format!(
                 "vector_search: parameter '{id}' has no value (a prepared query binds it)"
@@ -477,6 +483,7 @@ impl Run {
         store: &Arc<dyn ObjectStore>,
         vectors: &[Vec<f32>],
         keys: Option<&ArrayRef>,
+        scalar: Option<&ScalarValue>,
     ) -> Result<RecordBatch> {
         let url = &self.spec.target.parquet;
         // The file's current version: the index must have been built for it, and cached
@@ -533,6 +540,23 @@ impl Run {
                 self.search_exact(&v, vectors, allowed.as_deref())
             }
         };
+        let (found, reason) = match (self.spec.distance, scalar) {
+            (DistanceColumn::Function, Some(query)) => {
+                let scored = self
+                    .function_values(store, (&current, footer), found, loaded.as_deref(), query)
+                    .await?;
+                match scored {
+                    Ok(found) => (found, reason),
+                    Err(why) => {
+                        let m = footer().await?;
+                        let allowed = allowed.as_deref();
+                        let scored = function::scan(&self.spec, store, m, query, allowed).await?;
+                        (Found::scanned(scored), Some(why))
+                    }
+                }
+            }
+            _ => (found, reason),
+        };
         timer.done();
         self.metrics.queries.add(vectors.len());
         self.metrics.candidates.add(found.candidates);
@@ -548,6 +572,43 @@ impl Run {
             .await;
         timer.done();
         batch
+    }
+
+    /// The hits of a search standing for an `ORDER BY <function>`, with the function's own
+    /// values and in its order; `Err(why)` when a value is NULL (the index cannot place
+    /// such rows, so the whole table is scored instead).
+    async fn function_values<'m, F, M>(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        (current, footer): (&ObjectMeta, M),
+        mut found: Found,
+        loaded: Option<&LoadedIndex>,
+        query: &ScalarValue,
+    ) -> Result<std::result::Result<Found, String>>
+    where
+        M: Fn() -> F,
+        F: std::future::Future<Output = Result<&'m ArrowReaderMetadata>>,
+    {
+        let context = (&self.spec, self.ctx.as_ref(), current);
+        let wanted = [self.spec.vector_idx];
+        let (columns, _) =
+            hydrate::table_columns(context, store, footer, &found.hits, loaded, &wanted).await?;
+        let values = function::values(self.spec.metric, &columns[0], query)?;
+        if values.null_count() > 0 {
+            return Ok(Err(format!(
+                "the distance function is NULL for a row the index found (a zero vector?), \
+                 which the index cannot place ({:?}): every row was scored",
+                self.spec.metric
+            )));
+        }
+        let values: Vec<Option<f64>> = values.iter().collect();
+        let mut order: Vec<usize> = (0..values.len()).collect();
+        let cmp = function::nearest_first(self.spec.metric);
+        order.sort_by(|&a, &b| cmp(&values[a], &values[b]).then(a.cmp(&b)));
+        found.hits = order.iter().map(|&i| found.hits[i]).collect();
+        found.rank = (1..=order.len() as u32).collect();
+        found.values = Some(order.iter().map(|&i| values[i]).collect());
+        Ok(Ok(found))
     }
 
     /// `false` when the output needs no table column but the key, and nothing reads the
@@ -719,7 +780,7 @@ impl Run {
         for c in &self.out {
             arrays.push(match c {
                 OutCol::Table(_) => table.next().expect("one array per table column"),
-                OutCol::Distance => self.distances(&found.hits),
+                OutCol::Distance => self.distances(found),
                 OutCol::Rank => Arc::new(UInt32Array::from(found.rank.clone())),
                 OutCol::QueryKey => {
                     let keys = keys.expect("batch searches have keys");
@@ -741,8 +802,11 @@ impl Run {
 
 impl Run {
     /// The distance column of `hits` (see [`DistanceColumn`]).
-    fn distances(&self, hits: &[Hit]) -> ArrayRef {
-        let d = hits.iter().map(|h| h.distance);
+    fn distances(&self, found: &Found) -> ArrayRef {
+        if let Some(values) = &found.values {
+            return Arc::new(Float64Array::from(values.clone()));
+        }
+        let d = found.hits.iter().map(|h| h.distance);
         match (self.spec.distance, self.spec.metric) {
             (DistanceColumn::Index, _) => Arc::new(Float32Array::from_iter_values(d)),
             (DistanceColumn::Function, Metric::Ip) => {
@@ -756,6 +820,24 @@ impl Run {
 }
 
 impl Found {
+    /// The answer of [`function::scan`]: one query's rows and values, in order.
+    fn scanned(scored: Vec<(u64, Option<f64>)>) -> Self {
+        let mut found = Found::new("exact");
+        found.candidates = scored.len();
+        found.hits = scored
+            .iter()
+            .map(|(row, v)| Hit {
+                row: *row,
+                key: None,
+                distance: v.map_or(f32::NAN, |v| v as f32),
+            })
+            .collect();
+        found.query_of = vec![0; scored.len()];
+        found.rank = (1..=scored.len() as u32).collect();
+        found.values = Some(scored.into_iter().map(|(_, v)| v).collect());
+        found
+    }
+
     fn new(mode: &'static str) -> Self {
         Found {
             hits: Vec::new(),
@@ -763,6 +845,7 @@ impl Found {
             rank: Vec::new(),
             mode,
             candidates: 0,
+            values: None,
         }
     }
 

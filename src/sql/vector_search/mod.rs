@@ -25,6 +25,7 @@
 
 pub mod args;
 pub mod exec;
+pub(crate) mod function;
 pub(crate) mod hydrate;
 pub mod node;
 pub mod planner;

@@ -350,7 +350,9 @@ impl SearchSpec {
             );
         }
         fields.extend(self.columns.iter().map(|&i| ts.field(i).clone()));
-        fields.push(Field::new(DISTANCE, self.distance.data_type(), false));
+        // The functions' values are NULL for a zero vector under cosine.
+        let nullable = self.distance == DistanceColumn::Function;
+        fields.push(Field::new(DISTANCE, self.distance.data_type(), nullable));
         if query_key.is_some() {
             fields.push(Field::new(RANK, DataType::UInt32, false));
         }

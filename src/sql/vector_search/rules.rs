@@ -2,10 +2,11 @@
 //!
 //! The rule replaces the table scan under such a sort with a search that returns the k
 //! nearest rows (the `WHERE` over that table becomes the search's pre-filter) and their
-//! distances. The sort then orders by the search's distance (rows the search already
-//! returns in that order, so the physical plan drops it), and a distance call the query
-//! selects takes its value from it: the result holds exactly `vector_search`'s rows and
-//! distances, and no parameter is left outside the search (a prepared plan is kept). The
+//! distances. The search scores its rows with the SQL function itself and returns them in
+//! the function's order ([`function`](super::function)); the sort above is by that column
+//! (so the physical plan drops it), and a distance call the query selects takes its value
+//! from it: the result is the replaced plan's own, and no parameter is left outside the
+//! search (a prepared plan is kept). The
 //! function must match the index's metric (`cosine_distance` — cosine; `l2_distance`,
 //! `array_distance` — l2; `inner_product ... DESC` — ip); any other plan is left alone.
 
@@ -111,7 +112,9 @@ fn rewrite_sort(sort: &Sort) -> Result<Option<LogicalPlan>> {
         Metric::Ip => !order.asc,
         _ => order.asc,
     };
-    if !nearest_first {
+    // NULLs placed as DataFusion places them by default (`NULLS LAST` ascending, `NULLS
+    // FIRST` descending), which is where the search puts them.
+    if !nearest_first || order.nulls_first == order.asc {
         return Ok(None);
     }
     let mut filters = Vec::new();
@@ -130,11 +133,7 @@ fn rewrite_sort(sort: &Sort) -> Result<Option<LogicalPlan>> {
     // The search returns its rows nearest first, so this sort is by a column already in
     // order (the physical plan drops it), and no parameter is left outside the search.
     let sorted = LogicalPlan::Sort(Sort {
-        expr: vec![SortExpr::new(
-            hidden(),
-            !DistanceColumn::Function.nearest_largest(call.metric),
-            false,
-        )],
+        expr: vec![SortExpr::new(hidden(), order.asc, order.nulls_first)],
         input: Arc::new(input),
         fetch: sort.fetch,
     });
