@@ -104,6 +104,10 @@ pub enum JammiError {
         /// What the caller can do.
         hint: String,
     },
+    /// A change could not be committed because other writers' changes conflict with it
+    /// (or kept committing first).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// Credentials are needed but missing (e.g. a source whose secrets were not persisted).
     #[error("{0}")]
     Credentials(String),

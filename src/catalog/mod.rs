@@ -7,6 +7,7 @@
 //! winner and one "already exists". Secrets are never written: connections are stored
 //! with their cloud configuration stripped of secrets, and flagged when that happened.
 
+pub(crate) mod append;
 pub mod provider;
 pub mod table;
 

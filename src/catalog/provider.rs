@@ -263,32 +263,56 @@ impl CatalogProvider for JammiCatalogProvider {
 #[derive(Debug)]
 struct ResultSchemaProvider {
     store: Arc<ResultStore>,
-    cache: RwLock<HashMap<String, Arc<IndexedTable>>>,
+    cache: RwLock<HashMap<String, Cached>>,
+}
+
+/// A result table as last opened: version 0's verified manifest, and the table.
+#[derive(Debug, Clone)]
+struct Cached {
+    base: crate::store::Manifest,
+    table: Arc<IndexedTable>,
 }
 
 impl ResultSchemaProvider {
+    /// The table at its latest version. Version 0's manifest is read (and verified) once;
+    /// every call then asks for the latest version number (one LIST page), so each query
+    /// reads the version current when it is planned, and keeps it to its end.
     async fn load(&self, name: &str) -> Result<Option<Arc<IndexedTable>>> {
-        if let Some(t) = self.cache.read().expect("lock").get(name) {
-            return Ok(Some(t.clone()));
-        }
         if crate::format::naming::validate_table_name(name).is_err() {
             return Ok(None);
         }
-        let m = match self.store.manifest(name).await {
-            Ok(m) => m,
-            Err(JammiError::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e),
+        let cached = self.cache.read().expect("lock").get(name).cloned();
+        let base = match &cached {
+            Some(t) => t.base.clone(),
+            None => match self.store.manifest(name).await {
+                Ok(m) => m,
+                Err(JammiError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            },
         };
-        let t = Arc::new(IndexedTable::new(
-            self.store.parquet_url(name)?,
-            m,
-            self.store.catalog().cloud().cloned(),
-        )?);
+        let latest = self.store.latest_version_number(name).await?;
+        if let Some(t) = &cached
+            && t.table.versioned.as_ref().map(|(_, v)| v.version) == latest
+        {
+            return Ok(Some(t.table.clone()));
+        }
+        let cloud = self.store.catalog().cloud().cloned();
+        let table = match latest {
+            None => IndexedTable::new(self.store.parquet_url(name)?, base.clone(), cloud)?,
+            Some(_) => {
+                let v = self.store.latest_version(name).await?;
+                IndexedTable::segmented(self.store.root(), v, cloud)?
+            }
+        };
+        let t = Arc::new(table.writable(self.store.clone()));
         self.store.catalog().note_table(name);
-        self.cache
-            .write()
-            .expect("lock")
-            .insert(name.to_string(), t.clone());
+        self.cache.write().expect("lock").insert(
+            name.to_string(),
+            Cached {
+                base,
+                table: t.clone(),
+            },
+        );
         Ok(Some(t))
     }
 
@@ -380,12 +404,16 @@ impl SchemaProvider for ResultSchemaProvider {
             store.write_batches(&spec, schema, batches).await
         };
         let manifest = block_on("writing a result table from SQL", write)??;
-        let t = Arc::new(IndexedTable::new(
+        let t = IndexedTable::new(
             self.store.parquet_url(&name)?,
-            manifest,
+            manifest.clone(),
             self.store.catalog().cloud().cloned(),
-        )?);
-        self.cache.write().expect("lock").insert(name, t);
+        )?;
+        let cached = Cached {
+            base: manifest,
+            table: Arc::new(t.writable(self.store.clone())),
+        };
+        self.cache.write().expect("lock").insert(name, cached);
         Ok(None)
     }
 

@@ -17,20 +17,29 @@ use datafusion::prelude::Expr;
 
 use crate::error::Result;
 use crate::storage::{CloudConfig, StorageUrl};
-use crate::store::Manifest;
+use crate::store::versions::TableVersion;
+use crate::store::{Manifest, ResultStore};
+use datafusion::datasource::sink::DataSinkExec;
+use datafusion::logical_expr::dml::InsertOp;
 
-/// A Parquet file with committed sidecars (a result table, or a file indexed from SQL).
+/// A Parquet file with committed sidecars (a result table, or a file indexed from SQL) —
+/// or the segments of one version of a result table that changed.
 #[derive(Debug)]
 pub struct IndexedTable {
     inner: ListingTable,
-    /// Directory holding the siblings.
+    /// Directory holding the siblings (of the first segment).
     pub dir: StorageUrl,
-    /// URL of the Parquet file.
+    /// URL of the Parquet file (of the first segment).
     pub parquet: StorageUrl,
-    /// The commit record.
+    /// The commit record (of the first segment).
     pub manifest: Manifest,
     /// Cloud settings to reach the files (`None`: ambient / already bound).
     pub cloud: Option<CloudConfig>,
+    /// The version a result table that changed was read at, and the root its segment
+    /// paths are under.
+    pub versioned: Option<(StorageUrl, TableVersion)>,
+    /// The store that takes appends, for result tables of a session.
+    pub(crate) writer: Option<Arc<ResultStore>>,
 }
 
 impl IndexedTable {
@@ -52,7 +61,71 @@ impl IndexedTable {
             parquet,
             manifest,
             cloud,
+            versioned: None,
+            writer: None,
         })
+    }
+
+    /// Version `version` of a result table under `root`: its segments, scanned together.
+    pub fn segmented(
+        root: &StorageUrl,
+        version: TableVersion,
+        cloud: Option<CloudConfig>,
+    ) -> Result<Self> {
+        let urls = version
+            .segments
+            .iter()
+            .map(|s| root.join(&s.path))
+            .collect::<Result<Vec<_>>>()?;
+        let first = version.segments.first().ok_or_else(|| {
+            crate::error::JammiError::InvalidInput(format!(
+                "version {} of {} has no segments",
+                version.version, version.table
+            ))
+        })?;
+        let manifest = first.manifest.clone();
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension("");
+        let paths = urls
+            .iter()
+            .map(|u| ListingTableUrl::parse(u.to_string()))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let config = ListingTableConfig::new_with_multi_paths(paths)
+            .with_listing_options(options)
+            .with_schema(manifest.schema()?);
+        Ok(IndexedTable {
+            inner: ListingTable::try_new(config)?,
+            dir: urls[0].parent(),
+            parquet: urls[0].clone(),
+            manifest,
+            cloud,
+            versioned: Some((root.clone(), version)),
+            writer: None,
+        })
+    }
+
+    /// This table, taking appends through `store` (`INSERT INTO`).
+    pub(crate) fn writable(mut self, store: Arc<ResultStore>) -> Self {
+        self.writer = Some(store);
+        self
+    }
+
+    /// The table's name (a result table's, or the indexed file's stem).
+    pub fn name(&self) -> &str {
+        match &self.versioned {
+            Some((_, v)) => &v.table,
+            None => &self.manifest.table,
+        }
+    }
+
+    /// Number of segments (1 for a table written once).
+    pub fn segment_count(&self) -> usize {
+        self.versioned.as_ref().map_or(1, |(_, v)| v.segments.len())
+    }
+
+    /// The version read (0 for a table that never changed).
+    pub fn version(&self) -> u64 {
+        self.versioned.as_ref().map_or(0, |(_, v)| v.version)
     }
 }
 
@@ -89,6 +162,36 @@ impl TableProvider for IndexedTable {
         filters: &[&Expr],
     ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
         self.inner.supports_filters_pushdown(filters)
+    }
+
+    /// `INSERT INTO jammi.public.<t> ...`: the rows become a new segment, committed as the
+    /// table's next version.
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let Some(store) = &self.writer else {
+            return Err(crate::error::JammiError::InvalidInput(format!(
+                "{} is an indexed file, not a result table: only result tables can change",
+                self.parquet
+            ))
+            .into());
+        };
+        if insert_op != InsertOp::Append {
+            return Err(crate::error::JammiError::InvalidInput(format!(
+                "INSERT {insert_op} into result table {}: only appending rows is supported",
+                self.name()
+            ))
+            .into());
+        }
+        let sink = crate::catalog::append::AppendSink::new(
+            store.clone(),
+            self.name().to_string(),
+            self.schema(),
+        );
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
 }
 

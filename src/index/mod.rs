@@ -64,6 +64,18 @@ pub struct IndexParams {
     pub expansion_search: usize,
 }
 
+impl From<&crate::format::manifest::IndexInfo> for IndexParams {
+    /// The parameters an index was built with (so a table's new segments match it).
+    fn from(i: &crate::format::manifest::IndexInfo) -> Self {
+        IndexParams {
+            metric: i.metric,
+            connectivity: i.connectivity,
+            expansion_add: i.expansion_add,
+            expansion_search: i.expansion_search,
+        }
+    }
+}
+
 impl Default for IndexParams {
     fn default() -> Self {
         IndexParams {

@@ -31,7 +31,7 @@ use crate::sql::vector_search::SearchContext;
 use crate::sql::vector_search::args::SearchOptions;
 use crate::sql::vector_search::exec::{Prefilter, Queries, VectorSearchExec};
 use crate::sql::vector_search::node::{BatchQueries, VectorSearchNode};
-use crate::sql::vector_search::resolve::{DistanceColumn, SearchSpec, SearchTarget};
+use crate::sql::vector_search::resolve::{DistanceColumn, SearchSpec, SearchTarget, Segment};
 use crate::storage::StorageUrl;
 use crate::store::Manifest;
 
@@ -55,6 +55,11 @@ struct SpecProto {
     /// The distance column holds the metric's SQL function's value.
     #[prost(bool, tag = "8")]
     function_distance: bool,
+    /// Segments of a result table that changed: their Parquet files and manifests (JSON).
+    #[prost(string, repeated, tag = "9")]
+    segment_parquets: Vec<String>,
+    #[prost(string, repeated, tag = "10")]
+    segment_manifests: Vec<String>,
 }
 
 /// A `VectorSearchNode`.
@@ -84,6 +89,11 @@ struct TableProto {
     parquet: String,
     #[prost(string, tag = "2")]
     manifest: String,
+    /// A result table that changed: the root and the version record (JSON) it was read at.
+    #[prost(string, tag = "3")]
+    root: String,
+    #[prost(string, tag = "4")]
+    version: String,
 }
 
 /// A `VectorSearchExec`.
@@ -141,6 +151,12 @@ fn encode_spec(spec: &SearchSpec) -> Result<SpecProto> {
         options: spec.options.to_option_string(),
         columns: u64s(&spec.columns),
         function_distance: spec.distance == DistanceColumn::Function,
+        segment_parquets: t.segments.iter().map(|s| s.parquet.to_string()).collect(),
+        segment_manifests: t
+            .segments
+            .iter()
+            .map(|s| String::from_utf8_lossy(&s.manifest.to_json()).into_owned())
+            .collect(),
     })
 }
 
@@ -156,12 +172,23 @@ fn decode_spec(p: Option<&SpecProto>) -> Result<SearchSpec> {
         .as_ref()
         .ok_or_else(|| bad("search", "no schema"))?
         .try_into()?;
+    let segments = p
+        .segment_parquets
+        .iter()
+        .zip(&p.segment_manifests)
+        .map(|(url, json)| {
+            let parquet = StorageUrl::parse(url)?;
+            let manifest = Manifest::from_json(&parquet.file_name(), json.as_bytes())?;
+            Ok(Segment { parquet, manifest })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let target = SearchTarget {
         name: p.name.clone(),
         dir: parquet.parent(),
         parquet,
         manifest,
         schema: Arc::new(schema),
+        segments,
     };
     let mut spec = SearchSpec::new(
         Arc::new(target),
@@ -254,6 +281,11 @@ impl LogicalExtensionCodec for JammiLogicalCodec {
         _ctx: &TaskContext,
     ) -> Result<Arc<dyn TableProvider>> {
         let p: TableProto = decode(buf, "table")?;
+        if !p.version.is_empty() {
+            let root = StorageUrl::parse(&p.root)?;
+            let version = serde_json::from_str(&p.version).map_err(|e| bad("decode", e))?;
+            return Ok(Arc::new(IndexedTable::segmented(&root, version, None)?));
+        }
         let parquet = StorageUrl::parse(&p.parquet)?;
         let manifest = Manifest::from_json(&parquet.file_name(), p.manifest.as_bytes())?;
         Ok(Arc::new(IndexedTable::new(parquet, manifest, None)?))
@@ -272,9 +304,18 @@ impl LogicalExtensionCodec for JammiLogicalCodec {
                 format!("table {table_ref} is not a jammi table"),
             ));
         };
+        let (root, version) = match &t.versioned {
+            Some((root, v)) => (
+                root.to_string(),
+                serde_json::to_string(v).map_err(|e| bad("encode", e))?,
+            ),
+            None => (String::new(), String::new()),
+        };
         let p = TableProto {
             parquet: t.parquet.to_string(),
             manifest: String::from_utf8_lossy(&t.manifest.to_json()).into_owned(),
+            root,
+            version,
         };
         p.encode(buf).map_err(|e| bad("encode", e))
     }

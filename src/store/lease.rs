@@ -187,6 +187,13 @@ pub(crate) fn host() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// `bytes` random bytes in hex (ids of writes and segments).
+pub(crate) fn random_hex(bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
+
 pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }

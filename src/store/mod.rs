@@ -7,6 +7,7 @@ pub mod lease;
 pub mod read;
 pub mod recovery;
 pub(crate) mod txn;
+pub mod versions;
 pub(crate) mod write;
 
 use std::sync::Arc;
@@ -47,6 +48,46 @@ pub struct TableSpec {
     pub vector_column: Option<String>,
     /// HNSW parameters and metric of the index.
     pub index: IndexParams,
+}
+
+/// Versions a writer tries before giving up to others committing at the same time.
+const MAX_COMMIT_ATTEMPTS: usize = 64;
+
+/// Refuses appended rows unless they have `table`'s columns: the same names, in any order
+/// of the same length, each with the table's type.
+fn check_append_schema(name: &str, table: &SchemaRef, rows: &SchemaRef) -> Result<()> {
+    for f in table.fields() {
+        match rows.field_with_name(f.name()) {
+            Err(_) => {
+                return Err(JammiError::InvalidInput(format!(
+                    "rows appended to {name} have no column '{}'; its columns: {}",
+                    f.name(),
+                    write::column_names(table)
+                )));
+            }
+            Ok(r) if r.data_type() != f.data_type() => {
+                return Err(JammiError::InvalidInput(format!(
+                    "column '{}' of rows appended to {name} is {}, the table's is {}",
+                    f.name(),
+                    r.data_type(),
+                    f.data_type()
+                )));
+            }
+            Ok(_) => {}
+        }
+    }
+    if let Some(extra) = rows
+        .fields()
+        .iter()
+        .find(|r| table.field_with_name(r.name()).is_err())
+    {
+        return Err(JammiError::InvalidInput(format!(
+            "rows appended to {name} have a column '{}' the table does not; its columns: {}",
+            extra.name(),
+            write::column_names(table)
+        )));
+    }
+    Ok(())
 }
 
 /// Result tables under one root URL.
@@ -176,11 +217,43 @@ impl ResultStore {
                 write::column_names(&schema)
             )));
         }
+        // Versions left by a table of this name whose delete stopped half-way would
+        // otherwise be read as this table's.
+        let store = self.object_store().await?;
+        if versions::latest_number(&store, &self.root, &name)
+            .await?
+            .is_some()
+        {
+            return Err(JammiError::InvalidInput(format!(
+                "versions of an earlier table {name} remain under {}{}: delete {name} again \
+                 to remove them",
+                self.root,
+                versions::table_dir(&name)
+            )));
+        }
+        let s = Siblings::table(&self.root, &name)?;
+        let manifest = self.write_at(&s, &name, spec, schema, batches).await?;
+        self.catalog.note_table(&name);
+        Ok(manifest)
+    }
+
+    /// Writes and commits the table (or segment) `name` as the siblings `s`: the lease,
+    /// free names checked, every object recorded before it is visible, the manifest last.
+    async fn write_at<S>(
+        &self,
+        s: &Siblings,
+        name: &str,
+        spec: &TableSpec,
+        schema: SchemaRef,
+        batches: S,
+    ) -> Result<Manifest>
+    where
+        S: Stream<Item = Result<RecordBatch>> + Send + Unpin,
+    {
         let ttl = self.ttl()?;
         let store = self.object_store().await?;
-        let s = Siblings::table(&self.root, &name)?;
         let creates = [&s.parquet, &s.index, &s.rowmap, &s.manifest];
-        let mut txn = Txn::begin(store.clone(), &s, &creates, LeaseState::Writing, ttl).await?;
+        let mut txn = Txn::begin(store.clone(), s, &creates, LeaseState::Writing, ttl).await?;
         let request = spec.vector_column.as_ref().map(|c| IndexRequest {
             column: c.clone(),
             params: spec.index,
@@ -197,7 +270,7 @@ impl ResultStore {
             )
             .await?;
             let info = CommitInfo {
-                table: name.clone(),
+                table: name.to_string(),
                 kind: TableKind::ResultTable,
                 source: Some(spec.source.clone()).filter(|s| !s.is_empty()),
                 task: Some(spec.task.clone()).filter(|s| !s.is_empty()),
@@ -217,15 +290,95 @@ impl ResultStore {
             .await
         }
         .await;
-        let manifest = match written {
-            Ok(m) => txn.commit(m).await?,
+        match written {
+            Ok(m) => txn.commit(m).await,
             Err(e) => {
                 txn.abort().await;
-                return Err(e);
+                Err(e)
             }
+        }
+    }
+
+    /// Appends rows to result table `name` as a new segment (its own Parquet file and
+    /// index, under `<name>.jammi/segments/`), committed as the table's next version. The
+    /// existing segments are neither read nor rewritten. Rows must have the table's columns
+    /// (by name, with the same types); a mismatch is refused, naming the column, before
+    /// anything is written. A writer that loses the race for the next version number
+    /// commits the one after (appends commute): no row is lost or added twice.
+    pub async fn append_table<S>(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        batches: S,
+    ) -> Result<versions::TableVersion>
+    where
+        S: Stream<Item = Result<RecordBatch>> + Send + Unpin,
+    {
+        let base = self.manifest(name).await?;
+        check_append_schema(name, &base.schema()?, &schema)?;
+        let store = self.object_store().await?;
+        let current = versions::latest(&store, &self.root, name, || base.clone()).await?;
+        let id = format!("{}-{}", current.version + 1, lease::random_hex(4));
+        let s = versions::segment_siblings(&self.root, name, &id)?;
+        let spec = TableSpec {
+            name: Some(id.clone()),
+            key_column: base.key_column.clone(),
+            vector_column: base.index.as_ref().map(|i| i.column.clone()),
+            index: base
+                .index
+                .as_ref()
+                .map(IndexParams::from)
+                .unwrap_or_default(),
+            ..Default::default()
         };
-        self.catalog.note_table(&name);
-        Ok(manifest)
+        let segment = versions::SegmentRef {
+            path: format!(
+                "{}{id}{}",
+                versions::segments_prefix(name),
+                naming::PARQUET_SUFFIX
+            ),
+            manifest: self.write_at(&s, &id, &spec, schema, batches).await?,
+        };
+        let writer = lease::random_hex(8);
+        let mut parent = current;
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let mut segments = parent.segments.clone();
+            segments.push(segment.clone());
+            let next = versions::TableVersion {
+                format_version: versions::VERSION_FORMAT,
+                table: name.to_string(),
+                version: parent.version + 1,
+                created_ms: lease::now_ms(),
+                writer: writer.clone(),
+                operation: versions::Operation::Append,
+                rows_added: segment.rows(),
+                segments,
+            };
+            match versions::commit(&store, &self.root, &next).await? {
+                versions::Committed::Yes => return Ok(next),
+                versions::Committed::Taken => {
+                    parent = versions::latest(&store, &self.root, name, || base.clone()).await?;
+                }
+            }
+        }
+        Err(JammiError::Conflict(format!(
+            "appending to {name}: {MAX_COMMIT_ATTEMPTS} other writers committed first; try again"
+        )))
+    }
+
+    /// The number of the latest version record of result table `name` (`None`: it never
+    /// changed). One LIST page.
+    pub async fn latest_version_number(&self, name: &str) -> Result<Option<u64>> {
+        naming::validate_table_name(name)?;
+        let store = self.object_store().await?;
+        versions::latest_number(&store, &self.root, name).await
+    }
+
+    /// The latest version of result table `name` (version 0 when it never changed).
+    pub async fn latest_version(&self, name: &str) -> Result<versions::TableVersion> {
+        let base = self.manifest(name).await?;
+        let store = self.object_store().await?;
+        versions::latest(&store, &self.root, name, || base).await
     }
 
     /// Convenience: writes a table from batches held in memory.
@@ -329,6 +482,7 @@ impl ResultStore {
         };
         // A manifest naming objects that are not this table's own removes nothing.
         m.check_names(&s)?;
+        self.delete_versions(&store, name, ttl).await?;
         let removal = delete_sidecars(store, &s, &m, ttl).await?;
         for kept in &removal.kept {
             tracing::warn!("kept {kept}: it is not the object table {name} committed");
@@ -340,6 +494,52 @@ impl ResultStore {
             );
         }
         self.forget(name);
+        Ok(())
+    }
+
+    /// Removes what later versions added, before version 0 itself: each segment a record
+    /// names (through its own manifest, under the same proofs as any table's objects),
+    /// then the records, latest first. A delete that stops half-way leaves a table that
+    /// reads as damaged until the delete is run again.
+    async fn delete_versions(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<()> {
+        let records = versions::all(store, &self.root, name).await?;
+        let base = format!("{name}{}", naming::PARQUET_SUFFIX);
+        let mut segments: Vec<&versions::SegmentRef> = records
+            .iter()
+            .flat_map(|(_, v)| v.segments.iter())
+            .filter(|seg| seg.path != base)
+            .collect();
+        segments.sort_by(|a, b| a.path.cmp(&b.path));
+        segments.dedup_by(|a, b| a.path == b.path);
+        let own = versions::segments_prefix(name);
+        for seg in segments {
+            // The record's path names the segment; its manifest on storage proves it.
+            let Some(id) = seg
+                .path
+                .strip_prefix(&own)
+                .and_then(|f| f.strip_suffix(naming::PARQUET_SUFFIX))
+            else {
+                continue;
+            };
+            let s = versions::segment_siblings(&self.root, name, id)?;
+            if let Some(m) = txn::read_manifest_at(store, &s.manifest, id).await? {
+                let removal = delete_sidecars(store.clone(), &s, &m, ttl).await?;
+                for kept in &removal.kept {
+                    tracing::warn!("kept {kept}: it is not the object segment {id} committed");
+                }
+            }
+        }
+        for (url, _) in records.iter().rev() {
+            match store.delete(&url.object_path()?).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(JammiError::storage(url, e)),
+            }
+        }
         Ok(())
     }
 

@@ -57,6 +57,19 @@ pub struct RecoveryReport {
 }
 
 impl RecoveryReport {
+    /// Adds what a pass over the segments directory `prefix` found.
+    fn absorb(&mut self, sub: RecoveryReport, prefix: &str) {
+        let named = |v: Vec<String>| v.into_iter().map(move |n| format!("{prefix}{n}"));
+        self.reclaimed_tables.extend(named(sub.reclaimed_tables));
+        self.completed_commits.extend(named(sub.completed_commits));
+        self.completed_deletes.extend(named(sub.completed_deletes));
+        self.broken_tables.extend(named(sub.broken_tables));
+        self.live_writes.extend(named(sub.live_writes));
+        self.removed_objects.extend(sub.removed_objects);
+        self.kept_objects.extend(sub.kept_objects);
+        self.failed.extend(sub.failed);
+    }
+
     /// `true` when nothing needed doing.
     pub fn is_clean(&self) -> bool {
         self.removed_objects.is_empty()
@@ -113,6 +126,22 @@ pub async fn recover(
         }
     }
     remove_dead_v1_leases(store, &root, ttl, dry_run, &mut report).await?;
+    // The segments of tables that changed are written under leases of their own.
+    let listed = store
+        .list_with_delimiter(Some(&root.object_path()?))
+        .await
+        .map_err(|e| JammiError::storage(&root, e))?;
+    for dir in &listed.common_prefixes {
+        let Some(table) = dir.filename().and_then(|d| d.strip_suffix(".jammi")) else {
+            continue;
+        };
+        if naming::validate_table_name(table).is_err() {
+            continue;
+        }
+        let segments = root.join(&crate::store::versions::segments_prefix(table))?;
+        let sub = Box::pin(recover(store, &segments, ttl, dry_run)).await?;
+        report.absorb(sub, &crate::store::versions::segments_prefix(table));
+    }
     Ok(report)
 }
 

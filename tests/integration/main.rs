@@ -15,6 +15,7 @@ mod result_store;
 mod search_plan;
 mod storage_url;
 mod vector;
+mod versions;
 
 #[cfg(any(
     feature = "live-s3-tests",

@@ -85,8 +85,9 @@ async fn explain_shows_the_search_and_runs_none() {
     ] {
         assert!(plan.contains(part), "{part} missing from\n{plan}");
     }
-    // Planning a named table reads nothing: no index, no Parquet, not even the manifest.
-    assert_eq!(requests.total(), 0, "{requests:?}");
+    // Planning a named table reads no index, no Parquet, not even the manifest: it only
+    // asks which version is the latest (one LIST).
+    assert_eq!((requests.total(), requests.list), (1, 1), "{requests:?}");
     let c = s.search_context().index_cache().stats();
     assert_eq!((c.misses, c.entries), (0, 0), "{c:?}");
 

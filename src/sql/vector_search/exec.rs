@@ -100,7 +100,12 @@ pub struct VectorSearchExec {
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
     stats: Arc<Mutex<SearchStats>>,
+    /// A batch search's queries, read once for all its segments' partitions.
+    batch_queries: BatchQueries,
 }
+
+/// The query vectors and keys of a batch search, shared by its partitions.
+type BatchQueries = Arc<tokio::sync::OnceCell<(Vec<Vec<f32>>, ArrayRef)>>;
 
 impl VectorSearchExec {
     /// A search of `spec` for `queries`. `projection` keeps output columns of the full
@@ -146,9 +151,10 @@ impl VectorSearchExec {
             );
             eq.add_ordering([nearest_first]);
         }
+        // One partition per segment of a result table that changed.
         let properties = Arc::new(PlanProperties::new(
             eq,
-            Partitioning::UnknownPartitioning(1),
+            Partitioning::UnknownPartitioning(spec.target.parts().len()),
             EmissionType::Final,
             Boundedness::Bounded,
         ));
@@ -163,6 +169,7 @@ impl VectorSearchExec {
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
             stats: Arc::default(),
+            batch_queries: Arc::default(),
         })
     }
 
@@ -310,8 +317,20 @@ impl ExecutionPlan for VectorSearchExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
+        let parts = self.spec.target.parts();
+        let Some(part) = parts.get(partition) else {
+            return Err(DataFusionError::Internal(format!(
+                "VectorSearchExec has {} partitions, asked for {partition}",
+                parts.len()
+            )));
+        };
+        let spec = if parts.len() == 1 {
+            self.spec.clone()
+        } else {
+            self.spec.for_segment(part.clone())?
+        };
         let run = Run {
-            spec: self.spec.clone(),
+            spec,
             queries: self.queries.clone(),
             prefilter: self.prefilter.clone(),
             out: self.out.clone(),
@@ -319,8 +338,9 @@ impl ExecutionPlan for VectorSearchExec {
             schema: self.schema.clone(),
             metrics: RunMetrics::new(&self.metrics, partition),
             stats: self.stats.clone(),
+            batch_queries: self.batch_queries.clone(),
         };
-        let stream = futures::stream::once(async move { run.run(partition, context).await });
+        let stream = futures::stream::once(async move { run.run(context).await });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
             stream,
@@ -379,6 +399,7 @@ struct Run {
     schema: SchemaRef,
     metrics: RunMetrics,
     stats: Arc<Mutex<SearchStats>>,
+    batch_queries: BatchQueries,
 }
 
 /// The hits of every query, and how they were found.
@@ -395,12 +416,7 @@ struct Found {
 }
 
 impl Run {
-    async fn run(self, partition: usize, task: Arc<TaskContext>) -> DfResult<RecordBatch> {
-        if partition != 0 {
-            return Err(DataFusionError::Internal(format!(
-                "VectorSearchExec has one partition, asked for {partition}"
-            )));
-        }
+    async fn run(self, task: Arc<TaskContext>) -> DfResult<RecordBatch> {
         let (vectors, keys, scalar) = self.queries(&task).await?;
         for v in &vectors {
             self.check_dims(v)?;
@@ -444,11 +460,19 @@ impl Run {
                 Ok((vec![query_vector(&value)?], None, Some(value)))
             }
             Queries::Batch { input, key, vector } => {
-                let batches: Vec<RecordBatch> =
-                    input.execute(0, task.clone())?.try_collect().await?;
-                let all = concat_batches(&input.schema(), &batches)?;
-                let vectors = query_vectors(all.column(*vector))?;
-                Ok((vectors, Some(all.column(*key).clone()), None))
+                // Read once, whichever segment's partition comes first.
+                let (vectors, keys) = self
+                    .batch_queries
+                    .get_or_try_init(|| async {
+                        let batches: Vec<RecordBatch> =
+                            input.execute(0, task.clone())?.try_collect().await?;
+                        let all = concat_batches(&input.schema(), &batches)?;
+                        let vectors = query_vectors(all.column(*vector))?;
+                        Ok::<_, DataFusionError>((vectors, all.column(*key).clone()))
+                    })
+                    .await?
+                    .clone();
+                Ok((vectors, Some(keys), None))
             }
             Queries::Param(id) => Err(DataFusionError::Execution(format!(
                 "vector_search: parameter '{id}' has no value (a prepared query binds it)"

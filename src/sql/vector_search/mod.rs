@@ -27,6 +27,7 @@ pub mod args;
 pub mod exec;
 pub(crate) mod function;
 pub(crate) mod hydrate;
+pub mod merge;
 pub mod node;
 pub mod planner;
 pub mod resolve;

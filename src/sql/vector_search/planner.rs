@@ -19,6 +19,7 @@ use datafusion::prelude::Expr;
 
 use crate::sql::vector_search::SearchContext;
 use crate::sql::vector_search::exec::{Prefilter, Queries, VectorSearchExec};
+use crate::sql::vector_search::merge::{MergeColumns, SegmentMergeExec};
 use crate::sql::vector_search::node::VectorSearchNode;
 use crate::sql::vector_search::resolve::SearchSpec;
 
@@ -70,12 +71,31 @@ impl ExtensionPlanner for VectorSearchExtensionPlanner {
             })?),
             None => None,
         };
-        Ok(Some(Arc::new(VectorSearchExec::try_new(
-            n.spec.clone(),
-            queries,
-            prefilter,
+        let batch = matches!(queries, Queries::Batch { .. });
+        if n.spec.target.parts().len() == 1 {
+            return Ok(Some(Arc::new(VectorSearchExec::try_new(
+                n.spec.clone(),
+                queries,
+                prefilter,
+                n.projection.clone(),
+                self.ctx.clone(),
+            )?)));
+        }
+        // Segments: each partition's top k, merged to the global top k on the way out.
+        let search =
+            VectorSearchExec::try_new(n.spec.clone(), queries, prefilter, None, self.ctx.clone())?;
+        let width = search.schema().fields().len();
+        let columns = MergeColumns {
+            distance: if batch { width - 2 } else { width - 1 },
+            descending: n.spec.distance.nearest_largest(n.spec.metric),
+            query_key: batch.then_some(0),
+            rank: batch.then_some(width - 1),
+        };
+        Ok(Some(Arc::new(SegmentMergeExec::try_new(
+            Arc::new(search),
+            n.spec.k,
+            columns,
             n.projection.clone(),
-            self.ctx.clone(),
         )?)))
     }
 }

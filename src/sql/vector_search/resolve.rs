@@ -42,6 +42,18 @@ pub struct SearchTarget {
     pub manifest: Option<Manifest>,
     /// The table's schema.
     pub schema: SchemaRef,
+    /// A result table of several segments: each one's Parquet file and manifest (the
+    /// first is the one above). Empty for one file.
+    pub segments: Vec<Segment>,
+}
+
+/// One segment of a result table that changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// Its Parquet file.
+    pub parquet: StorageUrl,
+    /// Its manifest.
+    pub manifest: Manifest,
 }
 
 impl Eq for SearchTarget {}
@@ -51,14 +63,52 @@ impl Hash for SearchTarget {
         self.name.hash(state);
         self.parquet.to_string().hash(state);
         self.manifest.as_ref().map(|m| &m.writer).hash(state);
+        for seg in &self.segments {
+            seg.manifest.writer.hash(state);
+        }
     }
 }
 
 impl SearchTarget {
+    /// Targets searched one per partition: each segment, or the file itself.
+    pub fn parts(&self) -> Vec<SearchTarget> {
+        if self.segments.is_empty() {
+            return vec![self.clone()];
+        }
+        self.segments
+            .iter()
+            .map(|seg| SearchTarget {
+                name: self.name.clone(),
+                dir: seg.parquet.parent(),
+                parquet: seg.parquet.clone(),
+                manifest: Some(seg.manifest.clone()),
+                schema: self.schema.clone(),
+                segments: Vec::new(),
+            })
+            .collect()
+    }
+
     /// The key column the manifest declares, if the table has it.
     pub fn key_column(&self) -> Option<usize> {
         let name = self.manifest.as_ref()?.key_column.as_deref()?;
         self.schema.index_of(name).ok()
+    }
+}
+
+/// The segments of a result table that changed (none for a table of one file).
+pub(crate) fn segments_of(t: &IndexedTable) -> Result<Vec<Segment>> {
+    match &t.versioned {
+        Some((root, v)) if v.segments.len() > 1 => v
+            .segments
+            .iter()
+            .map(|s| {
+                Ok(Segment {
+                    parquet: root.join(&s.path)?,
+                    manifest: s.manifest.clone(),
+                })
+            })
+            .collect(),
+        _ => Ok(Vec::new()),
     }
 }
 
@@ -87,12 +137,14 @@ pub(crate) fn resolve(
                 registry.store(&url, cloud.as_ref()).await
             })??;
         }
+        let segments = segments_of(t)?;
         return Ok(SearchTarget {
             name: name.to_string(),
             parquet: t.parquet.clone(),
             dir: t.dir.clone(),
             manifest: Some(t.manifest.clone()),
             schema: t.schema(),
+            segments,
         });
     }
     // A broken result table: what is wrong with it (the damaged file), not its kind.
@@ -177,6 +229,7 @@ fn target_for_file(
             parquet: url,
             manifest,
             schema,
+            segments: Vec::new(),
         })
     })?
 }
@@ -252,7 +305,7 @@ impl DistanceColumn {
 
 impl SearchSpec {
     /// What EXPLAIN shows of every search, logical or physical:
-    /// `table=…, k=…, metric=…, mode=…[, ef_search=…]`.
+    /// `table=…, k=…, metric=…, mode=…[, ef_search=…][, segments=…]`.
     pub(crate) fn fmt_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
@@ -262,7 +315,18 @@ impl SearchSpec {
         if let Some(ef) = self.options.ef_search {
             write!(f, ", ef_search={ef}")?;
         }
+        if !self.target.segments.is_empty() {
+            write!(f, ", segments={}", self.target.segments.len())?;
+        }
         Ok(())
+    }
+
+    /// This search, of one segment `part` of its target (what one partition runs).
+    pub fn for_segment(&self, part: SearchTarget) -> Result<Self> {
+        let mut spec = SearchSpec::new(Arc::new(part), self.k, self.options.clone())?;
+        spec.columns = self.columns.clone();
+        spec.distance = self.distance;
+        Ok(spec)
     }
 
     /// Checks `options` against `target`.

@@ -322,7 +322,15 @@ fn search_for_scan(
         .is_none_or(|r| r.resolved_eq(&scan.table_name));
     // Rows without a vector have a NULL distance, which DataFusion sorts first or last;
     // the index holds none of them, so with any such row the plan is left alone.
-    let has_null_vectors = info.vectors != m.rows;
+    // (Every segment's index, for a table of several.)
+    let segments = crate::sql::vector_search::resolve::segments_of(table)?;
+    let has_null_vectors = std::iter::once(m)
+        .chain(segments.iter().map(|s| &s.manifest))
+        .any(|seg| {
+            seg.index.as_ref().is_none_or(|i| {
+                i.vectors != seg.rows || i.column != info.column || i.metric != info.metric
+            })
+        });
     if !own_column
         || call.column.name != info.column
         || call.metric != info.metric
@@ -341,6 +349,7 @@ fn search_for_scan(
         dir: table.dir.clone(),
         manifest: Some(m.clone()),
         schema: table.schema(),
+        segments,
     };
     let Ok(mut spec) = SearchSpec::new(Arc::new(target), k, SearchOptions::default()) else {
         return Ok(None);

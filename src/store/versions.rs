@@ -1,0 +1,343 @@
+//! Table versions: a result table that changed is the list of segments its latest version
+//! record names.
+//!
+//! A table written once is version 0: `<name>.parquet` and its sidecars, committed by
+//! `<name>.idx.manifest.json` (the seed's layout, unchanged). Each change commits the next
+//! version as `<name>.jammi/versions/<20 digits>.json`, written create-only: the number is
+//! the lock, so of two writers racing for it exactly one lands, and the other re-reads
+//! and tries the next. The digits are `u64::MAX - N`, so a listing (lexicographic on
+//! every cloud store) names the latest first: opening the latest version is one LIST
+//! page and one GET whatever the number of versions. Segments other than version 0's
+//! live under `<name>.jammi/segments/` as tables of their own (`<id>.parquet`, its
+//! sidecars and manifest, written and committed like any result table), so a record
+//! names only objects whose own manifests prove jammi-db wrote them.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{JammiError, Result};
+use crate::format::manifest::Manifest;
+use crate::format::naming::{self, Siblings};
+use crate::storage::{Scheme, StorageUrl};
+
+/// Version record format this build writes (and the newest it reads).
+pub const VERSION_FORMAT: u32 = 1;
+
+/// What a version changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// Rows appended as new segments.
+    Append,
+}
+
+/// One segment of a version: a committed table of its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentRef {
+    /// Its Parquet file, relative to the root (`<name>.parquet` for version 0's segment,
+    /// `<name>.jammi/segments/<id>.parquet` otherwise).
+    pub path: String,
+    /// Its manifest as committed (sizes and checksums of its files).
+    pub manifest: Manifest,
+}
+
+impl SegmentRef {
+    /// Rows of the segment.
+    pub fn rows(&self) -> u64 {
+        self.manifest.rows
+    }
+}
+
+/// A version record (see the module docs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableVersion {
+    /// Record format ([`VERSION_FORMAT`]).
+    pub format_version: u32,
+    /// The table.
+    pub table: String,
+    /// Its number (version 0 is the table as first written).
+    pub version: u64,
+    /// Commit time, Unix milliseconds.
+    pub created_ms: i64,
+    /// Random id of the committing operation (tells a lost response's record apart).
+    pub writer: String,
+    /// What it changed.
+    pub operation: Operation,
+    /// Rows the change added.
+    pub rows_added: u64,
+    /// The table's segments at this version, in order.
+    pub segments: Vec<SegmentRef>,
+}
+
+impl TableVersion {
+    /// Rows of the table at this version.
+    pub fn rows(&self) -> u64 {
+        self.segments.iter().map(SegmentRef::rows).sum()
+    }
+
+    /// Version 0 of a table written once: its one segment.
+    pub fn initial(table: &str, manifest: Manifest) -> Self {
+        TableVersion {
+            format_version: VERSION_FORMAT,
+            table: table.to_string(),
+            version: 0,
+            created_ms: 0,
+            writer: manifest.writer.clone().unwrap_or_default(),
+            operation: Operation::Append,
+            rows_added: manifest.rows,
+            segments: vec![SegmentRef {
+                path: format!("{table}{}", naming::PARQUET_SUFFIX),
+                manifest,
+            }],
+        }
+    }
+
+    fn from_json(table: &str, url: &StorageUrl, bytes: &[u8]) -> Result<Self> {
+        let damaged = |reason: String| JammiError::Corrupt {
+            kind: "result table",
+            table: table.to_string(),
+            reason: format!("{}: {reason}", url.file_name()),
+        };
+        let v: TableVersion = serde_json::from_slice(bytes)
+            .map_err(|e| damaged(format!("version record is not valid: {e}")))?;
+        if v.format_version > VERSION_FORMAT {
+            return Err(damaged(format!(
+                "version record format {} is newer than this build understands ({VERSION_FORMAT})",
+                v.format_version
+            )));
+        }
+        if v.table != table {
+            return Err(damaged(format!("it records table '{}'", v.table)));
+        }
+        for s in &v.segments {
+            check_segment_path(table, &s.path).map_err(damaged)?;
+        }
+        Ok(v)
+    }
+}
+
+/// A segment's path must be the table's own: version 0's file or one under its
+/// `segments/` directory whose manifest records that very segment.
+fn check_segment_path(table: &str, path: &str) -> std::result::Result<(), String> {
+    let base = format!("{table}{}", naming::PARQUET_SUFFIX);
+    if path == base {
+        return Ok(());
+    }
+    let own = segments_prefix(table);
+    match path.strip_prefix(&own) {
+        Some(file) if !file.contains('/') && file.ends_with(naming::PARQUET_SUFFIX) => Ok(()),
+        _ => Err(format!(
+            "it names {path}, which is not one of table {table}'s segments"
+        )),
+    }
+}
+
+/// `<name>.jammi/`: everything a table adds after version 0.
+pub fn table_dir(table: &str) -> String {
+    format!("{table}.jammi/")
+}
+
+fn versions_prefix(table: &str) -> String {
+    format!("{}versions/", table_dir(table))
+}
+
+/// Where a table's later segments live, relative to the root.
+pub fn segments_prefix(table: &str) -> String {
+    format!("{}segments/", table_dir(table))
+}
+
+/// The record name of version `n` (sorts the latest first).
+fn record_name(n: u64) -> String {
+    format!("{:020}.json", u64::MAX - n)
+}
+
+fn version_of_record(file: &str) -> Option<u64> {
+    let digits = file.strip_suffix(".json")?;
+    (digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse::<u64>().ok())
+        .flatten()
+        .map(|inv| u64::MAX - inv)
+}
+
+/// The siblings of segment `id` of `table`.
+pub(crate) fn segment_siblings(root: &StorageUrl, table: &str, id: &str) -> Result<Siblings> {
+    Siblings::table(&root.join(&segments_prefix(table))?, id)
+}
+
+/// The latest version number recorded under `root` for `table`, if any (one LIST page on
+/// stores that list in order; the whole listing on a local disk, which is one directory).
+pub(crate) async fn latest_number(
+    store: &Arc<dyn ObjectStore>,
+    root: &StorageUrl,
+    table: &str,
+) -> Result<Option<u64>> {
+    let prefix = root.join(&versions_prefix(table))?;
+    let mut listed = store.list(Some(&prefix.object_path()?));
+    let ordered = !matches!(root.scheme(), Scheme::File);
+    let mut latest: Option<u64> = None;
+    while let Some(m) = listed.next().await {
+        let m = m.map_err(|e| JammiError::storage(&prefix, e))?;
+        let Some(n) = m.location.filename().and_then(version_of_record) else {
+            continue;
+        };
+        latest = Some(latest.map_or(n, |l| l.max(n)));
+        if ordered {
+            break;
+        }
+    }
+    Ok(latest)
+}
+
+/// Reads version `n`'s record (`None`: there is none).
+pub(crate) async fn read(
+    store: &Arc<dyn ObjectStore>,
+    root: &StorageUrl,
+    table: &str,
+    n: u64,
+) -> Result<Option<TableVersion>> {
+    let url = root.join(&format!("{}{}", versions_prefix(table), record_name(n)))?;
+    match store.get(&url.object_path()?).await {
+        Ok(got) => {
+            let bytes = got
+                .bytes()
+                .await
+                .map_err(|e| JammiError::storage(&url, e))?;
+            TableVersion::from_json(table, &url, &bytes).map(Some)
+        }
+        Err(object_store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(JammiError::storage(&url, e)),
+    }
+}
+
+/// The latest version of `table` (version 0 from `base`, its manifest, when it never
+/// changed).
+pub(crate) async fn latest(
+    store: &Arc<dyn ObjectStore>,
+    root: &StorageUrl,
+    table: &str,
+    base: impl FnOnce() -> Manifest,
+) -> Result<TableVersion> {
+    match latest_number(store, root, table).await? {
+        Some(n) => read(store, root, table, n)
+            .await?
+            .ok_or_else(|| JammiError::NotFound {
+                kind: "table version",
+                name: format!("{table} version {n}"),
+            }),
+        None => Ok(TableVersion::initial(table, base())),
+    }
+}
+
+/// Every version record of `table` under `root`, as (URL, record), oldest first. Objects
+/// under the versions prefix that are not records of this table are left out (and so are
+/// never acted on).
+pub(crate) async fn all(
+    store: &Arc<dyn ObjectStore>,
+    root: &StorageUrl,
+    table: &str,
+) -> Result<Vec<(StorageUrl, TableVersion)>> {
+    let prefix = root.join(&versions_prefix(table))?;
+    let mut listed = store.list(Some(&prefix.object_path()?));
+    let mut numbers = Vec::new();
+    while let Some(m) = listed.next().await {
+        let m = m.map_err(|e| JammiError::storage(&prefix, e))?;
+        if let Some(n) = m.location.filename().and_then(version_of_record) {
+            numbers.push(n);
+        }
+    }
+    numbers.sort_unstable();
+    let mut out = Vec::new();
+    for n in numbers {
+        let url = root.join(&format!("{}{}", versions_prefix(table), record_name(n)))?;
+        match read(store, root, table, n).await {
+            Ok(Some(v)) if v.version == n => out.push((url, v)),
+            Ok(_) => {}
+            Err(e @ JammiError::Corrupt { .. }) => tracing::warn!("{e}; left as it is"),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// How a commit of a version ended.
+#[derive(Debug)]
+pub(crate) enum Committed {
+    /// The record landed.
+    Yes,
+    /// Another writer took that number first.
+    Taken,
+}
+
+/// Publishes `v` create-only. A lost response is settled by reading the record back: it
+/// landed iff it holds this writer's id.
+pub(crate) async fn commit(
+    store: &Arc<dyn ObjectStore>,
+    root: &StorageUrl,
+    v: &TableVersion,
+) -> Result<Committed> {
+    let url = root.join(&format!(
+        "{}{}",
+        versions_prefix(&v.table),
+        record_name(v.version)
+    ))?;
+    let body = serde_json::to_vec_pretty(v).expect("version records serialise");
+    let put = store
+        .put_opts(
+            &url.object_path()?,
+            PutPayload::from(body),
+            PutOptions::from(PutMode::Create),
+        )
+        .await;
+    match put {
+        Ok(_) => Ok(Committed::Yes),
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            match read(store, root, &v.table, v.version).await? {
+                Some(there) if there.writer == v.writer => Ok(Committed::Yes),
+                _ => Ok(Committed::Taken),
+            }
+        }
+        Err(e) => match read(store, root, &v.table, v.version).await {
+            Ok(Some(there)) if there.writer == v.writer => Ok(Committed::Yes),
+            Ok(Some(_)) => Ok(Committed::Taken),
+            _ => Err(JammiError::storage(&url, e)),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_names_sort_the_latest_first_and_parse_back() {
+        let names: Vec<String> = [0u64, 1, 9, 10, 10_000]
+            .iter()
+            .map(|n| record_name(*n))
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(sorted, names.iter().rev().cloned().collect::<Vec<_>>());
+        for n in [0u64, 1, 10_000, u64::MAX - 1] {
+            assert_eq!(version_of_record(&record_name(n)), Some(n));
+        }
+        assert_eq!(version_of_record("notes.json"), None);
+        assert_eq!(version_of_record("0001.json"), None);
+    }
+
+    #[test]
+    fn a_record_naming_another_tables_file_is_refused() {
+        assert!(check_segment_path("t", "t.parquet").is_ok());
+        assert!(check_segment_path("t", "t.jammi/segments/1-ab.parquet").is_ok());
+        for bad in [
+            "u.parquet",
+            "t.jammi/segments/../../u.parquet",
+            "t.jammi/x/1.parquet",
+            "../t.parquet",
+        ] {
+            assert!(check_segment_path("t", bad).is_err(), "{bad}");
+        }
+    }
+}

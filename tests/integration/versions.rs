@@ -1,0 +1,535 @@
+//! Result tables that change: appends as segments committed as versions, the layout on
+//! storage, readers seeing one version, searches over segments, racing writers.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, Float32Array, Int64Array, RecordBatch};
+use jammi_db::JammiError;
+use jammi_db::session::JammiSession;
+use jammi_db::store::TableSpec;
+
+use crate::common::{memory_root, sample_batch, sample_schema, sample_vector, tempdir, vec_sql};
+
+const DIMS: i32 = 8;
+
+fn spec(name: &str) -> TableSpec {
+    TableSpec {
+        name: Some(name.into()),
+        key_column: Some("id".into()),
+        vector_column: Some("embedding".into()),
+        ..Default::default()
+    }
+}
+
+async fn rows(s: &JammiSession, sql: &str) -> Vec<RecordBatch> {
+    s.sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn ints(batches: &[RecordBatch], col: &str) -> Vec<i64> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(col)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+fn hits(batches: &[RecordBatch]) -> Vec<(i64, u32)> {
+    let mut out = Vec::new();
+    for b in batches {
+        let ids = b
+            .column_by_name("id")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        let d = b
+            .column_by_name("_distance")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .unwrap();
+        for i in 0..b.num_rows() {
+            out.push((ids.value(i), d.value(i).to_bits()));
+        }
+    }
+    out
+}
+
+async fn count(s: &JammiSession, table: &str) -> i64 {
+    ints(
+        &rows(
+            s,
+            &format!("SELECT count(*) AS n FROM jammi.public.{table}"),
+        )
+        .await,
+        "n",
+    )[0]
+}
+
+/// A table written once, appended to twice (SQL and Rust): the first file is untouched,
+/// each append is a segment with its own index and a version record, scans see every
+/// row, and searches over the segments equal those over one table of the same rows.
+async fn appends_on(root: &str) {
+    let s = JammiSession::open(root).await.unwrap();
+    let rs = s.result_store();
+    rs.write_batches(
+        &spec("t"),
+        sample_schema(DIMS),
+        vec![sample_batch(0, 300, DIMS)],
+    )
+    .await
+    .unwrap();
+    let store = rs.object_store().await.unwrap();
+    let base = rs.parquet_url("t").unwrap();
+    let read = |url: jammi_db::storage::StorageUrl| {
+        let store = store.clone();
+        async move {
+            use object_store::ObjectStoreExt;
+            store
+                .get(&url.object_path().unwrap())
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+        }
+    };
+    let before = read(base.clone()).await;
+    s.refresh_tables().await.unwrap();
+    // A source of new rows: a second table, inserted from SQL.
+    rs.write_batches(
+        &spec("more"),
+        sample_schema(DIMS),
+        vec![sample_batch(300, 200, DIMS)],
+    )
+    .await
+    .unwrap();
+    s.refresh_tables().await.unwrap();
+    let inserted = rows(
+        &s,
+        "INSERT INTO jammi.public.t SELECT * FROM jammi.public.more",
+    )
+    .await;
+    assert_eq!(
+        inserted[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+            .unwrap()
+            .value(0),
+        200
+    );
+    assert_eq!(count(&s, "t").await, 500);
+    let v = rs
+        .append_table(
+            "t",
+            sample_schema(DIMS),
+            futures::stream::iter(vec![Ok(sample_batch(500, 100, DIMS))]),
+        )
+        .await
+        .unwrap();
+    assert_eq!((v.version, v.segments.len(), v.rows()), (2, 3, 600));
+    assert_eq!(count(&s, "t").await, 600);
+    assert_eq!(
+        read(base).await,
+        before,
+        "version 0's file is never rewritten"
+    );
+    for seg in &v.segments[1..] {
+        assert!(seg.path.starts_with("t.jammi/segments/"), "{}", seg.path);
+        assert!(
+            seg.manifest.index.is_some(),
+            "each segment has its own index"
+        );
+    }
+    // Every id once.
+    let mut ids = ints(&rows(&s, "SELECT id FROM jammi.public.t").await, "id");
+    ids.sort();
+    assert_eq!(ids, (0..600).collect::<Vec<i64>>());
+
+    // The same rows as one table: exact searches equal bit for bit, index searches too
+    // (small segments are searched exhaustively).
+    rs.write_batches(
+        &spec("one"),
+        sample_schema(DIMS),
+        vec![sample_batch(0, 600, DIMS)],
+    )
+    .await
+    .unwrap();
+    s.refresh_tables().await.unwrap();
+    for probe in [3, 333, 577] {
+        let q = vec_sql(&sample_vector(probe, DIMS));
+        for opts in [
+            "exact=true",
+            "ef_search=64",
+            "exact=true; filter=id % 3 = 0",
+        ] {
+            let search = |t: &str| {
+                format!("SELECT id, _distance FROM vector_search('{t}', {q}, 10, '{opts}')")
+            };
+            let got = hits(&rows(&s, &search("t")).await);
+            let expected = hits(&rows(&s, &search("one")).await);
+            assert_eq!(got, expected, "{opts} probe {probe}");
+        }
+        let batch = |t: &str| {
+            format!(
+                "SELECT query_id, id, _rank FROM vector_search_batch('{t}', \
+                 (SELECT id, embedding FROM jammi.public.one WHERE id IN ({probe}, 599)), 4, 'exact=true') \
+                 ORDER BY query_id, _rank"
+            )
+        };
+        let got = rows(&s, &batch("t")).await;
+        let expected = rows(&s, &batch("one")).await;
+        assert_eq!(
+            ints(&got, "id"),
+            ints(&expected, "id"),
+            "batch probe {probe}"
+        );
+        assert_eq!(ints(&got, "query_id"), ints(&expected, "query_id"));
+    }
+    // ORDER BY <distance> LIMIT k over the segments: the function's values, as over one table.
+    let q = vec_sql(&sample_vector(41, DIMS));
+    let order_by = |t: &str| {
+        format!(
+            "SELECT id, cosine_distance(embedding, {q}) AS d FROM jammi.public.{t} ORDER BY d LIMIT 7"
+        )
+    };
+    let plan = rows(&s, &format!("EXPLAIN {}", order_by("t"))).await;
+    let plan = datafusion::arrow::util::pretty::pretty_format_batches(&plan)
+        .unwrap()
+        .to_string();
+    assert!(plan.contains("SegmentMergeExec"), "{plan}");
+    let pairs = |b: &[RecordBatch]| -> Vec<(i64, u64)> {
+        b.iter()
+            .flat_map(|b| {
+                let ids = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .clone();
+                let d = b
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::Float64Array>()
+                    .unwrap()
+                    .clone();
+                (0..b.num_rows()).map(move |i| (ids.value(i), d.value(i).to_bits()))
+            })
+            .collect()
+    };
+    assert_eq!(
+        pairs(&rows(&s, &order_by("t")).await),
+        pairs(&rows(&s, &order_by("one")).await)
+    );
+    let plan = rows(
+        &s,
+        &format!(
+            "EXPLAIN SELECT id FROM vector_search('t', {}, 5)",
+            vec_sql(&sample_vector(1, DIMS))
+        ),
+    )
+    .await;
+    let plan = datafusion::arrow::util::pretty::pretty_format_batches(&plan)
+        .unwrap()
+        .to_string();
+    assert!(plan.contains("SegmentMergeExec: k=5, segments=3"), "{plan}");
+    assert!(plan.contains("segments=3"), "{plan}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn appends_are_segments_committed_as_versions_on_a_local_root() {
+    let dir = tempdir();
+    appends_on(dir.path().to_str().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn appends_are_segments_committed_as_versions_in_memory() {
+    appends_on(&memory_root("versions")).await;
+}
+
+/// Rows whose columns differ from the table's are refused before anything is written,
+/// naming the column; an indexed file takes no INSERT.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_append_of_other_columns_is_refused_naming_the_column_and_writes_nothing() {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let dir = tempdir();
+    let s = JammiSession::open(dir.path().to_str().unwrap())
+        .await
+        .unwrap();
+    let rs = s.result_store();
+    rs.write_batches(
+        &spec("t"),
+        sample_schema(DIMS),
+        vec![sample_batch(0, 10, DIMS)],
+    )
+    .await
+    .unwrap();
+    let wrong = Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)]));
+    let e = rs
+        .append_table("t", wrong, futures::stream::empty())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("column 'id'"), "{e}");
+    let e = rs
+        .append_table("t", sample_schema(4), futures::stream::empty())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("'embedding'"), "{e}");
+    assert!(!dir.path().join("t.jammi").exists());
+    let e = rs
+        .append_table("nope", sample_schema(DIMS), futures::stream::empty())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, JammiError::NotFound { .. }), "{e}");
+    // An indexed file is not a result table.
+    let file = dir.path().join("f.parquet");
+    std::fs::write(
+        &file,
+        crate::common::parquet_bytes(&[sample_batch(0, 10, DIMS)]),
+    )
+    .unwrap();
+    rows(
+        &s,
+        &format!(
+            "CREATE EXTERNAL TABLE f STORED AS PARQUET LOCATION '{}' OPTIONS ('jammi.vector_column' 'embedding')",
+            file.display()
+        ),
+    )
+    .await;
+    let e = rows_err(&s, "INSERT INTO f SELECT * FROM jammi.public.t").await;
+    assert!(e.contains("only result tables can change"), "{e}");
+}
+
+async fn rows_err(s: &JammiSession, sql: &str) -> String {
+    match s.sql(sql).await {
+        Err(e) => e.to_string(),
+        Ok(df) => df.collect().await.unwrap_err().to_string(),
+    }
+}
+
+/// A query planned before an append answers from the version it was planned at; the
+/// next query sees the new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_query_reads_one_version_from_start_to_end() {
+    let dir = tempdir();
+    let s = JammiSession::open(dir.path().to_str().unwrap())
+        .await
+        .unwrap();
+    let rs = s.result_store();
+    rs.write_batches(
+        &spec("t"),
+        sample_schema(DIMS),
+        vec![sample_batch(0, 10, DIMS)],
+    )
+    .await
+    .unwrap();
+    s.refresh_tables().await.unwrap();
+    let planned = s
+        .sql("SELECT count(*) AS n FROM jammi.public.t")
+        .await
+        .unwrap();
+    let search = s
+        .sql(&format!(
+            "SELECT id FROM vector_search('t', {}, 100, 'exact=true')",
+            vec_sql(&sample_vector(1, DIMS))
+        ))
+        .await
+        .unwrap();
+    rs.append_table(
+        "t",
+        sample_schema(DIMS),
+        futures::stream::iter(vec![Ok(sample_batch(10, 5, DIMS))]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ints(&planned.collect().await.unwrap(), "n"), vec![10]);
+    assert_eq!(ints(&search.collect().await.unwrap(), "id").len(), 10);
+    assert_eq!(count(&s, "t").await, 15);
+}
+
+/// Four writers appending at once (each its own store, as four processes would be) lose
+/// no row and add none twice: every version number is taken once.
+#[tokio::test(flavor = "multi_thread")]
+async fn racing_appends_all_land_once() {
+    let dir = tempdir();
+    let root = dir.path().to_str().unwrap().to_string();
+    let s = JammiSession::open(&root).await.unwrap();
+    s.result_store()
+        .write_batches(
+            &spec("t"),
+            sample_schema(DIMS),
+            vec![sample_batch(0, 10, DIMS)],
+        )
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..4i64 {
+        let root = root.clone();
+        tasks.push(tokio::spawn(async move {
+            let s = JammiSession::open(&root).await.unwrap();
+            for i in 0..3i64 {
+                let start = 1000 * (w + 1) + 10 * i;
+                s.result_store()
+                    .append_table(
+                        "t",
+                        sample_schema(DIMS),
+                        futures::stream::iter(vec![Ok(sample_batch(start, 10, DIMS))]),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let v = s.result_store().latest_version("t").await.unwrap();
+    assert_eq!((v.version, v.segments.len()), (12, 13));
+    let mut ids = ints(&rows(&s, "SELECT id FROM jammi.public.t").await, "id");
+    ids.sort();
+    let mut expected: Vec<i64> = (0..10).collect();
+    for w in 0..4i64 {
+        for i in 0..3i64 {
+            expected.extend((0..10).map(|j| 1000 * (w + 1) + 10 * i + j));
+        }
+    }
+    expected.sort();
+    assert_eq!(ids, expected);
+}
+
+/// The latest version is found with one LIST page and one GET, however many versions
+/// there are.
+#[tokio::test(flavor = "multi_thread")]
+async fn opening_the_latest_version_costs_two_requests_whatever_the_count() {
+    let root = memory_root("versions-open");
+    let s = JammiSession::open(&root).await.unwrap();
+    let rs = s.result_store();
+    rs.write_batches(
+        &spec("t"),
+        sample_schema(DIMS),
+        vec![sample_batch(0, 10, DIMS)],
+    )
+    .await
+    .unwrap();
+    let mut n = 0;
+    for target in [1u64, 40] {
+        while n < target {
+            rs.append_table(
+                "t",
+                sample_schema(DIMS),
+                futures::stream::iter(vec![Ok(sample_batch(100 + n as i64, 1, DIMS))]),
+            )
+            .await
+            .unwrap();
+            n += 1;
+        }
+        let before = s.registry().request_counts();
+        let latest = rs.latest_version_number("t").await.unwrap();
+        let after = s.registry().request_counts();
+        assert_eq!(latest, Some(target));
+        assert_eq!(
+            after.total() - before.total(),
+            1,
+            "{target} versions: {after:?}"
+        );
+    }
+}
+
+/// Deleting a table that changed removes its segments and version records — only those —
+/// and a user's files named like them stay byte-identical; a new table of the same name
+/// starts at version 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_table_that_changed_removes_only_what_its_versions_prove() {
+    let dir = tempdir();
+    let d = dir.path();
+    let s = JammiSession::open(d.to_str().unwrap()).await.unwrap();
+    let rs = s.result_store();
+    rs.write_batches(
+        &spec("t"),
+        sample_schema(DIMS),
+        vec![sample_batch(0, 10, DIMS)],
+    )
+    .await
+    .unwrap();
+    for i in 0..2 {
+        rs.append_table(
+            "t",
+            sample_schema(DIMS),
+            futures::stream::iter(vec![Ok(sample_batch(10 + i * 5, 5, DIMS))]),
+        )
+        .await
+        .unwrap();
+    }
+    let user = [
+        "t.jammi/segments/mine.parquet",
+        "t.jammi/segments/1-00000000.parquet",
+        "t.jammi/versions/notes.json",
+        "t.jammi/versions/00000000000000000001.json.bak",
+        "t.jammi.parquet",
+    ];
+    for (i, f) in user.iter().enumerate() {
+        std::fs::write(d.join(f), format!("user file {i}")).unwrap();
+    }
+    s.delete_table("t").await.unwrap();
+    for (i, f) in user.iter().enumerate() {
+        assert_eq!(
+            std::fs::read(d.join(f)).unwrap(),
+            format!("user file {i}").into_bytes(),
+            "{f}"
+        );
+    }
+    let mut left: Vec<String> = walk(d)
+        .into_iter()
+        .filter(|f| f.starts_with("t.") || f.starts_with("t/"))
+        .collect();
+    left.sort();
+    let mut expected: Vec<String> = user.iter().map(|f| f.to_string()).collect();
+    expected.sort();
+    assert_eq!(left, expected);
+    rs.write_batches(
+        &spec("t"),
+        sample_schema(DIMS),
+        vec![sample_batch(0, 3, DIMS)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(rs.latest_version("t").await.unwrap().version, 0);
+    s.refresh_tables().await.unwrap();
+    assert_eq!(count(&s, "t").await, 3);
+}
+
+/// Files under `dir`, relative, with `/` separators.
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                let rel = e
+                    .path()
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                out.push(rel);
+            }
+        }
+    }
+    out
+}
