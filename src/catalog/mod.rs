@@ -8,6 +8,7 @@
 //! with their cloud configuration stripped of secrets, and flagged when that happened.
 
 pub(crate) mod append;
+pub(crate) mod dml;
 pub mod provider;
 pub mod table;
 

@@ -19,8 +19,10 @@ use crate::error::Result;
 use crate::storage::{CloudConfig, StorageUrl};
 use crate::store::versions::TableVersion;
 use crate::store::{Manifest, ResultStore};
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::logical_expr::dml::InsertOp;
+use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 /// A Parquet file with committed sidecars (a result table, or a file indexed from SQL) —
 /// or the segments of one version of a result table that changed.
@@ -40,6 +42,28 @@ pub struct IndexedTable {
     pub versioned: Option<(StorageUrl, TableVersion)>,
     /// The store that takes appends, for result tables of a session.
     pub(crate) writer: Option<Arc<ResultStore>>,
+    /// The rows each segment with deletions keeps, by its path in the store (read once).
+    selections: tokio::sync::OnceCell<Arc<Selections>>,
+}
+
+/// The live rows of segments with deletions, by object path.
+type Selections = std::collections::HashMap<object_store::path::Path, RowSelection>;
+
+/// The rows of a segment of `rows` rows that `deleted` does not name.
+fn live_rows(rows: u64, deleted: &roaring::RoaringBitmap) -> RowSelection {
+    let mut selectors = Vec::new();
+    let mut at = 0u64;
+    for d in deleted.iter().map(u64::from).filter(|&d| d < rows) {
+        if d > at {
+            selectors.push(RowSelector::select((d - at) as usize));
+        }
+        selectors.push(RowSelector::skip(1));
+        at = d + 1;
+    }
+    if rows > at {
+        selectors.push(RowSelector::select((rows - at) as usize));
+    }
+    RowSelection::from(selectors)
 }
 
 impl IndexedTable {
@@ -63,6 +87,7 @@ impl IndexedTable {
             cloud,
             versioned: None,
             writer: None,
+            selections: Default::default(),
         })
     }
 
@@ -101,6 +126,7 @@ impl IndexedTable {
             cloud,
             versioned: Some((root.clone(), version)),
             writer: None,
+            selections: Default::default(),
         })
     }
 
@@ -108,6 +134,16 @@ impl IndexedTable {
     pub(crate) fn writable(mut self, store: Arc<ResultStore>) -> Self {
         self.writer = Some(store);
         self
+    }
+
+    /// The store of a result table, which takes its changes.
+    fn result_store(&self) -> Result<&Arc<ResultStore>> {
+        self.writer.as_ref().ok_or_else(|| {
+            crate::error::JammiError::InvalidInput(format!(
+                "{} is an indexed file, not a result table: only result tables can change",
+                self.parquet
+            ))
+        })
     }
 
     /// The table's name (a result table's, or the indexed file's stem).
@@ -121,6 +157,79 @@ impl IndexedTable {
     /// Number of segments (1 for a table written once).
     pub fn segment_count(&self) -> usize {
         self.versioned.as_ref().map_or(1, |(_, v)| v.segments.len())
+    }
+
+    /// The live rows of each segment with deletions (read on first use).
+    async fn selections(&self, state: &dyn Session) -> Result<Arc<Selections>> {
+        let Some((root, v)) = &self.versioned else {
+            return Ok(Arc::default());
+        };
+        self.selections
+            .get_or_try_init(|| async {
+                let mut out = Selections::new();
+                for seg in &v.segments {
+                    let Some(d) = &seg.deleted else { continue };
+                    let url = root.join(&seg.path)?;
+                    let store = state.runtime_env().object_store(url.object_store_url())?;
+                    let deleted = crate::store::versions::read_deletions(&store, root, d).await?;
+                    out.insert(url.object_path()?, live_rows(seg.manifest.rows, &deleted));
+                }
+                Ok(Arc::new(out))
+            })
+            .await
+            .cloned()
+    }
+
+    /// `plan` (the listing table's scan) reading only the live rows of each segment.
+    /// Its files' statistics go too: they count the deleted rows.
+    fn without_deleted(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        selections: &Selections,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        use datafusion::common::Statistics;
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::datasource::physical_plan::{
+            FileGroup, FileScanConfig, FileScanConfigBuilder,
+        };
+        use datafusion::datasource::source::DataSourceExec;
+        if selections.is_empty() {
+            return Ok(plan);
+        }
+        plan.transform_up(|node| {
+            let Some(ds) = node.downcast_ref::<DataSourceExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            let Some(config) = ds.data_source().downcast_ref::<FileScanConfig>() else {
+                return Ok(Transformed::no(node));
+            };
+            let groups = config
+                .file_groups
+                .iter()
+                .map(|g| {
+                    FileGroup::new(
+                        g.iter()
+                            .map(|f| {
+                                let mut f = f.clone();
+                                f.statistics = None;
+                                match selections.get(&f.object_meta.location) {
+                                    Some(live) => {
+                                        f.with_extension(ParquetRowSelection::new(live.clone()))
+                                    }
+                                    None => f,
+                                }
+                            })
+                            .collect(),
+                    )
+                })
+                .collect();
+            let config = FileScanConfigBuilder::from(config.clone())
+                .with_file_groups(groups)
+                .with_statistics(Statistics::new_unknown(&self.schema()))
+                .build();
+            Ok(Transformed::yes(DataSourceExec::from_data_source(config)))
+        })
+        .map(|t| t.data)
     }
 
     /// The version read (0 for a table that never changed).
@@ -146,7 +255,9 @@ impl TableProvider for IndexedTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        self.inner.scan(state, projection, filters, limit).await
+        let plan = self.inner.scan(state, projection, filters, limit).await?;
+        let selections = self.selections(state).await?;
+        self.without_deleted(plan, &selections)
     }
 
     async fn scan_with_args<'a>(
@@ -154,7 +265,13 @@ impl TableProvider for IndexedTable {
         state: &dyn Session,
         args: ScanArgs<'a>,
     ) -> datafusion::error::Result<ScanResult> {
-        self.inner.scan_with_args(state, args).await
+        let selections = self.selections(state).await?;
+        let scanned = self.inner.scan_with_args(state, args).await?;
+        if selections.is_empty() {
+            return Ok(scanned);
+        }
+        let plan = self.without_deleted(scanned.plan().clone(), &selections)?;
+        Ok(ScanResult::new(plan))
     }
 
     fn supports_filters_pushdown(
@@ -162,6 +279,27 @@ impl TableProvider for IndexedTable {
         filters: &[&Expr],
     ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
         self.inner.supports_filters_pushdown(filters)
+    }
+
+    /// `DELETE FROM jammi.public.<t> [WHERE ...]`: the matching rows are recorded as
+    /// deleted in the table's next version (see [`dml`](crate::catalog::dml)).
+    async fn delete_from(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let store = self.result_store()?;
+        let base = match &self.versioned {
+            Some((_, v)) => v.clone(),
+            None => TableVersion::initial(self.name(), self.manifest.clone()),
+        };
+        Ok(Arc::new(crate::catalog::dml::DeleteExec::try_new(
+            state,
+            store.clone(),
+            base,
+            self.schema(),
+            filters,
+        )?))
     }
 
     /// `INSERT INTO jammi.public.<t> ...`: the rows become a new segment, committed as the
@@ -172,13 +310,7 @@ impl TableProvider for IndexedTable {
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let Some(store) = &self.writer else {
-            return Err(crate::error::JammiError::InvalidInput(format!(
-                "{} is an indexed file, not a result table: only result tables can change",
-                self.parquet
-            ))
-            .into());
-        };
+        let store = self.result_store()?;
         if insert_op != InsertOp::Append {
             return Err(crate::error::JammiError::InvalidInput(format!(
                 "INSERT {insert_op} into result table {}: only appending rows is supported",

@@ -31,7 +31,9 @@ use crate::sql::vector_search::SearchContext;
 use crate::sql::vector_search::args::SearchOptions;
 use crate::sql::vector_search::exec::{Prefilter, Queries, VectorSearchExec};
 use crate::sql::vector_search::node::{BatchQueries, VectorSearchNode};
-use crate::sql::vector_search::resolve::{DistanceColumn, SearchSpec, SearchTarget, Segment};
+use crate::sql::vector_search::resolve::{
+    Deleted, DistanceColumn, SearchSpec, SearchTarget, Segment,
+};
 use crate::storage::StorageUrl;
 use crate::store::Manifest;
 
@@ -60,6 +62,9 @@ struct SpecProto {
     segment_parquets: Vec<String>,
     #[prost(string, repeated, tag = "10")]
     segment_manifests: Vec<String>,
+    /// Each segment's deletion file: its URL and record (JSON), or empty.
+    #[prost(string, repeated, tag = "11")]
+    segment_deletions: Vec<String>,
 }
 
 /// A `VectorSearchNode`.
@@ -157,6 +162,15 @@ fn encode_spec(spec: &SearchSpec) -> Result<SpecProto> {
             .iter()
             .map(|s| String::from_utf8_lossy(&s.manifest.to_json()).into_owned())
             .collect(),
+        segment_deletions: t
+            .segments
+            .iter()
+            .map(|s| match &s.deleted {
+                Some(d) => serde_json::to_string(&(d.url.to_string(), &d.record))
+                    .map_err(|e| bad("encode", e)),
+                None => Ok(String::new()),
+            })
+            .collect::<Result<_>>()?,
     })
 }
 
@@ -176,10 +190,26 @@ fn decode_spec(p: Option<&SpecProto>) -> Result<SearchSpec> {
         .segment_parquets
         .iter()
         .zip(&p.segment_manifests)
-        .map(|(url, json)| {
+        .enumerate()
+        .map(|(i, (url, json))| {
             let parquet = StorageUrl::parse(url)?;
             let manifest = Manifest::from_json(&parquet.file_name(), json.as_bytes())?;
-            Ok(Segment { parquet, manifest })
+            let deleted = match p.segment_deletions.get(i).map(String::as_str) {
+                None | Some("") => None,
+                Some(d) => {
+                    let (url, record): (String, _) =
+                        serde_json::from_str(d).map_err(|e| bad("decode", e))?;
+                    Some(Deleted {
+                        url: StorageUrl::parse(&url)?,
+                        record,
+                    })
+                }
+            };
+            Ok(Segment {
+                parquet,
+                manifest,
+                deleted,
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     let target = SearchTarget {
@@ -189,6 +219,7 @@ fn decode_spec(p: Option<&SpecProto>) -> Result<SearchSpec> {
         manifest,
         schema: Arc::new(schema),
         segments,
+        deleted: None,
     };
     let mut spec = SearchSpec::new(
         Arc::new(target),

@@ -338,6 +338,7 @@ impl ResultStore {
                 naming::PARQUET_SUFFIX
             ),
             manifest: self.write_at(&s, &id, &spec, schema, batches).await?,
+            deleted: None,
         };
         let writer = lease::random_hex(8);
         let mut parent = current;
@@ -352,6 +353,7 @@ impl ResultStore {
                 writer: writer.clone(),
                 operation: versions::Operation::Append,
                 rows_added: segment.rows(),
+                rows_deleted: 0,
                 segments,
             };
             match versions::commit(&store, &self.root, &next).await? {
@@ -363,6 +365,69 @@ impl ResultStore {
         }
         Err(JammiError::Conflict(format!(
             "appending to {name}: {MAX_COMMIT_ATTEMPTS} other writers committed first; try again"
+        )))
+    }
+
+    /// Deletes rows of result table `name`: `deleted` holds, per segment path of version
+    /// `base`, the row positions to delete (beyond those already deleted). Each affected
+    /// segment gets a new deletion file (the union with its old one); no data is rewritten.
+    /// Committed as the next version; a writer that committed first is rebased on when it
+    /// kept the affected segments (deletes and appends commute), else this fails with
+    /// [`JammiError::Conflict`]. Returns the version committed (`base` when nothing matched).
+    pub async fn delete_rows(
+        &self,
+        name: &str,
+        base: &versions::TableVersion,
+        deleted: Vec<(String, roaring::RoaringBitmap)>,
+    ) -> Result<versions::TableVersion> {
+        let deleted: Vec<_> = deleted.into_iter().filter(|(_, d)| !d.is_empty()).collect();
+        if deleted.is_empty() {
+            return Ok(base.clone());
+        }
+        let store = self.object_store().await?;
+        let writer = lease::random_hex(8);
+        let mut parent = base.clone();
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let version = parent.version + 1;
+            let mut segments = parent.segments.clone();
+            let mut removed = 0;
+            for (path, rows) in &deleted {
+                let Some(seg) = segments.iter_mut().find(|s| &s.path == path) else {
+                    return Err(JammiError::Conflict(format!(
+                        "deleting from {name}: segment {path} was replaced by a change \
+                         committed at the same time; run the DELETE again"
+                    )));
+                };
+                let mut all = match &seg.deleted {
+                    Some(d) => versions::read_deletions(&store, &self.root, d).await?,
+                    None => roaring::RoaringBitmap::new(),
+                };
+                let before = all.len();
+                all |= rows;
+                removed += all.len() - before;
+                let id = naming::sidecar_stem(path.rsplit('/').next().unwrap_or(path));
+                seg.deleted = Some(
+                    versions::write_deletions(&store, &self.root, name, id, version, &all).await?,
+                );
+            }
+            let next = versions::TableVersion {
+                format_version: versions::VERSION_FORMAT,
+                table: name.to_string(),
+                version,
+                created_ms: lease::now_ms(),
+                writer: writer.clone(),
+                operation: versions::Operation::Delete,
+                rows_added: 0,
+                rows_deleted: removed,
+                segments,
+            };
+            match versions::commit(&store, &self.root, &next).await? {
+                versions::Committed::Yes => return Ok(next),
+                versions::Committed::Taken => parent = self.latest_version(name).await?,
+            }
+        }
+        Err(JammiError::Conflict(format!(
+            "deleting from {name}: {MAX_COMMIT_ATTEMPTS} other writers committed first; try again"
         )))
     }
 

@@ -32,6 +32,21 @@ pub const VERSION_FORMAT: u32 = 1;
 pub enum Operation {
     /// Rows appended as new segments.
     Append,
+    /// Rows deleted: new deletion files.
+    Delete,
+}
+
+/// The deleted rows of a segment: a Roaring bitmap of row positions, written once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionRef {
+    /// The file, relative to the root (`<name>.jammi/deletions/<segment>-<version>-<hex>.roaring`).
+    pub path: String,
+    /// Rows it deletes.
+    pub rows: u64,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its CRC32C.
+    pub crc32c: u32,
 }
 
 /// One segment of a version: a committed table of its own.
@@ -42,12 +57,15 @@ pub struct SegmentRef {
     pub path: String,
     /// Its manifest as committed (sizes and checksums of its files).
     pub manifest: Manifest,
+    /// Its deleted rows, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<DeletionRef>,
 }
 
 impl SegmentRef {
-    /// Rows of the segment.
+    /// Live rows of the segment.
     pub fn rows(&self) -> u64 {
-        self.manifest.rows
+        self.manifest.rows - self.deleted.as_ref().map_or(0, |d| d.rows)
     }
 }
 
@@ -68,6 +86,9 @@ pub struct TableVersion {
     pub operation: Operation,
     /// Rows the change added.
     pub rows_added: u64,
+    /// Rows the change deleted.
+    #[serde(default)]
+    pub rows_deleted: u64,
     /// The table's segments at this version, in order.
     pub segments: Vec<SegmentRef>,
 }
@@ -88,9 +109,11 @@ impl TableVersion {
             writer: manifest.writer.clone().unwrap_or_default(),
             operation: Operation::Append,
             rows_added: manifest.rows,
+            rows_deleted: 0,
             segments: vec![SegmentRef {
                 path: format!("{table}{}", naming::PARQUET_SUFFIX),
                 manifest,
+                deleted: None,
             }],
         }
     }
@@ -114,6 +137,15 @@ impl TableVersion {
         }
         for s in &v.segments {
             check_segment_path(table, &s.path).map_err(damaged)?;
+            if let Some(d) = &s.deleted {
+                let own = format!("{}deletions/", table_dir(table));
+                if d.path.strip_prefix(&own).is_none_or(|f| f.contains('/')) {
+                    return Err(damaged(format!(
+                        "it names {}, which is not one of table {table}'s deletion files",
+                        d.path
+                    )));
+                }
+            }
         }
         Ok(v)
     }
@@ -147,6 +179,79 @@ fn versions_prefix(table: &str) -> String {
 /// Where a table's later segments live, relative to the root.
 pub fn segments_prefix(table: &str) -> String {
     format!("{}segments/", table_dir(table))
+}
+
+/// Writes the deleted rows `rows` of segment `segment` for version `version`, create-only
+/// under a fresh name.
+pub(crate) async fn write_deletions(
+    store: &Arc<dyn ObjectStore>,
+    root: &StorageUrl,
+    table: &str,
+    segment: &str,
+    version: u64,
+    rows: &roaring::RoaringBitmap,
+) -> Result<DeletionRef> {
+    let mut bytes = Vec::with_capacity(rows.serialized_size());
+    rows.serialize_into(&mut bytes)?;
+    let path = format!(
+        "{}deletions/{segment}-{version}-{}.roaring",
+        table_dir(table),
+        crate::store::lease::random_hex(4)
+    );
+    let url = root.join(&path)?;
+    let (size, crc32c) = (bytes.len() as u64, crc32c::crc32c(&bytes));
+    store
+        .put_opts(
+            &url.object_path()?,
+            PutPayload::from(bytes),
+            PutOptions::from(PutMode::Create),
+        )
+        .await
+        .map_err(|e| JammiError::storage(&url, e))?;
+    Ok(DeletionRef {
+        path,
+        rows: rows.len(),
+        size,
+        crc32c,
+    })
+}
+
+/// Reads a deletion file, checked against its record.
+pub(crate) async fn read_deletions(
+    store: &Arc<dyn ObjectStore>,
+    root: &StorageUrl,
+    d: &DeletionRef,
+) -> Result<roaring::RoaringBitmap> {
+    read_deletions_at(store, &root.join(&d.path)?, d).await
+}
+
+/// Reads the deletion file at `url`, checked against its record `d`.
+pub(crate) async fn read_deletions_at(
+    store: &Arc<dyn ObjectStore>,
+    url: &StorageUrl,
+    d: &DeletionRef,
+) -> Result<roaring::RoaringBitmap> {
+    let url = url.clone();
+    let bytes = store
+        .get(&url.object_path()?)
+        .await
+        .map_err(|e| JammiError::storage(&url, e))?
+        .bytes()
+        .await
+        .map_err(|e| JammiError::storage(&url, e))?;
+    let damaged = |reason: String| JammiError::Corrupt {
+        kind: "result table",
+        table: url.to_string(),
+        reason,
+    };
+    if bytes.len() as u64 != d.size || crc32c::crc32c(&bytes) != d.crc32c {
+        return Err(damaged(format!(
+            "{} does not match its version record's size and checksum",
+            url.file_name()
+        )));
+    }
+    roaring::RoaringBitmap::deserialize_from(&bytes[..])
+        .map_err(|e| damaged(format!("{} is not a deletion file: {e}", url.file_name())))
 }
 
 /// The record name of version `n` (sorts the latest first).

@@ -311,6 +311,8 @@ async fn an_append_of_other_columns_is_refused_naming_the_column_and_writes_noth
     .await;
     let e = rows_err(&s, "INSERT INTO f SELECT * FROM jammi.public.t").await;
     assert!(e.contains("only result tables can change"), "{e}");
+    let e = rows_err(&s, "DELETE FROM f WHERE id = 1").await;
+    assert!(e.contains("only result tables can change"), "{e}");
 }
 
 async fn rows_err(s: &JammiSession, sql: &str) -> String {
@@ -532,4 +534,190 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// `DELETE FROM` records the deleted rows per segment (no data rewritten); scans, counts
+/// and every search form skip them, and equal the same queries over a table holding only
+/// the live rows.
+async fn deletes_on(root: &str) {
+    let s = JammiSession::open(root).await.unwrap();
+    let rs = s.result_store();
+    rs.write_batches(
+        &spec("t"),
+        sample_schema(DIMS),
+        vec![sample_batch(0, 300, DIMS)],
+    )
+    .await
+    .unwrap();
+    rs.append_table(
+        "t",
+        sample_schema(DIMS),
+        futures::stream::iter(vec![Ok(sample_batch(300, 200, DIMS))]),
+    )
+    .await
+    .unwrap();
+    let live = |i: i64| i % 10 != 3 && !(450..480).contains(&i);
+    let kept: Vec<RecordBatch> = vec![sample_batch(0, 500, DIMS)]
+        .into_iter()
+        .map(|b| {
+            let mask: datafusion::arrow::array::BooleanArray = ints(std::slice::from_ref(&b), "id")
+                .into_iter()
+                .map(|i| Some(live(i)))
+                .collect();
+            datafusion::arrow::compute::filter_record_batch(&b, &mask).unwrap()
+        })
+        .collect();
+    rs.write_batches(&spec("live"), sample_schema(DIMS), kept)
+        .await
+        .unwrap();
+    s.refresh_tables().await.unwrap();
+    let store = rs.object_store().await.unwrap();
+    let before = {
+        use object_store::ObjectStoreExt;
+        let v = rs.latest_version("t").await.unwrap();
+        let mut out = Vec::new();
+        for seg in &v.segments {
+            let url = rs.root().join(&seg.path).unwrap();
+            out.push(
+                store
+                    .get(&url.object_path().unwrap())
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap(),
+            );
+        }
+        out
+    };
+    let n = |b: &[RecordBatch]| {
+        b[0].column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+            .unwrap()
+            .value(0)
+    };
+    assert_eq!(
+        n(&rows(&s, "DELETE FROM jammi.public.t WHERE id % 10 = 3").await),
+        50
+    );
+    assert_eq!(
+        n(&rows(
+            &s,
+            "DELETE FROM jammi.public.t WHERE id >= 450 AND id < 480"
+        )
+        .await),
+        27
+    );
+    // Deleting deleted rows again deletes nothing.
+    assert_eq!(
+        n(&rows(&s, "DELETE FROM jammi.public.t WHERE id = 3").await),
+        0
+    );
+    assert_eq!(count(&s, "t").await, 423);
+    let mut ids = ints(&rows(&s, "SELECT id FROM jammi.public.t").await, "id");
+    ids.sort();
+    assert_eq!(ids, (0..500).filter(|&i| live(i)).collect::<Vec<i64>>());
+    let sums = |t: &str| {
+        format!(
+            "SELECT count(*) AS n, sum(id) AS s, max(id) AS m FROM jammi.public.{t} WHERE score > 0.2"
+        )
+    };
+    assert_eq!(
+        datafusion::arrow::util::pretty::pretty_format_batches(&rows(&s, &sums("t")).await)
+            .unwrap()
+            .to_string(),
+        datafusion::arrow::util::pretty::pretty_format_batches(&rows(&s, &sums("live")).await)
+            .unwrap()
+            .to_string()
+    );
+    let v = rs.latest_version("t").await.unwrap();
+    assert_eq!((v.version, v.rows()), (4, 423));
+    {
+        use object_store::ObjectStoreExt;
+        for (seg, bytes) in v.segments.iter().zip(&before) {
+            let url = rs.root().join(&seg.path).unwrap();
+            let now = store
+                .get(&url.object_path().unwrap())
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            assert_eq!(&now, bytes, "{} was rewritten", seg.path);
+            assert!(
+                seg.deleted
+                    .as_ref()
+                    .unwrap()
+                    .path
+                    .starts_with("t.jammi/deletions/")
+            );
+        }
+    }
+    for probe in [3i64, 13, 333, 463] {
+        let q = vec_sql(&sample_vector(probe, DIMS));
+        for opts in [
+            "exact=true",
+            "ef_search=64",
+            "exact=true; filter=id % 2 = 0",
+            "filter=id % 2 = 0",
+        ] {
+            let search = |t: &str| {
+                format!("SELECT id, _distance FROM vector_search('{t}', {q}, 10, '{opts}')")
+            };
+            let got = hits(&rows(&s, &search("t")).await);
+            let expected = hits(&rows(&s, &search("live")).await);
+            if opts.starts_with("exact") {
+                assert_eq!(got, expected, "{opts} probe {probe}");
+            } else {
+                // A filtered search may score its candidates exactly (another kernel than
+                // the graph's): the same rows, distances equal up to f32 rounding.
+                let ids = |h: &[(i64, u32)]| h.iter().map(|x| x.0).collect::<Vec<_>>();
+                assert_eq!(ids(&got), ids(&expected), "{opts} probe {probe}");
+                for (a, b) in got.iter().zip(&expected) {
+                    let (a, b) = (f32::from_bits(a.1), f32::from_bits(b.1));
+                    assert!((a - b).abs() < 1e-5, "{opts} probe {probe}: {a} vs {b}");
+                }
+            }
+            assert!(got.iter().all(|(id, _)| live(*id)), "{got:?}");
+        }
+        let order_by = |t: &str| {
+            format!(
+                "SELECT id FROM jammi.public.{t} ORDER BY cosine_distance(embedding, {q}) LIMIT 5"
+            )
+        };
+        assert_eq!(
+            ints(&rows(&s, &order_by("t")).await, "id"),
+            ints(&rows(&s, &order_by("live")).await, "id")
+        );
+    }
+    // A search returns k rows whenever k live rows exist.
+    rows(&s, "DELETE FROM jammi.public.t WHERE id > 2").await;
+    let q = vec_sql(&sample_vector(400, DIMS));
+    for (k, expected) in [(10, 3), (3, 3), (2, 2)] {
+        let got = rows(&s, &format!("SELECT id FROM vector_search('t', {q}, {k})")).await;
+        let mut got = ints(&got, "id");
+        got.sort();
+        assert_eq!(got.len(), expected, "k={k}");
+        assert!(got.iter().all(|i| *i <= 2), "{got:?}");
+    }
+    rows(&s, "DELETE FROM jammi.public.t").await;
+    assert_eq!(count(&s, "t").await, 0);
+    assert!(
+        rows(&s, &format!("SELECT id FROM vector_search('t', {q}, 5)"))
+            .await
+            .iter()
+            .all(|b| b.num_rows() == 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleted_rows_are_skipped_by_every_read_on_a_local_root() {
+    let dir = tempdir();
+    deletes_on(dir.path().to_str().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleted_rows_are_skipped_by_every_read_in_memory() {
+    deletes_on(&memory_root("deletes")).await;
 }

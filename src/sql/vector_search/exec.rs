@@ -324,7 +324,7 @@ impl ExecutionPlan for VectorSearchExec {
                 parts.len()
             )));
         };
-        let spec = if parts.len() == 1 {
+        let spec = if self.spec.target.segments.is_empty() {
             self.spec.clone()
         } else {
             self.spec.for_segment(part.clone())?
@@ -541,6 +541,25 @@ impl Run {
                 Some(a)
             }
             None => None,
+        };
+        // Deleted rows are never hits: a search with deletions is a filtered search.
+        let allowed = match &self.spec.target.deleted {
+            None => allowed,
+            Some(d) => {
+                let deleted =
+                    crate::store::versions::read_deletions_at(store, &d.url, &d.record).await?;
+                let rows = match &self.spec.target.manifest {
+                    Some(m) => m.rows as usize,
+                    None => footer().await?.metadata().file_metadata().num_rows() as usize,
+                };
+                let mut a = allowed.unwrap_or_else(|| vec![true; rows]);
+                for r in deleted.iter() {
+                    if let Some(x) = a.get_mut(r as usize) {
+                        *x = false;
+                    }
+                }
+                Some(a)
+            }
         };
         let timer = self.metrics.search_time.timer();
         let found = match &loaded {

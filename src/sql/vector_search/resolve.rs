@@ -42,9 +42,11 @@ pub struct SearchTarget {
     pub manifest: Option<Manifest>,
     /// The table's schema.
     pub schema: SchemaRef,
-    /// A result table of several segments: each one's Parquet file and manifest (the
-    /// first is the one above). Empty for one file.
+    /// A result table of several segments (or one with deletions): each one's Parquet
+    /// file, manifest and deletions (the first is the one above). Empty for one file.
     pub segments: Vec<Segment>,
+    /// The rows deleted from this file (one segment's target).
+    pub deleted: Option<Deleted>,
 }
 
 /// One segment of a result table that changed.
@@ -54,6 +56,17 @@ pub struct Segment {
     pub parquet: StorageUrl,
     /// Its manifest.
     pub manifest: Manifest,
+    /// Its deletion file, if rows of it were deleted.
+    pub deleted: Option<Deleted>,
+}
+
+/// A segment's deletion file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deleted {
+    /// Where it is.
+    pub url: StorageUrl,
+    /// Its record (rows, size, checksum).
+    pub record: crate::store::versions::DeletionRef,
 }
 
 impl Eq for SearchTarget {}
@@ -84,6 +97,7 @@ impl SearchTarget {
                 manifest: Some(seg.manifest.clone()),
                 schema: self.schema.clone(),
                 segments: Vec::new(),
+                deleted: seg.deleted.clone(),
             })
             .collect()
     }
@@ -98,16 +112,26 @@ impl SearchTarget {
 /// The segments of a result table that changed (none for a table of one file).
 pub(crate) fn segments_of(t: &IndexedTable) -> Result<Vec<Segment>> {
     match &t.versioned {
-        Some((root, v)) if v.segments.len() > 1 => v
-            .segments
-            .iter()
-            .map(|s| {
-                Ok(Segment {
-                    parquet: root.join(&s.path)?,
-                    manifest: s.manifest.clone(),
+        Some((root, v))
+            if v.segments.len() > 1 || v.segments.iter().any(|s| s.deleted.is_some()) =>
+        {
+            v.segments
+                .iter()
+                .map(|s| {
+                    Ok(Segment {
+                        parquet: root.join(&s.path)?,
+                        manifest: s.manifest.clone(),
+                        deleted: match &s.deleted {
+                            Some(d) => Some(Deleted {
+                                url: root.join(&d.path)?,
+                                record: d.clone(),
+                            }),
+                            None => None,
+                        },
+                    })
                 })
-            })
-            .collect(),
+                .collect()
+        }
         _ => Ok(Vec::new()),
     }
 }
@@ -145,6 +169,7 @@ pub(crate) fn resolve(
             manifest: Some(t.manifest.clone()),
             schema: t.schema(),
             segments,
+            deleted: None,
         });
     }
     // A broken result table: what is wrong with it (the damaged file), not its kind.
@@ -230,6 +255,7 @@ fn target_for_file(
             manifest,
             schema,
             segments: Vec::new(),
+            deleted: None,
         })
     })?
 }

@@ -350,6 +350,7 @@ fn search_for_scan(
         manifest: Some(m.clone()),
         schema: table.schema(),
         segments,
+        deleted: None,
     };
     let Ok(mut spec) = SearchSpec::new(Arc::new(target), k, SearchOptions::default()) else {
         return Ok(None);
