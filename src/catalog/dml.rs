@@ -1,6 +1,8 @@
 //! `DELETE FROM jammi.public.<t> WHERE ...`: the rows each segment matches are recorded in
-//! a deletion file of the table's next version; no data is rewritten. The work happens in
-//! [`DeleteExec::execute`] (so `EXPLAIN DELETE` changes nothing), which returns the count.
+//! a deletion file of the table's next version; no data is rewritten. `UPDATE ... SET ...
+//! WHERE ...` deletes the rows it matches the same way and adds their new values as a new
+//! segment, in the same version. The work happens in [`DeleteExec::execute`] (so `EXPLAIN`
+//! changes nothing), which returns the count.
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,13 +34,16 @@ struct Predicate {
     text: String,
 }
 
-/// Deletes the rows of a version's segments a predicate matches (all rows without one).
+/// Deletes (or updates) the rows of a version's segments a predicate matches (all rows
+/// without one).
 #[derive(Debug)]
 pub(crate) struct DeleteExec {
     store: Arc<ResultStore>,
     base: TableVersion,
     schema: SchemaRef,
     predicate: Option<Predicate>,
+    /// An UPDATE: each table column's new value, over the whole row.
+    assignments: Option<Vec<Arc<dyn PhysicalExpr>>>,
     properties: Arc<PlanProperties>,
 }
 
@@ -50,9 +55,21 @@ impl DeleteExec {
         base: TableVersion,
         schema: SchemaRef,
         filters: Vec<Expr>,
+        assignments: Option<Vec<(String, Expr)>>,
     ) -> Result<Self> {
+        let whole = DFSchema::try_from(schema.as_ref().clone())?;
+        let assignments = match assignments {
+            None => None,
+            Some(set) => Some(new_values(state, &base.table, &schema, &whole, set)?),
+        };
         let predicate = match conjunction(filters) {
             None => None,
+            // An update reads whole rows: its predicate sees every column.
+            Some(e) if assignments.is_some() => Some(Predicate {
+                text: e.to_string(),
+                expr: state.create_physical_expr(e, &whole)?,
+                columns: (0..schema.fields().len()).collect(),
+            }),
             Some(e) => {
                 let mut columns: Vec<usize> = e
                     .column_refs()
@@ -94,9 +111,100 @@ impl DeleteExec {
             base,
             schema,
             predicate,
+            assignments,
             properties,
         })
     }
+}
+
+/// Each table column's value after `set` (the column itself where `set` leaves it), over
+/// the whole row, cast to the column's type.
+fn new_values(
+    state: &dyn datafusion::catalog::Session,
+    table: &str,
+    schema: &SchemaRef,
+    whole: &DFSchema,
+    set: Vec<(String, Expr)>,
+) -> Result<Vec<Arc<dyn PhysicalExpr>>> {
+    for (c, _) in &set {
+        if schema.index_of(c).is_err() {
+            return Err(JammiError::InvalidInput(format!(
+                "UPDATE {table}: unknown column '{c}'"
+            )));
+        }
+    }
+    schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let e = match set.iter().find(|(c, _)| c == f.name()) {
+                Some((_, e)) => datafusion::logical_expr::cast(e.clone(), f.data_type().clone()),
+                None => {
+                    datafusion::prelude::col(datafusion::common::Column::new_unqualified(f.name()))
+                }
+            };
+            Ok(state.create_physical_expr(e, whole)?)
+        })
+        .collect()
+}
+
+/// The rows of segment `url` the predicate matches, and (for an update) their new values.
+async fn updated_rows(
+    store: &Arc<dyn object_store::ObjectStore>,
+    url: &crate::storage::StorageUrl,
+    schema: &SchemaRef,
+    predicate: Option<&Predicate>,
+    assignments: &[Arc<dyn PhysicalExpr>],
+) -> Result<(roaring::RoaringBitmap, Vec<RecordBatch>)> {
+    let meta = read::load_metadata(store, url, None).await?;
+    let all: Vec<usize> = (0..schema.fields().len()).collect();
+    let in_file = read::file_columns(url, &meta, schema, &all)?;
+    let mut stream = read::scan_columns(store, url, &meta, &in_file).await?;
+    let (mut matched, mut updated, mut row) = (roaring::RoaringBitmap::new(), Vec::new(), 0u32);
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| read::table_column(&batch, f))
+            .collect::<Result<Vec<_>>>()?;
+        let batch = RecordBatch::try_new_with_options(
+            schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        )?;
+        let mask = match predicate {
+            Some(p) => {
+                let v = p.expr.evaluate(&batch)?.into_array(batch.num_rows())?;
+                let b = v.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| {
+                    JammiError::InvalidInput(format!(
+                        "UPDATE: '{}' is not a boolean predicate",
+                        p.text
+                    ))
+                })?;
+                (0..b.len())
+                    .map(|i| Some(b.is_valid(i) && b.value(i)))
+                    .collect::<BooleanArray>()
+            }
+            None => BooleanArray::from(vec![true; batch.num_rows()]),
+        };
+        matched.extend(
+            (0..mask.len())
+                .filter(|&i| mask.value(i))
+                .map(|i| row + i as u32),
+        );
+        row += batch.num_rows() as u32;
+        let hit = datafusion::arrow::compute::filter_record_batch(&batch, &mask)?;
+        if hit.num_rows() == 0 {
+            continue;
+        }
+        let values = assignments
+            .iter()
+            .map(|e| e.evaluate(&hit)?.into_array(hit.num_rows()))
+            .collect::<DfResult<Vec<_>>>()?;
+        updated.push(RecordBatch::try_new(schema.clone(), values)?);
+    }
+    Ok((matched, updated))
 }
 
 /// Row positions of segment `url` the predicate matches (every row without one).
@@ -147,35 +255,93 @@ impl DeleteExec {
     async fn run(&self) -> Result<u64> {
         let store = self.store.object_store().await?;
         let mut deleted = Vec::new();
+        let mut updated = Vec::new();
         for seg in &self.base.segments {
             let url = self.store.root().join(&seg.path)?;
-            let rows = matching_rows(
-                &store,
-                &url,
-                seg.manifest.rows,
-                &self.schema,
-                self.predicate.as_ref(),
-            )
-            .await?;
-            deleted.push((seg.path.clone(), rows));
+            // Rows deleted before are not deleted (or updated) again.
+            let old = match &seg.deleted {
+                Some(d) => {
+                    crate::store::versions::read_deletions(&store, self.store.root(), d).await?
+                }
+                None => roaring::RoaringBitmap::new(),
+            };
+            match &self.assignments {
+                None => {
+                    let rows = matching_rows(
+                        &store,
+                        &url,
+                        seg.manifest.rows,
+                        &self.schema,
+                        self.predicate.as_ref(),
+                    )
+                    .await?;
+                    deleted.push((seg.path.clone(), rows - &old));
+                }
+                Some(set) => {
+                    let (rows, values) =
+                        updated_rows(&store, &url, &self.schema, self.predicate.as_ref(), set)
+                            .await?;
+                    let live = &rows - &old;
+                    updated.extend(keep_live(values, &rows, &live)?);
+                    deleted.push((seg.path.clone(), live));
+                }
+            }
         }
-        let v = self
-            .store
-            .delete_rows(&self.base.table, &self.base, deleted)
+        let name = &self.base.table;
+        if self.assignments.is_none() {
+            let v = self.store.delete_rows(name, &self.base, deleted).await?;
+            return Ok(if v.version == self.base.version {
+                0
+            } else {
+                v.rows_deleted
+            });
+        }
+        let n: u64 = deleted.iter().map(|(_, r)| r.len()).sum();
+        if n == 0 {
+            return Ok(0);
+        }
+        let change = crate::store::Change {
+            operation: crate::store::versions::Operation::Update,
+            deleted,
+        };
+        let rows = futures::stream::iter(updated.into_iter().map(Ok));
+        let appended = Some((self.schema.clone(), rows));
+        self.store
+            .commit_change(name, Some(&self.base), change, appended)
             .await?;
-        Ok(if v.version == self.base.version {
-            0
-        } else {
-            v.rows_deleted
-        })
+        Ok(n)
     }
+}
+
+/// Of the new values of the rows `matched` (in row order), those of rows in `live`.
+fn keep_live(
+    values: Vec<RecordBatch>,
+    matched: &roaring::RoaringBitmap,
+    live: &roaring::RoaringBitmap,
+) -> Result<Vec<RecordBatch>> {
+    if matched.len() == live.len() {
+        return Ok(values);
+    }
+    let mut flags = matched.iter().map(|r| live.contains(r));
+    values
+        .into_iter()
+        .map(|b| {
+            let mask: BooleanArray = (0..b.num_rows()).map(|_| flags.next()).collect();
+            Ok(datafusion::arrow::compute::filter_record_batch(&b, &mask)?)
+        })
+        .collect()
 }
 
 impl DisplayAs for DeleteExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "DeleteExec: table={}, version={}, segments={}",
+            "{}: table={}, version={}, segments={}",
+            if self.assignments.is_some() {
+                "UpdateExec"
+            } else {
+                "DeleteExec"
+            },
             self.base.table,
             self.base.version,
             self.base.segments.len()
@@ -248,6 +414,7 @@ impl ExecutionPlan for DeleteExec {
             base: self.base.clone(),
             schema: self.schema.clone(),
             predicate: self.predicate.clone(),
+            assignments: self.assignments.clone(),
             properties: self.properties.clone(),
         };
         let out = schema.clone();

@@ -299,6 +299,30 @@ impl TableProvider for IndexedTable {
             base,
             self.schema(),
             filters,
+            None,
+        )?))
+    }
+
+    /// `UPDATE jammi.public.<t> SET ... [WHERE ...]`: the matching rows are deleted and
+    /// their new values added as a segment, in one new version.
+    async fn update(
+        &self,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let store = self.result_store()?;
+        let base = match &self.versioned {
+            Some((_, v)) => v.clone(),
+            None => TableVersion::initial(self.name(), self.manifest.clone()),
+        };
+        Ok(Arc::new(crate::catalog::dml::DeleteExec::try_new(
+            state,
+            store.clone(),
+            base,
+            self.schema(),
+            filters,
+            Some(assignments),
         )?))
     }
 

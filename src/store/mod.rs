@@ -50,6 +50,15 @@ pub struct TableSpec {
     pub index: IndexParams,
 }
 
+/// What one change of a result table does besides adding rows.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// What the version records it as.
+    pub operation: versions::Operation,
+    /// Rows deleted, per segment path of the version the change was planned on.
+    pub deleted: Vec<(String, roaring::RoaringBitmap)>,
+}
+
 /// Versions a writer tries before giving up to others committing at the same time.
 const MAX_COMMIT_ATTEMPTS: usize = 64;
 
@@ -314,24 +323,129 @@ impl ResultStore {
     where
         S: Stream<Item = Result<RecordBatch>> + Send + Unpin,
     {
-        let base = self.manifest(name).await?;
-        check_append_schema(name, &base.schema()?, &schema)?;
+        let change = Change {
+            operation: versions::Operation::Append,
+            deleted: Vec::new(),
+        };
+        self.commit_change(name, None, change, Some((schema, batches)))
+            .await
+    }
+
+    /// Deletes rows of result table `name`: `deleted` holds, per segment path of version
+    /// `base`, the row positions to delete (beyond those already deleted). Each affected
+    /// segment gets a new deletion file (the union with its old one); no data is rewritten.
+    /// Returns the version committed (`base` when nothing matched).
+    pub async fn delete_rows(
+        &self,
+        name: &str,
+        base: &versions::TableVersion,
+        deleted: Vec<(String, roaring::RoaringBitmap)>,
+    ) -> Result<versions::TableVersion> {
+        if deleted.iter().all(|(_, d)| d.is_empty()) {
+            return Ok(base.clone());
+        }
+        let change = Change {
+            operation: versions::Operation::Delete,
+            deleted,
+        };
+        self.commit_change::<futures::stream::Empty<Result<RecordBatch>>>(
+            name,
+            Some(base),
+            change,
+            None,
+        )
+        .await
+    }
+
+    /// Commits one change of result table `name` as its next version: the rows `change`
+    /// deletes from segments of `base` (the latest version when `None`) and, if given, new
+    /// rows as a new segment (written first, its columns checked against the table's).
+    ///
+    /// Of writers racing for one version number one lands; the others re-read the latest
+    /// version and commit on top of it when their changes commute: appends always; deletes
+    /// while their segments remain; an update or merge only when no row it deleted was
+    /// deleted by the other writer, and a merge only when no rows were added meanwhile
+    /// (they could hold its keys). Otherwise [`JammiError::Conflict`], with nothing of this
+    /// change visible.
+    pub async fn commit_change<S>(
+        &self,
+        name: &str,
+        base: Option<&versions::TableVersion>,
+        change: Change,
+        appended: Option<(SchemaRef, S)>,
+    ) -> Result<versions::TableVersion>
+    where
+        S: Stream<Item = Result<RecordBatch>> + Send + Unpin,
+    {
+        let manifest = self.manifest(name).await?;
+        if let Some((schema, _)) = &appended {
+            check_append_schema(name, &manifest.schema()?, schema)?;
+        }
         let store = self.object_store().await?;
-        let current = versions::latest(&store, &self.root, name, || base.clone()).await?;
-        let id = format!("{}-{}", current.version + 1, lease::random_hex(4));
+        let base = match base {
+            Some(b) => b.clone(),
+            None => versions::latest(&store, &self.root, name, || manifest.clone()).await?,
+        };
+        let segment = match appended {
+            None => None,
+            Some((schema, batches)) => Some(
+                self.write_segment(name, &manifest, &base, schema, batches)
+                    .await?,
+            ),
+        };
+        let writer = lease::random_hex(8);
+        let mut parent = base.clone();
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let next = self
+                .next_version(
+                    &store,
+                    name,
+                    &base,
+                    &parent,
+                    &change,
+                    segment.as_ref(),
+                    &writer,
+                )
+                .await?;
+            match versions::commit(&store, &self.root, &next).await? {
+                versions::Committed::Yes => return Ok(next),
+                versions::Committed::Taken => {
+                    parent =
+                        versions::latest(&store, &self.root, name, || manifest.clone()).await?;
+                }
+            }
+        }
+        Err(JammiError::Conflict(format!(
+            "changing {name}: {MAX_COMMIT_ATTEMPTS} other writers committed first; try again"
+        )))
+    }
+
+    /// Writes `batches` as a new segment of `name` (index parameters as the table's).
+    async fn write_segment<S>(
+        &self,
+        name: &str,
+        manifest: &Manifest,
+        base: &versions::TableVersion,
+        schema: SchemaRef,
+        batches: S,
+    ) -> Result<versions::SegmentRef>
+    where
+        S: Stream<Item = Result<RecordBatch>> + Send + Unpin,
+    {
+        let id = format!("{}-{}", base.version + 1, lease::random_hex(4));
         let s = versions::segment_siblings(&self.root, name, &id)?;
         let spec = TableSpec {
             name: Some(id.clone()),
-            key_column: base.key_column.clone(),
-            vector_column: base.index.as_ref().map(|i| i.column.clone()),
-            index: base
+            key_column: manifest.key_column.clone(),
+            vector_column: manifest.index.as_ref().map(|i| i.column.clone()),
+            index: manifest
                 .index
                 .as_ref()
                 .map(IndexParams::from)
                 .unwrap_or_default(),
             ..Default::default()
         };
-        let segment = versions::SegmentRef {
+        Ok(versions::SegmentRef {
             path: format!(
                 "{}{id}{}",
                 versions::segments_prefix(name),
@@ -339,96 +453,77 @@ impl ResultStore {
             ),
             manifest: self.write_at(&s, &id, &spec, schema, batches).await?,
             deleted: None,
-        };
-        let writer = lease::random_hex(8);
-        let mut parent = current;
-        for _ in 0..MAX_COMMIT_ATTEMPTS {
-            let mut segments = parent.segments.clone();
-            segments.push(segment.clone());
-            let next = versions::TableVersion {
-                format_version: versions::VERSION_FORMAT,
-                table: name.to_string(),
-                version: parent.version + 1,
-                created_ms: lease::now_ms(),
-                writer: writer.clone(),
-                operation: versions::Operation::Append,
-                rows_added: segment.rows(),
-                rows_deleted: 0,
-                segments,
-            };
-            match versions::commit(&store, &self.root, &next).await? {
-                versions::Committed::Yes => return Ok(next),
-                versions::Committed::Taken => {
-                    parent = versions::latest(&store, &self.root, name, || base.clone()).await?;
-                }
-            }
-        }
-        Err(JammiError::Conflict(format!(
-            "appending to {name}: {MAX_COMMIT_ATTEMPTS} other writers committed first; try again"
-        )))
+        })
     }
 
-    /// Deletes rows of result table `name`: `deleted` holds, per segment path of version
-    /// `base`, the row positions to delete (beyond those already deleted). Each affected
-    /// segment gets a new deletion file (the union with its old one); no data is rewritten.
-    /// Committed as the next version; a writer that committed first is rebased on when it
-    /// kept the affected segments (deletes and appends commute), else this fails with
-    /// [`JammiError::Conflict`]. Returns the version committed (`base` when nothing matched).
-    pub async fn delete_rows(
+    /// The version `change` makes on top of `parent` (which `base` may precede).
+    #[allow(clippy::too_many_arguments)]
+    async fn next_version(
         &self,
+        store: &Arc<dyn ObjectStore>,
         name: &str,
         base: &versions::TableVersion,
-        deleted: Vec<(String, roaring::RoaringBitmap)>,
+        parent: &versions::TableVersion,
+        change: &Change,
+        segment: Option<&versions::SegmentRef>,
+        writer: &str,
     ) -> Result<versions::TableVersion> {
-        let deleted: Vec<_> = deleted.into_iter().filter(|(_, d)| !d.is_empty()).collect();
-        if deleted.is_empty() {
-            return Ok(base.clone());
+        use versions::Operation;
+        let rebased = parent.version != base.version;
+        let conflict = |why: String| {
+            Err(JammiError::Conflict(format!(
+                "{:?} of {name} against version {}: {why}; nothing was committed, run it again",
+                change.operation, base.version
+            )))
+        };
+        if rebased
+            && change.operation == Operation::Merge
+            && parent.segments.len() > base.segments.len()
+        {
+            return conflict("rows were added meanwhile, which could hold its keys".into());
         }
-        let store = self.object_store().await?;
-        let writer = lease::random_hex(8);
-        let mut parent = base.clone();
-        for _ in 0..MAX_COMMIT_ATTEMPTS {
-            let version = parent.version + 1;
-            let mut segments = parent.segments.clone();
-            let mut removed = 0;
-            for (path, rows) in &deleted {
-                let Some(seg) = segments.iter_mut().find(|s| &s.path == path) else {
-                    return Err(JammiError::Conflict(format!(
-                        "deleting from {name}: segment {path} was replaced by a change \
-                         committed at the same time; run the DELETE again"
-                    )));
-                };
-                let mut all = match &seg.deleted {
-                    Some(d) => versions::read_deletions(&store, &self.root, d).await?,
-                    None => roaring::RoaringBitmap::new(),
-                };
-                let before = all.len();
-                all |= rows;
-                removed += all.len() - before;
-                let id = naming::sidecar_stem(path.rsplit('/').next().unwrap_or(path));
-                seg.deleted = Some(
-                    versions::write_deletions(&store, &self.root, name, id, version, &all).await?,
-                );
-            }
-            let next = versions::TableVersion {
-                format_version: versions::VERSION_FORMAT,
-                table: name.to_string(),
-                version,
-                created_ms: lease::now_ms(),
-                writer: writer.clone(),
-                operation: versions::Operation::Delete,
-                rows_added: 0,
-                rows_deleted: removed,
-                segments,
+        let version = parent.version + 1;
+        let mut segments = parent.segments.clone();
+        let mut removed = 0;
+        for (path, rows) in change.deleted.iter().filter(|(_, r)| !r.is_empty()) {
+            let Some(seg) = segments.iter_mut().find(|s| &s.path == path) else {
+                return conflict(format!("segment {path} was replaced meanwhile"));
             };
-            match versions::commit(&store, &self.root, &next).await? {
-                versions::Committed::Yes => return Ok(next),
-                versions::Committed::Taken => parent = self.latest_version(name).await?,
+            let mut all = match &seg.deleted {
+                Some(d) => versions::read_deletions(store, &self.root, d).await?,
+                None => roaring::RoaringBitmap::new(),
+            };
+            if rebased && matches!(change.operation, Operation::Update | Operation::Merge) {
+                let before = base.segments.iter().find(|s| &s.path == path);
+                let theirs = match before.and_then(|s| s.deleted.as_ref()) {
+                    Some(d) => &all - &versions::read_deletions(store, &self.root, d).await?,
+                    None => all.clone(),
+                };
+                if !theirs.is_disjoint(rows) {
+                    return conflict("rows it changes were changed by another writer".into());
+                }
             }
+            let before = all.len();
+            all |= rows;
+            removed += all.len() - before;
+            let id = naming::sidecar_stem(path.rsplit('/').next().unwrap_or(path));
+            seg.deleted =
+                Some(versions::write_deletions(store, &self.root, name, id, version, &all).await?);
         }
-        Err(JammiError::Conflict(format!(
-            "deleting from {name}: {MAX_COMMIT_ATTEMPTS} other writers committed first; try again"
-        )))
+        if let Some(seg) = segment {
+            segments.push(seg.clone());
+        }
+        Ok(versions::TableVersion {
+            format_version: versions::VERSION_FORMAT,
+            table: name.to_string(),
+            version,
+            created_ms: lease::now_ms(),
+            writer: writer.to_string(),
+            operation: change.operation,
+            rows_added: segment.map_or(0, |s| s.manifest.rows),
+            rows_deleted: removed,
+            segments,
+        })
     }
 
     /// The number of the latest version record of result table `name` (`None`: it never

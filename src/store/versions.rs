@@ -34,6 +34,10 @@ pub enum Operation {
     Append,
     /// Rows deleted: new deletion files.
     Delete,
+    /// Rows changed: deletions plus a segment of their new values.
+    Update,
+    /// An upsert: deletions plus a segment of updated and inserted rows.
+    Merge,
 }
 
 /// The deleted rows of a segment: a Roaring bitmap of row positions, written once.

@@ -721,3 +721,80 @@ async fn deleted_rows_are_skipped_by_every_read_on_a_local_root() {
 async fn deleted_rows_are_skipped_by_every_read_in_memory() {
     deletes_on(&memory_root("deletes")).await;
 }
+
+/// `UPDATE` commits one version: the matched rows deleted and their new values in a new
+/// segment; an updated vector is searchable at once and the old one never comes back.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_update_replaces_rows_and_their_vectors_in_one_version() {
+    let dir = tempdir();
+    let s = JammiSession::open(dir.path().to_str().unwrap())
+        .await
+        .unwrap();
+    let rs = s.result_store();
+    rs.write_batches(
+        &spec("t"),
+        sample_schema(DIMS),
+        vec![sample_batch(0, 100, DIMS)],
+    )
+    .await
+    .unwrap();
+    s.refresh_tables().await.unwrap();
+    let new_vec = vec_sql(&[1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
+    let got = rows(
+        &s,
+        &format!("UPDATE jammi.public.t SET score = score + 10, embedding = {new_vec} WHERE id < 5 OR id = 50"),
+    )
+    .await;
+    assert_eq!(
+        got[0]
+            .column(0)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+            .unwrap()
+            .value(0),
+        6
+    );
+    let v = rs.latest_version("t").await.unwrap();
+    assert_eq!((v.version, v.segments.len(), v.rows()), (1, 2, 100));
+    assert_eq!(count(&s, "t").await, 100);
+    let updated = rows(
+        &s,
+        "SELECT id FROM jammi.public.t WHERE score >= 10 ORDER BY id",
+    )
+    .await;
+    assert_eq!(ints(&updated, "id"), vec![0, 1, 2, 3, 4, 50]);
+    // The new vector finds the updated rows first (distance 0), by index and exactly.
+    for opts in ["ef_search=64", "exact=true"] {
+        let near = rows(
+            &s,
+            &format!("SELECT id, _distance FROM vector_search('t', {new_vec}, 6, '{opts}')"),
+        )
+        .await;
+        let mut ids = ints(&near, "id");
+        ids.sort();
+        assert_eq!(ids, vec![0, 1, 2, 3, 4, 50], "{opts}");
+    }
+    // Row 7's own old vector still finds row 7; row 3's old vector no longer finds row 3.
+    for (probe, present) in [(7i64, true), (3, false)] {
+        let q = vec_sql(&sample_vector(probe, DIMS));
+        let got = rows(
+            &s,
+            &format!("SELECT id, _distance FROM vector_search('t', {q}, 1, 'exact=true')"),
+        )
+        .await;
+        let h = hits(&got);
+        assert_eq!(
+            h[0].0 == probe && f32::from_bits(h[0].1) < 1e-6,
+            present,
+            "{probe}: {h:?}"
+        );
+    }
+    // Updating nothing commits nothing.
+    rows(&s, "UPDATE jammi.public.t SET score = 0 WHERE id > 1000").await;
+    assert_eq!(rs.latest_version("t").await.unwrap().version, 1);
+    // A second update of updated rows replaces them again (rows of the new segment).
+    rows(&s, "UPDATE jammi.public.t SET score = -1 WHERE id = 50").await;
+    assert_eq!(count(&s, "t").await, 100);
+    let scores = rows(&s, "SELECT id FROM jammi.public.t WHERE score = -1").await;
+    assert_eq!(ints(&scores, "id"), vec![50]);
+}

@@ -10,7 +10,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array, UInt64Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array, UInt64Array,
+};
 use datafusion::arrow::compute::{concat_batches, take};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
@@ -247,12 +249,17 @@ impl ExecutionPlan for SegmentMergeExec {
             if let Some(r) = columns.rank {
                 arrays[r] = Arc::new(ranks(&arrays, &columns));
             }
-            let out = RecordBatch::try_new(full.clone(), arrays)?;
-            let out = match &projection {
-                Some(p) => out.project(p)?,
-                None => out,
+            let rows = kept.len();
+            let arrays = match &projection {
+                Some(p) => p.iter().map(|&i| arrays[i].clone()).collect(),
+                None => arrays,
             };
-            let out = RecordBatch::try_new(schema.clone(), out.columns().to_vec())?;
+            // With no column kept (`count(*)`), the batch still carries its row count.
+            let out = RecordBatch::try_new_with_options(
+                schema.clone(),
+                arrays,
+                &RecordBatchOptions::new().with_row_count(Some(rows)),
+            )?;
             baseline.record_output(out.num_rows());
             Ok(out)
         };
