@@ -658,8 +658,9 @@ impl ResultStore {
     }
 
     /// Removes what later versions added, before version 0 itself: each segment a record
-    /// names (through its own manifest, under the same proofs as any table's objects),
-    /// then the records, latest first. A delete that stops half-way leaves a table that
+    /// names (through its own manifest, under the same proofs as any table's objects), each
+    /// deletion file whose size and checksum match its record, then the records, latest
+    /// first. A delete that stops half-way leaves a table that
     /// reads as damaged until the delete is run again.
     async fn delete_versions(
         &self,
@@ -691,6 +692,34 @@ impl ResultStore {
                 let removal = delete_sidecars(store.clone(), &s, &m, ttl).await?;
                 for kept in &removal.kept {
                     tracing::warn!("kept {kept}: it is not the object segment {id} committed");
+                }
+            }
+        }
+        // Deletion files: each must still be the object its record describes.
+        let dir = self
+            .root
+            .join(&format!("{}deletions/", versions::table_dir(name)))?;
+        let mut deletions: Vec<&versions::DeletionRef> = records
+            .iter()
+            .flat_map(|(_, v)| v.segments.iter().filter_map(|s| s.deleted.as_ref()))
+            .collect();
+        deletions.sort_by(|a, b| a.path.cmp(&b.path));
+        deletions.dedup_by(|a, b| a.path == b.path);
+        for d in deletions {
+            let Some(file) = d.path.rsplit('/').next() else {
+                continue;
+            };
+            let obj = OwnedObject {
+                name: file.to_string(),
+                size: d.size,
+                crc32c: d.crc32c,
+                e_tag: None,
+            };
+            if txn::prove(store, &dir, &obj).await? == txn::Proof::Ours {
+                let url = dir.join(file)?;
+                match store.delete(&url.object_path()?).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(JammiError::storage(&url, e)),
                 }
             }
         }

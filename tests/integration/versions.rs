@@ -475,7 +475,12 @@ async fn deleting_a_table_that_changed_removes_only_what_its_versions_prove() {
         .await
         .unwrap();
     }
+    s.refresh_tables().await.unwrap();
+    rows(&s, "DELETE FROM jammi.public.t WHERE id % 2 = 0").await;
+    assert!(d.join("t.jammi/deletions").read_dir().unwrap().count() >= 3);
+    std::fs::create_dir_all(d.join("t.jammi/deletions")).unwrap();
     let user = [
+        "t.jammi/deletions/1-00-mine.roaring",
         "t.jammi/segments/mine.parquet",
         "t.jammi/segments/1-00000000.parquet",
         "t.jammi/versions/notes.json",
@@ -632,7 +637,8 @@ async fn deletes_on(root: &str) {
             .to_string()
     );
     let v = rs.latest_version("t").await.unwrap();
-    assert_eq!((v.version, v.rows()), (4, 423));
+    // Two deletes, two versions: the delete that matched nothing committed none.
+    assert_eq!((v.version, v.rows()), (3, 423));
     {
         use object_store::ObjectStoreExt;
         for (seg, bytes) in v.segments.iter().zip(&before) {
