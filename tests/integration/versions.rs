@@ -804,3 +804,82 @@ async fn an_update_replaces_rows_and_their_vectors_in_one_version() {
     let scores = rows(&s, "SELECT id FROM jammi.public.t WHERE score = -1").await;
     assert_eq!(ints(&scores, "id"), vec![50]);
 }
+
+/// A fault at every request of an append, then of a delete — failing before the store
+/// sees it, or after it performed it (a lost response): afterwards (and after a recovery
+/// pass) the table is at the old version or the new one, never in between, a success is
+/// always the new one, and no row is ever lost or applied twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fault_at_any_request_of_an_append_or_delete_leaves_the_old_version_or_the_new() {
+    use crate::common::{Fault, FaultyStore};
+    use jammi_db::storage::StorageRegistry;
+    use object_store::ObjectStore;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    for op in ["append", "delete"] {
+        for fault in [Fault::Before, Fault::After] {
+            let mut n = 1;
+            loop {
+                let count = Arc::new(AtomicUsize::new(0));
+                let armed = Arc::new(AtomicBool::new(false));
+                let (c, a) = (count.clone(), armed.clone());
+                let registry = StorageRegistry::with_layer(Arc::new(move |inner| {
+                    Arc::new(FaultyStore::new(inner, c.clone(), n, a.clone(), fault))
+                        as Arc<dyn ObjectStore>
+                }));
+                let root = memory_root("faults");
+                let opts = jammi_db::session::OpenOptions {
+                    registry: Some(registry),
+                    ..Default::default()
+                };
+                let s = JammiSession::open_with(&root, opts).await.unwrap();
+                let rs = s.result_store();
+                rs.write_batches(&spec("t"), sample_schema(DIMS), vec![sample_batch(0, 20, DIMS)])
+                    .await
+                    .unwrap();
+                let base = rs.latest_version("t").await.unwrap();
+                armed.store(true, Ordering::SeqCst);
+                let outcome = match op {
+                    "append" => rs
+                        .append_table(
+                            "t",
+                            sample_schema(DIMS),
+                            futures::stream::iter(vec![Ok(sample_batch(100, 5, DIMS))]),
+                        )
+                        .await
+                        .map(|_| ()),
+                    _ => {
+                        let rows: roaring::RoaringBitmap = (0..4).collect();
+                        rs.delete_rows("t", &base, vec![("t.parquet".into(), rows)])
+                            .await
+                            .map(|_| ())
+                    }
+                };
+                armed.store(false, Ordering::SeqCst);
+                let what = format!("{op} {fault:?} at request {n}: {outcome:?}");
+                rs.recover().await.unwrap_or_else(|e| panic!("{what}: recovery: {e}"));
+                s.refresh_tables().await.unwrap();
+                let v = rs.latest_version("t").await.unwrap();
+                let mut ids = ints(&rows(&s, "SELECT id FROM jammi.public.t").await, "id");
+                ids.sort();
+                let old: Vec<i64> = (0..20).collect();
+                let new: Vec<i64> = match op {
+                    "append" => (0..20).chain(100..105).collect(),
+                    _ => (4..20).collect(),
+                };
+                match v.version {
+                    0 => assert_eq!(ids, old, "{what}"),
+                    1 => assert_eq!(ids, new, "{what}"),
+                    other => panic!("{what}: version {other}"),
+                }
+                if outcome.is_ok() {
+                    assert_eq!(v.version, 1, "{what}");
+                }
+                if count.load(Ordering::SeqCst) < n {
+                    break;
+                }
+                n += 1;
+                assert!(n < 200, "{op} makes more requests than expected");
+            }
+        }
+    }
+}
