@@ -291,6 +291,26 @@ async fn run(cli: Cli) -> Result<(), Error> {
                         format!("{} ({} bytes, crc32c {:08x})", f.name, f.size, f.crc32c),
                     ]);
                 }
+                // A table that changed: its rows now, and every version.
+                let versions = session.result_store().versions(&name).await?;
+                if let Some(latest) = versions.last().filter(|_| versions.len() > 1) {
+                    rows[1][1] = latest.rows().to_string();
+                    rows.push(vec!["segments".into(), latest.segments.len().to_string()]);
+                    for v in &versions {
+                        let when = v.created_at().unwrap_or_else(|| m.created_at.clone());
+                        rows.push(vec![
+                            format!("version {}", v.version),
+                            format!(
+                                "{when} {:?} +{} -{} rows, {} segments",
+                                v.operation,
+                                v.rows_added,
+                                v.rows_deleted,
+                                v.segments.len()
+                            )
+                            .to_lowercase(),
+                        ]);
+                    }
+                }
                 print_rows(&["property", "value"], &rows, out)
             }
             TablesCommand::Verify { name } => {

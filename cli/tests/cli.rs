@@ -768,3 +768,33 @@ fn tables_verify_names_each_damaged_file_and_exits_1() {
     let e = fails(&jammi(&root, &["tables", "verify", "nope"]));
     assert!(e.contains("nope"), "{e}");
 }
+
+#[test]
+fn tables_show_lists_the_versions_of_a_table_that_changed() {
+    let dir = tempdir();
+    let root = dir.path().join("db");
+    let script = "CREATE TABLE jammi.public.t AS SELECT * FROM (VALUES (1, [1.0, 0.0]), (2, [0.0, 1.0])) AS x(id, v);\n\
+                  INSERT INTO jammi.public.t VALUES (3, [1.0, 1.0]);\n\
+                  DELETE FROM jammi.public.t WHERE id = 1;";
+    let o = jammi(&root, &["sql", script]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = jammi(&root, &["tables", "show", "t"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let shown = String::from_utf8_lossy(&o.stdout);
+    let line = |key: &str| {
+        shown
+            .lines()
+            .find(|l| l.contains(key))
+            .unwrap_or_else(|| panic!("no {key} in\n{shown}"))
+            .to_string()
+    };
+    assert!(line("| rows ").contains(" 2 "), "{shown}");
+    assert!(
+        line("version 1").contains("append +1 -0 rows, 2 segments"),
+        "{shown}"
+    );
+    assert!(
+        line("version 2").contains("delete +0 -1 rows, 2 segments"),
+        "{shown}"
+    );
+}

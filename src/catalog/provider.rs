@@ -278,6 +278,11 @@ impl ResultSchemaProvider {
     /// every call then asks for the latest version number (one LIST page), so each query
     /// reads the version current when it is planned, and keeps it to its end.
     async fn load(&self, name: &str) -> Result<Option<Arc<IndexedTable>>> {
+        if let Some((table, version)) = name.rsplit_once('@')
+            && let Ok(version) = version.parse::<u64>()
+        {
+            return self.load_version(table, version).await;
+        }
         if crate::format::naming::validate_table_name(name).is_err() {
             return Ok(None);
         }
@@ -314,6 +319,24 @@ impl ResultSchemaProvider {
             },
         );
         Ok(Some(t))
+    }
+
+    /// `<table>@<N>`: the table as version N left it (read-only).
+    async fn load_version(&self, name: &str, version: u64) -> Result<Option<Arc<IndexedTable>>> {
+        if crate::format::naming::validate_table_name(name).is_err() {
+            return Ok(None);
+        }
+        let v = match self.store.version(name, version).await {
+            Ok(v) => v,
+            Err(JammiError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let cloud = self.store.catalog().cloud().cloned();
+        Ok(Some(Arc::new(IndexedTable::segmented(
+            self.store.root(),
+            v,
+            cloud,
+        )?)))
     }
 
     async fn refresh(&self) -> Result<()> {

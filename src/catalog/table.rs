@@ -139,10 +139,16 @@ impl IndexedTable {
     /// The store of a result table, which takes its changes.
     fn result_store(&self) -> Result<&Arc<ResultStore>> {
         self.writer.as_ref().ok_or_else(|| {
-            crate::error::JammiError::InvalidInput(format!(
-                "{} is an indexed file, not a result table: only result tables can change",
-                self.parquet
-            ))
+            crate::error::JammiError::InvalidInput(match &self.versioned {
+                Some((_, v)) => format!(
+                    "{}@{} is an older version, read-only: change {} itself",
+                    v.table, v.version, v.table
+                ),
+                None => format!(
+                    "{} is an indexed file, not a result table: only result tables can change",
+                    self.parquet
+                ),
+            })
         })
     }
 

@@ -534,6 +534,35 @@ impl ResultStore {
         versions::latest_number(&store, &self.root, name).await
     }
 
+    /// Version `n` of result table `name` (`NotFound` when there is no such version).
+    pub async fn version(&self, name: &str, n: u64) -> Result<versions::TableVersion> {
+        let base = self.manifest(name).await?;
+        if n == 0 {
+            return Ok(versions::TableVersion::initial(name, base));
+        }
+        let store = self.object_store().await?;
+        versions::read(&store, &self.root, name, n)
+            .await?
+            .ok_or_else(|| JammiError::NotFound {
+                kind: "table version",
+                name: format!("{name}@{n}"),
+            })
+    }
+
+    /// Every version of result table `name`, oldest first (version 0 included).
+    pub async fn versions(&self, name: &str) -> Result<Vec<versions::TableVersion>> {
+        let base = self.manifest(name).await?;
+        let store = self.object_store().await?;
+        let mut all = vec![versions::TableVersion::initial(name, base)];
+        all.extend(
+            versions::all(&store, &self.root, name)
+                .await?
+                .into_iter()
+                .map(|(_, v)| v),
+        );
+        Ok(all)
+    }
+
     /// The latest version of result table `name` (version 0 when it never changed).
     pub async fn latest_version(&self, name: &str) -> Result<versions::TableVersion> {
         let base = self.manifest(name).await?;

@@ -103,6 +103,14 @@ impl TableVersion {
         self.segments.iter().map(SegmentRef::rows).sum()
     }
 
+    /// Commit time as RFC 3339 UTC (`None` for version 0, whose manifest has it).
+    pub fn created_at(&self) -> Option<String> {
+        (self.version > 0)
+            .then(|| chrono::DateTime::from_timestamp_millis(self.created_ms))
+            .flatten()
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    }
+
     /// Version 0 of a table written once: its one segment.
     pub fn initial(table: &str, manifest: Manifest) -> Self {
         TableVersion {

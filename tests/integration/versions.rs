@@ -833,9 +833,13 @@ async fn a_fault_at_any_request_of_an_append_or_delete_leaves_the_old_version_or
                 };
                 let s = JammiSession::open_with(&root, opts).await.unwrap();
                 let rs = s.result_store();
-                rs.write_batches(&spec("t"), sample_schema(DIMS), vec![sample_batch(0, 20, DIMS)])
-                    .await
-                    .unwrap();
+                rs.write_batches(
+                    &spec("t"),
+                    sample_schema(DIMS),
+                    vec![sample_batch(0, 20, DIMS)],
+                )
+                .await
+                .unwrap();
                 let base = rs.latest_version("t").await.unwrap();
                 armed.store(true, Ordering::SeqCst);
                 let outcome = match op {
@@ -856,7 +860,9 @@ async fn a_fault_at_any_request_of_an_append_or_delete_leaves_the_old_version_or
                 };
                 armed.store(false, Ordering::SeqCst);
                 let what = format!("{op} {fault:?} at request {n}: {outcome:?}");
-                rs.recover().await.unwrap_or_else(|e| panic!("{what}: recovery: {e}"));
+                rs.recover()
+                    .await
+                    .unwrap_or_else(|e| panic!("{what}: recovery: {e}"));
                 s.refresh_tables().await.unwrap();
                 let v = rs.latest_version("t").await.unwrap();
                 let mut ids = ints(&rows(&s, "SELECT id FROM jammi.public.t").await, "id");
@@ -882,4 +888,61 @@ async fn a_fault_at_any_request_of_an_append_or_delete_leaves_the_old_version_or
             }
         }
     }
+}
+
+/// Time travel: `jammi.public."t@N"` and the `version=N` search option read the table as
+/// version N left it; an unknown version is not found; an older version takes no change.
+#[tokio::test(flavor = "multi_thread")]
+async fn older_versions_are_read_as_they_were() {
+    let dir = tempdir();
+    let s = JammiSession::open(dir.path().to_str().unwrap())
+        .await
+        .unwrap();
+    let rs = s.result_store();
+    rs.write_batches(
+        &spec("t"),
+        sample_schema(DIMS),
+        vec![sample_batch(0, 10, DIMS)],
+    )
+    .await
+    .unwrap();
+    rs.append_table(
+        "t",
+        sample_schema(DIMS),
+        futures::stream::iter(vec![Ok(sample_batch(10, 5, DIMS))]),
+    )
+    .await
+    .unwrap();
+    s.refresh_tables().await.unwrap();
+    rows(&s, "DELETE FROM jammi.public.t WHERE id < 3").await;
+    for (v, n) in [(0, 10), (1, 15), (2, 12)] {
+        assert_eq!(count(&s, &format!("\"t@{v}\"")).await, n, "version {v}");
+        let q = vec_sql(&sample_vector(1, DIMS));
+        for form in [
+            format!("SELECT id FROM vector_search('t', {q}, 50, 'exact=true; version={v}')"),
+            format!("SELECT id FROM vector_search('t@{v}', {q}, 50)"),
+        ] {
+            assert_eq!(
+                ints(&rows(&s, &form).await, "id").len(),
+                n as usize,
+                "{form}"
+            );
+        }
+    }
+    assert_eq!(count(&s, "t").await, 12);
+    let e = rows_err(&s, "SELECT count(*) FROM jammi.public.\"t@9\"").await;
+    assert!(e.contains("t@9"), "{e}");
+    let e = rows_err(&s, "DELETE FROM jammi.public.\"t@1\"").await;
+    assert!(e.contains("read-only"), "{e}");
+    let listed = rs.versions("t").await.unwrap();
+    let ops: Vec<String> = listed
+        .iter()
+        .map(|v| {
+            format!(
+                "{}:{:?}:{}:{}",
+                v.version, v.operation, v.rows_added, v.rows_deleted
+            )
+        })
+        .collect();
+    assert_eq!(ops, ["0:Append:10:0", "1:Append:5:0", "2:Delete:0:3"]);
 }

@@ -29,6 +29,8 @@ pub struct SearchOptions {
     pub column: Option<String>,
     /// Metric to use / to check against the index.
     pub metric: Option<Metric>,
+    /// An older version of a result table to search (time travel).
+    pub version: Option<u64>,
 }
 
 impl SearchOptions {
@@ -83,10 +85,17 @@ impl SearchOptions {
             }
             "column" | "vector_column" => self.column = Some(v.to_string()),
             "metric" => self.metric = Some(v.parse()?),
+            "version" => {
+                self.version = Some(v.parse().map_err(|_| {
+                    JammiError::InvalidInput(format!(
+                        "version must be a version number of the table, got '{v}'"
+                    ))
+                })?)
+            }
             other => {
                 return Err(JammiError::InvalidInput(format!(
                     "unknown vector_search option '{other}'; expected ef_search, exact, filter, \
-                     columns, column, metric"
+                     columns, column, metric, version"
                 )));
             }
         }
@@ -110,6 +119,9 @@ impl SearchOptions {
         }
         if let Some(m) = self.metric {
             parts.push(format!("metric={m}"));
+        }
+        if let Some(v) = self.version {
+            parts.push(format!("version={v}"));
         }
         // Last: a filter may itself hold `;`.
         if let Some(f) = &self.filter {

@@ -28,7 +28,7 @@ use crate::error::JammiError;
 use crate::sql::literal::sql_numeric_array;
 use crate::sql::vector_search::SearchContext;
 use crate::sql::vector_search::args::{SearchOptions, k_of};
-use crate::sql::vector_search::resolve::{SearchSpec, fmt_projection, resolve};
+use crate::sql::vector_search::resolve::{SearchSpec, fmt_projection, resolve_at};
 
 /// `vector_search(table, query, k [, options])`.
 pub const VECTOR_SEARCH: &str = "vector_search";
@@ -402,7 +402,7 @@ impl RelationPlanner for VectorSearchPlanner {
         })?;
         let target = {
             let state = state.read();
-            resolve(&self.ctx.registry, &state, &table).map_err(jammi)?
+            resolve_at(&self.ctx.registry, &state, &table, &options).map_err(jammi)?
         };
         let filter = options.filter.take();
         let spec = SearchSpec::new(Arc::new(target), k, options).map_err(jammi)?;
@@ -462,7 +462,7 @@ pub(crate) fn plan_search(
     k: usize,
     mut options: SearchOptions,
 ) -> crate::error::Result<LogicalPlan> {
-    let target = resolve(&ctx.registry, state, table)?;
+    let target = resolve_at(&ctx.registry, state, table, &options)?;
     let filter = options.filter.take();
     let spec = SearchSpec::new(Arc::new(target), k, options)?;
     let prefilter = match filter {

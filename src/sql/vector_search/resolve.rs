@@ -109,6 +109,19 @@ impl SearchTarget {
     }
 }
 
+/// [`resolve`], at the version `options` asks for (`version=N` reads `<table>@N`).
+pub(crate) fn resolve_at(
+    registry: &StorageRegistry,
+    state: &SessionState,
+    name: &str,
+    options: &SearchOptions,
+) -> Result<SearchTarget> {
+    match options.version {
+        Some(v) => resolve(registry, state, &format!("{name}@{v}")),
+        None => resolve(registry, state, name),
+    }
+}
+
 /// The segments of a result table that changed (none for a table of one file).
 pub(crate) fn segments_of(t: &IndexedTable) -> Result<Vec<Segment>> {
     match &t.versioned {
