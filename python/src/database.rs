@@ -7,6 +7,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
+use futures::TryStreamExt;
 use jammi_db::index::IndexParams;
 use jammi_db::index::progress::TerminalBar;
 use jammi_db::session::{JammiSession, OpenOptions, default_root};
@@ -418,6 +419,40 @@ impl Database {
         manifest_dict(py, &manifest)
     }
 
+    /// Appends rows to result table `table` as a new segment (its own Parquet file and
+    /// index), committed as the table's next version; the existing files are not rewritten.
+    /// `data` is what `write_table` takes. Returns the version: `version`, `rows` (live rows
+    /// of the table), `rows_added`, `segments`.
+    fn append<'py>(
+        &self,
+        py: Python<'py>,
+        table: String,
+        data: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.changed();
+        let v = if let Ok(result) = data.cast::<QueryResult>() {
+            let df = result.get().dataframe(py)?;
+            run(py, self, |s| async move {
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                let stream = df.execute_stream().await?.map_err(JammiError::from);
+                s.result_store().append_table(&table, schema, stream).await
+            })?
+        } else {
+            let data = pandas_to_arrow(&data)?;
+            let reader = import_stream(&data, "data")?;
+            run(py, self, |s| async move {
+                let (schema, batches) = reader_stream(reader);
+                s.result_store().append_table(&table, schema, batches).await
+            })?
+        };
+        let d = PyDict::new(py);
+        d.set_item("version", v.version)?;
+        d.set_item("rows", v.rows())?;
+        d.set_item("rows_added", v.rows_added)?;
+        d.set_item("segments", v.segments.len())?;
+        Ok(d.into_any())
+    }
+
     /// Names of the committed result tables.
     fn list_tables(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         run(py, self, |s| async move { s.list_tables().await })
@@ -484,13 +519,24 @@ fn pandas_to_arrow<'py>(data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>>
     )
 }
 
-/// Writes the batches of `reader` (read on a blocking thread: the producer may be Python
-/// code that takes the GIL) as a result table.
+/// Writes the batches of `reader` as a result table.
 async fn write_reader(
     s: &JammiSession,
     spec: &TableSpec,
     reader: datafusion::arrow::ffi_stream::ArrowArrayStreamReader,
 ) -> Result<jammi_db::store::Manifest> {
+    let (schema, batches) = reader_stream(reader);
+    s.write_result_stream(spec, schema, batches).await
+}
+
+/// The schema and batches of `reader`, read on a blocking thread (the producer may be
+/// Python code that takes the GIL).
+fn reader_stream(
+    reader: datafusion::arrow::ffi_stream::ArrowArrayStreamReader,
+) -> (
+    datafusion::arrow::datatypes::SchemaRef,
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<RecordBatch>> + Send>>,
+) {
     use datafusion::arrow::record_batch::RecordBatchReader;
     let schema = reader.schema();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
@@ -504,7 +550,7 @@ async fn write_reader(
     });
     let batches =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) });
-    s.write_result_stream(spec, schema, Box::pin(batches)).await
+    (schema, Box::pin(batches))
 }
 
 /// A manifest as a dict, as its JSON reads (without the schema's IPC bytes: `db.sql`

@@ -325,3 +325,24 @@ def test_ctrl_c_interrupts_a_long_query(db):
     with pytest.raises(KeyboardInterrupt):
         db.sql(ENDLESS).to_arrow()
     assert time.monotonic() - start < 60, "the query ran on after Ctrl-C"
+
+
+def test_append_update_and_delete_change_a_table_as_versions(db, table):
+    more = papers(60).slice(50)
+    v = db.append(table, more)
+    assert (v["version"], v["rows"], v["rows_added"], v["segments"]) == (1, 60, 10, 2)
+    # The appended rows are scanned and searched at once.
+    assert db.sql(f'SELECT count(*) AS n FROM jammi.public."{table}"').to_pylist() == [{"n": 60}]
+    hits = db.search(table, vector(55), k=1).to_pylist()
+    assert hits[0]["id"] == 55
+    db.sql(f'DELETE FROM jammi.public."{table}" WHERE id = 55').to_pylist()
+    hits = db.search(table, vector(55), k=3).to_pylist()
+    assert 55 not in [h["id"] for h in hits] and len(hits) == 3
+    db.sql(f"UPDATE jammi.public.\"{table}\" SET title = 'edited' WHERE id = 7").to_pylist()
+    rows = db.sql(f'SELECT title FROM jammi.public."{table}" WHERE id = 7').to_pylist()
+    assert rows == [{"title": "edited"}]
+    # The table as it was at version 1.
+    n = db.sql(f'SELECT count(*) AS n FROM jammi.public."{table}@1"').to_pylist()
+    assert n == [{"n": 60}]
+    with pytest.raises(Exception, match="column 'id'"):
+        db.append(table, pa.table({"id": pa.array(["x"])}))
