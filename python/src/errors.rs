@@ -159,9 +159,10 @@ fn class_of(e: &RustError) -> Class {
         RustError::NotFound { .. } => Class::NotFound,
         RustError::AlreadyExists { .. } => Class::AlreadyExists,
         RustError::Corrupt { .. } | RustError::Document { .. } => Class::Corrupt,
-        RustError::InProgress { .. } | RustError::LeaseLost { .. } | RustError::NotOwned { .. } => {
-            Class::Conflict
-        }
+        RustError::InProgress { .. }
+        | RustError::LeaseLost { .. }
+        | RustError::NotOwned { .. }
+        | RustError::Conflict(_) => Class::Conflict,
         RustError::Storage { .. } | RustError::Io(_) | RustError::Unavailable { .. } => {
             Class::Storage
         }
