@@ -107,7 +107,12 @@ pub struct ResultStore {
     store: std::sync::OnceLock<Arc<dyn ObjectStore>>,
     index_cache: Arc<IndexCache>,
     lease_ttl: Option<Duration>,
+    segment_max_bytes: Option<u64>,
 }
+
+/// Default in-memory size of the rows of one segment an append writes: its index build then
+/// needs about as much again, well within a small machine.
+pub const DEFAULT_SEGMENT_MAX_BYTES: u64 = 256 << 20;
 
 impl std::fmt::Debug for ResultStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -133,7 +138,40 @@ impl ResultStore {
             store: std::sync::OnceLock::new(),
             index_cache: Arc::new(IndexCache::with_defaults()),
             lease_ttl: None,
+            segment_max_bytes: None,
         })
+    }
+
+    /// Appends of more than `bytes` of rows (Arrow's in-memory size) are written as several
+    /// segments of at most about that size each, so any write is done in bounded memory.
+    /// Default: `JAMMI_SEGMENT_MAX_BYTES`, else [`DEFAULT_SEGMENT_MAX_BYTES`].
+    pub fn with_segment_max_bytes(mut self, bytes: u64) -> Result<Self> {
+        if bytes == 0 {
+            return Err(JammiError::InvalidInput(
+                "segment_max_bytes must be at least 1 byte".into(),
+            ));
+        }
+        self.segment_max_bytes = Some(bytes);
+        Ok(self)
+    }
+
+    fn segment_budget(&self) -> Result<u64> {
+        if let Some(b) = self.segment_max_bytes {
+            return Ok(b);
+        }
+        match std::env::var("JAMMI_SEGMENT_MAX_BYTES") {
+            Err(_) => Ok(DEFAULT_SEGMENT_MAX_BYTES),
+            Ok(v) => v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|b| *b > 0)
+                .ok_or_else(|| {
+                    JammiError::Config(format!(
+                        "JAMMI_SEGMENT_MAX_BYTES must be a positive number of bytes, got '{v}'"
+                    ))
+                }),
+        }
     }
 
     /// Sets the TTL of this store's write leases (default: `JAMMI_LEASE_TTL_SECS`, else
@@ -386,26 +424,18 @@ impl ResultStore {
             Some(b) => b.clone(),
             None => versions::latest(&store, &self.root, name, || manifest.clone()).await?,
         };
-        let segment = match appended {
-            None => None,
-            Some((schema, batches)) => Some(
-                self.write_segment(name, &manifest, &base, schema, batches)
-                    .await?,
-            ),
+        let added = match appended {
+            None => Vec::new(),
+            Some((schema, batches)) => {
+                self.write_segments(name, &manifest, &base, schema, batches)
+                    .await?
+            }
         };
         let writer = lease::random_hex(8);
         let mut parent = base.clone();
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let next = self
-                .next_version(
-                    &store,
-                    name,
-                    &base,
-                    &parent,
-                    &change,
-                    segment.as_ref(),
-                    &writer,
-                )
+                .next_version(&store, name, &base, &parent, &change, &added, &writer)
                 .await?;
             match versions::commit(&store, &self.root, &next).await? {
                 versions::Committed::Yes => return Ok(next),
@@ -418,6 +448,53 @@ impl ResultStore {
         Err(JammiError::Conflict(format!(
             "changing {name}: {MAX_COMMIT_ATTEMPTS} other writers committed first; try again"
         )))
+    }
+
+    /// Writes `batches` as new segments of `name`, each of at most about the segment
+    /// budget, one after the other as the rows stream (a batch is cut where a budget ends).
+    async fn write_segments<S>(
+        &self,
+        name: &str,
+        manifest: &Manifest,
+        base: &versions::TableVersion,
+        schema: SchemaRef,
+        batches: S,
+    ) -> Result<Vec<versions::SegmentRef>>
+    where
+        S: Stream<Item = Result<RecordBatch>> + Send + Unpin,
+    {
+        let budget = self.segment_budget()?;
+        let mut input = batches;
+        let mut carry: Option<RecordBatch> = None;
+        let mut out = Vec::new();
+        loop {
+            // Only a first segment may be empty (a write of no rows): look ahead.
+            if carry.is_none() && !out.is_empty() {
+                loop {
+                    match input.next().await.transpose()? {
+                        None => return Ok(out),
+                        Some(b) if b.num_rows() == 0 => continue,
+                        Some(b) => {
+                            carry = Some(b);
+                            break;
+                        }
+                    }
+                }
+            }
+            let mut exhausted = false;
+            let segment = budgeted(&mut input, &mut carry, &mut exhausted, budget);
+            let part = versions::TableVersion {
+                version: base.version + out.len() as u64,
+                ..base.clone()
+            };
+            let written = self
+                .write_segment(name, manifest, &part, schema.clone(), Box::pin(segment))
+                .await?;
+            out.push(written);
+            if exhausted && carry.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     /// Writes `batches` as a new segment of `name` (index parameters as the table's).
@@ -465,7 +542,7 @@ impl ResultStore {
         base: &versions::TableVersion,
         parent: &versions::TableVersion,
         change: &Change,
-        segment: Option<&versions::SegmentRef>,
+        added: &[versions::SegmentRef],
         writer: &str,
     ) -> Result<versions::TableVersion> {
         use versions::Operation;
@@ -510,9 +587,7 @@ impl ResultStore {
             seg.deleted =
                 Some(versions::write_deletions(store, &self.root, name, id, version, &all).await?);
         }
-        if let Some(seg) = segment {
-            segments.push(seg.clone());
-        }
+        segments.extend(added.iter().cloned());
         Ok(versions::TableVersion {
             format_version: versions::VERSION_FORMAT,
             table: name.to_string(),
@@ -520,7 +595,7 @@ impl ResultStore {
             created_ms: lease::now_ms(),
             writer: writer.to_string(),
             operation: change.operation,
-            rows_added: segment.map_or(0, |s| s.manifest.rows),
+            rows_added: added.iter().map(|s| s.manifest.rows).sum(),
             rows_deleted: removed,
             segments,
         })
@@ -1004,4 +1079,53 @@ async fn build_for_file(
         schema: file_schema,
     };
     write::sidecars_and_manifest(store, txn, info, parquet_entry, Some(built), Some(&request)).await
+}
+
+/// The batches of `input` (after `carry`, a cut batch's rest) until about `budget` bytes of
+/// rows have passed: a batch that would cross it is cut, its rest left in `carry`.
+/// `exhausted` is set when `input` ends.
+fn budgeted<'a, S>(
+    input: &'a mut S,
+    carry: &'a mut Option<RecordBatch>,
+    exhausted: &'a mut bool,
+    budget: u64,
+) -> impl Stream<Item = Result<RecordBatch>> + Send + 'a
+where
+    S: Stream<Item = Result<RecordBatch>> + Send + Unpin,
+{
+    let mut used = 0u64;
+    futures::stream::poll_fn(move |cx| {
+        use std::task::Poll;
+        loop {
+            let batch = match carry.take() {
+                Some(b) => b,
+                None => match std::pin::Pin::new(&mut *input).poll_next(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => {
+                        *exhausted = true;
+                        return Poll::Ready(None);
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                    Poll::Ready(Some(Ok(b))) => b,
+                },
+            };
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            if used >= budget {
+                *carry = Some(batch);
+                return Poll::Ready(None);
+            }
+            let size = batch.get_array_memory_size().max(1) as u64;
+            let per_row = size.div_ceil(batch.num_rows() as u64).max(1);
+            let fits = ((budget - used).div_ceil(per_row) as usize).max(1);
+            if fits >= batch.num_rows() {
+                used += size;
+                return Poll::Ready(Some(Ok(batch)));
+            }
+            used = budget;
+            *carry = Some(batch.slice(fits, batch.num_rows() - fits));
+            return Poll::Ready(Some(Ok(batch.slice(0, fits))));
+        }
+    })
 }

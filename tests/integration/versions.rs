@@ -946,3 +946,65 @@ async fn older_versions_are_read_as_they_were() {
         .collect();
     assert_eq!(ops, ["0:Append:10:0", "1:Append:5:0", "2:Delete:0:3"]);
 }
+
+/// An append larger than the segment budget streams into several segments of about the
+/// budget each — all in one version — and reads back whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_append_over_the_segment_budget_is_split_into_segments_in_one_version() {
+    let dir = tempdir();
+    let s = JammiSession::open(dir.path().to_str().unwrap())
+        .await
+        .unwrap();
+    s.result_store()
+        .write_batches(
+            &spec("t"),
+            sample_schema(DIMS),
+            vec![sample_batch(0, 10, DIMS)],
+        )
+        .await
+        .unwrap();
+    let one = sample_batch(0, 1000, DIMS).get_array_memory_size() as u64;
+    let root = jammi_db::storage::StorageUrl::parse(dir.path().to_str().unwrap()).unwrap();
+    let rs = jammi_db::store::ResultStore::with_root(
+        root.clone(),
+        s.registry().clone(),
+        jammi_db::catalog::Catalog::new(root, s.registry().clone(), None),
+    )
+    .unwrap()
+    .with_segment_max_bytes(one)
+    .unwrap();
+    // 4,500 rows in batches of 1,000 and one of 500, against a budget of 1,000 rows' bytes.
+    let batches: Vec<_> = (0..5)
+        .map(|i| {
+            Ok(sample_batch(
+                10 + i * 1000,
+                if i == 4 { 500 } else { 1000 },
+                DIMS,
+            ))
+        })
+        .collect();
+    let v = rs
+        .append_table("t", sample_schema(DIMS), futures::stream::iter(batches))
+        .await
+        .unwrap();
+    assert_eq!((v.version, v.rows_added), (1, 4500));
+    let sizes: Vec<u64> = v.segments[1..].iter().map(|s| s.manifest.rows).collect();
+    assert_eq!(sizes.iter().sum::<u64>(), 4500);
+    assert!(sizes.len() >= 4, "{sizes:?}");
+    assert!(sizes.iter().all(|n| *n <= 1000 && *n > 0), "{sizes:?}");
+    s.refresh_tables().await.unwrap();
+    assert_eq!(count(&s, "t").await, 4510);
+    let mut ids = ints(&rows(&s, "SELECT id FROM jammi.public.t").await, "id");
+    ids.sort();
+    assert_eq!(ids, (0..4510).collect::<Vec<i64>>());
+    let root = jammi_db::storage::StorageUrl::parse(dir.path().to_str().unwrap()).unwrap();
+    let e = jammi_db::store::ResultStore::with_root(
+        root.clone(),
+        s.registry().clone(),
+        jammi_db::catalog::Catalog::new(root, s.registry().clone(), None),
+    )
+    .unwrap()
+    .with_segment_max_bytes(0)
+    .unwrap_err();
+    assert!(e.to_string().contains("segment_max_bytes"), "{e}");
+}
