@@ -1008,3 +1008,44 @@ async fn an_append_over_the_segment_budget_is_split_into_segments_in_one_version
     .unwrap_err();
     assert!(e.to_string().contains("segment_max_bytes"), "{e}");
 }
+
+/// DML on a source is refused before anything is written (its files are the user's);
+/// DataFusion's own tables keep their DML.
+#[tokio::test(flavor = "multi_thread")]
+async fn dml_on_a_source_is_refused_and_datafusions_tables_keep_theirs() {
+    use jammi_db::source::{SourceConnection, SourceType};
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let file = data.join("papers.parquet");
+    let bytes = crate::common::parquet_bytes(&[sample_batch(0, 10, DIMS)]);
+    std::fs::write(&file, &bytes).unwrap();
+    let s = JammiSession::open(dir.path().join("db").to_str().unwrap())
+        .await
+        .unwrap();
+    let conn = SourceConnection {
+        url: Some(format!("{}/", data.display())),
+        ..Default::default()
+    };
+    s.add_source("papers", SourceType::File, conn)
+        .await
+        .unwrap();
+    for sql in [
+        "DELETE FROM papers.public.papers WHERE id = 1",
+        "UPDATE papers.public.papers SET score = 0",
+        "INSERT INTO papers.public.papers SELECT * FROM papers.public.papers",
+    ] {
+        let e = rows_err(&s, sql).await;
+        assert!(
+            e.contains("only result tables") && e.contains("papers.public.papers"),
+            "{sql}: {e}"
+        );
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), bytes);
+    assert_eq!(std::fs::read_dir(&data).unwrap().count(), 1);
+    // A DataFusion memory table still takes DELETE.
+    rows(&s, "CREATE TABLE m AS VALUES (1), (2), (3)").await;
+    rows(&s, "DELETE FROM m WHERE column1 = 2").await;
+    let n = rows(&s, "SELECT count(*) AS n FROM m").await;
+    assert_eq!(ints(&n, "n"), vec![2]);
+}

@@ -171,6 +171,41 @@ fn holds_search(plan: &LogicalPlan) -> bool {
     found
 }
 
+/// `INSERT`, `DELETE`, `UPDATE` or `MERGE` into a source (`<source>.public.<table>`): refused,
+/// since a source's files are the user's; only result tables change.
+fn refuse_source_changes(plan: &LogicalPlan, session: &dyn Session) -> Result<()> {
+    let LogicalPlan::Dml(d) = plan else {
+        return Ok(());
+    };
+    if matches!(d.op, datafusion::logical_expr::WriteOp::Ctas) {
+        return Ok(());
+    }
+    let Some(catalog) = d.table_name.catalog() else {
+        return Ok(());
+    };
+    let Some(state) = session
+        .as_any()
+        .downcast_ref::<datafusion::execution::SessionState>()
+    else {
+        return Ok(());
+    };
+    let Some(c) = state.catalog_list().catalog(catalog) else {
+        return Ok(());
+    };
+    let any: &dyn std::any::Any = c.as_ref();
+    if any
+        .downcast_ref::<crate::catalog::provider::SourceCatalogProvider>()
+        .is_some()
+    {
+        return plan_err!(
+            "{} is a source: its files are read, never changed; only result tables \
+             (jammi.public.<name>) can change",
+            d.table_name
+        );
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl QueryPlanner for JammiQueryPlanner {
     async fn create_physical_plan(
@@ -178,6 +213,7 @@ impl QueryPlanner for JammiQueryPlanner {
         plan: &LogicalPlan,
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        refuse_source_changes(plan, session)?;
         if holds_search(plan) {
             self.planner.create_physical_plan(plan, session).await
         } else {
