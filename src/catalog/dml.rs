@@ -7,7 +7,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, RecordBatchOptions, UInt64Array};
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DFSchema, Result as DfResult, internal_err};
 use datafusion::execution::TaskContext;
@@ -158,21 +158,11 @@ async fn updated_rows(
 ) -> Result<(roaring::RoaringBitmap, Vec<RecordBatch>)> {
     let meta = read::load_metadata(store, url, None).await?;
     let all: Vec<usize> = (0..schema.fields().len()).collect();
-    let in_file = read::file_columns(url, &meta, schema, &all)?;
-    let mut stream = read::scan_columns(store, url, &meta, &in_file).await?;
+    let stream = read::scan_table_columns(store, url, &meta, schema, &all).await?;
+    let mut stream = std::pin::pin!(stream);
     let (mut matched, mut updated, mut row) = (roaring::RoaringBitmap::new(), Vec::new(), 0u32);
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        let columns = schema
-            .fields()
-            .iter()
-            .map(|f| read::table_column(&batch, f))
-            .collect::<Result<Vec<_>>>()?;
-        let batch = RecordBatch::try_new_with_options(
-            schema.clone(),
-            columns,
-            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-        )?;
         let mask = match predicate {
             Some(p) => {
                 let v = p.expr.evaluate(&batch)?.into_array(batch.num_rows())?;
@@ -219,23 +209,12 @@ async fn matching_rows(
         return Ok((0..rows as u32).collect());
     };
     let meta = read::load_metadata(store, url, None).await?;
-    let projected = Arc::new(schema.project(&p.columns)?);
-    let in_file = read::file_columns(url, &meta, schema, &p.columns)?;
-    let mut stream = read::scan_columns(store, url, &meta, &in_file).await?;
+    let stream = read::scan_table_columns(store, url, &meta, schema, &p.columns).await?;
+    let mut stream = std::pin::pin!(stream);
     let mut matched = roaring::RoaringBitmap::new();
     let mut row = 0u32;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        let columns = projected
-            .fields()
-            .iter()
-            .map(|f| read::table_column(&batch, f))
-            .collect::<Result<Vec<_>>>()?;
-        let batch = RecordBatch::try_new_with_options(
-            projected.clone(),
-            columns,
-            &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-        )?;
         let v = p.expr.evaluate(&batch)?.into_array(batch.num_rows())?;
         let b = v.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| {
             JammiError::InvalidInput(format!("DELETE: '{}' is not a boolean predicate", p.text))

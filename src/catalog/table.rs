@@ -152,6 +152,14 @@ impl IndexedTable {
         })
     }
 
+    /// The version read, as a record (version 0 for a table that never changed).
+    fn table_version(&self) -> TableVersion {
+        match &self.versioned {
+            Some((_, v)) => v.clone(),
+            None => TableVersion::initial(self.name(), self.manifest.clone()),
+        }
+    }
+
     /// The table's name (a result table's, or the indexed file's stem).
     pub fn name(&self) -> &str {
         match &self.versioned {
@@ -294,15 +302,10 @@ impl TableProvider for IndexedTable {
         state: &dyn Session,
         filters: Vec<Expr>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let store = self.result_store()?;
-        let base = match &self.versioned {
-            Some((_, v)) => v.clone(),
-            None => TableVersion::initial(self.name(), self.manifest.clone()),
-        };
         Ok(Arc::new(crate::catalog::dml::DeleteExec::try_new(
             state,
-            store.clone(),
-            base,
+            self.result_store()?.clone(),
+            self.table_version(),
             self.schema(),
             filters,
             None,
@@ -317,15 +320,10 @@ impl TableProvider for IndexedTable {
         assignments: Vec<(String, Expr)>,
         filters: Vec<Expr>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        let store = self.result_store()?;
-        let base = match &self.versioned {
-            Some((_, v)) => v.clone(),
-            None => TableVersion::initial(self.name(), self.manifest.clone()),
-        };
         Ok(Arc::new(crate::catalog::dml::DeleteExec::try_new(
             state,
-            store.clone(),
-            base,
+            self.result_store()?.clone(),
+            self.table_version(),
             self.schema(),
             filters,
             Some(assignments),

@@ -165,6 +165,34 @@ pub async fn scan_columns(
     )
 }
 
+/// Streams the table columns `columns` (indices into the table's `schema`) of the file at
+/// `url`, matched to the file's columns by name, as batches of the projected table schema.
+pub(crate) async fn scan_table_columns(
+    store: &Arc<dyn ObjectStore>,
+    url: &StorageUrl,
+    meta: &ArrowReaderMetadata,
+    schema: &SchemaRef,
+    columns: &[usize],
+) -> Result<impl futures::Stream<Item = Result<RecordBatch>> + use<>> {
+    let projected = Arc::new(schema.project(columns)?);
+    let in_file = file_columns(url, meta, schema, columns)?;
+    let stream = scan_columns(store, url, meta, &in_file).await?;
+    Ok(stream.map(move |batch| {
+        let batch = batch?;
+        let arrays = projected
+            .fields()
+            .iter()
+            .map(|f| table_column(&batch, f))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new_with_options(
+            projected.clone(),
+            arrays,
+            &datafusion::arrow::array::RecordBatchOptions::new()
+                .with_row_count(Some(batch.num_rows())),
+        )?)
+    }))
+}
+
 /// The vectors of column `column_idx` (named `column`, `dims` values each) of a Parquet
 /// file, decoded for exact searches.
 pub async fn read_vectors(

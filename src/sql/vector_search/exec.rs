@@ -709,23 +709,13 @@ impl Run {
         p: &Prefilter,
     ) -> Result<Vec<bool>> {
         let url = &self.spec.target.parquet;
-        let projected = Arc::new(self.spec.target.schema.project(&p.columns)?);
         let rows = meta.metadata().file_metadata().num_rows() as usize;
         let mut allowed = Vec::with_capacity(rows);
-        let in_file = read::file_columns(url, meta, &self.spec.target.schema, &p.columns)?;
-        let mut stream = read::scan_columns(store, url, meta, &in_file).await?;
+        let schema = &self.spec.target.schema;
+        let stream = read::scan_table_columns(store, url, meta, schema, &p.columns).await?;
+        let mut stream = std::pin::pin!(stream);
         while let Some(batch) = stream.next().await {
             let batch = batch?;
-            let columns = projected
-                .fields()
-                .iter()
-                .map(|f| read::table_column(&batch, f))
-                .collect::<Result<Vec<_>>>()?;
-            let batch = RecordBatch::try_new_with_options(
-                projected.clone(),
-                columns,
-                &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-            )?;
             let v = p.expr.evaluate(&batch)?.into_array(batch.num_rows())?;
             let b = v.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| {
                 JammiError::InvalidInput(format!(
