@@ -330,6 +330,90 @@ impl JammiSession {
         Ok(m)
     }
 
+    /// Upserts `data` into result table `table` by the key columns `on`: rows whose key is in
+    /// the table replace it (their new vectors are indexed, the old ones never found again),
+    /// the others are inserted — `MERGE INTO ... WHEN MATCHED THEN UPDATE WHEN NOT MATCHED
+    /// THEN INSERT`, committed as one version. `data` needs the table's columns. Returns the
+    /// rows updated plus inserted; a key that two rows of `data` share fails, naming it,
+    /// before anything is committed.
+    pub async fn merge(&self, table: &str, data: DataFrame, on: &[&str]) -> Result<u64> {
+        use datafusion::logical_expr::dml::{
+            MergeIntoAction, MergeIntoClause, MergeIntoClauseKind,
+        };
+        use datafusion::prelude::{Expr, col};
+        if on.is_empty() {
+            return Err(JammiError::InvalidInput(format!(
+                "merge into {table}: name at least one key column in `on`"
+            )));
+        }
+        self.refresh_tables().await?;
+        let target = datafusion::common::TableReference::full("jammi", "public", table);
+        let provider = self.ctx.table_provider(target.clone()).await?;
+        let schema = provider.schema();
+        let data_ref = datafusion::common::TableReference::bare("__jammi_merge_data");
+        let cols = |q: &datafusion::common::TableReference, c: &str| {
+            col(datafusion::common::Column::new(Some(q.clone()), c))
+        };
+        let mut keys = Vec::new();
+        for k in on {
+            if schema.index_of(k).is_err() {
+                return Err(JammiError::InvalidInput(format!(
+                    "merge into {table}: key column '{k}' is not a column of the table"
+                )));
+            }
+            keys.push(cols(&target, k).eq(cols(&data_ref, k)));
+        }
+        let on_expr = keys
+            .into_iter()
+            .reduce(Expr::and)
+            .ok_or_else(|| JammiError::InvalidInput(format!("merge into {table}: no key")))?;
+        let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+        let clauses = vec![
+            MergeIntoClause {
+                kind: MergeIntoClauseKind::Matched,
+                predicate: None,
+                action: MergeIntoAction::Update(
+                    names
+                        .iter()
+                        .map(|c| (c.clone(), cols(&data_ref, c)))
+                        .collect(),
+                ),
+            },
+            MergeIntoClause {
+                kind: MergeIntoClauseKind::NotMatched,
+                predicate: None,
+                action: MergeIntoAction::Insert {
+                    columns: names.clone(),
+                    values: names.iter().map(|c| cols(&data_ref, c)).collect(),
+                },
+            },
+        ];
+        let target_schema =
+            datafusion::common::DFSchema::try_from_qualified_schema(target.clone(), &schema)?;
+        let data_schema = datafusion::common::DFSchema::try_from_qualified_schema(
+            data_ref,
+            data.schema().as_arrow(),
+        )?;
+        let merge_schema = Arc::new(target_schema.join(&data_schema)?);
+        let state = self.ctx.state();
+        let source = data.create_physical_plan().await?;
+        let plan = provider
+            .merge_into(&state, source, merge_schema, on_expr, clauses)
+            .await?;
+        let out = datafusion::physical_plan::collect(plan, self.ctx.task_ctx()).await?;
+        self.refresh_tables().await?;
+        let n = out
+            .first()
+            .and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                    .map(|a| a.value(0))
+            })
+            .unwrap_or(0);
+        Ok(n)
+    }
+
     /// Re-reads the catalog: sources added or removed by other processes, and result tables
     /// committed or deleted by them.
     pub async fn refresh(&self) -> Result<()> {

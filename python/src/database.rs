@@ -17,6 +17,7 @@ use jammi_db::sql::{PreparedQuery, SearchOptions};
 use jammi_db::storage::{CloudConfig, StorageUrl};
 use jammi_db::store::{RecoveryReport, TableSpec};
 use jammi_db::{JammiError, Result};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -451,6 +452,44 @@ impl Database {
         d.set_item("rows_added", v.rows_added)?;
         d.set_item("segments", v.segments.len())?;
         Ok(d.into_any())
+    }
+
+    /// Upserts `data` into result table `table` by the key column(s) `on` (a name or a
+    /// list): rows whose key is in the table replace it, the others are inserted, as one
+    /// version. `data` is what `write_table` takes, with the table's columns. Returns the
+    /// rows updated plus inserted. A key two rows of `data` share fails, naming it, before
+    /// anything is committed.
+    fn merge<'py>(
+        &self,
+        py: Python<'py>,
+        table: String,
+        data: Bound<'py, PyAny>,
+        on: Bound<'py, PyAny>,
+    ) -> PyResult<u64> {
+        let on: Vec<String> = match on.extract::<String>() {
+            Ok(one) => vec![one],
+            Err(_) => on.extract::<Vec<String>>().map_err(|_| {
+                PyTypeError::new_err("on must be a column name or a list of column names")
+            })?,
+        };
+        self.changed();
+        if let Ok(result) = data.cast::<QueryResult>() {
+            let df = result.get().dataframe(py)?;
+            return run(py, self, |s| async move {
+                let on: Vec<&str> = on.iter().map(String::as_str).collect();
+                s.merge(&table, df, &on).await
+            });
+        }
+        let data = pandas_to_arrow(&data)?;
+        let reader = import_stream(&data, "data")?;
+        run(py, self, |s| async move {
+            let (schema, batches) = reader_stream(reader);
+            let batches: Vec<RecordBatch> = batches.try_collect().await?;
+            let mem = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
+            let df = s.context().read_table(Arc::new(mem))?;
+            let on: Vec<&str> = on.iter().map(String::as_str).collect();
+            s.merge(&table, df, &on).await
+        })
     }
 
     /// Names of the committed result tables.

@@ -346,3 +346,26 @@ def test_append_update_and_delete_change_a_table_as_versions(db, table):
     assert n == [{"n": 60}]
     with pytest.raises(Exception, match="column 'id'"):
         db.append(table, pa.table({"id": pa.array(["x"])}))
+
+
+def test_merge_upserts_changed_documents_by_key(db, table):
+    """Rows whose key is in the table replace it (their new vectors are found at once, the
+    old ones never again); new keys are inserted; all in one version."""
+    changed = papers(55).slice(45)  # ids 45..54: 45..49 exist, 50..54 are new
+    edited = changed.set_column(1, "title", pa.array([f"edited {i}" for i in range(45, 55)]))
+    moved = pa.FixedSizeListArray.from_arrays(
+        pa.array(np.concatenate([vector(i + 1000) for i in range(45, 55)]), pa.float32()), DIMS
+    )
+    edited = edited.set_column(5, "embedding", moved)
+    assert db.merge(table, edited, on="id") == 10
+    rows = db.sql(f'SELECT count(*) AS n FROM jammi.public."{table}"').to_pylist()
+    assert rows == [{"n": 55}]
+    assert db.search(table, vector(1047), k=1).to_pylist()[0]["id"] == 47
+    old = db.search(table, vector(47), k=1, exact=True).to_pylist()[0]
+    assert old["id"] != 47 or old["_distance"] > 1e-4
+    titles = db.sql(f'SELECT title FROM jammi.public."{table}" WHERE id = 52').to_pylist()
+    assert titles == [{"title": "edited 52"}]
+    with pytest.raises(Exception, match="id = 3"):
+        db.merge(table, pa.concat_tables([papers(4).slice(3), papers(4).slice(3)]), on=["id"])
+    with pytest.raises(TypeError, match="on must be"):
+        db.merge(table, edited, on=3)

@@ -330,6 +330,30 @@ impl TableProvider for IndexedTable {
         )?))
     }
 
+    /// `MERGE INTO jammi.public.<t> USING ... ON ... WHEN ...`: the rows it deletes and
+    /// updates become deletions, the rows it updates and inserts a new segment, in one new
+    /// version.
+    async fn merge_into(
+        &self,
+        state: &dyn Session,
+        source: Arc<dyn ExecutionPlan>,
+        merge_schema: datafusion::common::DFSchemaRef,
+        on: Expr,
+        clauses: Vec<datafusion::logical_expr::dml::MergeIntoClause>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        Ok(crate::catalog::merge::plan(
+            state,
+            self.result_store()?.clone(),
+            self.table_version(),
+            self.schema(),
+            source,
+            merge_schema,
+            on,
+            clauses,
+        )
+        .await?)
+    }
+
     /// `INSERT INTO jammi.public.<t> ...`: the rows become a new segment, committed as the
     /// table's next version.
     async fn insert_into(

@@ -1049,3 +1049,215 @@ async fn dml_on_a_source_is_refused_and_datafusions_tables_keep_theirs() {
     let n = rows(&s, "SELECT count(*) AS n FROM m").await;
     assert_eq!(ints(&n, "n"), vec![2]);
 }
+
+/// Rows for a MERGE source: ids `ids`, score 42, title `new <id>`, vector of `id + 1000`.
+fn merge_rows(ids: &[i64]) -> RecordBatch {
+    use datafusion::arrow::array::{FixedSizeListArray, Float64Array, StringArray};
+    let values: Vec<f32> = ids
+        .iter()
+        .flat_map(|&i| sample_vector(i + 1000, DIMS))
+        .collect();
+    let emb = FixedSizeListArray::new(
+        Arc::new(datafusion::arrow::datatypes::Field::new(
+            "item",
+            datafusion::arrow::datatypes::DataType::Float32,
+            true,
+        )),
+        DIMS,
+        Arc::new(Float32Array::from(values)),
+        None,
+    );
+    RecordBatch::try_new(
+        sample_schema(DIMS),
+        vec![
+            Arc::new(Int64Array::from(ids.to_vec())),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|i| format!("new {i}")),
+            )),
+            Arc::new(Float64Array::from(vec![42.0; ids.len()])),
+            Arc::new(emb),
+        ],
+    )
+    .unwrap()
+}
+
+fn count_of(batches: &[RecordBatch]) -> u64 {
+    batches[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+        .unwrap()
+        .value(0)
+}
+
+/// The top hit of an exact search for `v`: its id and whether it is at distance 0.
+async fn nearest(s: &JammiSession, v: &[f32]) -> (i64, bool) {
+    let q = vec_sql(v);
+    let got = rows(
+        s,
+        &format!("SELECT id, _distance FROM vector_search('t', {q}, 1, 'exact=true')"),
+    )
+    .await;
+    let h = hits(&got);
+    (h[0].0, f32::from_bits(h[0].1) < 1e-6)
+}
+
+const UPSERT: &str = "MERGE INTO jammi.public.t AS t USING upd AS s ON t.id = s.id \
+     WHEN MATCHED AND s.id = 99 THEN DELETE \
+     WHEN MATCHED THEN UPDATE SET title = s.title, score = s.score, embedding = s.embedding \
+     WHEN NOT MATCHED THEN INSERT (id, title, score, embedding) \
+     VALUES (s.id, s.title, s.score, s.embedding)";
+
+async fn merges_on(root: &str) {
+    let s = JammiSession::open(root).await.unwrap();
+    let rs = s.result_store();
+    rs.write_batches(
+        &spec("t"),
+        sample_schema(DIMS),
+        vec![sample_batch(0, 100, DIMS)],
+    )
+    .await
+    .unwrap();
+    s.refresh_tables().await.unwrap();
+    let src: Vec<i64> = (95..105).collect();
+    s.context().register_batch("upd", merge_rows(&src)).unwrap();
+    // One deleted, four updated, five inserted.
+    assert_eq!(count_of(&rows(&s, UPSERT).await), 10, "{root}");
+    let v = rs.latest_version("t").await.unwrap();
+    assert_eq!(
+        (v.version, v.segments.len(), v.rows_added, v.rows_deleted),
+        (1, 2, 9, 5),
+        "{root}"
+    );
+    assert_eq!(
+        v.operation,
+        jammi_db::store::versions::Operation::Merge,
+        "{root}"
+    );
+    let ids = ints(
+        &rows(&s, "SELECT id FROM jammi.public.t ORDER BY id").await,
+        "id",
+    );
+    let want: Vec<i64> = (0..99).chain(100..105).collect();
+    assert_eq!(ids, want, "{root}");
+    let new = rows(
+        &s,
+        "SELECT id FROM jammi.public.t WHERE score = 42 AND title = concat('new ', CAST(id AS VARCHAR)) ORDER BY id",
+    )
+    .await;
+    assert_eq!(
+        ints(&new, "id"),
+        vec![95, 96, 97, 98, 100, 101, 102, 103, 104]
+    );
+    // Updated vectors are found at once, the old ones never again, the deleted row neither.
+    assert_eq!(nearest(&s, &sample_vector(1097, DIMS)).await, (97, true));
+    assert_ne!(nearest(&s, &sample_vector(97, DIMS)).await, (97, true));
+    assert_ne!(nearest(&s, &sample_vector(99, DIMS)).await.0, 99);
+    assert_eq!(nearest(&s, &sample_vector(1102, DIMS)).await, (102, true));
+    let by_index = rows(
+        &s,
+        &format!(
+            "SELECT id FROM vector_search('t', {}, 1)",
+            vec_sql(&sample_vector(1096, DIMS))
+        ),
+    )
+    .await;
+    assert_eq!(ints(&by_index, "id"), vec![96]);
+    // NOT MATCHED BY SOURCE reaches the table's rows the source does not name.
+    let gone = rows(
+        &s,
+        "MERGE INTO jammi.public.t AS t USING upd AS s ON t.id = s.id \
+         WHEN NOT MATCHED BY SOURCE AND t.id < 3 THEN DELETE",
+    )
+    .await;
+    assert_eq!(count_of(&gone), 3, "{root}");
+    assert_eq!(count(&s, "t").await, 101, "{root}");
+    // Merging the same rows again updates them in place of themselves: still 101 rows.
+    s.context().deregister_table("upd").unwrap();
+    s.context()
+        .register_batch("upd", merge_rows(&[100, 101]))
+        .unwrap();
+    assert_eq!(count_of(&rows(&s, UPSERT).await), 2, "{root}");
+    assert_eq!(count(&s, "t").await, 101, "{root}");
+    // The Rust upsert call: matched keys replaced, new keys inserted.
+    let data = s.context().read_batch(merge_rows(&[7, 200])).unwrap();
+    assert_eq!(s.merge("t", data, &["id"]).await.unwrap(), 2, "{root}");
+    assert_eq!(count(&s, "t").await, 102, "{root}");
+    assert_eq!(nearest(&s, &sample_vector(1007, DIMS)).await, (7, true));
+    assert_eq!(nearest(&s, &sample_vector(1200, DIMS)).await, (200, true));
+    let v = rs.latest_version("t").await.unwrap();
+    assert_eq!(v.version, 4, "{root}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn merge_into_upserts_and_deletes_in_one_version_on_a_local_root() {
+    let dir = tempdir();
+    merges_on(dir.path().to_str().unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn merge_into_upserts_and_deletes_in_one_version_in_memory() {
+    merges_on(&memory_root("merge")).await;
+}
+
+/// A target row two source rows would change fails the MERGE naming its key, and nothing is
+/// committed; the Rust call refuses a key that is not a column.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_merge_matching_one_row_to_two_source_rows_fails_naming_the_key() {
+    let s = JammiSession::open(&memory_root("merge-dup")).await.unwrap();
+    let rs = s.result_store();
+    rs.write_batches(
+        &spec("t"),
+        sample_schema(DIMS),
+        vec![sample_batch(0, 10, DIMS)],
+    )
+    .await
+    .unwrap();
+    s.refresh_tables().await.unwrap();
+    s.context()
+        .register_batch("upd", merge_rows(&[3, 5, 5, 20]))
+        .unwrap();
+    let err = rows_err(&s, UPSERT).await;
+    assert!(
+        err.contains("id = 5") && err.contains("more than one source row"),
+        "{err}"
+    );
+    assert!(rs.latest_version_number("t").await.unwrap().is_none());
+    assert_eq!(count(&s, "t").await, 10);
+    let data = s.context().read_batch(merge_rows(&[1])).unwrap();
+    let err = s.merge("t", data, &["nope"]).await.unwrap_err().to_string();
+    assert!(err.contains("'nope'"), "{err}");
+}
+
+/// Two MERGEs planned on the same version: the first commits, the second fails with a
+/// conflict (the rows the first added could hold its keys) and changes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_racing_merges_commit_one_and_refuse_the_other() {
+    let s = JammiSession::open(&memory_root("merge-race"))
+        .await
+        .unwrap();
+    let rs = s.result_store();
+    rs.write_batches(
+        &spec("t"),
+        sample_schema(DIMS),
+        vec![sample_batch(0, 10, DIMS)],
+    )
+    .await
+    .unwrap();
+    s.refresh_tables().await.unwrap();
+    s.context()
+        .register_batch("upd", merge_rows(&[3, 50]))
+        .unwrap();
+    let first = s.sql(UPSERT).await.unwrap();
+    let second = s.sql(UPSERT).await.unwrap();
+    assert_eq!(count_of(&first.collect().await.unwrap()), 2);
+    let err = second.collect().await.unwrap_err().to_string();
+    assert!(err.contains("nothing was committed"), "{err}");
+    assert_eq!(rs.latest_version("t").await.unwrap().version, 1);
+    let ids = ints(
+        &rows(&s, "SELECT id FROM jammi.public.t ORDER BY id").await,
+        "id",
+    );
+    let want: Vec<i64> = (0..10).chain([50]).collect();
+    assert_eq!(ids, want);
+}
