@@ -378,7 +378,9 @@ impl Database {
     /// Writes a result table (Parquet plus its vector index) from any Arrow data: a
     /// pyarrow Table or RecordBatchReader, a polars or pandas DataFrame, or a `db.sql(...)`
     /// result (streamed in Rust, never through Python). Returns its manifest.
-    #[pyo3(signature = (data, *, source, task, model, key_column=None, vector_column=None, metric="cosine", name=None))]
+    /// `segment_max_bytes` (bytes, or a size such as `"256MiB"`) is recorded as the table's
+    /// own segment budget for later appends, updates and merges.
+    #[pyo3(signature = (data, *, source, task, model, key_column=None, vector_column=None, metric="cosine", name=None, segment_max_bytes=None))]
     #[allow(clippy::too_many_arguments)]
     fn write_table<'py>(
         &self,
@@ -391,8 +393,10 @@ impl Database {
         vector_column: Option<String>,
         metric: &str,
         name: Option<String>,
+        segment_max_bytes: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let spec = TableSpec {
+            segment_max_bytes: byte_size(segment_max_bytes, "segment_max_bytes")?,
             source,
             task,
             model,
@@ -424,26 +428,35 @@ impl Database {
     /// index), committed as the table's next version; the existing files are not rewritten.
     /// `data` is what `write_table` takes. Returns the version: `version`, `rows` (live rows
     /// of the table), `rows_added`, `segments`.
+    /// `segment_max_bytes` (bytes, or a size such as `"256MiB"`) bounds each segment this
+    /// append writes (default: the table's own, else 256 MiB).
+    #[pyo3(signature = (table, data, *, segment_max_bytes=None))]
     fn append<'py>(
         &self,
         py: Python<'py>,
         table: String,
         data: Bound<'py, PyAny>,
+        segment_max_bytes: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let budget = byte_size(segment_max_bytes, "segment_max_bytes")?;
         self.changed();
         let v = if let Ok(result) = data.cast::<QueryResult>() {
             let df = result.get().dataframe(py)?;
             run(py, self, |s| async move {
                 let schema = Arc::new(df.schema().as_arrow().clone());
                 let stream = df.execute_stream().await?.map_err(JammiError::from);
-                s.result_store().append_table(&table, schema, stream).await
+                s.result_store()
+                    .append_table_with(&table, schema, stream, budget)
+                    .await
             })?
         } else {
             let data = pandas_to_arrow(&data)?;
             let reader = import_stream(&data, "data")?;
             run(py, self, |s| async move {
                 let (schema, batches) = reader_stream(reader);
-                s.result_store().append_table(&table, schema, batches).await
+                s.result_store()
+                    .append_table_with(&table, schema, batches, budget)
+                    .await
             })?
         };
         let d = PyDict::new(py);
@@ -544,6 +557,26 @@ fn search_options(
 
 /// pandas DataFrames through `pyarrow.Table.from_pandas` (without the index); anything
 /// else as it is.
+/// A byte size given as an int or a string such as `"256MiB"`.
+fn byte_size(value: Option<Bound<'_, PyAny>>, what: &str) -> PyResult<Option<u64>> {
+    let Some(v) = value else { return Ok(None) };
+    let parsed = match v.extract::<u64>() {
+        Ok(0) => Err(format!("{what} must be at least 1 byte")),
+        Ok(n) => Ok(n),
+        Err(_) => match v.extract::<String>() {
+            Ok(text) => {
+                jammi_db::sql::options::parse_bytes(&text).map_err(|e| format!("{what}: {e}"))
+            }
+            Err(_) => Err(format!(
+                "{what} must be a number of bytes or a size such as '256MiB'"
+            )),
+        },
+    };
+    parsed
+        .map(Some)
+        .map_err(pyo3::exceptions::PyValueError::new_err)
+}
+
 fn pandas_to_arrow<'py>(data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let module = data.get_type().module()?;
     if !module.to_str()?.starts_with("pandas") || data.hasattr("__arrow_c_stream__")? {

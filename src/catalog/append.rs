@@ -19,14 +19,22 @@ pub(crate) struct AppendSink {
     store: Arc<ResultStore>,
     table: String,
     schema: SchemaRef,
+    /// The session's segment budget.
+    segment_max_bytes: Option<u64>,
 }
 
 impl AppendSink {
-    pub(crate) fn new(store: Arc<ResultStore>, table: String, schema: SchemaRef) -> Self {
+    pub(crate) fn new(
+        store: Arc<ResultStore>,
+        table: String,
+        schema: SchemaRef,
+        segment_max_bytes: Option<u64>,
+    ) -> Self {
         AppendSink {
             store,
             table,
             schema,
+            segment_max_bytes,
         }
     }
 }
@@ -60,7 +68,10 @@ impl DataSink for AppendSink {
     ) -> datafusion::error::Result<u64> {
         let schema = data.schema();
         let rows = data.map(|b| b.map_err(JammiError::from));
-        let v = self.store.append_table(&self.table, schema, rows).await?;
+        let v = self
+            .store
+            .append_table_with(&self.table, schema, rows, self.segment_max_bytes)
+            .await?;
         Ok(v.rows_added)
     }
 }

@@ -44,6 +44,8 @@ pub(crate) struct DeleteExec {
     predicate: Option<Predicate>,
     /// An UPDATE: each table column's new value, over the whole row.
     assignments: Option<Vec<Arc<dyn PhysicalExpr>>>,
+    /// The session's segment budget for an UPDATE's new rows.
+    segment_max_bytes: Option<u64>,
     properties: Arc<PlanProperties>,
 }
 
@@ -112,6 +114,7 @@ impl DeleteExec {
             schema,
             predicate,
             assignments,
+            segment_max_bytes: crate::sql::options::session_segment_max_bytes(state),
             properties,
         })
     }
@@ -280,8 +283,8 @@ impl DeleteExec {
             return Ok(0);
         }
         let change = crate::store::Change {
-            operation: crate::store::versions::Operation::Update,
-            deleted,
+            segment_max_bytes: self.segment_max_bytes,
+            ..crate::store::Change::new(crate::store::versions::Operation::Update, deleted)
         };
         let rows = futures::stream::iter(updated.into_iter().map(Ok));
         let appended = Some((self.schema.clone(), rows));
@@ -394,6 +397,7 @@ impl ExecutionPlan for DeleteExec {
             schema: self.schema.clone(),
             predicate: self.predicate.clone(),
             assignments: self.assignments.clone(),
+            segment_max_bytes: self.segment_max_bytes,
             properties: self.properties.clone(),
         };
         let out = schema.clone();

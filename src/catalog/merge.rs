@@ -108,8 +108,9 @@ pub(crate) async fn plan(
     }
     let plan = joined.filter(action.is_not_null())?.project(out)?.build()?;
     let rows = state.create_physical_plan(&plan).await?;
+    let budget = crate::sql::options::session_segment_max_bytes(state);
     Ok(Arc::new(MergeExec::new(
-        store, base, schema, rows, acts, keys, name,
+        store, base, schema, rows, acts, keys, name, budget,
     )))
 }
 
@@ -394,10 +395,13 @@ pub(crate) struct MergeExec {
     acts: Vec<Act>,
     keys: Vec<String>,
     table: String,
+    /// The session's segment budget for the rows it writes.
+    segment_max_bytes: Option<u64>,
     properties: Arc<PlanProperties>,
 }
 
 impl MergeExec {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         store: Arc<ResultStore>,
         base: TableVersion,
@@ -406,6 +410,7 @@ impl MergeExec {
         acts: Vec<Act>,
         keys: Vec<String>,
         table: String,
+        segment_max_bytes: Option<u64>,
     ) -> Self {
         let count = Arc::new(Schema::new(vec![Field::new(
             "count",
@@ -426,6 +431,7 @@ impl MergeExec {
             acts,
             keys,
             table,
+            segment_max_bytes,
             properties,
         }
     }
@@ -439,21 +445,19 @@ impl MergeExec {
             self.acts.clone(),
             self.keys.clone(),
             self.table.clone(),
+            self.segment_max_bytes,
         )
     }
 
     /// `key = value, ...` of row `i` of `batch`, for a cardinality error.
     fn key_text(&self, batch: &RecordBatch, i: usize) -> String {
         let values = self.keys.iter().enumerate().map(|(k, name)| {
-            let v = batch
-                .column(3 + k)
-                .as_ref()
-                .is_valid(i)
-                .then(|| {
-                    datafusion::arrow::util::display::array_value_to_string(batch.column(3 + k), i)
-                        .unwrap_or_default()
-                })
-                .unwrap_or_else(|| "NULL".into());
+            let c = batch.column(3 + k);
+            let v = if c.is_valid(i) {
+                datafusion::arrow::util::display::array_value_to_string(c, i).unwrap_or_default()
+            } else {
+                "NULL".into()
+            };
             format!("{name} = {v}")
         });
         values.collect::<Vec<_>>().join(", ")
@@ -504,12 +508,13 @@ impl MergeExec {
         if changed == 0 {
             return Ok(0);
         }
+        let deleted = deleted
+            .into_iter()
+            .map(|(s, rows)| (self.base.segments[s as usize].path.clone(), rows))
+            .collect();
         let change = Change {
-            operation: Operation::Merge,
-            deleted: deleted
-                .into_iter()
-                .map(|(s, rows)| (self.base.segments[s as usize].path.clone(), rows))
-                .collect(),
+            segment_max_bytes: self.segment_max_bytes,
+            ..Change::new(Operation::Merge, deleted)
         };
         let appended = (!written.is_empty()).then(|| {
             let rows = futures::stream::iter(written.into_iter().map(Ok));

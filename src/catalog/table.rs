@@ -358,7 +358,7 @@ impl TableProvider for IndexedTable {
     /// table's next version.
     async fn insert_into(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
@@ -374,6 +374,7 @@ impl TableProvider for IndexedTable {
             store.clone(),
             self.name().to_string(),
             self.schema(),
+            crate::sql::options::session_segment_max_bytes(state),
         );
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }

@@ -112,6 +112,10 @@ pub struct Manifest {
     pub index: Option<IndexInfo>,
     /// Every sibling, with size and checksum.
     pub files: Vec<FileEntry>,
+    /// Bytes of rows per segment the table's later writes add (`jammi.segment_max_bytes`
+    /// when it was created); absent: the writer's setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_max_bytes: Option<u64>,
 }
 
 impl Manifest {

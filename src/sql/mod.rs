@@ -139,6 +139,10 @@ pub async fn register(
                 i
             }
         };
+        let settings = &mut state.config_mut().options_mut().extensions;
+        if settings.get::<options::JammiSettings>().is_none() {
+            settings.insert(options::JammiSettings::default());
+        }
         // Each format's factory wraps the one the session had (DataFusion's default unless
         // the application set its own).
         let factories = state.table_factories_mut();

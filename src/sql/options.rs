@@ -143,3 +143,122 @@ impl ExtensionOptions for JammiOptions {
 impl ConfigExtension for JammiOptions {
     const PREFIX: &'static str = "jammi";
 }
+
+/// Keys of the `jammi.*` session settings (`SET jammi.<key> = ...`).
+pub const SETTING_KEYS: [&str; 1] = ["segment_max_bytes"];
+
+/// `jammi.*` session settings, read by the writes of the session: `SET
+/// jammi.segment_max_bytes = '256MiB'` bounds the rows of each segment an `INSERT`,
+/// `UPDATE` or `MERGE` writes (a larger write is split into several). Only settings that
+/// were set are listed, so a session's `SHOW ALL` is unchanged until one is.
+#[derive(Debug, Clone, Default)]
+pub struct JammiSettings {
+    /// Bytes of rows (Arrow's in-memory size) per segment.
+    pub segment_max_bytes: Option<u64>,
+}
+
+impl ExtensionOptions for JammiSettings {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let short = key.strip_prefix("jammi.").unwrap_or(key);
+        match short {
+            "segment_max_bytes" => {
+                self.segment_max_bytes =
+                    Some(parse_bytes(value).map_err(|e| {
+                        DataFusionError::Configuration(format!("jammi.{short}: {e}"))
+                    })?);
+                Ok(())
+            }
+            _ => Err(DataFusionError::Configuration(format!(
+                "unknown setting 'jammi.{short}'; valid settings: {}",
+                SETTING_KEYS.map(|k| format!("jammi.{k}")).join(", ")
+            ))),
+        }
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        self.segment_max_bytes
+            .map(|b| ConfigEntry {
+                key: "jammi.segment_max_bytes".into(),
+                value: Some(b.to_string()),
+                description: "bytes of rows per segment a write of this session adds",
+            })
+            .into_iter()
+            .collect()
+    }
+}
+
+impl ConfigExtension for JammiSettings {
+    const PREFIX: &'static str = "jammi";
+}
+
+/// A positive byte size: a number with an optional unit (`B`, `KB`/`KiB`, `MB`/`MiB`,
+/// `GB`/`GiB`, `TB`/`TiB`; case and spaces ignored), e.g. `'256MiB'`, `'1 GB'`, `'65536'`.
+pub fn parse_bytes(value: &str) -> std::result::Result<u64, String> {
+    let v = value.trim();
+    let split = v
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(v.len());
+    let (number, unit) = (v[..split].trim(), v[split..].trim().to_ascii_lowercase());
+    let scale: u64 = match unit.as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" | "k" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" | "m" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" | "g" => 1 << 30,
+        "tb" => 1_000_000_000_000,
+        "tib" | "t" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "'{value}' is not a size: use e.g. '256MiB', '1GB' or bytes"
+            ));
+        }
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("'{value}' is not a size: use e.g. '256MiB', '1GB' or bytes"))?;
+    let bytes = n * scale as f64;
+    if !(bytes >= 1.0 && bytes < u64::MAX as f64) {
+        return Err(format!("'{value}' must be at least 1 byte"));
+    }
+    Ok(bytes as u64)
+}
+
+/// The session's `jammi.segment_max_bytes`, if set.
+pub(crate) fn session_segment_max_bytes(state: &dyn datafusion::catalog::Session) -> Option<u64> {
+    state
+        .config_options()
+        .extensions
+        .get::<JammiSettings>()
+        .and_then(|s| s.segment_max_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_and_without_units_and_bad_ones_name_the_value() {
+        assert_eq!(parse_bytes("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_bytes(" 1 GB "), Ok(1_000_000_000));
+        assert_eq!(parse_bytes("65536"), Ok(65536));
+        assert_eq!(parse_bytes("0.5KiB"), Ok(512));
+        for bad in ["", "0", "-1MiB", "12 parsecs", "MiB", "0.1"] {
+            let e = parse_bytes(bad).unwrap_err();
+            assert!(e.contains(&format!("'{bad}'")), "{bad}: {e}");
+        }
+    }
+}

@@ -48,6 +48,9 @@ pub struct TableSpec {
     pub vector_column: Option<String>,
     /// HNSW parameters and metric of the index.
     pub index: IndexParams,
+    /// The table's own segment budget for later writes, recorded in its manifest
+    /// (`None`: the store's).
+    pub segment_max_bytes: Option<u64>,
 }
 
 /// What one change of a result table does besides adding rows.
@@ -57,6 +60,23 @@ pub struct Change {
     pub operation: versions::Operation,
     /// Rows deleted, per segment path of the version the change was planned on.
     pub deleted: Vec<(String, roaring::RoaringBitmap)>,
+    /// The segment budget of this write (a session's `jammi.segment_max_bytes`, a call's
+    /// argument); `None`: the table's own, else the store's.
+    pub segment_max_bytes: Option<u64>,
+}
+
+impl Change {
+    /// A change recorded as `operation`, deleting `deleted`, with the default budget.
+    pub fn new(
+        operation: versions::Operation,
+        deleted: Vec<(String, roaring::RoaringBitmap)>,
+    ) -> Self {
+        Change {
+            operation,
+            deleted,
+            segment_max_bytes: None,
+        }
+    }
 }
 
 /// Versions a writer tries before giving up to others committing at the same time.
@@ -325,6 +345,7 @@ impl ResultStore {
                 key_column: spec.key_column.clone(),
                 rows: streamed.rows,
                 schema: schema.clone(),
+                segment_max_bytes: spec.segment_max_bytes,
             };
             write::sidecars_and_manifest(
                 &store,
@@ -361,9 +382,24 @@ impl ResultStore {
     where
         S: Stream<Item = Result<RecordBatch>> + Send + Unpin,
     {
+        self.append_table_with(name, schema, batches, None).await
+    }
+
+    /// [`append_table`](Self::append_table) with this write's segment budget
+    /// (`None`: the table's own, else the store's).
+    pub async fn append_table_with<S>(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        batches: S,
+        segment_max_bytes: Option<u64>,
+    ) -> Result<versions::TableVersion>
+    where
+        S: Stream<Item = Result<RecordBatch>> + Send + Unpin,
+    {
         let change = Change {
-            operation: versions::Operation::Append,
-            deleted: Vec::new(),
+            segment_max_bytes,
+            ..Change::new(versions::Operation::Append, Vec::new())
         };
         self.commit_change(name, None, change, Some((schema, batches)))
             .await
@@ -382,10 +418,7 @@ impl ResultStore {
         if deleted.iter().all(|(_, d)| d.is_empty()) {
             return Ok(base.clone());
         }
-        let change = Change {
-            operation: versions::Operation::Delete,
-            deleted,
-        };
+        let change = Change::new(versions::Operation::Delete, deleted);
         self.commit_change::<futures::stream::Empty<Result<RecordBatch>>>(
             name,
             Some(base),
@@ -427,7 +460,11 @@ impl ResultStore {
         let added = match appended {
             None => Vec::new(),
             Some((schema, batches)) => {
-                self.write_segments(name, &manifest, &base, schema, batches)
+                let budget = match change.segment_max_bytes.or(manifest.segment_max_bytes) {
+                    Some(b) => b,
+                    None => self.segment_budget()?,
+                };
+                self.write_segments(name, &manifest, &base, schema, batches, budget)
                     .await?
             }
         };
@@ -459,11 +496,11 @@ impl ResultStore {
         base: &versions::TableVersion,
         schema: SchemaRef,
         batches: S,
+        budget: u64,
     ) -> Result<Vec<versions::SegmentRef>>
     where
         S: Stream<Item = Result<RecordBatch>> + Send + Unpin,
     {
-        let budget = self.segment_budget()?;
         let mut input = batches;
         let mut carry: Option<RecordBatch> = None;
         let mut out = Vec::new();
@@ -1077,6 +1114,7 @@ async fn build_for_file(
         key_column: req.key_column.map(str::to_string),
         rows,
         schema: file_schema,
+        segment_max_bytes: None,
     };
     write::sidecars_and_manifest(store, txn, info, parquet_entry, Some(built), Some(&request)).await
 }

@@ -772,6 +772,7 @@ mod tests {
             schema_ipc: String::new(),
             index: None,
             files: Vec::new(),
+            segment_max_bytes: None,
         };
         // The table was deleted and written again since the delete was planned.
         put(&store, &s.parquet, b"new rows").await;

@@ -476,6 +476,7 @@ pub(crate) struct CommitInfo {
     pub key_column: Option<String>,
     pub rows: u64,
     pub schema: SchemaRef,
+    pub segment_max_bytes: Option<u64>,
 }
 
 /// Uploads the index and rowmap of `index` (if any) under `txn`, and returns the manifest
@@ -528,6 +529,7 @@ pub(crate) async fn sidecars_and_manifest(
         rows: info.rows,
         schema_ipc: encode_schema(&info.schema),
         index: index_info,
+        segment_max_bytes: info.segment_max_bytes,
         files,
     })
 }

@@ -1261,3 +1261,89 @@ async fn two_racing_merges_commit_one_and_refuse_the_other() {
     let want: Vec<i64> = (0..10).chain([50]).collect();
     assert_eq!(ids, want);
 }
+
+/// `SET jammi.segment_max_bytes` splits the session's INSERTs; a table's own budget
+/// (recorded when it was written) splits appends that give none; bad sizes and unknown
+/// settings are errors naming them; unset, the setting lists nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_segment_budget_is_a_session_setting_and_a_table_option() {
+    let s = JammiSession::open(&memory_root("budget")).await.unwrap();
+    let listed = rows(
+        &s,
+        "SELECT name FROM information_schema.df_settings WHERE name LIKE 'jammi.%'",
+    )
+    .await;
+    assert_eq!(listed.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+    let rs = s.result_store();
+    rs.write_batches(
+        &spec("t"),
+        sample_schema(DIMS),
+        vec![sample_batch(0, 10, DIMS)],
+    )
+    .await
+    .unwrap();
+    s.refresh_tables().await.unwrap();
+    rows(&s, "CREATE TABLE src AS SELECT * FROM jammi.public.t").await;
+    let insert = "INSERT INTO jammi.public.t SELECT id + 100, title, score, embedding FROM src";
+    // Default budget: one segment.
+    rows(&s, insert).await;
+    assert_eq!(rs.latest_version("t").await.unwrap().segments.len(), 2);
+    // A budget of a few rows' bytes: the same ten rows become several segments of one version.
+    let row = (sample_batch(0, 10, DIMS).get_array_memory_size() / 10) as u64;
+    rows(&s, &format!("SET jammi.segment_max_bytes = '{}'", row * 3)).await;
+    let listed = rows(
+        &s,
+        "SELECT value FROM information_schema.df_settings WHERE name = 'jammi.segment_max_bytes'",
+    )
+    .await;
+    assert_eq!(listed[0].num_rows(), 1);
+    rows(&s, insert).await;
+    let v = rs.latest_version("t").await.unwrap();
+    assert_eq!(v.version, 2);
+    assert!(v.segments.len() >= 2 + 3, "{} segments", v.segments.len());
+    assert_eq!(count(&s, "t").await, 30);
+    for (bad, named) in [
+        ("SET jammi.segment_max_bytes = 'lots'", "'lots'"),
+        ("SET jammi.segment_max_bytes = '0'", "'0'"),
+        (
+            "SET jammi.segment_maxbytes = '1MiB'",
+            "jammi.segment_maxbytes",
+        ),
+    ] {
+        let err = rows_err(&s, bad).await;
+        assert!(err.contains(named), "{bad}: {err}");
+    }
+    // A table's own budget, recorded in its manifest, splits an append that gives none.
+    let own = TableSpec {
+        segment_max_bytes: Some(row * 2),
+        ..spec("u")
+    };
+    let m = rs
+        .write_batches(&own, sample_schema(DIMS), vec![sample_batch(0, 4, DIMS)])
+        .await
+        .unwrap();
+    assert_eq!(m.segment_max_bytes, Some(row * 2));
+    let v = rs
+        .append_table(
+            "u",
+            sample_schema(DIMS),
+            futures::stream::iter(vec![Ok(sample_batch(10, 10, DIMS))]),
+        )
+        .await
+        .unwrap();
+    assert!(v.segments.len() > 4, "{} segments", v.segments.len());
+    // A write's own budget wins over the table's.
+    let v = rs
+        .append_table_with(
+            "u",
+            sample_schema(DIMS),
+            futures::stream::iter(vec![Ok(sample_batch(30, 10, DIMS))]),
+            Some(1 << 30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        v.segments.len() - rs.version("u", 1).await.unwrap().segments.len(),
+        1
+    );
+}
