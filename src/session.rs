@@ -414,6 +414,29 @@ impl JammiSession {
         Ok(n)
     }
 
+    /// Rewrites the small segments of result table `name` and those with many deleted
+    /// rows into fewer, larger ones, as a new version (see [`ResultStore::compact`]).
+    pub async fn compact(
+        &self,
+        name: &str,
+        options: &crate::store::maintain::CompactOptions,
+    ) -> Result<crate::store::maintain::CompactReport> {
+        let report = self.store.compact(name, options).await?;
+        self.refresh_tables().await?;
+        Ok(report)
+    }
+
+    /// Removes the files of result table `name` that only versions replaced more than
+    /// `older_than` ago use (see [`ResultStore::vacuum`]); `dry_run` only reports them.
+    pub async fn vacuum(
+        &self,
+        name: &str,
+        older_than: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<crate::store::maintain::VacuumReport> {
+        self.store.vacuum(name, older_than, dry_run).await
+    }
+
     /// Re-reads the catalog: sources added or removed by other processes, and result tables
     /// committed or deleted by them.
     pub async fn refresh(&self) -> Result<()> {

@@ -116,6 +116,24 @@ enum TablesCommand {
         /// Table name.
         name: String,
     },
+    /// Rewrite a result table's small segments and those with many deleted rows into
+    /// fewer, larger ones, as a new version (every query answers the same).
+    Compact {
+        /// Table name.
+        name: String,
+    },
+    /// Remove the files only versions replaced more than a retention ago use (and writes
+    /// that died before committing), each proven jammi-db's by its version record.
+    Vacuum {
+        /// Table name.
+        name: String,
+        /// Retention: versions replaced more recently stay readable (e.g. 7d, 12h, 0s).
+        #[arg(long, default_value = "7d")]
+        older_than: String,
+        /// Only list what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Check every sibling of a result table (or of every table) against its manifest:
     /// present, its recorded size and CRC32C. Lists each table with what is wrong with it;
     /// exits 1 when any is damaged.
@@ -312,6 +330,45 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     }
                 }
                 print_rows(&["property", "value"], &rows, out)
+            }
+            TablesCommand::Compact { name } => {
+                let r = session.compact(&name, &Default::default()).await?;
+                let version = r
+                    .version
+                    .map_or("none (nothing to rewrite)".into(), |v| v.to_string());
+                let rows = vec![
+                    vec!["version".into(), version],
+                    vec![
+                        "segments".into(),
+                        format!("{} -> {}", r.segments_before, r.segments_after),
+                    ],
+                    vec![
+                        "rewritten".into(),
+                        format!("{} segments, {} rows", r.rewritten, r.rows),
+                    ],
+                ];
+                print_rows(&["property", "value"], &rows, out)
+            }
+            TablesCommand::Vacuum {
+                name,
+                older_than,
+                dry_run,
+            } => {
+                let retention =
+                    jammi_db::sql::options::parse_duration(&older_than).map_err(|e| {
+                        jammi_db::JammiError::InvalidInput(format!("--older-than: {e}"))
+                    })?;
+                let r = session.vacuum(&name, retention, dry_run).await?;
+                let verb = if dry_run { "would remove" } else { "removed" };
+                let mut rows: Vec<Vec<String>> = r
+                    .removed
+                    .iter()
+                    .map(|f| vec![verb.into(), f.clone()])
+                    .collect();
+                for v in &r.versions_removed {
+                    rows.push(vec![verb.into(), format!("version {v}")]);
+                }
+                print_rows(&["action", "what"], &rows, out)
             }
             TablesCommand::Verify { name } => {
                 let names = match name {

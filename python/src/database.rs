@@ -505,6 +505,47 @@ impl Database {
         })
     }
 
+    /// Rewrites the table's small segments and those with many deleted rows into fewer,
+    /// larger ones, as a new version; every query answers the same. Returns `version`
+    /// (None: nothing to rewrite), `segments_before`, `segments_after`, `rewritten`, `rows`.
+    fn compact<'py>(&self, py: Python<'py>, table: String) -> PyResult<Bound<'py, PyDict>> {
+        self.changed();
+        let r = run(py, self, |s| async move {
+            s.compact(&table, &Default::default()).await
+        })?;
+        let d = PyDict::new(py);
+        d.set_item("version", r.version)?;
+        d.set_item("segments_before", r.segments_before)?;
+        d.set_item("segments_after", r.segments_after)?;
+        d.set_item("rewritten", r.rewritten)?;
+        d.set_item("rows", r.rows)?;
+        Ok(d)
+    }
+
+    /// Removes the files only versions replaced more than `older_than` ago use (a duration
+    /// such as "7d", "12h", "0s"), each proven jammi-db's by its version record; those
+    /// versions can no longer be read. Returns `removed` (files), `versions_removed`.
+    #[pyo3(signature = (table, *, older_than="7d", dry_run=false))]
+    fn vacuum<'py>(
+        &self,
+        py: Python<'py>,
+        table: String,
+        older_than: &str,
+        dry_run: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let retention = jammi_db::sql::options::parse_duration(older_than)
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("older_than: {e}")))?;
+        self.changed();
+        let r = run(py, self, |s| async move {
+            s.vacuum(&table, retention, dry_run).await
+        })?;
+        let d = PyDict::new(py);
+        d.set_item("removed", r.removed)?;
+        d.set_item("versions_removed", r.versions_removed)?;
+        d.set_item("dry_run", r.dry_run)?;
+        Ok(d)
+    }
+
     /// Names of the committed result tables.
     fn list_tables(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         run(py, self, |s| async move { s.list_tables().await })

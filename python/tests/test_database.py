@@ -369,3 +369,26 @@ def test_merge_upserts_changed_documents_by_key(db, table):
         db.merge(table, pa.concat_tables([papers(4).slice(3), papers(4).slice(3)]), on=["id"])
     with pytest.raises(TypeError, match="on must be"):
         db.merge(table, edited, on=3)
+
+
+def test_compact_keeps_the_answers_and_vacuum_removes_only_replaced_files(db, table, tmp_path):
+    for start in (50, 60, 70):
+        db.append(table, papers(start + 10).slice(start))
+    db.sql(f'DELETE FROM jammi.public."{table}" WHERE id % 3 = 0').to_pylist()
+    q = f'SELECT id FROM jammi.public."{table}" ORDER BY id'
+    before = db.sql(q).to_pylist()
+    near = db.search(table, vector(61), k=5, exact=True).to_pylist()
+    r = db.compact(table)
+    assert r["version"] == 5 and r["segments_after"] < r["segments_before"], r
+    assert db.sql(q).to_pylist() == before
+    assert db.search(table, vector(61), k=5, exact=True).to_pylist() == near
+    user = tmp_path / "root" / f"{table}.jammi" / "segments" / "mine.parquet"
+    user.write_bytes(b"a user's file")
+    dry = db.vacuum(table, older_than="0s", dry_run=True)
+    assert dry["removed"] and dry["versions_removed"] == [1, 2, 3, 4], dry
+    done = db.vacuum(table, older_than="0s")
+    assert sorted(done["removed"]) == sorted(dry["removed"])
+    assert user.read_bytes() == b"a user's file"
+    assert db.sql(q).to_pylist() == before
+    with pytest.raises(ValueError, match="older_than"):
+        db.vacuum(table, older_than="soon")

@@ -237,6 +237,33 @@ pub fn parse_bytes(value: &str) -> std::result::Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// A duration: a number with a unit `s`, `m`, `h`, `d` or `w` (e.g. `'7d'`, `'36h'`,
+/// `'0s'`), or seconds without one.
+pub fn parse_duration(value: &str) -> std::result::Result<std::time::Duration, String> {
+    let v = value.trim();
+    let split = v
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(v.len());
+    let (number, unit) = (v[..split].trim(), v[split..].trim().to_ascii_lowercase());
+    let scale = match unit.as_str() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "m" | "min" | "mins" => 60.0,
+        "h" | "hour" | "hours" => 3600.0,
+        "d" | "day" | "days" => 86_400.0,
+        "w" | "week" | "weeks" => 604_800.0,
+        _ => {
+            return Err(format!(
+                "'{value}' is not a duration: use e.g. '7d', '12h' or '30m'"
+            ));
+        }
+    };
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("'{value}' is not a duration: use e.g. '7d', '12h' or '30m'"))?;
+    std::time::Duration::try_from_secs_f64(n * scale)
+        .map_err(|_| format!("'{value}' is not a duration: use e.g. '7d', '12h' or '30m'"))
+}
+
 /// The session's `jammi.segment_max_bytes`, if set.
 pub(crate) fn session_segment_max_bytes(state: &dyn datafusion::catalog::Session) -> Option<u64> {
     state
@@ -256,6 +283,16 @@ mod tests {
         assert_eq!(parse_bytes(" 1 GB "), Ok(1_000_000_000));
         assert_eq!(parse_bytes("65536"), Ok(65536));
         assert_eq!(parse_bytes("0.5KiB"), Ok(512));
+        assert_eq!(
+            parse_duration("7d"),
+            Ok(std::time::Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(parse_duration("0s"), Ok(std::time::Duration::ZERO));
+        assert_eq!(parse_duration("90"), Ok(std::time::Duration::from_secs(90)));
+        for bad in ["", "-1d", "soon", "3 fortnights"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains(&format!("'{bad}'")), "{bad}: {e}");
+        }
         for bad in ["", "0", "-1MiB", "12 parsecs", "MiB", "0.1"] {
             let e = parse_bytes(bad).unwrap_err();
             assert!(e.contains(&format!("'{bad}'")), "{bad}: {e}");

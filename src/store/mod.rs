@@ -4,6 +4,7 @@
 pub(crate) mod hidden;
 pub mod identity;
 pub mod lease;
+pub mod maintain;
 pub mod read;
 pub mod recovery;
 pub(crate) mod txn;
@@ -63,6 +64,9 @@ pub struct Change {
     /// The segment budget of this write (a session's `jammi.segment_max_bytes`, a call's
     /// argument); `None`: the table's own, else the store's.
     pub segment_max_bytes: Option<u64>,
+    /// Segments (paths, of the version the change was planned on) the added ones replace
+    /// — a compaction; empty: the added segments come after the others.
+    pub replaced: Vec<String>,
 }
 
 impl Change {
@@ -75,8 +79,74 @@ impl Change {
             operation,
             deleted,
             segment_max_bytes: None,
+            replaced: Vec::new(),
         }
     }
+}
+
+/// Removes the deletion files `attempt` wrote beside `parent` (a version that another
+/// writer's took the number of): this call created them under fresh names.
+async fn discard_deletions(
+    store: &Arc<dyn ObjectStore>,
+    root: &StorageUrl,
+    parent: &versions::TableVersion,
+    attempt: &versions::TableVersion,
+) {
+    for seg in &attempt.segments {
+        let Some(d) = &seg.deleted else { continue };
+        let before = parent.segments.iter().find(|p| p.path == seg.path);
+        if before.and_then(|p| p.deleted.as_ref()) == Some(d) {
+            continue;
+        }
+        let Ok(url) = root.join(&d.path) else {
+            continue;
+        };
+        let Ok(path) = url.object_path() else {
+            continue;
+        };
+        if let Err(e) = store.delete(&path).await {
+            tracing::warn!("left deletion file {} of a lost commit: {e}", d.path);
+        }
+    }
+}
+
+/// `segments` (a parent version's) with the segments `replaced` (as `base` had them)
+/// swapped for `added`, placed where the first of them was; refused when one of them is
+/// gone or has rows deleted that `base` did not (they would come back).
+fn replace_segments(
+    segments: Vec<versions::SegmentRef>,
+    base: &versions::TableVersion,
+    replaced: &[String],
+    added: &[versions::SegmentRef],
+) -> std::result::Result<Vec<versions::SegmentRef>, String> {
+    for path in replaced {
+        let now = segments.iter().find(|s| &s.path == path);
+        let then = base.segments.iter().find(|s| &s.path == path);
+        match (now, then) {
+            (Some(n), Some(t)) if n.deleted == t.deleted => {}
+            (Some(_), Some(_)) => {
+                return Err(format!("rows of segment {path} were deleted meanwhile"));
+            }
+            _ => return Err(format!("segment {path} was replaced meanwhile")),
+        }
+    }
+    let first = segments
+        .iter()
+        .position(|s| replaced.contains(&s.path))
+        .unwrap_or(segments.len());
+    let mut out: Vec<versions::SegmentRef> = segments[..first]
+        .iter()
+        .filter(|s| !replaced.contains(&s.path))
+        .cloned()
+        .collect();
+    out.extend(added.iter().cloned());
+    out.extend(
+        segments[first..]
+            .iter()
+            .filter(|s| !replaced.contains(&s.path))
+            .cloned(),
+    );
+    Ok(out)
 }
 
 /// Versions a writer tries before giving up to others committing at the same time.
@@ -470,21 +540,56 @@ impl ResultStore {
         };
         let writer = lease::random_hex(8);
         let mut parent = base.clone();
+        let mut failed = None;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
-            let next = self
+            let next = match self
                 .next_version(&store, name, &base, &parent, &change, &added, &writer)
-                .await?;
+                .await
+            {
+                Ok(next) => next,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
+            // A failed commit may have landed (its response lost): nothing is discarded.
             match versions::commit(&store, &self.root, &next).await? {
                 versions::Committed::Yes => return Ok(next),
                 versions::Committed::Taken => {
+                    discard_deletions(&store, &self.root, &parent, &next).await;
                     parent =
                         versions::latest(&store, &self.root, name, || manifest.clone()).await?;
                 }
             }
         }
-        Err(JammiError::Conflict(format!(
-            "changing {name}: {MAX_COMMIT_ATTEMPTS} other writers committed first; try again"
-        )))
+        // No attempt landed: the segments written for it are orphans this call proves.
+        self.discard_segments(&store, name, &added).await;
+        Err(failed.unwrap_or_else(|| {
+            JammiError::Conflict(format!(
+                "changing {name}: {MAX_COMMIT_ATTEMPTS} other writers committed first; try again"
+            ))
+        }))
+    }
+
+    /// Removes segments this process wrote for a change that committed no version
+    /// (best effort: what stays is settled by `vacuum`).
+    async fn discard_segments(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        name: &str,
+        added: &[versions::SegmentRef],
+    ) {
+        let Ok(ttl) = self.ttl() else { return };
+        for seg in added {
+            let id = naming::sidecar_stem(seg.path.rsplit('/').next().unwrap_or(&seg.path));
+            let removed = match versions::segment_siblings(&self.root, name, id) {
+                Ok(s) => delete_sidecars(store.clone(), &s, &seg.manifest, ttl).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = removed {
+                tracing::warn!("left segment {} of an uncommitted change: {e}", seg.path);
+            }
+        }
     }
 
     /// Writes `batches` as new segments of `name`, each of at most about the segment
@@ -598,12 +703,26 @@ impl ResultStore {
         }
         let version = parent.version + 1;
         let mut segments = parent.segments.clone();
+        if !change.replaced.is_empty() {
+            // A compaction: its added segments take the place of those it rewrote.
+            match replace_segments(segments, base, &change.replaced, added) {
+                Ok(s) => segments = s,
+                Err(why) => return conflict(why),
+            }
+        }
+        let added = if change.replaced.is_empty() {
+            added
+        } else {
+            &[]
+        };
+        // Every check first, then the writes: a conflict leaves no deletion file behind.
+        let mut merged = Vec::new();
         let mut removed = 0;
         for (path, rows) in change.deleted.iter().filter(|(_, r)| !r.is_empty()) {
-            let Some(seg) = segments.iter_mut().find(|s| &s.path == path) else {
+            let Some(at) = segments.iter().position(|s| &s.path == path) else {
                 return conflict(format!("segment {path} was replaced meanwhile"));
             };
-            let mut all = match &seg.deleted {
+            let mut all = match &segments[at].deleted {
                 Some(d) => versions::read_deletions(store, &self.root, d).await?,
                 None => roaring::RoaringBitmap::new(),
             };
@@ -620,8 +739,12 @@ impl ResultStore {
             let before = all.len();
             all |= rows;
             removed += all.len() - before;
-            let id = naming::sidecar_stem(path.rsplit('/').next().unwrap_or(path));
-            seg.deleted =
+            merged.push((at, all));
+        }
+        for (at, all) in merged {
+            let path = segments[at].path.clone();
+            let id = naming::sidecar_stem(path.rsplit('/').next().unwrap_or(&path));
+            segments[at].deleted =
                 Some(versions::write_deletions(store, &self.root, name, id, version, &all).await?);
         }
         segments.extend(added.iter().cloned());
@@ -632,7 +755,10 @@ impl ResultStore {
             created_ms: lease::now_ms(),
             writer: writer.to_string(),
             operation: change.operation,
-            rows_added: added.iter().map(|s| s.manifest.rows).sum(),
+            rows_added: match change.operation {
+                Operation::Compact => 0,
+                _ => added.iter().map(|s| s.manifest.rows).sum(),
+            },
             rows_deleted: removed,
             segments,
         })

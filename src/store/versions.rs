@@ -38,6 +38,8 @@ pub enum Operation {
     Update,
     /// An upsert: deletions plus a segment of updated and inserted rows.
     Merge,
+    /// Segments rewritten into fewer (their live rows, the same answers).
+    Compact,
 }
 
 /// The deleted rows of a segment: a Roaring bitmap of row positions, written once.

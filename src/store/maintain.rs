@@ -1,0 +1,398 @@
+//! Compaction and vacuum of result tables that changed. Compaction rewrites the live rows
+//! of small segments and of segments with many deletions into fewer, larger ones under a
+//! new version (the answers of every query stay the same). Vacuum removes the files only
+//! versions past a retention use — each proven jammi-db's by the record that names it —
+//! and segments no version ever committed, once older than the retention.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::BooleanArray;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::{ObjectStore, ObjectStoreExt};
+
+use super::versions::{self, Operation, SegmentRef, TableVersion};
+use super::{Change, ResultStore, delete_sidecars, lease, read, txn};
+use crate::error::{JammiError, Result};
+use crate::format::manifest::FileRole;
+use crate::format::naming;
+
+/// Default retention of `vacuum`: versions replaced more recently stay readable.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What `compact` rewrites.
+#[derive(Debug, Clone)]
+pub struct CompactOptions {
+    /// Size of the segments it writes (`None`: the table's own budget, else the store's).
+    pub segment_max_bytes: Option<u64>,
+    /// A segment with at least this fraction of its rows deleted is rewritten.
+    pub deleted_fraction: f64,
+}
+
+impl Default for CompactOptions {
+    fn default() -> Self {
+        CompactOptions {
+            segment_max_bytes: None,
+            deleted_fraction: 0.1,
+        }
+    }
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactReport {
+    /// The version it committed (`None`: nothing needed rewriting).
+    pub version: Option<u64>,
+    /// Segments before and after.
+    pub segments_before: usize,
+    /// Segments after (the same as before when nothing was rewritten).
+    pub segments_after: usize,
+    /// Segments rewritten.
+    pub rewritten: usize,
+    /// Live rows rewritten.
+    pub rows: u64,
+}
+
+/// What a vacuum removed (or, in a dry run, would remove).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VacuumReport {
+    /// Files, relative to the root.
+    pub removed: Vec<String>,
+    /// Version records removed (their versions can no longer be read).
+    pub versions_removed: Vec<u64>,
+    /// Whether nothing was actually removed.
+    pub dry_run: bool,
+}
+
+impl ResultStore {
+    /// Rewrites the small segments of result table `name` (under half the segment budget)
+    /// and those with at least `deleted_fraction` of their rows deleted into segments of
+    /// about the budget, committed as a new version — when at least two qualify, or one
+    /// with deletions. Racing writers that delete rows of those segments make it (or them)
+    /// fail with a conflict; appends commute.
+    pub async fn compact(&self, name: &str, options: &CompactOptions) -> Result<CompactReport> {
+        let manifest = self.manifest(name).await?;
+        let store = self.object_store().await?;
+        let base = versions::latest(&store, self.root(), name, || manifest.clone()).await?;
+        let budget = match options.segment_max_bytes.or(manifest.segment_max_bytes) {
+            Some(b) => b,
+            None => self.segment_budget()?,
+        };
+        let picked: Vec<SegmentRef> = base
+            .segments
+            .iter()
+            .filter(|s| worth_rewriting(s, budget, options.deleted_fraction))
+            .cloned()
+            .collect();
+        let before = base.segments.len();
+        let nothing = CompactReport {
+            version: None,
+            segments_before: before,
+            segments_after: before,
+            rewritten: 0,
+            rows: 0,
+        };
+        if picked.len() < 2 && !picked.iter().any(|s| s.deleted.is_some()) {
+            return Ok(nothing);
+        }
+        let schema = manifest.schema()?;
+        let rows = picked.iter().map(SegmentRef::rows).sum();
+        let change = Change {
+            segment_max_bytes: Some(budget),
+            replaced: picked.iter().map(|s| s.path.clone()).collect(),
+            ..Change::new(Operation::Compact, Vec::new())
+        };
+        let live = live_rows(store, self.root().clone(), schema.clone(), picked.clone());
+        let v = self
+            .commit_change(name, Some(&base), change, Some((schema, Box::pin(live))))
+            .await?;
+        Ok(CompactReport {
+            version: Some(v.version),
+            segments_before: before,
+            segments_after: v.segments.len(),
+            rewritten: picked.len(),
+            rows,
+        })
+    }
+
+    /// Removes what only versions of result table `name` replaced more than `older_than`
+    /// ago use: their segments (each proven by its committed manifest) and deletion files
+    /// (each the object its record describes), then their records; and segments no version
+    /// names whose manifests are older than that (writes that died before committing).
+    /// The latest version, every version current within the retention and the table's
+    /// first file are always kept; nothing a version record does not prove is touched.
+    pub async fn vacuum(
+        &self,
+        name: &str,
+        older_than: Duration,
+        dry_run: bool,
+    ) -> Result<VacuumReport> {
+        self.manifest(name).await?;
+        let store = self.object_store().await?;
+        let records = versions::all(&store, self.root(), name).await?;
+        let cutoff = lease::now_ms() - older_than.as_millis().min(i64::MAX as u128) as i64;
+        // The newest version created before the cutoff was current at the cutoff: kept.
+        let first_kept = records
+            .iter()
+            .position(|(_, v)| v.created_ms >= cutoff)
+            .unwrap_or(records.len())
+            .saturating_sub(1);
+        let (expired, kept) = records.split_at(first_kept);
+        let mut report = VacuumReport {
+            dry_run,
+            ..Default::default()
+        };
+        let keep = used_files(name, kept);
+        let mut gone = std::collections::BTreeMap::new();
+        let mut deletions = std::collections::BTreeMap::new();
+        for (_, v) in expired {
+            for s in &v.segments {
+                if !keep.contains(&s.path) {
+                    gone.insert(s.path.clone(), s);
+                }
+                if let Some(d) = s.deleted.as_ref().filter(|d| !keep.contains(&d.path)) {
+                    deletions.insert(d.path.clone(), d);
+                }
+            }
+        }
+        let all_named = used_files(name, &records);
+        for seg in orphans(&store, self, name, &all_named, cutoff).await? {
+            self.remove_segment(&store, name, &seg, dry_run, &mut report)
+                .await?;
+        }
+        for seg in gone.into_values() {
+            self.remove_segment(&store, name, seg, dry_run, &mut report)
+                .await?;
+        }
+        for d in deletions.into_values() {
+            self.remove_deletions(&store, name, d, dry_run, &mut report)
+                .await?;
+        }
+        for (url, v) in expired {
+            if !dry_run {
+                delete_object(&store, url).await?;
+            }
+            report.versions_removed.push(v.version);
+        }
+        Ok(report)
+    }
+
+    /// Removes segment `seg` of `name` as its committed manifest proves it.
+    async fn remove_segment(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        name: &str,
+        seg: &SegmentRef,
+        dry_run: bool,
+        report: &mut VacuumReport,
+    ) -> Result<()> {
+        let Some(id) = segment_id(name, &seg.path) else {
+            return Ok(());
+        };
+        let s = versions::segment_siblings(self.root(), name, id)?;
+        let Some(m) = txn::read_manifest_at(store, &s.manifest, id).await? else {
+            return Ok(());
+        };
+        if !txn::same_commit(&m, &seg.manifest) {
+            tracing::warn!("kept {}: it is not the segment its record names", seg.path);
+            return Ok(());
+        }
+        let dir = versions::segments_prefix(name);
+        if dry_run {
+            report
+                .removed
+                .extend(m.files.iter().map(|f| format!("{dir}{}", f.name)));
+            report
+                .removed
+                .push(format!("{dir}{id}{}", naming::MANIFEST_SUFFIX));
+            return Ok(());
+        }
+        let removal = delete_sidecars(store.clone(), &s, &m, self.ttl()?).await?;
+        for kept in &removal.kept {
+            tracing::warn!("kept {kept}: it is not the object segment {id} committed");
+        }
+        report.removed.extend(removal.removed.iter().map(|u| {
+            u.strip_prefix(&self.root().to_string())
+                .unwrap_or(u)
+                .to_string()
+        }));
+        Ok(())
+    }
+
+    /// Removes deletion file `d` of `name` when it is still the object its record describes.
+    async fn remove_deletions(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        name: &str,
+        d: &versions::DeletionRef,
+        dry_run: bool,
+        report: &mut VacuumReport,
+    ) -> Result<()> {
+        let dir = self
+            .root()
+            .join(&format!("{}deletions/", versions::table_dir(name)))?;
+        let Some(file) = d.path.rsplit('/').next() else {
+            return Ok(());
+        };
+        let obj = lease::OwnedObject {
+            name: file.to_string(),
+            size: d.size,
+            crc32c: d.crc32c,
+            e_tag: None,
+        };
+        if txn::prove(store, &dir, &obj).await? != txn::Proof::Ours {
+            return Ok(());
+        }
+        if !dry_run {
+            delete_object(store, &dir.join(file)?).await?;
+        }
+        report.removed.push(d.path.clone());
+        Ok(())
+    }
+}
+
+/// Whether compaction rewrites `seg`: small beside the budget, or many rows deleted.
+fn worth_rewriting(seg: &SegmentRef, budget: u64, deleted_fraction: f64) -> bool {
+    let bytes: u64 = seg
+        .manifest
+        .files
+        .iter()
+        .filter(|f| f.role == FileRole::Parquet)
+        .map(|f| f.size)
+        .sum();
+    let deleted = seg.deleted.as_ref().map_or(0, |d| d.rows);
+    bytes < budget / 2
+        || (deleted > 0 && deleted as f64 >= deleted_fraction * seg.manifest.rows.max(1) as f64)
+}
+
+/// Paths of the segments and deletion files `records` use, and the table's first file.
+fn used_files(
+    name: &str,
+    records: &[(crate::storage::StorageUrl, TableVersion)],
+) -> BTreeSet<String> {
+    let mut used = BTreeSet::from([format!("{name}{}", naming::PARQUET_SUFFIX)]);
+    for (_, v) in records {
+        for s in &v.segments {
+            used.insert(s.path.clone());
+            if let Some(d) = &s.deleted {
+                used.insert(d.path.clone());
+            }
+        }
+    }
+    used
+}
+
+/// The id of a segment under `name`'s segments directory (`None`: the table's first file).
+fn segment_id<'a>(name: &str, path: &'a str) -> Option<&'a str> {
+    path.strip_prefix(&versions::segments_prefix(name))
+        .and_then(|f| f.strip_suffix(naming::PARQUET_SUFFIX))
+}
+
+/// Committed segments of `name` that no version names, committed before `cutoff`.
+async fn orphans(
+    store: &Arc<dyn ObjectStore>,
+    rs: &ResultStore,
+    name: &str,
+    named: &BTreeSet<String>,
+    cutoff: i64,
+) -> Result<Vec<SegmentRef>> {
+    let prefix = rs.root().join(&versions::segments_prefix(name))?;
+    let mut listed = store.list(Some(&prefix.object_path()?));
+    let mut ids = Vec::new();
+    while let Some(m) = listed.next().await {
+        let m = m.map_err(|e| JammiError::storage(&prefix, e))?;
+        if let Some(id) = m
+            .location
+            .filename()
+            .and_then(|f| f.strip_suffix(naming::MANIFEST_SUFFIX))
+        {
+            ids.push(id.to_string());
+        }
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        let path = format!(
+            "{}{id}{}",
+            versions::segments_prefix(name),
+            naming::PARQUET_SUFFIX
+        );
+        if named.contains(&path) {
+            continue;
+        }
+        let s = versions::segment_siblings(rs.root(), name, &id)?;
+        let Ok(Some(m)) = txn::read_manifest_at(store, &s.manifest, &id).await else {
+            continue;
+        };
+        let created = chrono::DateTime::parse_from_rfc3339(&m.created_at)
+            .map(|t| t.timestamp_millis())
+            .unwrap_or(i64::MAX);
+        if created < cutoff {
+            out.push(SegmentRef {
+                path,
+                manifest: m,
+                deleted: None,
+            });
+        }
+    }
+    Ok(out)
+}
+
+async fn delete_object(
+    store: &Arc<dyn ObjectStore>,
+    url: &crate::storage::StorageUrl,
+) -> Result<()> {
+    match store.delete(&url.object_path()?).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(JammiError::storage(url, e)),
+    }
+}
+
+/// The live rows of `segments`, in order: each segment's rows without its deleted ones.
+fn live_rows(
+    store: Arc<dyn ObjectStore>,
+    root: crate::storage::StorageUrl,
+    schema: SchemaRef,
+    segments: Vec<SegmentRef>,
+) -> impl Stream<Item = Result<RecordBatch>> + Send {
+    futures::stream::iter(segments)
+        .then(move |seg| {
+            let (store, root, schema) = (store.clone(), root.clone(), schema.clone());
+            async move { segment_live_rows(store, root, schema, seg).await }
+        })
+        .try_flatten()
+}
+
+async fn segment_live_rows(
+    store: Arc<dyn ObjectStore>,
+    root: crate::storage::StorageUrl,
+    schema: SchemaRef,
+    seg: SegmentRef,
+) -> Result<impl Stream<Item = Result<RecordBatch>> + Send> {
+    let url = root.join(&seg.path)?;
+    let deleted = match &seg.deleted {
+        Some(d) => versions::read_deletions(&store, &root, d).await?,
+        None => roaring::RoaringBitmap::new(),
+    };
+    let meta = read::load_metadata(&store, &url, None).await?;
+    let all: Vec<usize> = (0..schema.fields().len()).collect();
+    let stream = read::scan_table_columns(&store, &url, &meta, &schema, &all).await?;
+    let mut at = 0u32;
+    Ok(stream.map(move |batch| {
+        let batch = batch?;
+        let n = batch.num_rows() as u32;
+        let start = at;
+        at += n;
+        if deleted.is_empty() {
+            return Ok(batch);
+        }
+        let keep: BooleanArray = (start..start + n)
+            .map(|r| Some(!deleted.contains(r)))
+            .collect();
+        Ok(datafusion::arrow::compute::filter_record_batch(
+            &batch, &keep,
+        )?)
+    }))
+}
