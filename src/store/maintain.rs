@@ -163,6 +163,12 @@ impl ResultStore {
             self.remove_segment(&store, name, &seg, dry_run, &mut report)
                 .await?;
         }
+        for path in orphan_deletions(&store, self, name, &all_named, cutoff).await? {
+            if !dry_run {
+                delete_object(&store, &self.root().join(&path)?).await?;
+            }
+            report.removed.push(path);
+        }
         for seg in gone.into_values() {
             self.remove_segment(&store, name, seg, dry_run, &mut report)
                 .await?;
@@ -335,6 +341,46 @@ async fn orphans(
                 manifest: m,
                 deleted: None,
             });
+        }
+    }
+    Ok(out)
+}
+
+/// Deletion files of `name` no version names, written before `cutoff`, whose header proves
+/// them jammi-db's (a commit that failed or died left them).
+async fn orphan_deletions(
+    store: &Arc<dyn ObjectStore>,
+    rs: &ResultStore,
+    name: &str,
+    named: &BTreeSet<String>,
+    cutoff: i64,
+) -> Result<Vec<String>> {
+    let dir = format!("{}deletions/", versions::table_dir(name));
+    let prefix = rs.root().join(&dir)?;
+    let mut listed = store.list(Some(&prefix.object_path()?));
+    let mut candidates = Vec::new();
+    while let Some(m) = listed.next().await {
+        let m = m.map_err(|e| JammiError::storage(&prefix, e))?;
+        let Some(file) = m.location.filename() else {
+            continue;
+        };
+        let path = format!("{dir}{file}");
+        if !named.contains(&path) && m.last_modified.timestamp_millis() < cutoff {
+            candidates.push(path);
+        }
+    }
+    let mut out = Vec::new();
+    for path in candidates {
+        let url = rs.root().join(&path)?;
+        let bytes = match store.get(&url.object_path()?).await {
+            Ok(r) => r.bytes().await.map_err(|e| JammiError::storage(&url, e))?,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(JammiError::storage(&url, e)),
+        };
+        if let (Some(h), _) = versions::split_deletions(&bytes)
+            && h.table == name
+        {
+            out.push(path);
         }
     }
     Ok(out)

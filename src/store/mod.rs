@@ -744,8 +744,10 @@ impl ResultStore {
         for (at, all) in merged {
             let path = segments[at].path.clone();
             let id = naming::sidecar_stem(path.rsplit('/').next().unwrap_or(&path));
-            segments[at].deleted =
-                Some(versions::write_deletions(store, &self.root, name, id, version, &all).await?);
+            segments[at].deleted = Some(
+                versions::write_deletions(store, &self.root, name, id, version, writer, &all)
+                    .await?,
+            );
         }
         segments.extend(added.iter().cloned());
         Ok(versions::TableVersion {

@@ -195,17 +195,53 @@ pub fn segments_prefix(table: &str) -> String {
     format!("{}segments/", table_dir(table))
 }
 
-/// Writes the deleted rows `rows` of segment `segment` for version `version`, create-only
-/// under a fresh name.
+/// First line of a deletion file: what proves it jammi-db's when no record names it.
+const DELETIONS_MAGIC: &[u8] = b"JAMMI-DELETIONS 1\n";
+
+/// Who wrote a deletion file, from its second line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct DeletionsHeader {
+    pub table: String,
+    pub segment: String,
+    pub version: u64,
+    pub writer: String,
+}
+
+/// The header and the bitmap bytes of a deletion file (`None` header: not one of ours,
+/// or one written before files carried it — a bare bitmap).
+pub(crate) fn split_deletions(bytes: &[u8]) -> (Option<DeletionsHeader>, &[u8]) {
+    let Some(rest) = bytes.strip_prefix(DELETIONS_MAGIC) else {
+        return (None, bytes);
+    };
+    let Some(end) = rest.iter().position(|b| *b == b'\n') else {
+        return (None, bytes);
+    };
+    match serde_json::from_slice(&rest[..end]) {
+        Ok(h) => (Some(h), &rest[end + 1..]),
+        Err(_) => (None, bytes),
+    }
+}
+
+/// Writes the deleted rows `rows` of segment `segment` for version `version` by `writer`,
+/// create-only under a fresh name, behind a header naming all four.
 pub(crate) async fn write_deletions(
     store: &Arc<dyn ObjectStore>,
     root: &StorageUrl,
     table: &str,
     segment: &str,
     version: u64,
+    writer: &str,
     rows: &roaring::RoaringBitmap,
 ) -> Result<DeletionRef> {
-    let mut bytes = Vec::with_capacity(rows.serialized_size());
+    let header = DeletionsHeader {
+        table: table.to_string(),
+        segment: segment.to_string(),
+        version,
+        writer: writer.to_string(),
+    };
+    let mut bytes = DELETIONS_MAGIC.to_vec();
+    serde_json::to_writer(&mut bytes, &header).expect("headers serialise");
+    bytes.push(b'\n');
     rows.serialize_into(&mut bytes)?;
     let path = format!(
         "{}deletions/{segment}-{version}-{}.roaring",
@@ -264,7 +300,7 @@ pub(crate) async fn read_deletions_at(
             url.file_name()
         )));
     }
-    roaring::RoaringBitmap::deserialize_from(&bytes[..])
+    roaring::RoaringBitmap::deserialize_from(split_deletions(&bytes).1)
         .map_err(|e| damaged(format!("{} is not a deletion file: {e}", url.file_name())))
 }
 

@@ -1535,3 +1535,139 @@ async fn compaction_keeps_every_answer_and_vacuum_removes_only_what_versions_pro
     s.compact("t", &Default::default()).await.unwrap();
     assert_eq!(count(&s, "t").await, n);
 }
+
+/// Objects under `t.jammi/` that the latest version of `t` does not use (its record, its
+/// segments' files, its deletion files).
+async fn unused_objects(rs: &jammi_db::store::ResultStore) -> Vec<String> {
+    let store = rs.object_store().await.unwrap();
+    let v = rs.latest_version("t").await.unwrap();
+    let mut used = std::collections::BTreeSet::new();
+    for seg in &v.segments {
+        let dir = seg.path.rsplit_once('/').map_or("", |(d, _)| d);
+        for f in &seg.manifest.files {
+            used.insert(format!("{dir}/{}", f.name));
+        }
+        let stem = seg.path.trim_end_matches(".parquet");
+        used.insert(format!("{stem}.idx.manifest.json"));
+        if let Some(d) = &seg.deleted {
+            used.insert(d.path.clone());
+        }
+    }
+    let prefix = rs.root().join("t.jammi/").unwrap().object_path().unwrap();
+    let root = rs.root().object_path().unwrap().to_string();
+    let listed: Vec<_> = futures::StreamExt::collect::<Vec<_>>(store.list(Some(&prefix))).await;
+    listed
+        .into_iter()
+        .map(|m| m.unwrap().location.to_string())
+        .map(|p| {
+            p.strip_prefix(&root)
+                .unwrap_or(&p)
+                .trim_start_matches('/')
+                .to_string()
+        })
+        .filter(|p| !used.contains(p) && !p.starts_with("t.jammi/versions/"))
+        .collect()
+}
+
+/// A fault at every request of a merge, a compaction and a vacuum — before the store sees
+/// it, or after it performed it: the table answers as the old version or the new one, a
+/// success is the new one, and after recovery and a vacuum nothing is left under the table
+/// that its latest version does not use.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fault_at_any_request_of_a_merge_compaction_or_vacuum_leaves_the_old_version_or_the_new()
+{
+    use crate::common::{Fault, FaultyStore};
+    use jammi_db::storage::StorageRegistry;
+    use object_store::ObjectStore;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    for op in ["merge", "compact", "vacuum"] {
+        for fault in [Fault::Before, Fault::After] {
+            let mut n = 1;
+            loop {
+                let count = Arc::new(AtomicUsize::new(0));
+                let armed = Arc::new(AtomicBool::new(false));
+                let (c, a) = (count.clone(), armed.clone());
+                let registry = StorageRegistry::with_layer(Arc::new(move |inner| {
+                    Arc::new(FaultyStore::new(inner, c.clone(), n, a.clone(), fault))
+                        as Arc<dyn ObjectStore>
+                }));
+                let opts = jammi_db::session::OpenOptions {
+                    registry: Some(registry),
+                    ..Default::default()
+                };
+                let s = JammiSession::open_with(&memory_root("faults"), opts)
+                    .await
+                    .unwrap();
+                let rs = s.result_store();
+                rs.write_batches(
+                    &spec("t"),
+                    sample_schema(DIMS),
+                    vec![sample_batch(0, 20, DIMS)],
+                )
+                .await
+                .unwrap();
+                rs.append_table(
+                    "t",
+                    sample_schema(DIMS),
+                    futures::stream::iter(vec![Ok(sample_batch(20, 10, DIMS))]),
+                )
+                .await
+                .unwrap();
+                s.refresh_tables().await.unwrap();
+                rows(&s, "DELETE FROM jammi.public.t WHERE id < 5").await;
+                let data = s.context().read_batch(merge_rows(&[7, 100])).unwrap();
+                armed.store(true, Ordering::SeqCst);
+                let outcome = match op {
+                    "merge" => s.merge("t", data, &["id"]).await.map(|_| ()),
+                    "compact" => s.compact("t", &Default::default()).await.map(|_| ()),
+                    _ => s
+                        .vacuum("t", std::time::Duration::ZERO, false)
+                        .await
+                        .map(|_| ()),
+                };
+                armed.store(false, Ordering::SeqCst);
+                let what = format!("{op} {fault:?} at request {n}: {outcome:?}");
+                rs.recover()
+                    .await
+                    .unwrap_or_else(|e| panic!("{what}: recovery: {e}"));
+                s.refresh_tables()
+                    .await
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let v = rs.latest_version("t").await.unwrap();
+                let got = rows(&s, "SELECT id, title FROM jammi.public.t ORDER BY id").await;
+                let mut ids = ints(&got, "id");
+                ids.sort();
+                let old: Vec<i64> = (5..30).collect();
+                let new: Vec<i64> = match op {
+                    "merge" => (5..30).chain([100]).collect(),
+                    _ => old.clone(),
+                };
+                match v.version {
+                    2 => assert_eq!(ids, old, "{what}"),
+                    3 => assert_eq!(ids, new, "{what}"),
+                    other => panic!("{what}: version {other}"),
+                }
+                if outcome.is_ok() && op != "vacuum" {
+                    assert_eq!(v.version, 3, "{what}");
+                }
+                s.vacuum("t", std::time::Duration::ZERO, false)
+                    .await
+                    .unwrap_or_else(|e| panic!("{what}: vacuum after: {e}"));
+                assert_eq!(unused_objects(rs).await, Vec::<String>::new(), "{what}");
+                assert_eq!(
+                    ints(
+                        &rows(&s, "SELECT id FROM jammi.public.t ORDER BY id").await,
+                        "id"
+                    )
+                    .len(),
+                    ids.len()
+                );
+                if count.load(Ordering::SeqCst) < n {
+                    break;
+                }
+                n += 1;
+                assert!(n < 300, "{op} makes more requests than expected");
+            }
+        }
+    }
+}
