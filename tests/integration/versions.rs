@@ -364,8 +364,31 @@ async fn a_query_reads_one_version_from_start_to_end() {
 
 /// Four writers appending at once (each its own store, as four processes would be) lose
 /// no row and add none twice: every version number is taken once.
+const WRITER: &str = "JAMMI_TEST_WRITER";
+
+/// Run by `racing_appends_from_four_processes_all_land_once`: writer `w` appends ids
+/// `1000 (w + 1) + 10 i ..+10` for i in 0..3, each as its own version.
 #[tokio::test(flavor = "multi_thread")]
-async fn racing_appends_all_land_once() {
+#[ignore = "run by racing_appends_from_four_processes_all_land_once"]
+async fn appends_three_batches() {
+    let dir = std::env::var(APPENDER_DIR).expect("run by its test");
+    let w: i64 = std::env::var(WRITER).unwrap().parse().unwrap();
+    let s = JammiSession::open(&dir).await.unwrap();
+    for i in 0..3i64 {
+        let start = 1000 * (w + 1) + 10 * i;
+        s.result_store()
+            .append_table(
+                "t",
+                sample_schema(DIMS),
+                futures::stream::iter(vec![Ok(sample_batch(start, 10, DIMS))]),
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn racing_appends_from_four_processes_all_land_once() {
     let dir = tempdir();
     let root = dir.path().to_str().unwrap().to_string();
     let s = JammiSession::open(&root).await.unwrap();
@@ -377,26 +400,24 @@ async fn racing_appends_all_land_once() {
         )
         .await
         .unwrap();
-    let mut tasks = Vec::new();
-    for w in 0..4i64 {
-        let root = root.clone();
-        tasks.push(tokio::spawn(async move {
-            let s = JammiSession::open(&root).await.unwrap();
-            for i in 0..3i64 {
-                let start = 1000 * (w + 1) + 10 * i;
-                s.result_store()
-                    .append_table(
-                        "t",
-                        sample_schema(DIMS),
-                        futures::stream::iter(vec![Ok(sample_batch(start, 10, DIMS))]),
-                    )
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "versions::appends_three_batches",
+                    "--ignored",
+                    "--quiet",
+                ])
+                .env(APPENDER_DIR, &root)
+                .env(WRITER, w.to_string())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("the test binary runs")
+        })
+        .collect();
+    for mut w in writers {
+        assert!(w.wait().unwrap().success(), "a writer failed");
     }
     let v = s.result_store().latest_version("t").await.unwrap();
     assert_eq!((v.version, v.segments.len()), (12, 13));
@@ -1669,5 +1690,159 @@ async fn a_fault_at_any_request_of_a_merge_compaction_or_vacuum_leaves_the_old_v
                 assert!(n < 300, "{op} makes more requests than expected");
             }
         }
+    }
+}
+
+const APPENDER_DIR: &str = "JAMMI_TEST_APPENDER_DIR";
+
+/// Run by `a_writer_killed_inside_an_append_leaves_the_old_version_and_recovery_settles_it`:
+/// appends to table `t` under the root it is given, one batch every 100 ms, until killed.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "run by a_writer_killed_inside_an_append_leaves_the_old_version_and_recovery_settles_it"]
+async fn appends_until_killed() {
+    use futures::StreamExt as _;
+    let dir = std::env::var(APPENDER_DIR).expect("run by its test");
+    let s = JammiSession::open(&dir).await.unwrap();
+    let batches = futures::stream::iter(0..).then(|i| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        Ok(sample_batch(1000 + i * 10, 10, DIMS))
+    });
+    s.result_store()
+        .append_table("t", sample_schema(DIMS), Box::pin(batches))
+        .await
+        .unwrap();
+}
+
+/// kill -9 of a process inside an append: the table stays at its old version, recovery
+/// removes what the dead writer left (and nothing else), and the next append lands.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_killed_inside_an_append_leaves_the_old_version_and_recovery_settles_it() {
+    use futures::StreamExt as _;
+    let dir = tempdir();
+    let root = dir.path().to_str().unwrap();
+    let s = JammiSession::open(root).await.unwrap();
+    let rs = s.result_store();
+    rs.write_batches(
+        &spec("t"),
+        sample_schema(DIMS),
+        vec![sample_batch(0, 50, DIMS)],
+    )
+    .await
+    .unwrap();
+    rs.append_table(
+        "t",
+        sample_schema(DIMS),
+        futures::stream::iter(vec![Ok(sample_batch(50, 10, DIMS))]),
+    )
+    .await
+    .unwrap();
+    let user = dir.path().join("t.jammi/segments/mine.idx.lease.json");
+    std::fs::write(&user, "a user's file").unwrap();
+    let before = walk(dir.path());
+    let mut writer = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "versions::appends_until_killed",
+            "--ignored",
+            "--quiet",
+        ])
+        .env(APPENDER_DIR, root)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the test binary runs");
+    // Wait until the writer has a segment's Parquet file under way, then kill it.
+    let segments = dir.path().join("t.jammi/segments");
+    let started = std::time::Instant::now();
+    loop {
+        let writing = std::fs::read_dir(&segments)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                e.file_name().to_string_lossy().ends_with(".idx.lease.json") && e.path() != user
+            });
+        if writing {
+            break;
+        }
+        assert!(writer.try_wait().unwrap().is_none(), "the writer exited");
+        assert!(started.elapsed().as_secs() < 60, "the writer never started");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    assert_ne!(
+        walk(dir.path()),
+        before,
+        "the writer left nothing to settle"
+    );
+    let report = rs.recover().await.unwrap();
+    assert!(!report.removed_objects.is_empty(), "{report:?}");
+    assert_eq!(walk(dir.path()), before, "{report:?}");
+    assert_eq!(std::fs::read_to_string(&user).unwrap(), "a user's file");
+    let v = rs.latest_version("t").await.unwrap();
+    assert_eq!((v.version, v.rows()), (1, 60));
+    s.refresh_tables().await.unwrap();
+    let ids = ints(
+        &rows(&s, "SELECT id FROM jammi.public.t ORDER BY id").await,
+        "id",
+    );
+    assert_eq!(ids, (0..60).collect::<Vec<i64>>());
+    let v = rs
+        .append_table(
+            "t",
+            sample_schema(DIMS),
+            futures::stream::iter(vec![Ok(sample_batch(60, 5, DIMS))]).boxed(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((v.version, v.rows()), (2, 65));
+}
+
+/// An append racing a delete: whichever commits first, the other rebases on it — the
+/// appended rows all land and the deleted rows are gone, in two versions.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_append_racing_a_delete_keeps_both() {
+    for delete_first in [false, true] {
+        let s = JammiSession::open(&memory_root("append-delete"))
+            .await
+            .unwrap();
+        let rs = s.result_store();
+        rs.write_batches(
+            &spec("t"),
+            sample_schema(DIMS),
+            vec![sample_batch(0, 30, DIMS)],
+        )
+        .await
+        .unwrap();
+        s.refresh_tables().await.unwrap();
+        // Both planned on version 0.
+        let delete = s
+            .sql("DELETE FROM jammi.public.t WHERE id % 3 = 0")
+            .await
+            .unwrap();
+        let base = rs.latest_version("t").await.unwrap();
+        let append = || {
+            rs.append_table(
+                "t",
+                sample_schema(DIMS),
+                futures::stream::iter(vec![Ok(sample_batch(100, 9, DIMS))]),
+            )
+        };
+        if delete_first {
+            count_of(&delete.collect().await.unwrap());
+            append().await.unwrap();
+        } else {
+            append().await.unwrap();
+            count_of(&delete.collect().await.unwrap());
+        }
+        let v = rs.latest_version("t").await.unwrap();
+        assert_eq!(v.version, base.version + 2, "delete first: {delete_first}");
+        let ids = ints(
+            &rows(&s, "SELECT id FROM jammi.public.t ORDER BY id").await,
+            "id",
+        );
+        // The delete saw version 0: the appended rows (ids 100..109) stay, even those % 3 = 0.
+        let want: Vec<i64> = (0..30).filter(|i| i % 3 != 0).chain(100..109).collect();
+        assert_eq!(ids, want, "delete first: {delete_first}");
     }
 }
