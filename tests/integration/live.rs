@@ -413,3 +413,24 @@ async fn azure_sources_see_their_files_as_they_are() {
     let base = format!("azure://{}/changing/", Live::bucket());
     crate::catalog_sources::sources_see_their_files_on(&base, Some(Live::azure())).await;
 }
+
+#[cfg(feature = "live-s3-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_result_tables_take_every_change() {
+    let root = format!("s3://{}/changes/", Live::bucket());
+    crate::versions::every_change_on(&root, Some(Live::s3())).await;
+}
+
+#[cfg(feature = "live-gcs-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn gcs_result_tables_take_every_change() {
+    let root = format!("gs://{}/changes/", Live::bucket());
+    crate::versions::every_change_on(&root, Some(Live::gcs())).await;
+}
+
+#[cfg(feature = "live-azure-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_result_tables_take_every_change() {
+    let root = format!("azure://{}/changes/", Live::bucket());
+    crate::versions::every_change_on(&root, Some(Live::azure())).await;
+}

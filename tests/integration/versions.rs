@@ -1846,3 +1846,112 @@ async fn an_append_racing_a_delete_keeps_both() {
         assert_eq!(ids, want, "delete first: {delete_first}");
     }
 }
+
+/// Every change a result table takes, on `root` (reached with `cloud`): an append, a
+/// DELETE, an UPDATE, a MERGE, a compaction and a vacuum, each checked by its rows and a
+/// search; a user's files named like jammi-db's stay byte-identical.
+pub(crate) async fn every_change_on(root: &str, cloud: Option<jammi_db::storage::CloudConfig>) {
+    let opts = jammi_db::session::OpenOptions {
+        cloud: cloud.clone(),
+        ..Default::default()
+    };
+    let s = JammiSession::open_with(root, opts).await.unwrap();
+    let rs = s.result_store();
+    if rs.list_tables().await.unwrap().contains(&"t".to_string()) {
+        s.delete_table("t").await.unwrap();
+    }
+    let store = rs.object_store().await.unwrap();
+    let user = |p: &str| rs.root().join(p).unwrap().object_path().unwrap();
+    let users = [
+        "t.jammi/segments/9-0badcafe.parquet",
+        "t.jammi/deletions/t-3-0badcafe.roaring",
+        "t.jammi/versions/readme.json",
+    ];
+    {
+        use object_store::ObjectStoreExt;
+        for f in users {
+            store
+                .put(
+                    &user(f),
+                    object_store::PutPayload::from(format!("user {f}").into_bytes()),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    rs.write_batches(
+        &spec("t"),
+        sample_schema(DIMS),
+        vec![sample_batch(0, 40, DIMS)],
+    )
+    .await
+    .unwrap();
+    s.refresh_tables().await.unwrap();
+    let n = |sql: &str| {
+        let s = &s;
+        let sql = sql.to_string();
+        async move { count_of(&rows(s, &sql).await) }
+    };
+    assert_eq!(n("INSERT INTO jammi.public.t SELECT id + 100, title, score, embedding FROM jammi.public.t WHERE id < 10").await, 10);
+    assert_eq!(n("DELETE FROM jammi.public.t WHERE id % 4 = 0").await, 13);
+    assert_eq!(
+        n("UPDATE jammi.public.t SET score = 7 WHERE id = 5").await,
+        1
+    );
+    s.context()
+        .register_batch("upd", merge_rows(&[6, 300]))
+        .unwrap();
+    assert_eq!(n(UPSERT).await, 2);
+    assert_eq!(count(&s, "t").await, 38);
+    assert_eq!(nearest(&s, &sample_vector(1006, DIMS)).await, (6, true));
+    assert_ne!(nearest(&s, &sample_vector(8, DIMS)).await.0, 8);
+    let before = answers_small(&s).await;
+    let r = s.compact("t", &Default::default()).await.unwrap();
+    assert_eq!(r.segments_after, 1, "{r:?}");
+    assert_eq!(answers_small(&s).await, before);
+    let done = s
+        .vacuum("t", std::time::Duration::ZERO, false)
+        .await
+        .unwrap();
+    assert_eq!(done.versions_removed, vec![1, 2, 3, 4], "{done:?}");
+    s.refresh_tables().await.unwrap();
+    assert_eq!(answers_small(&s).await, before);
+    {
+        use object_store::ObjectStoreExt;
+        for f in users {
+            let got = store.get(&user(f)).await.unwrap().bytes().await.unwrap();
+            assert_eq!(&got[..], format!("user {f}").as_bytes(), "{f}");
+        }
+    }
+    s.delete_table("t").await.unwrap();
+}
+
+/// Rows and exact searches of `t` (a table of [`every_change_on`]).
+async fn answers_small(s: &JammiSession) -> Vec<String> {
+    let mut out = vec![format!(
+        "{:?}",
+        ints(
+            &rows(s, "SELECT id FROM jammi.public.t ORDER BY id").await,
+            "id"
+        )
+    )];
+    for probe in [3i64, 1006, 107] {
+        let q = vec_sql(&sample_vector(probe, DIMS));
+        let sql = format!("SELECT id, _distance FROM vector_search('t', {q}, 5, 'exact=true')");
+        out.push(format!("{:?}", hits(&rows(s, &sql).await)));
+        let sql = format!("SELECT id FROM vector_search('t', {q}, 3)");
+        out.push(format!("{:?}", ints(&rows(s, &sql).await, "id")));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_change_on_a_local_root() {
+    let dir = tempdir();
+    every_change_on(dir.path().to_str().unwrap(), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_change_in_memory() {
+    every_change_on(&memory_root("changes"), None).await;
+}

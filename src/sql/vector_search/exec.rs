@@ -882,9 +882,10 @@ impl Found {
         }
     }
 
-    /// Adds one query's hits, nearest first (the order the plan declares).
+    /// Adds one query's hits, nearest first (the order the plan declares), ties by row
+    /// position: the order does not depend on the graph's.
     fn push(&mut self, query: usize, mut hits: Vec<Hit>) {
-        hits.sort_by(|a, b| a.distance.total_cmp(&b.distance));
+        hits.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.row.cmp(&b.row)));
         for (i, h) in hits.into_iter().enumerate() {
             self.hits.push(h);
             self.query_of.push(query as u32);
