@@ -253,6 +253,38 @@ async fn child(mode: &str, rows: usize, dir: &std::path::Path) {
                 .collect::<Vec<_>>()
                 .join(",");
         }
+        "segmented" => {
+            // Appended to an empty table under a segment budget: segments of about the
+            // budget, each index built and uploaded before the next starts.
+            let budget: u64 = std::env::var("BENCH_SEGMENT_MAX_BYTES")
+                .unwrap()
+                .parse()
+                .unwrap();
+            let root = dir.join("segmented");
+            let s = jammi_db::session::JammiSession::open(root.to_str().unwrap())
+                .await
+                .unwrap();
+            let spec = jammi_db::store::TableSpec {
+                name: Some("big".into()),
+                key_column: Some("id".into()),
+                vector_column: Some("embedding".into()),
+                ..Default::default()
+            };
+            let rs = s.result_store();
+            rs.write_batches(&spec, schema(), vec![batch(None, 0, 0)])
+                .await
+                .unwrap();
+            let v = rs
+                .append_table_with(
+                    "big",
+                    schema(),
+                    futures::stream::iter(batches(rows).map(Ok)),
+                    Some(budget),
+                )
+                .await
+                .unwrap();
+            extra = format!("{}", v.segments.len() - 1);
+        }
         other => panic!("unknown mode {other}"),
     }
     println!(
@@ -272,7 +304,18 @@ struct Measured {
 }
 
 fn run(mode: &str, rows: usize, data: &str, dir: &std::path::Path) -> Measured {
+    run_with(mode, rows, data, dir, None)
+}
+
+fn run_with(
+    mode: &str,
+    rows: usize,
+    data: &str,
+    dir: &std::path::Path,
+    segment_budget: Option<&str>,
+) -> Measured {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .envs(segment_budget.map(|b| ("BENCH_SEGMENT_MAX_BYTES", b)))
         .args([
             "--data",
             data,
@@ -327,6 +370,27 @@ fn main() {
     let g = run("generate", rows, &data, dir.path());
     let pq = run("parquet", rows, &data, dir.path());
     let us = run("usearch", rows, &data, dir.path());
+    if let Some(budget) = arg("--segment-max-bytes") {
+        // The segmented write alone, against raw USearch's build of the same vectors.
+        let us = run("usearch", rows, &data, dir.path());
+        let seg = run_with("segmented", rows, &data, dir.path(), Some(&budget));
+        println!();
+        println!("| {rows} rows, segment budget {budget} B | wall | CPU | peak RSS | segments |");
+        println!("|---|---|---|---|---|");
+        println!(
+            "| raw USearch build + save (all threads) | {:.2} s | {:.2} s | {:.0} MiB | |",
+            us.wall, us.cpu, us.rss
+        );
+        println!(
+            "| jammi-db segmented append (Parquet + indexes + sidecars + version) | {:.2} s | {:.2} s | {:.0} MiB | {} |",
+            seg.wall, seg.cpu, seg.rss, seg.extra
+        );
+        println!(
+            "| throughput, jammi / raw USearch | {:.2}× | | | |",
+            us.wall / seg.wall
+        );
+        return;
+    }
     let j = run("jammi", rows, &data, dir.path());
     let wall_ratio = j.wall / (pq.wall + us.wall - g.wall);
     let cpu_ratio = j.cpu / (pq.cpu + us.cpu - g.cpu);

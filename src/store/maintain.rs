@@ -2,7 +2,8 @@
 //! of small segments and of segments with many deletions into fewer, larger ones under a
 //! new version (the answers of every query stay the same). Vacuum removes the files only
 //! versions past a retention use — each proven jammi-db's by the record that names it —
-//! and segments no version ever committed, once older than the retention.
+//! and what commits that never landed left, once older than the retention: segments (each
+//! proven by its own manifest) and deletion files (each recorded by the commit's intent).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -163,12 +164,8 @@ impl ResultStore {
             self.remove_segment(&store, name, &seg, dry_run, &mut report)
                 .await?;
         }
-        for path in orphan_deletions(&store, self, name, &all_named, cutoff).await? {
-            if !dry_run {
-                delete_object(&store, &self.root().join(&path)?).await?;
-            }
-            report.removed.push(path);
-        }
+        let settled = settle_intents(&store, self.root(), name, &records, cutoff, dry_run).await?;
+        report.removed.extend(settled);
         for seg in gone.into_values() {
             self.remove_segment(&store, name, seg, dry_run, &mut report)
                 .await?;
@@ -346,42 +343,77 @@ async fn orphans(
     Ok(out)
 }
 
-/// Deletion files of `name` no version names, written before `cutoff`, whose header proves
-/// them jammi-db's (a commit that failed or died left them).
-async fn orphan_deletions(
+/// Settles the intent records of `name` written before `cutoff`: a commit that landed (its
+/// version's record holds the intent's writer) only loses its intent; one that did not loses
+/// the deletion files its intent records — each still the object recorded (size and CRC32C)
+/// and named by no version record — then its intent. Returns the paths removed.
+pub(crate) async fn settle_intents(
     store: &Arc<dyn ObjectStore>,
-    rs: &ResultStore,
+    root: &crate::storage::StorageUrl,
     name: &str,
-    named: &BTreeSet<String>,
+    records: &[(crate::storage::StorageUrl, TableVersion)],
     cutoff: i64,
+    dry_run: bool,
 ) -> Result<Vec<String>> {
-    let dir = format!("{}deletions/", versions::table_dir(name));
-    let prefix = rs.root().join(&dir)?;
-    let mut listed = store.list(Some(&prefix.object_path()?));
-    let mut candidates = Vec::new();
+    let dir_path = versions::deletions_prefix(name);
+    let dir = root.join(&dir_path)?;
+    let mut listed = store.list(Some(&dir.object_path()?));
+    let mut intents = Vec::new();
     while let Some(m) = listed.next().await {
-        let m = m.map_err(|e| JammiError::storage(&prefix, e))?;
+        let m = m.map_err(|e| JammiError::storage(&dir, e))?;
         let Some(file) = m.location.filename() else {
             continue;
         };
-        let path = format!("{dir}{file}");
-        if !named.contains(&path) && m.last_modified.timestamp_millis() < cutoff {
-            candidates.push(path);
+        if file.ends_with(versions::INTENT_SUFFIX) && m.last_modified.timestamp_millis() < cutoff {
+            intents.push(file.to_string());
         }
     }
+    let named = used_files(name, records);
     let mut out = Vec::new();
-    for path in candidates {
-        let url = rs.root().join(&path)?;
+    for file in intents {
+        let url = dir.join(&file)?;
         let bytes = match store.get(&url.object_path()?).await {
             Ok(r) => r.bytes().await.map_err(|e| JammiError::storage(&url, e))?,
             Err(object_store::Error::NotFound { .. }) => continue,
             Err(e) => return Err(JammiError::storage(&url, e)),
         };
-        if let (Some(h), _) = versions::split_deletions(&bytes)
-            && h.table == name
+        let Ok(intent) = serde_json::from_slice::<versions::Intent>(&bytes) else {
+            tracing::warn!("kept {url}: it is not an intent record jammi-db wrote");
+            continue;
+        };
+        if intent.table != name
+            || file
+                != format!(
+                    "{}-{}{}",
+                    intent.version,
+                    intent.writer,
+                    versions::INTENT_SUFFIX
+                )
         {
-            out.push(path);
+            tracing::warn!("kept {url}: it records another table or name");
+            continue;
         }
+        let landed = records
+            .iter()
+            .any(|(_, v)| v.version == intent.version && v.writer == intent.writer);
+        if !landed {
+            for obj in &intent.files {
+                let path = format!("{dir_path}{}", obj.name);
+                if obj.name.contains('/') || named.contains(&path) {
+                    continue;
+                }
+                if txn::prove(store, &dir, obj).await? == txn::Proof::Ours {
+                    if !dry_run {
+                        delete_object(store, &dir.join(&obj.name)?).await?;
+                    }
+                    out.push(path);
+                }
+            }
+        }
+        if !dry_run {
+            delete_object(store, &url).await?;
+        }
+        out.push(format!("{dir_path}{file}"));
     }
     Ok(out)
 }

@@ -542,7 +542,7 @@ impl ResultStore {
         let mut parent = base.clone();
         let mut failed = None;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
-            let next = match self
+            let (next, intent) = match self
                 .next_version(&store, name, &base, &parent, &change, &added, &writer)
                 .await
             {
@@ -552,11 +552,24 @@ impl ResultStore {
                     break;
                 }
             };
-            // A failed commit may have landed (its response lost): nothing is discarded.
-            match versions::commit(&store, &self.root, &next).await? {
+            // A failed commit may have landed (its response lost): nothing is discarded, and
+            // its intent record stays for `vacuum` to settle.
+            let committed = versions::commit(&store, &self.root, &next).await?;
+            if let versions::Committed::Taken = committed {
+                discard_deletions(&store, &self.root, &parent, &next).await;
+            }
+            if let Some(url) = intent {
+                let removed = match url.object_path() {
+                    Ok(p) => store.delete(&p).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = removed {
+                    tracing::warn!("left {url} (vacuum settles it): {e}");
+                }
+            }
+            match committed {
                 versions::Committed::Yes => return Ok(next),
                 versions::Committed::Taken => {
-                    discard_deletions(&store, &self.root, &parent, &next).await;
                     parent =
                         versions::latest(&store, &self.root, name, || manifest.clone()).await?;
                 }
@@ -686,7 +699,7 @@ impl ResultStore {
         change: &Change,
         added: &[versions::SegmentRef],
         writer: &str,
-    ) -> Result<versions::TableVersion> {
+    ) -> Result<(versions::TableVersion, Option<StorageUrl>)> {
         use versions::Operation;
         let rebased = parent.version != base.version;
         let conflict = |why: String| {
@@ -741,16 +754,28 @@ impl ResultStore {
             removed += all.len() - before;
             merged.push((at, all));
         }
+        // The deletion files are recorded (create-only) before they are written: if this
+        // commit never lands, the record proves them jammi-db's to `vacuum`.
+        let mut files = Vec::new();
         for (at, all) in merged {
-            let path = segments[at].path.clone();
-            let id = naming::sidecar_stem(path.rsplit('/').next().unwrap_or(&path));
-            segments[at].deleted = Some(
-                versions::write_deletions(store, &self.root, name, id, version, writer, &all)
-                    .await?,
-            );
+            let path = &segments[at].path;
+            let id = naming::sidecar_stem(path.rsplit('/').next().unwrap_or(path));
+            files.push((
+                at,
+                versions::new_deletions(name, id, version, writer, &all)?,
+            ));
+        }
+        let mut intent = None;
+        if !files.is_empty() {
+            let refs: Vec<&versions::DeletionRef> = files.iter().map(|(_, d)| &d.entry).collect();
+            intent =
+                Some(versions::put_intent(store, &self.root, name, version, writer, &refs).await?);
+        }
+        for (at, d) in files {
+            segments[at].deleted = Some(versions::put_deletions(store, &self.root, d).await?);
         }
         segments.extend(added.iter().cloned());
-        Ok(versions::TableVersion {
+        let next = versions::TableVersion {
             format_version: versions::VERSION_FORMAT,
             table: name.to_string(),
             version,
@@ -763,7 +788,8 @@ impl ResultStore {
             },
             rows_deleted: removed,
             segments,
-        })
+        };
+        Ok((next, intent))
     }
 
     /// The number of the latest version record of result table `name` (`None`: it never
@@ -964,6 +990,8 @@ impl ResultStore {
                 }
             }
         }
+        // Commits that never landed: the deletion files their intents record.
+        maintain::settle_intents(store, &self.root, name, &records, i64::MAX, false).await?;
         // Deletion files: each must still be the object its record describes.
         let dir = self
             .root

@@ -222,17 +222,21 @@ pub(crate) fn split_deletions(bytes: &[u8]) -> (Option<DeletionsHeader>, &[u8]) 
     }
 }
 
-/// Writes the deleted rows `rows` of segment `segment` for version `version` by `writer`,
-/// create-only under a fresh name, behind a header naming all four.
-pub(crate) async fn write_deletions(
-    store: &Arc<dyn ObjectStore>,
-    root: &StorageUrl,
+/// A deletion file about to be written: where, its bytes, and its record.
+pub(crate) struct NewDeletions {
+    pub bytes: Vec<u8>,
+    pub entry: DeletionRef,
+}
+
+/// The deletion file of the deleted rows `rows` of segment `segment` for version `version`
+/// by `writer`, under a fresh name, behind a header naming all four.
+pub(crate) fn new_deletions(
     table: &str,
     segment: &str,
     version: u64,
     writer: &str,
     rows: &roaring::RoaringBitmap,
-) -> Result<DeletionRef> {
+) -> Result<NewDeletions> {
     let header = DeletionsHeader {
         table: table.to_string(),
         segment: segment.to_string(),
@@ -244,26 +248,97 @@ pub(crate) async fn write_deletions(
     bytes.push(b'\n');
     rows.serialize_into(&mut bytes)?;
     let path = format!(
-        "{}deletions/{segment}-{version}-{}.roaring",
-        table_dir(table),
+        "{}{segment}-{version}-{}.roaring",
+        deletions_prefix(table),
         crate::store::lease::random_hex(4)
     );
-    let url = root.join(&path)?;
-    let (size, crc32c) = (bytes.len() as u64, crc32c::crc32c(&bytes));
+    let entry = DeletionRef {
+        path,
+        rows: rows.len(),
+        size: bytes.len() as u64,
+        crc32c: crc32c::crc32c(&bytes),
+    };
+    Ok(NewDeletions { bytes, entry })
+}
+
+/// Writes `d` create-only.
+pub(crate) async fn put_deletions(
+    store: &Arc<dyn ObjectStore>,
+    root: &StorageUrl,
+    d: NewDeletions,
+) -> Result<DeletionRef> {
+    let url = root.join(&d.entry.path)?;
     store
         .put_opts(
             &url.object_path()?,
-            PutPayload::from(bytes),
+            PutPayload::from(d.bytes),
             PutOptions::from(PutMode::Create),
         )
         .await
         .map_err(|e| JammiError::storage(&url, e))?;
-    Ok(DeletionRef {
-        path,
-        rows: rows.len(),
-        size,
-        crc32c,
-    })
+    Ok(d.entry)
+}
+
+/// `<name>.jammi/deletions/`.
+pub(crate) fn deletions_prefix(table: &str) -> String {
+    format!("{}deletions/", table_dir(table))
+}
+
+/// What a commit is about to write beside its version record, recorded first (create-only)
+/// so the files of a commit that never lands are proven jammi-db's:
+/// `<name>.jammi/deletions/<version>-<writer>.intent.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Intent {
+    pub format_version: u32,
+    pub table: String,
+    pub version: u64,
+    pub writer: String,
+    /// The deletion files, by name under the deletions directory.
+    pub files: Vec<crate::store::lease::OwnedObject>,
+}
+
+/// The suffix of intent records.
+pub(crate) const INTENT_SUFFIX: &str = ".intent.json";
+
+/// Records, create-only, the deletion files `files` version `version` by `writer` is about
+/// to write; returns the record's URL.
+pub(crate) async fn put_intent(
+    store: &Arc<dyn ObjectStore>,
+    root: &StorageUrl,
+    table: &str,
+    version: u64,
+    writer: &str,
+    files: &[&DeletionRef],
+) -> Result<StorageUrl> {
+    let intent = Intent {
+        format_version: 1,
+        table: table.to_string(),
+        version,
+        writer: writer.to_string(),
+        files: files
+            .iter()
+            .map(|d| crate::store::lease::OwnedObject {
+                name: d.path.rsplit('/').next().unwrap_or(&d.path).to_string(),
+                size: d.size,
+                crc32c: d.crc32c,
+                e_tag: None,
+            })
+            .collect(),
+    };
+    let url = root.join(&format!(
+        "{}{version}-{writer}{INTENT_SUFFIX}",
+        deletions_prefix(table)
+    ))?;
+    let body = serde_json::to_vec_pretty(&intent).expect("intents serialise");
+    store
+        .put_opts(
+            &url.object_path()?,
+            PutPayload::from(body),
+            PutOptions::from(PutMode::Create),
+        )
+        .await
+        .map_err(|e| JammiError::storage(&url, e))?;
+    Ok(url)
 }
 
 /// Reads a deletion file, checked against its record.

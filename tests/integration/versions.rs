@@ -1479,6 +1479,7 @@ async fn compaction_keeps_every_answer_and_vacuum_removes_only_what_versions_pro
         own.join("segments/9-0badcafe.parquet"),
         own.join("segments/9-0badcafe.idx.manifest.json"),
         own.join("deletions/1-5-0badcafe.roaring"),
+        own.join("deletions/3-0badcafe.intent.json"),
         own.join("versions/readme.json"),
         own.join("notes.txt"),
     ];

@@ -1,0 +1,430 @@
+//! Result tables that change: the cost of an append against writing the same rows as a new
+//! table; warm search and recall@10 on a table of ten appended segments, on the same rows
+//! as one segment, and after compaction; a DELETE of 10 % of the rows against rewriting the
+//! table, and search after it; opening the latest version at 1, 100 and 1,000 versions.
+//!
+//! Data: the 60,015 real MiniLM embeddings of `../shared/data/debian-minilm/`; the last 200
+//! are held out as queries, the other 59,815 indexed. Ground truth: brute force (the vectors
+//! are unit length: cosine order is dot-product order). k = 10, searches through a prepared
+//! `$1` statement, warm (every query run once first), 3 passes.
+//!
+//! Run: `cargo bench --profile dev --bench table_versions`
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{Array, ArrayRef, FixedSizeListArray, Float32Array, Int64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use jammi_db::session::JammiSession;
+use jammi_db::store::TableSpec;
+
+const DIMS: usize = 384;
+const QUERIES: usize = 200;
+const K: usize = 10;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new(
+            "embedding",
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, true)),
+                DIMS as i32,
+            ),
+            false,
+        ),
+    ]))
+}
+
+/// Every corpus vector, flat, in id order.
+fn corpus() -> Vec<f32> {
+    use datafusion::parquet::arrow::ProjectionMask;
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/data/debian-minilm/corpus.parquet"
+    );
+    let file = std::fs::File::open(path).expect("the shared MiniLM corpus");
+    let b = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let mask = ProjectionMask::columns(b.parquet_schema(), ["embedding"]);
+    let mut out = Vec::new();
+    for batch in b.with_projection(mask).build().unwrap() {
+        let batch = batch.unwrap();
+        let list = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<FixedSizeListArray>()
+            .unwrap();
+        let values = list
+            .values()
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .unwrap();
+        out.extend_from_slice(values.values());
+    }
+    out
+}
+
+/// Rows `from..to` of `vectors` as a batch, ids offset by `id_base`.
+fn rows(vectors: &[f32], from: usize, to: usize, id_base: i64) -> RecordBatch {
+    let emb = FixedSizeListArray::new(
+        Arc::new(Field::new("item", DataType::Float32, true)),
+        DIMS as i32,
+        Arc::new(Float32Array::from(vectors[from * DIMS..to * DIMS].to_vec())),
+        None,
+    );
+    let ids = Int64Array::from_iter_values((from as i64..to as i64).map(|i| i + id_base));
+    RecordBatch::try_new(schema(), vec![Arc::new(ids) as ArrayRef, Arc::new(emb)]).unwrap()
+}
+
+fn spec(name: &str) -> TableSpec {
+    TableSpec {
+        name: Some(name.into()),
+        key_column: Some("id".into()),
+        vector_column: Some("embedding".into()),
+        ..Default::default()
+    }
+}
+
+/// The K nearest indexed rows of each query, by brute force.
+fn ground_truth(vectors: &[f32], indexed: usize, queries: &[Vec<f32>]) -> Vec<Vec<i64>> {
+    queries
+        .iter()
+        .map(|q| {
+            let mut scored: Vec<(f32, i64)> = (0..indexed)
+                .map(|r| {
+                    let v = &vectors[r * DIMS..(r + 1) * DIMS];
+                    (-v.iter().zip(q).map(|(a, b)| a * b).sum::<f32>(), r as i64)
+                })
+                .collect();
+            scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            scored.iter().take(K).map(|s| s.1).collect()
+        })
+        .collect()
+}
+
+fn list(v: &[f32]) -> ScalarValue {
+    use datafusion::arrow::array::ListArray;
+    use datafusion::arrow::datatypes::Float32Type;
+    let l = ListArray::from_iter_primitive::<Float32Type, _, _>([Some(v.iter().map(|x| Some(*x)))]);
+    ScalarValue::List(Arc::new(l))
+}
+
+/// Warm p50 of a prepared search of `table` and its recall@K against `truth`.
+async fn search(
+    s: &JammiSession,
+    table: &str,
+    queries: &[Vec<f32>],
+    truth: &[Vec<i64>],
+) -> (Duration, f64) {
+    let p = s
+        .prepare(&format!("SELECT id FROM vector_search('{table}', $1, {K})"))
+        .await
+        .unwrap();
+    let mut found = 0usize;
+    for (q, t) in queries.iter().zip(truth) {
+        let got = p.collect(vec![list(q)]).await.unwrap();
+        let ids: Vec<i64> = got
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        found += ids.iter().filter(|i| t.contains(i)).count();
+    }
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        for q in queries {
+            let t = Instant::now();
+            std::hint::black_box(p.collect(vec![list(q)]).await.unwrap());
+            times.push(t.elapsed());
+        }
+    }
+    times.sort();
+    (
+        times[times.len() / 2],
+        found as f64 / (K * queries.len()) as f64,
+    )
+}
+
+fn median(mut d: Vec<Duration>) -> Duration {
+    d.sort();
+    d[d.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Counts the requests a store serves.
+#[derive(Debug)]
+struct Counting {
+    inner: Arc<dyn object_store::ObjectStore>,
+    n: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Display for Counting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Counting({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl object_store::ObjectStore for Counting {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.n.fetch_add(1, Ordering::SeqCst);
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.n.fetch_add(1, Ordering::SeqCst);
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.n.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.n.fetch_add(1, Ordering::SeqCst);
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        self.n.fetch_add(1, Ordering::SeqCst);
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        self.n.fetch_add(1, Ordering::SeqCst);
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.n.fetch_add(1, Ordering::SeqCst);
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let vectors = corpus();
+    let total = vectors.len() / DIMS;
+    let indexed = total - QUERIES;
+    let queries: Vec<Vec<f32>> = (indexed..total)
+        .map(|r| vectors[r * DIMS..(r + 1) * DIMS].to_vec())
+        .collect();
+    println!("{indexed} MiniLM rows indexed, {QUERIES} held-out queries, k = {K}");
+    let truth = ground_truth(&vectors, indexed, &queries);
+    let dir = tempfile::tempdir().unwrap();
+    let s = JammiSession::open(dir.path().to_str().unwrap())
+        .await
+        .unwrap();
+    let rs = s.result_store().clone();
+    let all = || vec![rows(&vectors, 0, indexed, 0)];
+
+    // One segment, and the same rows as ten appends to an empty table.
+    rs.write_batches(&spec("one"), schema(), all())
+        .await
+        .unwrap();
+    rs.write_batches(&spec("ten"), schema(), vec![rows(&vectors, 0, 0, 0)])
+        .await
+        .unwrap();
+    let step = indexed.div_ceil(10);
+    for from in (0..indexed).step_by(step) {
+        let batch = rows(&vectors, from, (from + step).min(indexed), 0);
+        rs.append_table("ten", schema(), futures::stream::iter(vec![Ok(batch)]))
+            .await
+            .unwrap();
+    }
+    s.refresh_tables().await.unwrap();
+    let (p_one, r_one) = search(&s, "one", &queries, &truth).await;
+    let (p_ten, r_ten) = search(&s, "ten", &queries, &truth).await;
+    let t = Instant::now();
+    let c = s.compact("ten", &Default::default()).await.unwrap();
+    let compact_time = t.elapsed();
+    let (p_cmp, r_cmp) = search(&s, "ten", &queries, &truth).await;
+
+    // An append of 6,000 rows against writing them as a new table (3 runs each, median).
+    let six = || rows(&vectors, 0, 6000, 1_000_000);
+    let mut new_table = Vec::new();
+    let mut append = Vec::new();
+    for i in 0..3 {
+        let t = Instant::now();
+        rs.write_batches(&spec(&format!("six{i}")), schema(), vec![six()])
+            .await
+            .unwrap();
+        new_table.push(t.elapsed());
+        let t = Instant::now();
+        rs.append_table("one", schema(), futures::stream::iter(vec![Ok(six())]))
+            .await
+            .unwrap();
+        append.push(t.elapsed());
+    }
+    let (new_table, append) = (median(new_table), median(append));
+
+    // DELETE of 10 % against rewriting the table without those rows.
+    rs.write_batches(&spec("del"), schema(), all())
+        .await
+        .unwrap();
+    s.refresh_tables().await.unwrap();
+    let (p_before, _) = search(&s, "del", &queries, &truth).await;
+    let kept: Vec<RecordBatch> = {
+        let b = rows(&vectors, 0, indexed, 0);
+        let ids = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        let mask: datafusion::arrow::array::BooleanArray = (0..ids.len())
+            .map(|i| Some(ids.value(i) % 10 != 0))
+            .collect();
+        vec![datafusion::arrow::compute::filter_record_batch(&b, &mask).unwrap()]
+    };
+    let t = Instant::now();
+    rs.write_batches(&spec("rewritten"), schema(), kept)
+        .await
+        .unwrap();
+    let rewrite = t.elapsed();
+    let t = Instant::now();
+    s.sql("DELETE FROM jammi.public.del WHERE id % 10 = 0")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let delete = t.elapsed();
+    s.refresh_tables().await.unwrap();
+    let (p_after, _) = search(&s, "del", &queries, &truth).await;
+
+    // Opening the latest version at 1, 100 and 1,000 versions (single-row deletes).
+    let n = Arc::new(AtomicUsize::new(0));
+    let layer_n = n.clone();
+    let registry = jammi_db::storage::StorageRegistry::with_layer(Arc::new(move |inner| {
+        Arc::new(Counting {
+            inner,
+            n: layer_n.clone(),
+        }) as Arc<dyn object_store::ObjectStore>
+    }));
+    let counted = JammiSession::open_with(
+        dir.path().to_str().unwrap(),
+        jammi_db::session::OpenOptions {
+            registry: Some(registry),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    rs.write_batches(&spec("v"), schema(), vec![rows(&vectors, 0, 1000, 0)])
+        .await
+        .unwrap();
+    let mut opens = Vec::new();
+    let mut made = 1u64;
+    for target in [1u64, 100, 1000] {
+        while made < target {
+            let base = rs.latest_version("v").await.unwrap();
+            let row: roaring::RoaringBitmap = [made as u32].into_iter().collect();
+            let path = base.segments[0].path.clone();
+            rs.delete_rows("v", &base, vec![(path, row)]).await.unwrap();
+            made += 1;
+        }
+        let mut times = Vec::new();
+        let mut requests = 0;
+        for _ in 0..5 {
+            n.store(0, Ordering::SeqCst);
+            let t = Instant::now();
+            let v = counted.result_store().latest_version("v").await.unwrap();
+            times.push(t.elapsed());
+            requests = n.load(Ordering::SeqCst);
+            assert_eq!(v.version + 1, target);
+        }
+        opens.push((target, requests, median(times)));
+    }
+
+    println!();
+    println!("| measure | value | baseline | ratio | goal |");
+    println!("|---|---|---|---|---|");
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    println!(
+        "| append 6,000 rows to the table vs the same rows as a new table | {} | {} | {:.2}× | ≤ 1.2× |",
+        ms(append),
+        ms(new_table),
+        ratio(append, new_table)
+    );
+    println!(
+        "| warm p50, 10 appended segments vs one segment | {} | {} | {:.2}× | ≤ 1.5× |",
+        ms(p_ten),
+        ms(p_one),
+        ratio(p_ten, p_one)
+    );
+    println!(
+        "| recall@10, 10 segments vs one segment | {r_ten:.4} | {r_one:.4} | {:+.4} | within 0.005 |",
+        r_ten - r_one
+    );
+    println!(
+        "| warm p50 after compaction ({} → {} segments, {}) vs one segment | {} | {} | {:.2}× | ≤ 1.05× |",
+        c.segments_before,
+        c.segments_after,
+        ms(compact_time),
+        ms(p_cmp),
+        ms(p_one),
+        ratio(p_cmp, p_one)
+    );
+    println!(
+        "| recall@10 after compaction vs one segment | {r_cmp:.4} | {r_one:.4} | {:+.4} | the same |",
+        r_cmp - r_one
+    );
+    println!(
+        "| DELETE 10 % of the rows vs rewriting the table without them | {} | {} | {:.3}× | ≤ 0.1× |",
+        ms(delete),
+        ms(rewrite),
+        ratio(delete, rewrite)
+    );
+    println!(
+        "| warm p50 after the DELETE vs before | {} | {} | {:.2}× | ≤ 1.2× |",
+        ms(p_after),
+        ms(p_before),
+        ratio(p_after, p_before)
+    );
+    for (v, requests, t) in opens {
+        println!(
+            "| open the latest version of a table with {v} versions | {} | {requests} requests | | ≤ 2 requests |",
+            ms(t)
+        );
+    }
+}
