@@ -304,8 +304,12 @@ impl ResultSchemaProvider {
         let cloud = self.store.catalog().cloud().cloned();
         let table = match latest {
             None => IndexedTable::new(self.store.parquet_url(name)?, base.clone(), cloud)?,
-            Some(_) => {
-                let v = self.store.latest_version(name).await?;
+            Some(n) => {
+                // One GET: version 0 is known, and the record lists every segment.
+                let v = match self.store.version_record(name, n).await? {
+                    Some(v) => v,
+                    None => self.store.latest_version(name).await?,
+                };
                 IndexedTable::segmented(self.store.root(), v, cloud)?
             }
         };

@@ -800,6 +800,19 @@ impl ResultStore {
         versions::latest_number(&store, &self.root, name).await
     }
 
+    /// The record of version `n > 0` of result table `name`, with no other request (one
+    /// GET): what a reader that holds version 0 needs to open a later version. `None` when
+    /// there is no such record.
+    pub async fn version_record(
+        &self,
+        name: &str,
+        n: u64,
+    ) -> Result<Option<versions::TableVersion>> {
+        naming::validate_table_name(name)?;
+        let store = self.object_store().await?;
+        versions::read(&store, &self.root, name, n).await
+    }
+
     /// Version `n` of result table `name` (`NotFound` when there is no such version).
     pub async fn version(&self, name: &str, n: u64) -> Result<versions::TableVersion> {
         let base = self.manifest(name).await?;

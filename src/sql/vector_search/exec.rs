@@ -543,22 +543,23 @@ impl Run {
             None => None,
         };
         // Deleted rows are never hits: a search with deletions is a filtered search.
-        let allowed = match &self.spec.target.deleted {
-            None => allowed,
+        let live = match &self.spec.target.deleted {
+            None => None,
             Some(d) => {
-                let deleted =
-                    crate::store::versions::read_deletions_at(store, &d.url, &d.record).await?;
                 let rows = match &self.spec.target.manifest {
                     Some(m) => m.rows as usize,
                     None => footer().await?.metadata().file_metadata().num_rows() as usize,
                 };
-                let mut a = allowed.unwrap_or_else(|| vec![true; rows]);
-                for r in deleted.iter() {
-                    if let Some(x) = a.get_mut(r as usize) {
-                        *x = false;
-                    }
-                }
-                Some(a)
+                Some(self.ctx.live_rows(store, &d.url, &d.record, rows).await?)
+            }
+        };
+        let allowed: Option<std::borrow::Cow<'_, [bool]>> = match (allowed, &live) {
+            (None, None) => None,
+            (Some(a), None) => Some(std::borrow::Cow::Owned(a)),
+            (None, Some(l)) => Some(std::borrow::Cow::Borrowed(l.as_slice())),
+            (Some(mut a), Some(l)) => {
+                a.iter_mut().zip(l.iter()).for_each(|(x, l)| *x &= *l);
+                Some(std::borrow::Cow::Owned(a))
             }
         };
         let timer = self.metrics.search_time.timer();

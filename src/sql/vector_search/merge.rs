@@ -230,14 +230,25 @@ impl ExecutionPlan for SegmentMergeExec {
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let run = async move {
             let full = input.schema();
-            // The segments are searched side by side.
+            // The segments are searched side by side, each partition a task of its own (a
+            // search is CPU-bound work: in one task the partitions would take turns).
             let streams = execute_stream_partitioned(input, context)?;
-            let parts = futures::future::try_join_all(
-                streams
-                    .into_iter()
-                    .map(|s| s.try_collect::<Vec<RecordBatch>>()),
-            )
-            .await?;
+            let tasks: Vec<_> = streams
+                .into_iter()
+                .map(|s| {
+                    datafusion::common::runtime::SpawnedTask::spawn(
+                        s.try_collect::<Vec<RecordBatch>>(),
+                    )
+                })
+                .collect();
+            let mut parts = Vec::with_capacity(tasks.len());
+            for t in tasks {
+                parts.push(t.join_unwind().await.map_err(|e| {
+                    datafusion::error::DataFusionError::Execution(format!(
+                        "a segment's search task failed: {e}"
+                    ))
+                })??);
+            }
             let batches: Vec<RecordBatch> = parts.into_iter().flatten().collect();
             let all = concat_batches(&full, &batches)?;
             let kept = UInt64Array::from(top_k(&all, k, &columns)?);

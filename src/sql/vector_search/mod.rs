@@ -77,6 +77,18 @@ impl Weighed for Footer {
 #[derive(Clone)]
 struct WholeColumn(ArrayRef);
 
+/// The rows a deletion file leaves live, as a search's row mask.
+struct LiveRows(Arc<Vec<bool>>);
+
+impl Weighed for LiveRows {
+    fn weight(&self) -> u64 {
+        self.0.len() as u64
+    }
+}
+
+/// Bytes of live-row masks kept (one byte a row).
+const LIVE_ROWS_CACHE_BYTES: u64 = 64 << 20;
+
 impl Weighed for WholeColumn {
     fn weight(&self) -> u64 {
         self.0.get_array_memory_size() as u64
@@ -98,6 +110,7 @@ pub struct SearchContext {
     footers: Mutex<BoundedLru<String, Footer>>,
     exact: Mutex<BoundedLru<String, Arc<ExactVectors>>>,
     columns: Mutex<BoundedLru<String, WholeColumn>>,
+    live: Mutex<BoundedLru<String, LiveRows>>,
 }
 
 impl std::fmt::Debug for SearchContext {
@@ -116,6 +129,7 @@ impl SearchContext {
             footers: Mutex::new(BoundedLru::new(FOOTER_CACHE_BYTES)),
             exact: Mutex::new(BoundedLru::new(EXACT_CACHE_BYTES)),
             columns: Mutex::new(BoundedLru::new(COLUMN_CACHE_BYTES)),
+            live: Mutex::new(BoundedLru::new(LIVE_ROWS_CACHE_BYTES)),
         }
     }
 
@@ -141,6 +155,35 @@ impl SearchContext {
             .expect("lock")
             .put(key, Footer(m.clone()));
         Ok(m)
+    }
+
+    /// The live rows of a segment of `rows` rows whose deletion file `d` (at `url`) records:
+    /// read once per file (deletion files are written once, under fresh names, and checked
+    /// against their record's size and CRC32C).
+    pub(crate) async fn live_rows(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        url: &StorageUrl,
+        d: &crate::store::versions::DeletionRef,
+        rows: usize,
+    ) -> Result<Arc<Vec<bool>>> {
+        let key = format!("{url}#{}:{}:{rows}", d.crc32c, d.size);
+        if let Some(l) = self.live.lock().expect("lock").get(&key) {
+            return Ok(l.0.clone());
+        }
+        let deleted = crate::store::versions::read_deletions_at(store, url, d).await?;
+        let mut live = vec![true; rows];
+        for r in deleted.iter() {
+            if let Some(x) = live.get_mut(r as usize) {
+                *x = false;
+            }
+        }
+        let live = Arc::new(live);
+        self.live
+            .lock()
+            .expect("lock")
+            .put(key, LiveRows(live.clone()));
+        Ok(live)
     }
 
     /// The decoded vectors of column `column` (`idx`) of `url` at version `current`.

@@ -81,21 +81,43 @@ impl ExtensionPlanner for VectorSearchExtensionPlanner {
                 self.ctx.clone(),
             )?)));
         }
-        // Segments: each partition's top k, merged to the global top k on the way out.
-        let search =
-            VectorSearchExec::try_new(n.spec.clone(), queries, prefilter, None, self.ctx.clone())?;
-        let width = search.schema().fields().len();
-        let columns = MergeColumns {
-            distance: if batch { width - 2 } else { width - 1 },
-            descending: n.spec.distance.nearest_largest(n.spec.metric),
-            query_key: batch.then_some(0),
-            rank: batch.then_some(width - 1),
+        // Segments: each partition's top k, merged to the global top k on the way out. The
+        // partitions hydrate only the columns the statement reads, plus what the merge needs.
+        let width = n.spec.columns.len() + if batch { 3 } else { 1 };
+        let distance = if batch { width - 2 } else { width - 1 };
+        let mut read: Vec<usize> = match &n.projection {
+            Some(p) => p.clone(),
+            None => (0..width).collect(),
         };
+        read.push(distance);
+        if batch {
+            read.extend([0, width - 1]);
+        }
+        read.sort_unstable();
+        read.dedup();
+        let at = |i: usize| read.iter().position(|&r| r == i).unwrap_or(i);
+        let columns = MergeColumns {
+            distance: at(distance),
+            descending: n.spec.distance.nearest_largest(n.spec.metric),
+            query_key: batch.then(|| at(0)),
+            rank: batch.then(|| at(width - 1)),
+        };
+        let projection = match &n.projection {
+            Some(p) => Some(p.iter().map(|&i| at(i)).collect()),
+            None => None,
+        };
+        let search = VectorSearchExec::try_new(
+            n.spec.clone(),
+            queries,
+            prefilter,
+            Some(read),
+            self.ctx.clone(),
+        )?;
         Ok(Some(Arc::new(SegmentMergeExec::try_new(
             Arc::new(search),
             n.spec.k,
             columns,
-            n.projection.clone(),
+            projection,
         )?)))
     }
 }
