@@ -798,3 +798,69 @@ fn tables_show_lists_the_versions_of_a_table_that_changed() {
         "{shown}"
     );
 }
+
+#[test]
+fn tables_compact_and_vacuum_rewrite_segments_and_remove_only_old_versions_files() {
+    let dir = tempdir();
+    let root = dir.path().join("db");
+    let script = "CREATE TABLE jammi.public.t AS SELECT * FROM (VALUES (1, [1.0, 0.0]), (2, [0.0, 1.0])) AS x(id, v);\n\
+                  INSERT INTO jammi.public.t VALUES (3, [1.0, 1.0]);\n\
+                  DELETE FROM jammi.public.t WHERE id = 1;";
+    let o = jammi(&root, &["sql", script]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = ok(&jammi(&root, &["tables", "compact", "t"]));
+    assert!(o.contains("2 -> 1"), "{o}");
+    let ids = ok(&jammi(
+        &root,
+        &[
+            "-o",
+            "csv",
+            "sql",
+            "SELECT id FROM jammi.public.t ORDER BY id",
+        ],
+    ));
+    assert_eq!(ids.lines().collect::<Vec<_>>(), ["id", "2", "3"], "{ids}");
+    // The default retention keeps every version of a table changed a moment ago.
+    let kept = ok(&jammi(&root, &["tables", "vacuum", "t"]));
+    assert!(!kept.contains("version"), "{kept}");
+    let dry = ok(&jammi(
+        &root,
+        &["tables", "vacuum", "t", "--older-than", "0s", "--dry-run"],
+    ));
+    assert!(
+        dry.contains("would remove") && dry.contains("version 1"),
+        "{dry}"
+    );
+    let before = std::fs::read_dir(root.join("t.jammi/segments"))
+        .unwrap()
+        .count();
+    let done = ok(&jammi(
+        &root,
+        &["tables", "vacuum", "t", "--older-than", "0s"],
+    ));
+    assert!(
+        done.contains("removed") && done.contains("version 2"),
+        "{done}"
+    );
+    assert!(
+        std::fs::read_dir(root.join("t.jammi/segments"))
+            .unwrap()
+            .count()
+            < before
+    );
+    let ids = ok(&jammi(
+        &root,
+        &[
+            "-o",
+            "csv",
+            "sql",
+            "SELECT id FROM jammi.public.t ORDER BY id",
+        ],
+    ));
+    assert_eq!(ids.lines().collect::<Vec<_>>(), ["id", "2", "3"], "{ids}");
+    let e = fails(&jammi(
+        &root,
+        &["tables", "vacuum", "t", "--older-than", "soon"],
+    ));
+    assert!(e.contains("--older-than") && e.contains("'soon'"), "{e}");
+}
