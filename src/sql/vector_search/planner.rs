@@ -102,10 +102,10 @@ impl ExtensionPlanner for VectorSearchExtensionPlanner {
             query_key: batch.then(|| at(0)),
             rank: batch.then(|| at(width - 1)),
         };
-        let projection = match &n.projection {
-            Some(p) => Some(p.iter().map(|&i| at(i)).collect()),
-            None => None,
-        };
+        let projection = n
+            .projection
+            .as_ref()
+            .map(|p| p.iter().map(|&i| at(i)).collect());
         let search = VectorSearchExec::try_new(
             n.spec.clone(),
             queries,
