@@ -346,7 +346,7 @@ impl JammiSession {
                 "merge into {table}: name at least one key column in `on`"
             )));
         }
-        self.refresh_tables().await?;
+        // The provider opens the table at its latest version.
         let target = datafusion::common::TableReference::full("jammi", "public", table);
         let provider = self.ctx.table_provider(target.clone()).await?;
         let schema = provider.schema();

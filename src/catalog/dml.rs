@@ -97,17 +97,7 @@ impl DeleteExec {
                 })
             }
         };
-        let count = Arc::new(Schema::new(vec![Field::new(
-            "count",
-            DataType::UInt64,
-            false,
-        )]));
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(count),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
+        let properties = count_properties();
         Ok(DeleteExec {
             store,
             base,
@@ -118,6 +108,21 @@ impl DeleteExec {
             properties,
         })
     }
+}
+
+/// The properties of a DML plan: one partition, one row, its `count` of rows changed.
+pub(crate) fn count_properties() -> Arc<PlanProperties> {
+    let count = Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]));
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(count),
+        Partitioning::UnknownPartitioning(1),
+        EmissionType::Final,
+        Boundedness::Bounded,
+    ))
 }
 
 /// Each table column's value after `set` (the column itself where `set` leaves it), over

@@ -22,8 +22,6 @@ use datafusion::datasource::{TableType, provider_as_source};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::dml::{MergeIntoAction, MergeIntoClause, MergeIntoClauseKind};
 use datafusion::logical_expr::{JoinType, LogicalPlan, LogicalPlanBuilder, cast, lit, when};
-use datafusion::physical_expr::{EquivalenceProperties, Partitioning};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
@@ -36,7 +34,7 @@ use futures::StreamExt;
 
 use crate::error::{JammiError, Result};
 use crate::store::versions::{Operation, TableVersion};
-use crate::store::{Change, ResultStore, read};
+use crate::store::{Change, ResultStore};
 
 /// Columns the join adds beside the table's (names no table column may take).
 const SEGMENT: &str = "__jammi_merge_segment";
@@ -173,7 +171,12 @@ fn action_expr(
 ) -> Result<(Expr, Vec<Act>)> {
     let has_target = col_t(ROW).is_not_null();
     let has_source = Expr::Column(Column::new_unqualified(FROM_SOURCE)).is_not_null();
-    let mut case: Option<datafusion::logical_expr::conditional_expressions::CaseBuilder> = None;
+    if clauses.is_empty() {
+        return Err(JammiError::InvalidInput(
+            "MERGE INTO requires at least one WHEN clause".into(),
+        ));
+    }
+    let mut arms = Vec::new();
     let mut acts = Vec::new();
     for (i, c) in clauses.iter().enumerate() {
         let kind = match c.kind.canonical() {
@@ -190,21 +193,24 @@ fn action_expr(
             MergeIntoAction::Delete => Act::Delete,
             MergeIntoAction::Insert { .. } => Act::Insert,
         });
-        let then = lit(i as i32);
-        case = Some(match case {
-            None => when(cond, then),
-            Some(mut b) => b.when(cond, then),
-        });
+        arms.push((cond, lit(i as i32)));
     }
-    let Some(mut case) = case else {
-        return Err(JammiError::InvalidInput(
-            "MERGE INTO requires at least one WHEN clause".into(),
-        ));
+    let action = case_when(arms, lit(datafusion::common::ScalarValue::Int32(None)))?;
+    Ok((action, acts))
+}
+
+/// `CASE WHEN <cond> THEN <value> ... ELSE <otherwise> END` of `arms` in order (`otherwise`
+/// alone when there are none).
+fn case_when(arms: Vec<(Expr, Expr)>, otherwise: Expr) -> Result<Expr> {
+    let mut arms = arms.into_iter();
+    let Some((cond, then)) = arms.next() else {
+        return Ok(otherwise);
     };
-    Ok((
-        case.otherwise(lit(datafusion::common::ScalarValue::Int32(None)))?,
-        acts,
-    ))
+    let mut case = when(cond, then);
+    for (cond, then) in arms {
+        case.when(cond, then);
+    }
+    Ok(case.otherwise(otherwise)?)
 }
 
 /// The target's columns the ON condition reads: they name a row that two source rows match.
@@ -233,8 +239,7 @@ fn new_values(
         .iter()
         .enumerate()
         .map(|(j, f)| {
-            let mut case: Option<datafusion::logical_expr::conditional_expressions::CaseBuilder> =
-                None;
+            let mut arms = Vec::new();
             for (i, c) in clauses.iter().enumerate() {
                 let v = match &c.action {
                     MergeIntoAction::Delete => continue,
@@ -256,24 +261,16 @@ fn new_values(
                     }
                 };
                 let cond = action.clone().eq(lit(i as i32));
-                let v = cast(v, f.data_type().clone());
-                case = Some(match case {
-                    None => when(cond, v),
-                    Some(mut b) => b.when(cond, v),
-                });
+                arms.push((cond, cast(v, f.data_type().clone())));
             }
             let null = lit(datafusion::common::ScalarValue::try_from(f.data_type())?);
-            let e = match case {
-                Some(mut b) => b.otherwise(null)?,
-                None => null,
-            };
-            Ok(e.alias(f.name()))
+            Ok(case_when(arms, null)?.alias(f.name()))
         })
         .collect()
 }
 
 /// One segment's live rows with their segment index and row position.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct SegmentRows {
     store: Arc<ResultStore>,
     base: TableVersion,
@@ -286,33 +283,15 @@ impl SegmentRows {
     async fn rows(&self) -> Result<impl futures::Stream<Item = Result<RecordBatch>> + use<>> {
         let store = self.store.object_store().await?;
         let seg = &self.base.segments[self.segment];
-        let url = self.store.root().join(&seg.path)?;
-        let deleted = match &seg.deleted {
-            Some(d) => crate::store::versions::read_deletions(&store, self.store.root(), d).await?,
-            None => roaring::RoaringBitmap::new(),
-        };
-        let meta = read::load_metadata(&store, &url, None).await?;
-        let all: Vec<usize> = (0..self.table.fields().len()).collect();
-        let stream = read::scan_table_columns(&store, &url, &meta, &self.table, &all).await?;
+        let live = crate::store::maintain::live_rows_at(store, self.store.root(), &self.table, seg)
+            .await?;
         let (schema, segment) = (self.schema.clone(), self.segment as u32);
-        let mut at = 0u64;
-        Ok(stream.map(move |batch| {
-            let batch = batch?;
-            let n = batch.num_rows() as u64;
-            let rows: UInt64Array = (at..at + n).collect();
-            at += n;
-            let keep: BooleanArray = rows
-                .values()
-                .iter()
-                .map(|&r| Some(!deleted.contains(r as u32)))
-                .collect();
+        Ok(live.map(move |r| {
+            let (batch, rows) = r?;
             let mut cols = batch.columns().to_vec();
-            cols.push(Arc::new(UInt32Array::from(vec![segment; n as usize])));
+            cols.push(Arc::new(UInt32Array::from(vec![segment; rows.len()])));
             cols.push(Arc::new(rows));
-            let batch = RecordBatch::try_new(schema.clone(), cols)?;
-            Ok(datafusion::arrow::compute::filter_record_batch(
-                &batch, &keep,
-            )?)
+            Ok(RecordBatch::try_new(schema.clone(), cols)?)
         }))
     }
 }
@@ -323,13 +302,7 @@ impl PartitionStream for SegmentRows {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let this = SegmentRows {
-            store: self.store.clone(),
-            base: self.base.clone(),
-            segment: self.segment,
-            table: self.table.clone(),
-            schema: self.schema.clone(),
-        };
+        let this = self.clone();
         let stream = futures::stream::once(async move { this.rows().await })
             .map(|s| match s {
                 Ok(s) => s.map(|b| b.map_err(Into::into)).boxed(),
@@ -412,17 +385,7 @@ impl MergeExec {
         table: String,
         segment_max_bytes: Option<u64>,
     ) -> Self {
-        let count = Arc::new(Schema::new(vec![Field::new(
-            "count",
-            DataType::UInt64,
-            false,
-        )]));
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(count),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
+        let properties = crate::catalog::dml::count_properties();
         MergeExec {
             store,
             base,

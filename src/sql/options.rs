@@ -203,14 +203,19 @@ impl ConfigExtension for JammiSettings {
     const PREFIX: &'static str = "jammi";
 }
 
-/// A positive byte size: a number with an optional unit (`B`, `KB`/`KiB`, `MB`/`MiB`,
-/// `GB`/`GiB`, `TB`/`TiB`; case and spaces ignored), e.g. `'256MiB'`, `'1 GB'`, `'65536'`.
-pub fn parse_bytes(value: &str) -> std::result::Result<u64, String> {
+/// `value`'s leading number and the unit after it (lower case), spaces ignored.
+fn number_and_unit(value: &str) -> (&str, String) {
     let v = value.trim();
     let split = v
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(v.len());
-    let (number, unit) = (v[..split].trim(), v[split..].trim().to_ascii_lowercase());
+    (v[..split].trim(), v[split..].trim().to_ascii_lowercase())
+}
+
+/// A positive byte size: a number with an optional unit (`B`, `KB`/`KiB`, `MB`/`MiB`,
+/// `GB`/`GiB`, `TB`/`TiB`; case and spaces ignored), e.g. `'256MiB'`, `'1 GB'`, `'65536'`.
+pub fn parse_bytes(value: &str) -> std::result::Result<u64, String> {
+    let (number, unit) = number_and_unit(value);
     let scale: u64 = match unit.as_str() {
         "" | "b" => 1,
         "kb" => 1_000,
@@ -240,11 +245,7 @@ pub fn parse_bytes(value: &str) -> std::result::Result<u64, String> {
 /// A duration: a number with a unit `s`, `m`, `h`, `d` or `w` (e.g. `'7d'`, `'36h'`,
 /// `'0s'`), or seconds without one.
 pub fn parse_duration(value: &str) -> std::result::Result<std::time::Duration, String> {
-    let v = value.trim();
-    let split = v
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(v.len());
-    let (number, unit) = (v[..split].trim(), v[split..].trim().to_ascii_lowercase());
+    let (number, unit) = number_and_unit(value);
     let scale = match unit.as_str() {
         "" | "s" | "sec" | "secs" => 1.0,
         "m" | "min" | "mins" => 60.0,

@@ -9,14 +9,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::BooleanArray;
+use datafusion::arrow::array::{BooleanArray, UInt64Array};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
 
 use super::versions::{self, Operation, SegmentRef, TableVersion};
-use super::{Change, ResultStore, delete_sidecars, lease, read, txn};
+use super::{Change, ResultStore, delete_if_present, delete_sidecars, lease, read, txn};
 use crate::error::{JammiError, Result};
 use crate::format::manifest::FileRole;
 use crate::format::naming;
@@ -164,7 +164,16 @@ impl ResultStore {
             self.remove_segment(&store, name, &seg, dry_run, &mut report)
                 .await?;
         }
-        let settled = settle_intents(&store, self.root(), name, &records, cutoff, dry_run).await?;
+        let settled = settle_intents(
+            &store,
+            self.root(),
+            name,
+            &records,
+            &all_named,
+            cutoff,
+            dry_run,
+        )
+        .await?;
         report.removed.extend(settled);
         for seg in gone.into_values() {
             self.remove_segment(&store, name, seg, dry_run, &mut report)
@@ -176,7 +185,7 @@ impl ResultStore {
         }
         for (url, v) in expired {
             if !dry_run {
-                delete_object(&store, url).await?;
+                delete_if_present(&store, url).await?;
             }
             report.versions_removed.push(v.version);
         }
@@ -250,7 +259,7 @@ impl ResultStore {
             return Ok(());
         }
         if !dry_run {
-            delete_object(store, &dir.join(file)?).await?;
+            delete_if_present(store, &dir.join(file)?).await?;
         }
         report.removed.push(d.path.clone());
         Ok(())
@@ -272,7 +281,7 @@ fn worth_rewriting(seg: &SegmentRef, budget: u64, deleted_fraction: f64) -> bool
 }
 
 /// Paths of the segments and deletion files `records` use, and the table's first file.
-fn used_files(
+pub(crate) fn used_files(
     name: &str,
     records: &[(crate::storage::StorageUrl, TableVersion)],
 ) -> BTreeSet<String> {
@@ -352,6 +361,7 @@ pub(crate) async fn settle_intents(
     root: &crate::storage::StorageUrl,
     name: &str,
     records: &[(crate::storage::StorageUrl, TableVersion)],
+    named: &BTreeSet<String>,
     cutoff: i64,
     dry_run: bool,
 ) -> Result<Vec<String>> {
@@ -368,7 +378,6 @@ pub(crate) async fn settle_intents(
             intents.push(file.to_string());
         }
     }
-    let named = used_files(name, records);
     let mut out = Vec::new();
     for file in intents {
         let url = dir.join(&file)?;
@@ -404,28 +413,18 @@ pub(crate) async fn settle_intents(
                 }
                 if txn::prove(store, &dir, obj).await? == txn::Proof::Ours {
                     if !dry_run {
-                        delete_object(store, &dir.join(&obj.name)?).await?;
+                        delete_if_present(store, &dir.join(&obj.name)?).await?;
                     }
                     out.push(path);
                 }
             }
         }
         if !dry_run {
-            delete_object(store, &url).await?;
+            delete_if_present(store, &url).await?;
         }
         out.push(format!("{dir_path}{file}"));
     }
     Ok(out)
-}
-
-async fn delete_object(
-    store: &Arc<dyn ObjectStore>,
-    url: &crate::storage::StorageUrl,
-) -> Result<()> {
-    match store.delete(&url.object_path()?).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(JammiError::storage(url, e)),
-    }
 }
 
 /// The live rows of `segments`, in order: each segment's rows without its deleted ones.
@@ -449,28 +448,47 @@ async fn segment_live_rows(
     schema: SchemaRef,
     seg: SegmentRef,
 ) -> Result<impl Stream<Item = Result<RecordBatch>> + Send> {
+    let rows = live_rows_at(store, &root, &schema, &seg).await?;
+    Ok(rows.map(|r| r.map(|(batch, _)| batch)))
+}
+
+/// The live rows of segment `seg` (its rows without those its deletion file records), each
+/// batch with the rows' positions in the segment's file.
+pub(crate) async fn live_rows_at(
+    store: Arc<dyn ObjectStore>,
+    root: &crate::storage::StorageUrl,
+    schema: &SchemaRef,
+    seg: &SegmentRef,
+) -> Result<impl Stream<Item = Result<(RecordBatch, UInt64Array)>> + Send + use<>> {
     let url = root.join(&seg.path)?;
     let deleted = match &seg.deleted {
-        Some(d) => versions::read_deletions(&store, &root, d).await?,
+        Some(d) => versions::read_deletions(&store, root, d).await?,
         None => roaring::RoaringBitmap::new(),
     };
     let meta = read::load_metadata(&store, &url, None).await?;
     let all: Vec<usize> = (0..schema.fields().len()).collect();
-    let stream = read::scan_table_columns(&store, &url, &meta, &schema, &all).await?;
-    let mut at = 0u32;
+    let stream = read::scan_table_columns(&store, &url, &meta, schema, &all).await?;
+    let mut at = 0u64;
     Ok(stream.map(move |batch| {
         let batch = batch?;
-        let n = batch.num_rows() as u32;
-        let start = at;
+        let n = batch.num_rows() as u64;
+        let rows: UInt64Array = (at..at + n).collect();
         at += n;
         if deleted.is_empty() {
-            return Ok(batch);
+            return Ok((batch, rows));
         }
-        let keep: BooleanArray = (start..start + n)
-            .map(|r| Some(!deleted.contains(r)))
+        let keep: BooleanArray = rows
+            .values()
+            .iter()
+            .map(|&r| Some(!deleted.contains(r as u32)))
             .collect();
-        Ok(datafusion::arrow::compute::filter_record_batch(
-            &batch, &keep,
-        )?)
+        let batch = datafusion::arrow::compute::filter_record_batch(&batch, &keep)?;
+        let rows = UInt64Array::from_iter_values(
+            rows.values()
+                .iter()
+                .copied()
+                .filter(|&r| !deleted.contains(r as u32)),
+        );
+        Ok((batch, rows))
     }))
 }

@@ -149,6 +149,17 @@ fn replace_segments(
     Ok(out)
 }
 
+/// Deletes the object at `url`, which the caller proved jammi-db's; one already gone is fine.
+pub(crate) async fn delete_if_present(
+    store: &Arc<dyn ObjectStore>,
+    url: &StorageUrl,
+) -> Result<()> {
+    match store.delete(&url.object_path()?).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(JammiError::storage(url, e)),
+    }
+}
+
 /// Versions a writer tries before giving up to others committing at the same time.
 const MAX_COMMIT_ATTEMPTS: usize = 64;
 
@@ -1004,7 +1015,9 @@ impl ResultStore {
             }
         }
         // Commits that never landed: the deletion files their intents record.
-        maintain::settle_intents(store, &self.root, name, &records, i64::MAX, false).await?;
+        let named = maintain::used_files(name, &records);
+        maintain::settle_intents(store, &self.root, name, &records, &named, i64::MAX, false)
+            .await?;
         // Deletion files: each must still be the object its record describes.
         let dir = self
             .root
@@ -1026,18 +1039,11 @@ impl ResultStore {
                 e_tag: None,
             };
             if txn::prove(store, &dir, &obj).await? == txn::Proof::Ours {
-                let url = dir.join(file)?;
-                match store.delete(&url.object_path()?).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(JammiError::storage(&url, e)),
-                }
+                delete_if_present(store, &dir.join(file)?).await?;
             }
         }
         for (url, _) in records.iter().rev() {
-            match store.delete(&url.object_path()?).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(JammiError::storage(url, e)),
-            }
+            delete_if_present(store, url).await?;
         }
         Ok(())
     }
