@@ -77,9 +77,13 @@ pub struct LoadedIndex {
     keys: Option<ArrayRef>,
     info: IndexInfo,
     bytes: u64,
-    /// Searches hold it shared; a search with its own `ef` holds it exclusively while the
-    /// index's expansion is changed.
-    search_lock: std::sync::RwLock<()>,
+    /// The expansion in force. Searches with it hold the lock shared; a search with another
+    /// `ef` holds it exclusively while it changes the expansion, which then stays in force,
+    /// so repeated searches with one `ef` run side by side.
+    search_lock: std::sync::RwLock<usize>,
+    /// Key `i` is row `i` for every row: a pre-filter's count over rows is the count over
+    /// keys.
+    dense: bool,
     /// The local copy of a remote index file (kept while mapped).
     _file: Option<LocalFile>,
     _path: PathBuf,
@@ -109,13 +113,16 @@ impl LoadedIndex {
         file: Option<LocalFile>,
         path: PathBuf,
     ) -> Self {
+        let dense = rowmap.iter().enumerate().all(|(i, r)| *r == i as u64);
+        let ef = info.expansion_search;
         LoadedIndex {
             index,
             rowmap,
+            dense,
             keys,
             info,
             bytes,
-            search_lock: std::sync::RwLock::new(()),
+            search_lock: std::sync::RwLock::new(ef),
             _file: file,
             _path: path,
         }
@@ -157,20 +164,19 @@ impl LoadedIndex {
 
     /// Runs `f` with the expansion `ef` in force (the index's default when `None`).
     fn with_ef<T>(&self, ef: Option<usize>, f: impl FnOnce() -> T) -> T {
-        match ef {
-            Some(ef) if ef != self.info.expansion_search => {
-                let _g = self.search_lock.write().expect("lock");
-                self.index.change_expansion_search(ef);
-                let r = f();
-                self.index
-                    .change_expansion_search(self.info.expansion_search);
-                r
-            }
-            _ => {
-                let _g = self.search_lock.read().expect("lock");
-                f()
+        let want = ef.unwrap_or(self.info.expansion_search);
+        {
+            let current = self.search_lock.read().expect("lock");
+            if *current == want {
+                return f();
             }
         }
+        let mut current = self.search_lock.write().expect("lock");
+        if *current != want {
+            self.index.change_expansion_search(want);
+            *current = want;
+        }
+        f()
     }
 
     fn hits(&self, m: &usearch::ffi::Matches) -> Vec<Hit> {
@@ -249,7 +255,11 @@ impl LoadedIndex {
                 .copied()
                 .unwrap_or(false)
         };
-        let matching = (0..self.rowmap.len() as u64).filter(|k| ok(*k)).count();
+        let matching = if self.dense && allowed.len() == self.rowmap.len() {
+            allowed.iter().filter(|a| **a).count()
+        } else {
+            (0..self.rowmap.len() as u64).filter(|k| ok(*k)).count()
+        };
         let want = query.k.min(matching);
         // Selective filters: exact over the few matching vectors beats graph traversal.
         if matching <= (query.k * 64).max(self.rowmap.len() / 100) {
@@ -274,6 +284,26 @@ impl LoadedIndex {
                 answered: Answered::ExactFilter,
                 candidates: matching,
             });
+        }
+        // Permissive filters (most rows allowed, as after a DELETE): a plain search for a few
+        // more than k, keeping the allowed, costs what one search costs; USearch's filtered
+        // search is the fallback when too few survive.
+        if matching * 2 >= self.rowmap.len() {
+            let fetch = (query.k * self.rowmap.len() * 5).div_ceil(matching * 4) + 1;
+            let m = self.index.search(query.vector, fetch).map_err(idx_err)?;
+            let hits: Vec<Hit> = self
+                .hits(&m)
+                .into_iter()
+                .filter(|h| h.key.is_some_and(ok))
+                .take(query.k)
+                .collect();
+            if hits.len() >= want {
+                return Ok(Searched {
+                    candidates: m.keys.len(),
+                    hits,
+                    answered: Answered::IndexFilter,
+                });
+            }
         }
         let m = self
             .index
@@ -349,5 +379,121 @@ impl LoadedIndex {
             _ => return Ok(None),
         };
         Ok(Some(array))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::IndexParams;
+    use crate::index::build::IndexBuilder;
+    use datafusion::arrow::array::{FixedSizeListArray, Float32Array};
+    use datafusion::arrow::datatypes::Field;
+    use std::sync::Arc;
+
+    const DIMS: usize = 8;
+
+    /// `n` vectors on a line, `i` at distance `i` from the origin's neighbour `[1, 0, …]`.
+    fn line(n: usize) -> (LoadedIndex, Vec<Vec<f32>>) {
+        let rows: Vec<Vec<f32>> = (0..n)
+            .map(|i| {
+                let mut v = vec![0f32; DIMS];
+                v[0] = i as f32;
+                v[1] = 1.0;
+                v
+            })
+            .collect();
+        let column: ArrayRef = Arc::new(FixedSizeListArray::new(
+            Arc::new(Field::new("item", DataType::Float32, true)),
+            DIMS as i32,
+            Arc::new(Float32Array::from(rows.concat())),
+            None,
+        ));
+        let params = IndexParams {
+            metric: Metric::L2,
+            ..IndexParams::default()
+        };
+        let mut b = IndexBuilder::new("v", params, Some(DIMS));
+        b.add_batch(&column, None).unwrap();
+        let f = b.finish().unwrap();
+        let index = Arc::try_unwrap(f.index.unwrap()).ok().unwrap();
+        let info = IndexInfo {
+            column: "v".into(),
+            dimensions: DIMS,
+            metric: Metric::L2,
+            quantization: "f32".into(),
+            connectivity: params.connectivity,
+            expansion_add: params.expansion_add,
+            expansion_search: params.expansion_search,
+            vectors: n as u64,
+            usearch_version: String::new(),
+        };
+        let loaded = LoadedIndex::new(index, f.rowmap, None, info, 0, None, PathBuf::new());
+        (loaded, rows)
+    }
+
+    fn rows_of(s: &Searched) -> Vec<u64> {
+        s.hits.iter().map(|h| h.row).collect()
+    }
+
+    #[test]
+    fn a_permissive_filter_returns_the_nearest_allowed_rows() {
+        let (index, rows) = line(2_000);
+        // Every tenth row deleted: the nearest allowed rows to row 0 are 1..=11 but 10.
+        let allowed: Vec<bool> = (0..rows.len()).map(|r| r % 10 != 0).collect();
+        let q = Query {
+            vector: &rows[0],
+            k: 10,
+            ef: None,
+        };
+        let got = index.search(&q, Some(&allowed)).unwrap();
+        assert_eq!(rows_of(&got), vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 11]);
+        assert_eq!(got.answered, Answered::IndexFilter);
+    }
+
+    #[test]
+    fn a_permissive_filter_hiding_every_near_row_still_returns_k_rows() {
+        let (index, rows) = line(2_000);
+        // Most rows allowed, but none of the 100 nearest the query: a search for a few more
+        // than k finds no allowed row, and the filtered search answers.
+        let allowed: Vec<bool> = (0..rows.len()).map(|r| r >= 100).collect();
+        let q = Query {
+            vector: &rows[0],
+            k: 10,
+            ef: None,
+        };
+        let got = index.search(&q, Some(&allowed)).unwrap();
+        assert_eq!(got.hits.len(), 10);
+        assert!(
+            rows_of(&got).iter().all(|r| *r >= 100),
+            "{:?}",
+            rows_of(&got)
+        );
+    }
+
+    #[test]
+    fn a_search_with_its_own_expansion_leaves_later_searches_exact_enough() {
+        let (index, rows) = line(500);
+        let search = |ef| {
+            let q = Query {
+                vector: &rows[250],
+                k: 3,
+                ef,
+            };
+            rows_of(&index.search(&q, None).unwrap())
+        };
+        let mut nearest = search(None);
+        nearest.sort();
+        assert_eq!(nearest, vec![249, 250, 251]);
+        for ef in [Some(200), None, Some(16), Some(16), None] {
+            let mut got = search(ef);
+            got.sort();
+            assert_eq!(got, nearest, "ef {ef:?}");
+        }
+        assert_eq!(
+            *index.search_lock.read().unwrap(),
+            64,
+            "the last search's ef stays"
+        );
     }
 }
