@@ -13,6 +13,7 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::expr::Placeholder;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::Expr;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::TryStreamExt;
@@ -196,7 +197,52 @@ impl JammiSession {
     pub async fn sql(&self, query: &str) -> Result<DataFrame> {
         let plan = crate::sql::create_logical_plan(&self.ctx.state(), query).await?;
         SQLOptions::new().verify_plan(&plan)?;
+        if let Some(done) = self.create_table_as(&plan).await? {
+            return Ok(done);
+        }
         Ok(self.ctx.execute_logical_plan(plan).await?)
+    }
+
+    /// `CREATE TABLE jammi.public.<t> AS SELECT ...` of a new table, streamed: rows go to the
+    /// store as the query yields them, in segments of the session's budget, never all in
+    /// memory (DataFusion's own CTAS collects them into a `MemTable` first). Every other form
+    /// (an existing table, `OR REPLACE`, constraints, defaults) and every other catalog's
+    /// table is left to DataFusion.
+    async fn create_table_as(&self, plan: &LogicalPlan) -> Result<Option<DataFrame>> {
+        let LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(c)) = plan else {
+            return Ok(None);
+        };
+        let state = self.ctx.state();
+        let defaults = &state.config_options().catalog;
+        let name = c
+            .name
+            .clone()
+            .resolve(&defaults.default_catalog, &defaults.default_schema);
+        let plain = !c.or_replace
+            && !c.temporary
+            && c.constraints.is_empty()
+            && c.column_defaults.is_empty();
+        let ours = name.catalog.as_ref() == crate::sql::RESULT_CATALOG
+            && name.schema.as_ref() == crate::catalog::provider::SCHEMA;
+        let fields = c.input.schema().fields();
+        let names: std::collections::HashSet<&String> = fields.iter().map(|f| f.name()).collect();
+        if !plain || !ours || names.len() != fields.len() || self.ctx.table_exist(c.name.clone())? {
+            return Ok(None);
+        }
+        crate::format::naming::validate_table_name(&name.table)?;
+        let budget = crate::sql::options::session_segment_max_bytes(&state);
+        let input = c.input.as_ref().clone();
+        let rows = self.ctx.execute_logical_plan(input).await?;
+        let rows = rows.execute_stream().await?;
+        // The rows' own schema (the plan's can differ in nullability) is the table's.
+        let schema = rows.schema();
+        let spec = crate::catalog::provider::ctas_spec(&name.table, &schema);
+        let rows = rows.map_err(JammiError::from);
+        self.store
+            .write_table_streaming(&spec, schema, rows, budget)
+            .await?;
+        let empty = LogicalPlanBuilder::empty(false).build()?;
+        Ok(Some(DataFrame::new(state, empty)))
     }
 
     /// Plans `query` once, for many runs with new parameter values

@@ -410,17 +410,7 @@ impl SchemaProvider for ResultSchemaProvider {
                 )
             })?;
         let schema = mem.schema();
-        let vectors: Vec<String> = schema
-            .fields()
-            .iter()
-            .filter(|f| crate::index::vectors::check_vector_type(f.name(), f.data_type()).is_ok())
-            .map(|f| f.name().clone())
-            .collect();
-        let spec = crate::store::TableSpec {
-            name: Some(name.clone()),
-            vector_column: (vectors.len() == 1).then(|| vectors[0].clone()),
-            ..Default::default()
-        };
+        let spec = ctas_spec(&name, &schema);
         let partitions = mem.batches.clone();
         let store = self.store.clone();
         let write = async move {
@@ -428,7 +418,8 @@ impl SchemaProvider for ResultSchemaProvider {
             for p in partitions {
                 batches.extend(p.read().await.iter().cloned());
             }
-            store.write_batches(&spec, schema, batches).await
+            let rows = futures::stream::iter(batches.into_iter().map(Ok));
+            store.write_table_streaming(&spec, schema, rows, None).await
         };
         let manifest = block_on("writing a result table from SQL", write)??;
         let t = IndexedTable::new(
@@ -465,6 +456,25 @@ impl SchemaProvider for ResultSchemaProvider {
         Ok(Some(Arc::new(
             datafusion::datasource::empty::EmptyTable::new(schema),
         )))
+    }
+}
+
+/// What `CREATE TABLE jammi.public.<name> AS SELECT ...` writes: the table, its index on
+/// the only vector column (cosine, default HNSW parameters), if there is one.
+pub(crate) fn ctas_spec(
+    name: &str,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+) -> crate::store::TableSpec {
+    let vectors: Vec<String> = schema
+        .fields()
+        .iter()
+        .filter(|f| crate::index::vectors::check_vector_type(f.name(), f.data_type()).is_ok())
+        .map(|f| f.name().clone())
+        .collect();
+    crate::store::TableSpec {
+        name: Some(name.to_string()),
+        vector_column: (vectors.len() == 1).then(|| vectors[0].clone()),
+        ..Default::default()
     }
 }
 

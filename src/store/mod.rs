@@ -385,6 +385,57 @@ impl ResultStore {
         Ok(manifest)
     }
 
+    /// [`write_table`](Self::write_table) for a stream of any size, in bounded memory: the
+    /// first `segment_max_bytes` of rows (else the spec's, the store's budget) become the
+    /// table as `write_table` writes it, so a table within the budget has exactly its layout;
+    /// the rest is appended as version 1, in segments of about the budget each. When that
+    /// append fails the table is deleted: the call leaves all the rows or none.
+    pub async fn write_table_streaming<S>(
+        &self,
+        spec: &TableSpec,
+        schema: SchemaRef,
+        batches: S,
+        segment_max_bytes: Option<u64>,
+    ) -> Result<Manifest>
+    where
+        S: Stream<Item = Result<RecordBatch>> + Send + Unpin,
+    {
+        let budget = match segment_max_bytes.or(spec.segment_max_bytes) {
+            Some(b) => b,
+            None => self.segment_budget()?,
+        };
+        let mut input = batches;
+        let (mut carry, mut exhausted) = (None, false);
+        let first = budgeted(&mut input, &mut carry, &mut exhausted, budget);
+        let manifest = self.write_table(spec, schema.clone(), first).await?;
+        let next = match carry.take() {
+            Some(b) => Some(b),
+            None if exhausted => None,
+            None => next_rows(&mut input).await?,
+        };
+        let Some(next) = next else {
+            return Ok(manifest);
+        };
+        let rest = futures::stream::iter([Ok(next)]).chain(input);
+        if let Err(e) = self
+            .append_table_with(&manifest.table, schema, rest, Some(budget))
+            .await
+        {
+            return Err(match self.delete_table_files(&manifest.table).await {
+                Ok(()) => e,
+                Err(d) => JammiError::Corrupt {
+                    kind: "result table",
+                    table: manifest.table.clone(),
+                    reason: format!(
+                        "only its first rows were written ({e}), and removing them failed \
+                         ({d}): delete the table"
+                    ),
+                },
+            });
+        }
+        Ok(manifest)
+    }
+
     /// Writes and commits the table (or segment) `name` as the siblings `s`: the lease,
     /// free names checked, every object recorded before it is visible, the manifest last.
     async fn write_at<S>(
@@ -618,6 +669,8 @@ impl ResultStore {
 
     /// Writes `batches` as new segments of `name`, each of at most about the segment
     /// budget, one after the other as the rows stream (a batch is cut where a budget ends).
+    /// When the rows fail part-way (the query errs, a write fails), the segments already
+    /// written are removed: no version will name them.
     async fn write_segments<S>(
         &self,
         name: &str,
@@ -633,34 +686,37 @@ impl ResultStore {
         let mut input = batches;
         let mut carry: Option<RecordBatch> = None;
         let mut out = Vec::new();
-        loop {
-            // Only a first segment may be empty (a write of no rows): look ahead.
-            if carry.is_none() && !out.is_empty() {
-                loop {
-                    match input.next().await.transpose()? {
-                        None => return Ok(out),
-                        Some(b) if b.num_rows() == 0 => continue,
-                        Some(b) => {
-                            carry = Some(b);
-                            break;
-                        }
+        let written: Result<()> = async {
+            loop {
+                // Only a first segment may be empty (a write of no rows): look ahead.
+                if carry.is_none() && !out.is_empty() {
+                    match next_rows(&mut input).await? {
+                        None => return Ok(()),
+                        Some(b) => carry = Some(b),
                     }
                 }
-            }
-            let mut exhausted = false;
-            let segment = budgeted(&mut input, &mut carry, &mut exhausted, budget);
-            let part = versions::TableVersion {
-                version: base.version + out.len() as u64,
-                ..base.clone()
-            };
-            let written = self
-                .write_segment(name, manifest, &part, schema.clone(), Box::pin(segment))
-                .await?;
-            out.push(written);
-            if exhausted && carry.is_none() {
-                return Ok(out);
+                let mut exhausted = false;
+                let segment = budgeted(&mut input, &mut carry, &mut exhausted, budget);
+                let part = versions::TableVersion {
+                    version: base.version + out.len() as u64,
+                    ..base.clone()
+                };
+                let written = self
+                    .write_segment(name, manifest, &part, schema.clone(), Box::pin(segment))
+                    .await?;
+                out.push(written);
+                if exhausted && carry.is_none() {
+                    return Ok(());
+                }
             }
         }
+        .await;
+        if let Err(e) = written {
+            let store = self.object_store().await?;
+            self.discard_segments(&store, name, &out).await;
+            return Err(e);
+        }
+        Ok(out)
     }
 
     /// Writes `batches` as a new segment of `name` (index parameters as the table's).
@@ -1292,6 +1348,20 @@ async fn build_for_file(
         segment_max_bytes: None,
     };
     write::sidecars_and_manifest(store, txn, info, parquet_entry, Some(built), Some(&request)).await
+}
+
+/// The next batch of `input` holding rows, `None` at its end.
+async fn next_rows<S>(input: &mut S) -> Result<Option<RecordBatch>>
+where
+    S: Stream<Item = Result<RecordBatch>> + Send + Unpin,
+{
+    while let Some(b) = input.next().await {
+        let b = b?;
+        if b.num_rows() > 0 {
+            return Ok(Some(b));
+        }
+    }
+    Ok(None)
 }
 
 /// The batches of `input` (after `carry`, a cut batch's rest) until about `budget` bytes of

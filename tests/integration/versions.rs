@@ -1369,6 +1369,87 @@ async fn the_segment_budget_is_a_session_setting_and_a_table_option() {
     );
 }
 
+/// `CREATE TABLE jammi.public.<t> AS SELECT` streams: within the session's budget the table
+/// has the one-file layout; over it, the first budget of rows is the table and the rest
+/// budget-sized segments of version 1, every row there and every search answering as on
+/// the source; a query failing after the first segment was written leaves no table.
+#[tokio::test(flavor = "multi_thread")]
+async fn create_table_as_streams_its_rows_into_segments_of_the_budget() {
+    let dir = tempdir();
+    let s = JammiSession::open(dir.path().to_str().unwrap())
+        .await
+        .unwrap();
+    let rs = s.result_store();
+    let batch = sample_batch(0, 200, DIMS);
+    let row = (batch.get_array_memory_size() / 200) as u64;
+    rs.write_batches(&spec("t"), sample_schema(DIMS), vec![batch])
+        .await
+        .unwrap();
+    s.refresh_tables().await.unwrap();
+    rows(
+        &s,
+        "CREATE TABLE jammi.public.small AS SELECT * FROM jammi.public.t",
+    )
+    .await;
+    assert_eq!(rs.latest_version_number("small").await.unwrap(), None);
+    assert!(dir.path().join("small.parquet").is_file());
+    assert!(!dir.path().join("small.jammi").exists());
+
+    rows(&s, &format!("SET jammi.segment_max_bytes = '{}'", row * 50)).await;
+    rows(&s, "SET datafusion.execution.batch_size = 20").await;
+    rows(
+        &s,
+        "CREATE TABLE jammi.public.big AS SELECT * FROM jammi.public.t",
+    )
+    .await;
+    let v = rs.latest_version("big").await.unwrap();
+    assert_eq!(v.version, 1);
+    assert!(v.segments.len() >= 4, "{} segments", v.segments.len());
+    let mut ids = ints(&rows(&s, "SELECT id FROM jammi.public.big").await, "id");
+    ids.sort();
+    assert_eq!(ids, (0..200).collect::<Vec<i64>>());
+    for i in [3, 77, 151] {
+        let q = vec_sql(&sample_vector(i, DIMS));
+        let search = |t: &str| {
+            format!("SELECT id, _distance FROM vector_search('{t}', {q}, 5, 'exact=true')")
+        };
+        let (a, b) = (rows(&s, &search("big")).await, rows(&s, &search("t")).await);
+        assert_eq!(hits(&a), hits(&b), "query {i}");
+        let indexed = rows(&s, &format!("SELECT id FROM vector_search('big', {q}, 1)")).await;
+        assert_eq!(ints(&indexed, "id"), vec![i]);
+    }
+
+    // Row 149 divides by zero, in the eighth batch of twenty: after the first segment.
+    let err = rows_err(
+        &s,
+        "CREATE TABLE jammi.public.broken AS \
+         SELECT id, 1 / (id - 149) AS x, embedding FROM jammi.public.t",
+    )
+    .await;
+    assert!(err.to_lowercase().contains("divide by zero"), "{err}");
+    assert!(!rs.list_tables().await.unwrap().contains(&"broken".into()));
+    let left: Vec<String> = walk(dir.path())
+        .into_iter()
+        .filter(|p| p.contains("broken"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // The same failure in an INSERT: its segments written so far are removed.
+    let mut before = walk(dir.path());
+    before.sort();
+    let err = rows_err(
+        &s,
+        "INSERT INTO jammi.public.big SELECT id + 1000, title, \
+         score + CAST(1 / (id - 149) AS DOUBLE), embedding FROM jammi.public.t",
+    )
+    .await;
+    assert!(err.to_lowercase().contains("divide by zero"), "{err}");
+    assert_eq!(rs.latest_version("big").await.unwrap().version, 1);
+    let mut after = walk(dir.path());
+    after.sort();
+    assert_eq!(after, before);
+}
+
 /// Every read and search form's answer on `t`, as text (exact forms with distances bit
 /// for bit; index forms by rows).
 async fn answers(s: &JammiSession) -> Vec<String> {
