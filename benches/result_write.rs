@@ -338,6 +338,8 @@ fn run_with(
         .last()
         .unwrap()
         .to_string();
+    // Each child's figures as they come (mode, wall s, CPU s, peak RSS MiB, extra).
+    eprintln!("{line}");
     let f: Vec<&str> = line.split_whitespace().collect();
     Measured {
         wall: f[1].parse().unwrap(),
@@ -368,8 +370,6 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     println!("writing {rows} rows of {DIMS}-d vectors ({data}) with keys");
     let g = run("generate", rows, &data, dir.path());
-    let pq = run("parquet", rows, &data, dir.path());
-    let us = run("usearch", rows, &data, dir.path());
     if let Some(budget) = arg("--segment-max-bytes") {
         // The segmented write alone, against raw USearch's build of the same vectors.
         let us = run("usearch", rows, &data, dir.path());
@@ -391,6 +391,8 @@ fn main() {
         );
         return;
     }
+    let pq = run("parquet", rows, &data, dir.path());
+    let us = run("usearch", rows, &data, dir.path());
     let j = run("jammi", rows, &data, dir.path());
     let wall_ratio = j.wall / (pq.wall + us.wall - g.wall);
     let cpu_ratio = j.cpu / (pq.cpu + us.cpu - g.cpu);
