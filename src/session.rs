@@ -236,7 +236,8 @@ impl JammiSession {
         let rows = rows.execute_stream().await?;
         // The rows' own schema (the plan's can differ in nullability) is the table's.
         let schema = rows.schema();
-        let spec = crate::catalog::provider::ctas_spec(&name.table, &schema);
+        let precision = crate::sql::options::session_quantization(&state).unwrap_or_default();
+        let spec = crate::catalog::provider::ctas_spec(&name.table, &schema, precision);
         let rows = rows.map_err(JammiError::from);
         self.store
             .write_table_streaming(&spec, schema, rows, budget)

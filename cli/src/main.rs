@@ -293,6 +293,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                     rows.push(vec!["vector_column".into(), i.column.clone()]);
                     rows.push(vec!["dimensions".into(), i.dimensions.to_string()]);
                     rows.push(vec!["metric".into(), i.metric.to_string()]);
+                    rows.push(vec!["quantization".into(), i.quantization.to_string()]);
                     rows.push(vec!["vectors".into(), i.vectors.to_string()]);
                     rows.push(vec![
                         "hnsw".into(),

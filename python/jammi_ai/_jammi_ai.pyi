@@ -84,6 +84,8 @@ class Database:
         columns: Sequence[str] | None = None,
         ef_search: int | None = None,
         exact: bool = False,
+        oversample: int | None = None,
+        rescore: bool = True,
     ) -> Result: ...
     def search_batch(
         self,
@@ -95,6 +97,8 @@ class Database:
         columns: Sequence[str] | None = None,
         ef_search: int | None = None,
         exact: bool = False,
+        oversample: int | None = None,
+        rescore: bool = True,
     ) -> Result: ...
     def write_table(
         self,
@@ -108,6 +112,7 @@ class Database:
         metric: str = "cosine",
         name: str | None = None,
         segment_max_bytes: int | str | None = None,
+        quantization: str = "f32",
     ) -> dict[str, Any]: ...
     def append(
         self, table: str, data: Any, *, segment_max_bytes: int | str | None = None

@@ -311,7 +311,7 @@ impl Database {
 
     /// The `k` nearest rows of `table` (a result table, or a table indexed with
     /// `jammi.vector_column`) to `vector`, closest first, with `_distance`.
-    #[pyo3(signature = (table, vector, k=10, *, filter=None, columns=None, ef_search=None, exact=false))]
+    #[pyo3(signature = (table, vector, k=10, *, filter=None, columns=None, ef_search=None, exact=false, oversample=None, rescore=true))]
     #[allow(clippy::too_many_arguments)]
     fn search(
         &self,
@@ -323,9 +323,12 @@ impl Database {
         columns: Option<Vec<String>>,
         ef_search: Option<usize>,
         exact: bool,
+        oversample: Option<usize>,
+        rescore: bool,
     ) -> PyResult<QueryResult> {
         let vector = values::vector(&vector, "vector")?;
-        let options = search_options(filter, columns, ef_search, exact);
+        let options = search_options(filter, columns, ef_search, exact)
+            .with_rescoring(oversample, rescore)?;
         let key = format!("search\u{1f}{table}\u{1f}{k}\u{1f}{options:?}");
         let (t, o) = (table.clone(), options.clone());
         let prepared = self
@@ -352,7 +355,7 @@ impl Database {
     /// The `k` nearest rows to each of many vectors (a 2-dimensional array or a list of
     /// vectors), searched in parallel: `query_index` (the vector's position), the hit's
     /// columns, `_distance` and `_rank`.
-    #[pyo3(signature = (table, vectors, k=10, *, filter=None, columns=None, ef_search=None, exact=false))]
+    #[pyo3(signature = (table, vectors, k=10, *, filter=None, columns=None, ef_search=None, exact=false, oversample=None, rescore=true))]
     #[allow(clippy::too_many_arguments)]
     fn search_batch(
         &self,
@@ -364,10 +367,13 @@ impl Database {
         columns: Option<Vec<String>>,
         ef_search: Option<usize>,
         exact: bool,
+        oversample: Option<usize>,
+        rescore: bool,
     ) -> PyResult<QueryResult> {
         let vectors = values::vectors(&vectors, "vectors")?;
         let batch = values::query_batch(&vectors).map_err(df_to_py)?;
-        let options = search_options(filter, columns, ef_search, exact);
+        let options = search_options(filter, columns, ef_search, exact)
+            .with_rescoring(oversample, rescore)?;
         let df = run(py, self, |s| async move {
             let queries = s.context().read_batch(batch)?;
             s.search_batch(&table, queries, k, options).await
@@ -379,8 +385,9 @@ impl Database {
     /// pyarrow Table or RecordBatchReader, a polars or pandas DataFrame, or a `db.sql(...)`
     /// result (streamed in Rust, never through Python). Returns its manifest.
     /// `segment_max_bytes` (bytes, or a size such as `"256MiB"`) is recorded as the table's
-    /// own segment budget for later appends, updates and merges.
-    #[pyo3(signature = (data, *, source, task, model, key_column=None, vector_column=None, metric="cosine", name=None, segment_max_bytes=None))]
+    /// own segment budget for later appends, updates and merges. `quantization` (`"f32"`,
+    /// `"f16"`, `"i8"`, `"b1"`) is the index's precision.
+    #[pyo3(signature = (data, *, source, task, model, key_column=None, vector_column=None, metric="cosine", name=None, segment_max_bytes=None, quantization="f32"))]
     #[allow(clippy::too_many_arguments)]
     fn write_table<'py>(
         &self,
@@ -394,6 +401,7 @@ impl Database {
         metric: &str,
         name: Option<String>,
         segment_max_bytes: Option<Bound<'py, PyAny>>,
+        quantization: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
         let spec = TableSpec {
             segment_max_bytes: byte_size(segment_max_bytes, "segment_max_bytes")?,
@@ -405,6 +413,7 @@ impl Database {
             vector_column,
             index: IndexParams {
                 metric: metric.parse().map_err(to_py)?,
+                quantization: quantization.parse().map_err(to_py)?,
                 ..Default::default()
             },
         };
@@ -578,6 +587,24 @@ impl Database {
             }
         })?;
         report(py, &r)
+    }
+}
+
+/// A quantised index's re-ranking options, checked as the SQL option is.
+trait Rescoring: Sized {
+    fn with_rescoring(self, oversample: Option<usize>, rescore: bool) -> PyResult<Self>;
+}
+
+impl Rescoring for SearchOptions {
+    fn with_rescoring(mut self, oversample: Option<usize>, rescore: bool) -> PyResult<Self> {
+        if oversample == Some(0) {
+            return Err(to_py(jammi_db::JammiError::InvalidInput(
+                "oversample must be an integer of at least 1, got '0'".into(),
+            )));
+        }
+        self.oversample = oversample;
+        self.rescore = (!rescore).then_some(false);
+        Ok(self)
     }
 }
 

@@ -410,7 +410,7 @@ impl SchemaProvider for ResultSchemaProvider {
                 )
             })?;
         let schema = mem.schema();
-        let spec = ctas_spec(&name, &schema);
+        let spec = ctas_spec(&name, &schema, Default::default());
         let partitions = mem.batches.clone();
         let store = self.store.clone();
         let write = async move {
@@ -460,10 +460,11 @@ impl SchemaProvider for ResultSchemaProvider {
 }
 
 /// What `CREATE TABLE jammi.public.<name> AS SELECT ...` writes: the table, its index on
-/// the only vector column (cosine, default HNSW parameters), if there is one.
+/// the only vector column (cosine, default HNSW parameters, `quantization`), if there is one.
 pub(crate) fn ctas_spec(
     name: &str,
     schema: &datafusion::arrow::datatypes::SchemaRef,
+    quantization: crate::index::Quantization,
 ) -> crate::store::TableSpec {
     let vectors: Vec<String> = schema
         .fields()
@@ -474,6 +475,10 @@ pub(crate) fn ctas_spec(
     crate::store::TableSpec {
         name: Some(name.to_string()),
         vector_column: (vectors.len() == 1).then(|| vectors[0].clone()),
+        index: crate::index::IndexParams {
+            quantization,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }

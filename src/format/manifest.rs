@@ -37,6 +37,8 @@ pub enum FileRole {
     Index,
     /// Index key → row position.
     Rowmap,
+    /// The exact vectors of a quantised index (`f32`, little-endian, by index key).
+    Vectors,
 }
 
 /// One committed sibling.
@@ -67,8 +69,8 @@ pub struct IndexInfo {
     pub dimensions: usize,
     /// Distance metric.
     pub metric: Metric,
-    /// Stored scalar type (`f32`).
-    pub quantization: String,
+    /// Scalar type the graph stores its vectors in (`f32`, `f16`, `i8`, `b1`).
+    pub quantization: super::Quantization,
     /// HNSW connectivity (M).
     pub connectivity: usize,
     /// HNSW expansion at build time (ef_construction).
@@ -190,6 +192,7 @@ impl Manifest {
                 FileRole::Parquet => siblings.parquet.file_name(),
                 FileRole::Index => siblings.index.file_name(),
                 FileRole::Rowmap => siblings.rowmap.file_name(),
+                FileRole::Vectors => siblings.vectors.file_name(),
             };
             if f.name != own {
                 return damaged(format!(

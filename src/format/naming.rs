@@ -14,6 +14,8 @@ pub const PARQUET_SUFFIX: &str = ".parquet";
 pub const INDEX_SUFFIX: &str = ".idx.usearch";
 /// Index key → Parquet row position.
 pub const ROWMAP_SUFFIX: &str = ".idx.rowmap";
+/// The exact `f32` vectors beside a quantised index, by index key.
+pub const VECTORS_SUFFIX: &str = ".idx.vectors";
 /// The commit record.
 pub const MANIFEST_SUFFIX: &str = ".idx.manifest.json";
 /// The writer's lease and intent record, present only while a write runs (or after it crashed).
@@ -104,9 +106,15 @@ pub const SETTLING_INFIX: &str = ".settling-";
 pub fn is_sidecar_name(file_name: &str) -> bool {
     let base = file_name.split('#').next().unwrap_or(file_name);
     let base = base.split(SETTLING_INFIX).next().unwrap_or(base);
-    [INDEX_SUFFIX, ROWMAP_SUFFIX, MANIFEST_SUFFIX, LEASE_SUFFIX]
-        .iter()
-        .any(|s| base.ends_with(s))
+    [
+        INDEX_SUFFIX,
+        ROWMAP_SUFFIX,
+        VECTORS_SUFFIX,
+        MANIFEST_SUFFIX,
+        LEASE_SUFFIX,
+    ]
+    .iter()
+    .any(|s| base.ends_with(s))
 }
 
 /// The stem a sidecar-named object belongs to (`a.b.idx.usearch`, `a.b.idx.rowmap#3`,
@@ -114,10 +122,16 @@ pub fn is_sidecar_name(file_name: &str) -> bool {
 pub fn stem_of_sidecar(file_name: &str) -> Option<&str> {
     let base = file_name.split('#').next().unwrap_or(file_name);
     let base = base.split(SETTLING_INFIX).next().unwrap_or(base);
-    [INDEX_SUFFIX, ROWMAP_SUFFIX, MANIFEST_SUFFIX, LEASE_SUFFIX]
-        .iter()
-        .find_map(|s| base.strip_suffix(s))
-        .filter(|stem| !stem.is_empty())
+    [
+        INDEX_SUFFIX,
+        ROWMAP_SUFFIX,
+        VECTORS_SUFFIX,
+        MANIFEST_SUFFIX,
+        LEASE_SUFFIX,
+    ]
+    .iter()
+    .find_map(|s| base.strip_suffix(s))
+    .filter(|stem| !stem.is_empty())
 }
 
 /// The stem of a lease object's name (`<stem>.idx.lease.json`, or a settler's claimed
@@ -146,6 +160,8 @@ pub struct Siblings {
     pub index: StorageUrl,
     /// The rowmap.
     pub rowmap: StorageUrl,
+    /// The exact vectors of a quantised index.
+    pub vectors: StorageUrl,
     /// The manifest (commit record).
     pub manifest: StorageUrl,
     /// The writer's lease.
@@ -187,6 +203,7 @@ impl Siblings {
             &self.parquet,
             &self.index,
             &self.rowmap,
+            &self.vectors,
             &self.manifest,
             &self.lease,
         ]
@@ -199,6 +216,7 @@ impl Siblings {
         Ok(Siblings {
             index: dir.join(&format!("{stem}{INDEX_SUFFIX}"))?,
             rowmap: dir.join(&format!("{stem}{ROWMAP_SUFFIX}"))?,
+            vectors: dir.join(&format!("{stem}{VECTORS_SUFFIX}"))?,
             manifest: dir.join(&format!("{stem}{MANIFEST_SUFFIX}"))?,
             lease: dir.join(&format!("{stem}{LEASE_SUFFIX}"))?,
             stem: stem.to_string(),

@@ -13,8 +13,9 @@ use datafusion::arrow::array::ArrayRef;
 
 use crate::error::{JammiError, Result};
 use crate::format::rowmap::{KeySpill, SpilledKeys};
-use crate::index::IndexParams;
+use crate::index::quantize::GraphVector;
 use crate::index::vectors::{VectorColumn, check_finite};
+use crate::index::{IndexParams, Quantization};
 
 /// Vectors added on one thread before a build goes parallel.
 pub const SERIAL_PREFIX: usize = 1024;
@@ -33,6 +34,9 @@ pub struct Finished {
     pub dimensions: Option<usize>,
     /// The key column's values in index-key order, when keys were given.
     pub keys: Option<SpilledKeys>,
+    /// A quantised index's exact vectors, `f32` little-endian in index-key order, in a
+    /// local temp file (uploaded beside the index, read back to re-rank candidates).
+    pub exact: Option<tempfile::NamedTempFile>,
 }
 
 /// Accumulates an index and its rowmap from batches of one vector column.
@@ -45,6 +49,7 @@ pub struct IndexBuilder {
     rows_seen: u64,
     threads: usize,
     keys: Option<KeySpill>,
+    exact: Option<std::io::BufWriter<tempfile::NamedTempFile>>,
 }
 
 impl IndexBuilder {
@@ -59,6 +64,7 @@ impl IndexBuilder {
             rows_seen: 0,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             keys: None,
+            exact: None,
         }
     }
 
@@ -144,6 +150,7 @@ impl IndexBuilder {
         if let (Some(spill), Some(keys)) = (self.keys.as_mut(), keys) {
             spill.push(keys, &rows)?;
         }
+        self.spill_exact(&col, &rows)?;
         let dims = self.dimensions.expect("set by the first vector");
         let index = self.ensure_index(dims, rows.len())?;
         let first_key = self.rowmap.len() as u64;
@@ -153,14 +160,34 @@ impl IndexBuilder {
             .min(rows.len());
         for (j, &r) in rows[..serial].iter().enumerate() {
             let v = col.get(r).expect("non-null checked");
-            index
-                .add(first_key + j as u64, &v)
-                .map_err(|e| JammiError::Index(e.to_string()))?;
+            GraphVector::new(self.params.quantization, &v).add(&index, first_key + j as u64)?;
         }
         let (first_key, rest) = (first_key + serial as u64, &rows[serial..]);
         self.add_parallel(&index, &col, first_key, rest)?;
         self.rowmap
             .extend(rows.iter().map(|&r| base_row + r as u64));
+        Ok(())
+    }
+
+    /// Keeps the exact vectors of `rows` (in key order) when the graph holds approximations.
+    fn spill_exact(&mut self, col: &VectorColumn<'_>, rows: &[usize]) -> Result<()> {
+        use std::io::Write;
+        if self.params.quantization == Quantization::F32 {
+            return Ok(());
+        }
+        if self.exact.is_none() {
+            self.exact = Some(std::io::BufWriter::with_capacity(
+                1 << 20,
+                tempfile::NamedTempFile::new()?,
+            ));
+        }
+        let out = self.exact.as_mut().expect("created above");
+        for &r in rows {
+            let v = col.get(r).expect("non-null checked");
+            for x in v.iter() {
+                out.write_all(&x.to_le_bytes())?;
+            }
+        }
         Ok(())
     }
 
@@ -181,14 +208,12 @@ impl IndexBuilder {
                 .chunks(chunk)
                 .enumerate()
                 .map(|(ci, part)| {
-                    let index = &index;
+                    let (index, q) = (&index, self.params.quantization);
                     s.spawn(move || -> Result<()> {
                         for (j, &r) in part.iter().enumerate() {
                             let key = first_key + (ci * chunk + j) as u64;
                             let v = col.get(r).expect("non-null checked");
-                            index
-                                .add(key, &v)
-                                .map_err(|e| JammiError::Index(e.to_string()))?;
+                            GraphVector::new(q, &v).add(index, key)?;
                         }
                         Ok(())
                     })
@@ -231,34 +256,40 @@ impl IndexBuilder {
         if let Some(index) = &self.index
             && self.rowmap.len() <= CHECKED_MAX
         {
-            reinsert_unreachable(index, self.threads)?;
+            reinsert_unreachable(index, self.params.quantization, self.threads)?;
         }
         let keys = self.keys.take().map(KeySpill::finish).transpose()?;
+        let exact = match self.exact.take() {
+            Some(w) => Some(w.into_inner().map_err(|e| e.into_error())?),
+            None => None,
+        };
         Ok(Finished {
             index: self.index,
             rowmap: self.rowmap,
             dimensions: self.dimensions,
             keys,
+            exact,
         })
     }
 }
 
 /// Keys of `index` whose own vector's search does not return them (nor another vector at
 /// distance 0, a duplicate), searched on `threads` threads.
-pub(crate) fn unreachable(index: &usearch::Index, threads: usize) -> Result<Vec<u64>> {
+pub(crate) fn unreachable(
+    index: &usearch::Index,
+    q: Quantization,
+    threads: usize,
+) -> Result<Vec<u64>> {
     let n = index.size() as u64;
-    let dims = index.dimensions();
     let per = n.div_ceil(threads.max(1) as u64).max(1);
     std::thread::scope(|s| {
         let parts: Vec<_> = (0..n)
             .step_by(per as usize)
             .map(|from| {
                 s.spawn(move || -> Result<Vec<u64>> {
-                    let mut buf = vec![0f32; dims];
                     let mut missed = Vec::new();
                     for key in from..(from + per).min(n) {
-                        index.get(key, &mut buf).map_err(idx_err)?;
-                        let m = index.search(&buf, 1).map_err(idx_err)?;
+                        let m = GraphVector::stored(index, q, key)?.search(index, 1)?;
                         let found = m.keys.first() == Some(&key)
                             || m.distances.first().is_some_and(|d| *d <= 0.0);
                         if !found {
@@ -282,18 +313,18 @@ pub(crate) fn unreachable(index: &usearch::Index, threads: usize) -> Result<Vec<
 
 /// Re-inserts, on one thread, every vector of `index` that its own search misses, until
 /// all are found (at most a few rounds: a re-inserted node is linked from a full graph).
-fn reinsert_unreachable(index: &usearch::Index, threads: usize) -> Result<()> {
-    let mut buf = vec![0f32; index.dimensions()];
+fn reinsert_unreachable(index: &usearch::Index, q: Quantization, threads: usize) -> Result<()> {
     for _ in 0..4 {
-        let missed = unreachable(index, threads)?;
+        let missed = unreachable(index, q, threads)?;
         if missed.is_empty() {
             return Ok(());
         }
         tracing::debug!("re-inserting {} unreachable vectors", missed.len());
         for key in missed {
-            index.get(key, &mut buf).map_err(idx_err)?;
+            // The graph's own copy goes back in (the exact vector is not at hand here).
+            let v = GraphVector::stored(index, q, key)?;
             index.remove(key).map_err(idx_err)?;
-            index.add(key, &buf).map_err(idx_err)?;
+            v.add(index, key)?;
         }
     }
     Ok(())
@@ -341,7 +372,7 @@ mod tests {
                 b.add_batch(&column(n, 32, seed), None).unwrap();
                 let index = b.finish().unwrap().index.unwrap();
                 assert_eq!(index.size(), n);
-                let missed = unreachable(&index, 2).unwrap();
+                let missed = unreachable(&index, Quantization::F32, 2).unwrap();
                 assert!(missed.is_empty(), "{n} vectors, build {seed}: {missed:?}");
             }
         }

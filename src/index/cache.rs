@@ -15,6 +15,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use crate::error::{JammiError, Result};
 use crate::format::manifest::{FileRole, IndexInfo, Manifest};
 use crate::format::rowmap;
+use crate::index::quantize::VectorFile;
 use crate::lru::BoundedLru;
 use crate::storage::StorageUrl;
 use crate::storage::cache::LocalCache;
@@ -245,7 +246,15 @@ impl IndexCache {
                 rowmap.len()
             )));
         }
-        let loaded = Arc::new(LoadedIndex::new(
+        let exact = match manifest.file(FileRole::Vectors) {
+            Some(v) if info.quantization != crate::index::Quantization::F32 => Some(
+                vector_file(dir, store, v, info.dimensions)
+                    .await
+                    .map_err(|e| corrupt(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let loaded = LoadedIndex::new(
             index,
             rowmap,
             keys,
@@ -253,7 +262,8 @@ impl IndexCache {
             idx.size + rm.size,
             file,
             path,
-        ));
+        );
+        let loaded = Arc::new(loaded.with_exact(exact));
         self.insert(key.clone(), loaded.clone());
         self.gates.lock().expect("lock").remove(&key);
         Ok((loaded, true))
@@ -270,6 +280,34 @@ impl crate::lru::Weighed for LoadedIndex {
     }
 }
 
+/// The exact-vectors sibling `entry` of a quantised index under `dir`, checked against
+/// its manifest entry (size, and the store's ETag where both have one); never downloaded.
+async fn vector_file(
+    dir: &StorageUrl,
+    store: &Arc<dyn ObjectStore>,
+    entry: &crate::format::manifest::FileEntry,
+    dims: usize,
+) -> Result<VectorFile> {
+    let url = dir.join(&entry.name)?;
+    if let Some(p) = url.local_path() {
+        return VectorFile::local(&p, dims, entry.size);
+    }
+    let location = url.object_path()?;
+    let head = store
+        .head(&location)
+        .await
+        .map_err(|e| JammiError::storage(&url, e))?;
+    if let (Some(want), Some(got)) = (&entry.e_tag, &head.e_tag)
+        && want != got
+    {
+        return Err(JammiError::Index(format!(
+            "{} changed since its manifest recorded it (ETag {got}, recorded {want})",
+            entry.name
+        )));
+    }
+    VectorFile::remote(store.clone(), location, dims, (entry.size, head.size))
+}
+
 /// Memory-maps an index file and checks its header against the manifest.
 fn open_view(path: &Path, info: &IndexInfo) -> Result<usearch::Index> {
     let p = path
@@ -282,18 +320,22 @@ fn open_view(path: &Path, info: &IndexInfo) -> Result<usearch::Index> {
             meta.dimensions, info.dimensions
         )));
     }
-    let params = crate::index::IndexParams {
-        metric: info.metric,
-        connectivity: info.connectivity,
-        expansion_add: info.expansion_add,
-        expansion_search: info.expansion_search,
-    };
+    // USearch adopts the file's scalar type silently: a graph of another precision than
+    // the manifest's would be searched as if it were the recorded one.
+    let q = info.quantization;
+    if meta.quantization != q.usearch() {
+        return Err(JammiError::Index(format!(
+            "index file stores {} vectors, manifest says {q}",
+            scalar_name(meta.quantization)
+        )));
+    }
+    let params = crate::index::IndexParams::from(info);
     let index = usearch::Index::new(&params.options(info.dimensions))
         .map_err(|e| JammiError::Index(e.to_string()))?;
     index
         .view(p)
         .map_err(|e| JammiError::Index(e.to_string()))?;
-    if index.metric_kind() != info.metric.usearch() {
+    if index.metric_kind() != params.usearch_metric() {
         return Err(JammiError::Index(format!(
             "index file metric differs from the manifest's {}",
             info.metric
@@ -301,6 +343,14 @@ fn open_view(path: &Path, info: &IndexInfo) -> Result<usearch::Index> {
     }
     index.change_expansion_search(info.expansion_search);
     Ok(index)
+}
+
+/// A USearch scalar type by jammi-db's name for it (USearch's own for kinds it never writes).
+fn scalar_name(kind: usearch::ScalarKind) -> String {
+    crate::index::Quantization::ALL
+        .into_iter()
+        .find(|q| q.usearch() == kind)
+        .map_or_else(|| format!("{kind:?}").to_lowercase(), |q| q.to_string())
 }
 
 /// Size and CRC32C of a local file.

@@ -12,7 +12,9 @@ use datafusion::arrow::datatypes::DataType;
 use crate::error::{JammiError, Result};
 use crate::format::manifest::IndexInfo;
 use crate::index::Metric;
+use crate::index::Quantization;
 use crate::index::exact::TopK;
+use crate::index::quantize::{GraphVector, VectorFile};
 use crate::storage::cache::LocalFile;
 
 /// One query of an index search.
@@ -84,6 +86,8 @@ pub struct LoadedIndex {
     /// Key `i` is row `i` for every row: a pre-filter's count over rows is the count over
     /// keys.
     dense: bool,
+    /// A quantised index's exact vectors, for re-ranking.
+    exact: Option<VectorFile>,
     /// The local copy of a remote index file (kept while mapped).
     _file: Option<LocalFile>,
     _path: PathBuf,
@@ -123,6 +127,7 @@ impl LoadedIndex {
             info,
             bytes,
             search_lock: std::sync::RwLock::new(ef),
+            exact: None,
             _file: file,
             _path: path,
         }
@@ -156,6 +161,31 @@ impl LoadedIndex {
     /// The key column's values in index-key order (tables with a key column).
     pub fn keys(&self) -> Option<&ArrayRef> {
         self.keys.as_ref()
+    }
+
+    /// This index with the exact vectors of its keys (a quantised index's sibling).
+    pub(crate) fn with_exact(mut self, exact: Option<VectorFile>) -> Self {
+        self.exact = exact;
+        self
+    }
+
+    /// The exact vectors of `keys` (`dims` values each, in `keys`' order), when the index
+    /// has its exact-vectors file; `None` otherwise (the Parquet file holds them too).
+    pub async fn exact_vectors(&self, keys: &[u64]) -> Result<Option<Vec<f32>>> {
+        match &self.exact {
+            Some(f) => f.read(keys).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The scalar type the graph stores.
+    pub fn quantization(&self) -> Quantization {
+        self.info.quantization
+    }
+
+    /// `true` when the graph's vectors and distances are approximations of the exact ones.
+    pub fn is_quantised(&self) -> bool {
+        self.info.quantization != Quantization::F32
     }
 
     fn metric(&self) -> Metric {
@@ -240,8 +270,9 @@ impl LoadedIndex {
     /// One search, the search lock held by the caller.
     fn search_held(&self, query: &Query<'_>, allowed: Option<&[bool]>) -> Result<Searched> {
         self.check_dims(query.vector)?;
+        let graph_query = GraphVector::new(self.info.quantization, query.vector);
         let Some(allowed) = allowed else {
-            let m = self.index.search(query.vector, query.k).map_err(idx_err)?;
+            let m = graph_query.search(&self.index, query.k)?;
             return Ok(Searched {
                 candidates: m.keys.len(),
                 hits: self.hits(&m),
@@ -264,11 +295,9 @@ impl LoadedIndex {
         // Selective filters: exact over the few matching vectors beats graph traversal.
         if matching <= (query.k * 64).max(self.rowmap.len() / 100) {
             let mut top = TopK::new(query.k);
-            let mut buf = vec![0f32; self.info.dimensions];
             for key in (0..self.rowmap.len() as u64).filter(|k| ok(*k)) {
-                self.index.get(key, &mut buf).map_err(idx_err)?;
                 // Keys rise with row positions, so the tie-break by key is the one by row.
-                top.push(self.metric().raw_distance(query.vector, &buf), key);
+                top.push(self.stored_distance(key, query.vector, &graph_query)?, key);
             }
             let hits = top
                 .into_sorted()
@@ -290,7 +319,7 @@ impl LoadedIndex {
         // search is the fallback when too few survive.
         if matching * 2 >= self.rowmap.len() {
             let fetch = (query.k * self.rowmap.len() * 5).div_ceil(matching * 4) + 1;
-            let m = self.index.search(query.vector, fetch).map_err(idx_err)?;
+            let m = graph_query.search(&self.index, fetch)?;
             let hits: Vec<Hit> = self
                 .hits(&m)
                 .into_iter()
@@ -305,10 +334,7 @@ impl LoadedIndex {
                 });
             }
         }
-        let m = self
-            .index
-            .filtered_search(query.vector, query.k, ok)
-            .map_err(idx_err)?;
+        let m = graph_query.filtered_search(&self.index, query.k, ok)?;
         let hits = self.hits(&m);
         if hits.len() < want {
             return Err(JammiError::Index(format!(
@@ -320,6 +346,24 @@ impl LoadedIndex {
             candidates: m.keys.len(),
             hits,
             answered: Answered::IndexFilter,
+        })
+    }
+
+    /// The distance of the vector stored under `key` to `query` (`graph` is `query` as the
+    /// graph takes it), as the graph ranks it: exact for `f32`, approximate when quantised
+    /// (a binary graph counts differing sign bits).
+    fn stored_distance(&self, key: u64, query: &[f32], graph: &GraphVector<'_>) -> Result<f32> {
+        let stored = GraphVector::stored(&self.index, self.info.quantization, key)?;
+        Ok(match (&stored, graph) {
+            (GraphVector::Bits(a), GraphVector::Bits(b)) => a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x.0 ^ y.0).count_ones())
+                .sum::<u32>() as f32,
+            (GraphVector::Floats(v), _) => self.metric().raw_distance(query, v),
+            (GraphVector::Bits(_), GraphVector::Floats(_)) => {
+                return Err(idx_err("a binary graph searched with floats"));
+            }
         })
     }
 
@@ -337,8 +381,11 @@ impl LoadedIndex {
 
     /// The vectors of index keys `keys` as the index stores them (`f32`), in `data_type`
     /// (`FixedSizeList<Float32>` or `List<Float32>` of the index's dimensions); `None` for
-    /// another type, whose values the index does not hold exactly.
+    /// another type or a quantised index, whose values the index does not hold exactly.
     pub fn vectors(&self, keys: &[u64], data_type: &DataType) -> Result<Option<ArrayRef>> {
+        if self.is_quantised() {
+            return Ok(None);
+        }
         use datafusion::arrow::array::{FixedSizeListArray, Float32Array, ListArray};
         use datafusion::arrow::buffer::OffsetBuffer;
         use std::sync::Arc;
@@ -421,7 +468,7 @@ mod tests {
             column: "v".into(),
             dimensions: DIMS,
             metric: Metric::L2,
-            quantization: "f32".into(),
+            quantization: Quantization::F32,
             connectivity: params.connectivity,
             expansion_add: params.expansion_add,
             expansion_search: params.expansion_search,

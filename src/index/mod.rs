@@ -6,9 +6,10 @@ pub mod cache;
 pub mod exact;
 pub mod loaded;
 pub mod progress;
+pub mod quantize;
 pub mod vectors;
 
-pub use crate::format::Metric;
+pub use crate::format::{Metric, Quantization};
 
 impl Metric {
     pub(crate) fn usearch(self) -> usearch::MetricKind {
@@ -62,6 +63,8 @@ pub struct IndexParams {
     pub expansion_add: usize,
     /// Default expansion while searching (ef); USearch's default is 64.
     pub expansion_search: usize,
+    /// Scalar type the graph stores its vectors in.
+    pub quantization: Quantization,
 }
 
 impl From<&crate::format::manifest::IndexInfo> for IndexParams {
@@ -72,6 +75,7 @@ impl From<&crate::format::manifest::IndexInfo> for IndexParams {
             connectivity: i.connectivity,
             expansion_add: i.expansion_add,
             expansion_search: i.expansion_search,
+            quantization: i.quantization,
         }
     }
 }
@@ -83,16 +87,42 @@ impl Default for IndexParams {
             connectivity: 16,
             expansion_add: 128,
             expansion_search: 64,
+            quantization: Quantization::F32,
+        }
+    }
+}
+
+impl Quantization {
+    pub(crate) fn usearch(self) -> usearch::ScalarKind {
+        match self {
+            Quantization::F32 => usearch::ScalarKind::F32,
+            Quantization::F16 => usearch::ScalarKind::F16,
+            Quantization::I8 => usearch::ScalarKind::I8,
+            Quantization::B1 => usearch::ScalarKind::B1,
         }
     }
 }
 
 impl IndexParams {
+    /// Checks that the parameters make an index: a metric the precision can rank by.
+    pub fn check(&self) -> crate::error::Result<()> {
+        self.quantization.check_metric(self.metric)
+    }
+
+    /// The metric USearch ranks the graph by: a binary graph by Hamming distance between
+    /// sign bits (the cosine of the exact vectors re-ranks its candidates).
+    pub(crate) fn usearch_metric(&self) -> usearch::MetricKind {
+        match self.quantization {
+            Quantization::B1 => usearch::MetricKind::Hamming,
+            _ => self.metric.usearch(),
+        }
+    }
+
     pub(crate) fn options(&self, dimensions: usize) -> usearch::IndexOptions {
         usearch::IndexOptions {
             dimensions,
-            metric: self.metric.usearch(),
-            quantization: usearch::ScalarKind::F32,
+            metric: self.usearch_metric(),
+            quantization: self.quantization.usearch(),
             connectivity: self.connectivity,
             expansion_add: self.expansion_add,
             expansion_search: self.expansion_search,

@@ -70,6 +70,8 @@ pub(crate) struct IndexOptions {
     pub params: IndexParams,
     /// `true` when `jammi.metric` was given (an existing index must then match it).
     pub metric_given: bool,
+    /// `true` when `jammi.quantization` was given (likewise).
+    pub quantization_given: bool,
     /// Key column whose values the rowmap carries, so key-only searches skip the file.
     pub key_column: Option<String>,
 }
@@ -79,6 +81,7 @@ fn index_options(opts: &HashMap<String, String>) -> crate::error::Result<Option<
     let mut column = None;
     let mut key_column = None;
     let mut metric_given = false;
+    let mut quantization_given = false;
     for (k, v) in opts {
         let Some(short) = k.strip_prefix("jammi.") else {
             continue;
@@ -97,6 +100,10 @@ fn index_options(opts: &HashMap<String, String>) -> crate::error::Result<Option<
                 params.metric = v.parse::<Metric>()?;
                 metric_given = true;
             }
+            "quantization" => {
+                params.quantization = v.parse()?;
+                quantization_given = true;
+            }
             "connectivity" => params.connectivity = num()?,
             "expansion_add" => params.expansion_add = num()?,
             "expansion_search" => params.expansion_search = num()?,
@@ -108,11 +115,13 @@ fn index_options(opts: &HashMap<String, String>) -> crate::error::Result<Option<
             }
         }
     }
+    params.check()?;
     match column {
         Some(column) => Ok(Some(IndexOptions {
             column,
             params,
             metric_given,
+            quantization_given,
             key_column,
         })),
         None if opts.keys().any(|k| k.starts_with("jammi.")) => Err(JammiError::Config(
@@ -409,6 +418,13 @@ fn check_fit(
         return Err(JammiError::InvalidInput(format!(
             "the index beside {url} was built with metric {}, not {}",
             info.metric, options.params.metric
+        )));
+    }
+    if options.quantization_given && info.quantization != options.params.quantization {
+        return Err(JammiError::InvalidInput(format!(
+            "the index beside {url} was built with jammi.quantization '{}', not '{}'; \
+             delete its sidecars to rebuild",
+            info.quantization, options.params.quantization
         )));
     }
     Ok(())

@@ -87,17 +87,19 @@ cloud_namespace!(
 );
 
 /// Keys of the `jammi.*` namespace (`CREATE EXTERNAL TABLE` indexing options).
-pub const JAMMI_KEYS: [&str; 6] = [
+pub const JAMMI_KEYS: [&str; 7] = [
     "vector_column",
     "key_column",
     "metric",
+    "quantization",
     "connectivity",
     "expansion_add",
     "expansion_search",
 ];
 
 /// `jammi.*` options: `jammi.vector_column`, `jammi.key_column`, `jammi.metric`,
-/// `jammi.connectivity`, `jammi.expansion_add`, `jammi.expansion_search`.
+/// `jammi.quantization`, `jammi.connectivity`, `jammi.expansion_add`,
+/// `jammi.expansion_search`.
 #[derive(Debug, Clone, Default)]
 pub struct JammiOptions {
     values: BTreeMap<String, String>,
@@ -145,16 +147,20 @@ impl ConfigExtension for JammiOptions {
 }
 
 /// Keys of the `jammi.*` session settings (`SET jammi.<key> = ...`).
-pub const SETTING_KEYS: [&str; 1] = ["segment_max_bytes"];
+pub const SETTING_KEYS: [&str; 2] = ["segment_max_bytes", "quantization"];
 
 /// `jammi.*` session settings, read by the writes of the session: `SET
 /// jammi.segment_max_bytes = '256MiB'` bounds the rows of each segment an `INSERT`,
-/// `UPDATE` or `MERGE` writes (a larger write is split into several). Only settings that
-/// were set are listed, so a session's `SHOW ALL` is unchanged until one is.
+/// `UPDATE` or `MERGE` writes (a larger write is split into several); `SET
+/// jammi.quantization = 'i8'` is the index precision of the tables `CREATE TABLE ... AS`
+/// creates (appends keep their table's). Only settings that were set are listed, so a
+/// session's `SHOW ALL` is unchanged until one is.
 #[derive(Debug, Clone, Default)]
 pub struct JammiSettings {
     /// Bytes of rows (Arrow's in-memory size) per segment.
     pub segment_max_bytes: Option<u64>,
+    /// Index precision of new tables.
+    pub quantization: Option<crate::format::Quantization>,
 }
 
 impl ExtensionOptions for JammiSettings {
@@ -180,6 +186,13 @@ impl ExtensionOptions for JammiSettings {
                     })?);
                 Ok(())
             }
+            "quantization" => {
+                let q = value.parse().map_err(|e: crate::error::JammiError| {
+                    DataFusionError::Configuration(e.to_string())
+                })?;
+                self.quantization = Some(q);
+                Ok(())
+            }
             _ => Err(DataFusionError::Configuration(format!(
                 "unknown setting 'jammi.{short}'; valid settings: {}",
                 SETTING_KEYS.map(|k| format!("jammi.{k}")).join(", ")
@@ -188,14 +201,17 @@ impl ExtensionOptions for JammiSettings {
     }
 
     fn entries(&self) -> Vec<ConfigEntry> {
-        self.segment_max_bytes
-            .map(|b| ConfigEntry {
-                key: "jammi.segment_max_bytes".into(),
-                value: Some(b.to_string()),
-                description: "bytes of rows per segment a write of this session adds",
-            })
-            .into_iter()
-            .collect()
+        let budget = self.segment_max_bytes.map(|b| ConfigEntry {
+            key: "jammi.segment_max_bytes".into(),
+            value: Some(b.to_string()),
+            description: "bytes of rows per segment a write of this session adds",
+        });
+        let precision = self.quantization.map(|q| ConfigEntry {
+            key: "jammi.quantization".into(),
+            value: Some(q.to_string()),
+            description: "index precision of the tables this session creates",
+        });
+        budget.into_iter().chain(precision).collect()
     }
 }
 
@@ -263,6 +279,17 @@ pub fn parse_duration(value: &str) -> std::result::Result<std::time::Duration, S
         .map_err(|_| format!("'{value}' is not a duration: use e.g. '7d', '12h' or '30m'"))?;
     std::time::Duration::try_from_secs_f64(n * scale)
         .map_err(|_| format!("'{value}' is not a duration: use e.g. '7d', '12h' or '30m'"))
+}
+
+/// The session's `jammi.quantization`, if set.
+pub(crate) fn session_quantization(
+    state: &dyn datafusion::catalog::Session,
+) -> Option<crate::format::Quantization> {
+    state
+        .config_options()
+        .extensions
+        .get::<JammiSettings>()
+        .and_then(|s| s.quantization)
 }
 
 /// The session's `jammi.segment_max_bytes`, if set.

@@ -23,8 +23,8 @@ use crate::catalog::Catalog;
 use crate::error::{JammiError, Result};
 pub use crate::format::manifest::{FileEntry, FileRole, IndexInfo, Manifest, TableKind};
 use crate::format::naming::{self, Siblings};
-use crate::index::IndexParams;
 use crate::index::cache::{IndexCache, LoadedIndex};
+use crate::index::{IndexParams, Quantization};
 use crate::storage::{StorageRegistry, StorageUrl};
 use lease::{LeaseState, OwnedObject};
 pub use recovery::RecoveryReport;
@@ -449,9 +449,13 @@ impl ResultStore {
     where
         S: Stream<Item = Result<RecordBatch>> + Send + Unpin,
     {
+        spec.index.check()?;
         let ttl = self.ttl()?;
         let store = self.object_store().await?;
-        let creates = [&s.parquet, &s.index, &s.rowmap, &s.manifest];
+        let mut creates = vec![&s.parquet, &s.index, &s.rowmap, &s.manifest];
+        if spec.vector_column.is_some() && spec.index.quantization != Quantization::F32 {
+            creates.push(&s.vectors);
+        }
         let mut txn = Txn::begin(store.clone(), s, &creates, LeaseState::Writing, ttl).await?;
         let request = spec.vector_column.as_ref().map(|c| IndexRequest {
             column: c.clone(),
@@ -1252,7 +1256,10 @@ pub(crate) async fn index_existing(
     req: IndexFileRequest<'_>,
 ) -> Result<Manifest> {
     let s = Siblings::of_file(parquet)?;
-    let creates = [&s.index, &s.rowmap, &s.manifest];
+    let mut creates = vec![&s.index, &s.rowmap, &s.manifest];
+    if req.params.quantization != Quantization::F32 {
+        creates.push(&s.vectors);
+    }
     let mut txn = Txn::begin(store.clone(), &s, &creates, LeaseState::Writing, req.ttl).await?;
     match build_for_file(&store, &mut txn, parquet, &req).await {
         Ok(m) => txn.commit(m).await,

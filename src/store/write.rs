@@ -284,6 +284,8 @@ pub(crate) struct BuiltIndex {
     pub rowmap: Vec<u64>,
     pub dimensions: usize,
     pub keys: Option<SpilledKeys>,
+    /// A quantised index's exact vectors (see [`Finished::exact`]).
+    pub exact: Option<tempfile::NamedTempFile>,
 }
 
 impl BuiltIndex {
@@ -294,6 +296,7 @@ impl BuiltIndex {
             rowmap: f.rowmap,
             dimensions: f.dimensions?,
             keys: f.keys,
+            exact: f.exact,
         })
     }
 }
@@ -439,8 +442,19 @@ pub(crate) async fn upload_index(
         .await
         .map_err(|e| JammiError::Index(e.to_string()))?
         .map_err(|e| JammiError::Index(e.to_string()))?;
-    let mut file = tokio::fs::File::open(tmp.path()).await?;
-    // The index is saved, so its size is known: parts grow with it to stay under the
+    upload_file(store, txn, url, tmp.path(), FileRole::Index).await
+}
+
+/// Uploads the local file `path` as `url` (the sibling `role`) with its checksum.
+pub(crate) async fn upload_file(
+    store: Arc<dyn ObjectStore>,
+    txn: &mut Txn,
+    url: &StorageUrl,
+    path: &std::path::Path,
+    role: FileRole,
+) -> Result<FileEntry> {
+    let mut file = tokio::fs::File::open(path).await?;
+    // The file is whole, so its size is known: parts grow with it to stay under the
     // part-count limit (an index of 1M 384-d vectors is ~1.6 GiB).
     let size = file.metadata().await?.len();
     let part = PART.max(size.div_ceil(MAX_PARTS) as usize);
@@ -463,7 +477,7 @@ pub(crate) async fn upload_index(
         upload.abort().await;
         return Err(e);
     }
-    finish_upload(txn, &mut upload, FileRole::Index).await
+    finish_upload(txn, &mut upload, role).await
 }
 
 /// Everything the manifest needs besides the files.
@@ -497,6 +511,10 @@ pub(crate) async fn sidecars_and_manifest(
         let dims = built.dimensions;
         // The index is dropped once saved, before the rowmap (and its keys) is read.
         files.push(upload_index(store.clone(), txn, &siblings.index, built.index).await?);
+        if let Some(exact) = &built.exact {
+            let (url, role) = (&siblings.vectors, FileRole::Vectors);
+            files.push(upload_file(store.clone(), txn, url, exact.path(), role).await?);
+        }
         let keys = built.keys.as_ref().map(SpilledKeys::read).transpose()?;
         let bytes = rowmap::encode(&built.rowmap, keys.as_deref());
         // One create-only PUT: the rowmap is small beside the index.
@@ -508,7 +526,7 @@ pub(crate) async fn sidecars_and_manifest(
             column: req.column.clone(),
             dimensions: dims,
             metric: req.params.metric,
-            quantization: "f32".into(),
+            quantization: req.params.quantization,
             connectivity: req.params.connectivity,
             expansion_add: req.params.expansion_add,
             expansion_search: req.params.expansion_search,

@@ -119,11 +119,12 @@ impl Live {
     }
 
     /// A bucket (or container) of the servers no other test of this binary uses.
-    /// The integration binary takes jammi-1..20, the sqllogictest runner jammi-21..40.
+    /// The integration binary takes jammi-1..20 and jammi-41..50, the sqllogictest runner
+    /// jammi-21..40.
     pub fn bucket() -> String {
         let n = NEXT_BUCKET.fetch_add(1, Ordering::Relaxed) + 1;
-        assert!(n <= 20, "out of test buckets");
-        format!("jammi-{n}")
+        assert!(n <= 30, "out of test buckets");
+        format!("jammi-{}", if n <= 20 { n } else { n + 20 })
     }
 
     pub fn s3() -> CloudConfig {
@@ -435,6 +436,10 @@ pub async fn put_user_files(
         (
             "notes.idx.rowmap".into(),
             b"user rowmap-looking bytes".to_vec(),
+        ),
+        (
+            "notes.idx.vectors".into(),
+            b"user vectors-looking bytes".to_vec(),
         ),
         (
             "emb.2024.idx.manifest.json".into(),

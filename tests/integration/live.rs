@@ -434,3 +434,27 @@ async fn azure_result_tables_take_every_change() {
     let root = format!("azure://{}/changes/", Live::bucket());
     crate::versions::every_change_on(&root, Some(Live::azure())).await;
 }
+
+#[cfg(feature = "live-s3-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_quantised_tables_reload_and_answer_every_search_form() {
+    let root = format!("s3://{}/quantized/", Live::bucket());
+    let cloud = Live::s3();
+    crate::quantization::every_form_at_every_precision(&root, Some(&cloud), true).await;
+}
+
+#[cfg(feature = "live-gcs-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn gcs_quantised_tables_reload_and_answer_every_search_form() {
+    let root = format!("gs://{}/quantized/", Live::bucket());
+    let cloud = Live::gcs();
+    crate::quantization::every_form_at_every_precision(&root, Some(&cloud), true).await;
+}
+
+#[cfg(feature = "live-azure-tests")]
+#[tokio::test(flavor = "multi_thread")]
+async fn azure_quantised_tables_reload_and_answer_every_search_form() {
+    let root = format!("azure://{}/quantized/", Live::bucket());
+    let cloud = Live::azure();
+    crate::quantization::every_form_at_every_precision(&root, Some(&cloud), true).await;
+}

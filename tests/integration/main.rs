@@ -10,6 +10,7 @@ mod drop_in;
 mod indexed_files;
 mod ownership;
 mod prepared;
+mod quantization;
 mod registry;
 mod result_store;
 mod search_plan;

@@ -31,6 +31,11 @@ pub struct SearchOptions {
     pub metric: Option<Metric>,
     /// An older version of a result table to search (time travel).
     pub version: Option<u64>,
+    /// Candidates per wanted row a quantised index gives for re-ranking by the exact
+    /// vectors (`None`: the precision's default).
+    pub oversample: Option<usize>,
+    /// `false`: a quantised index's own (approximate) ranking and distances, not re-ranked.
+    pub rescore: Option<bool>,
 }
 
 impl SearchOptions {
@@ -63,16 +68,15 @@ impl SearchOptions {
                         ))
                     })?)
             }
-            "exact" => {
-                self.exact = match v.to_ascii_lowercase().as_str() {
-                    "true" | "1" | "yes" => true,
-                    "false" | "0" | "no" => false,
-                    _ => {
-                        return Err(JammiError::InvalidInput(format!(
-                            "exact must be true or false, got '{v}'"
-                        )));
-                    }
-                }
+            "exact" => self.exact = boolean("exact", v)?,
+            "rescore" => self.rescore = Some(boolean("rescore", v)?),
+            "oversample" => {
+                self.oversample =
+                    Some(v.parse().ok().filter(|n: &usize| *n >= 1).ok_or_else(|| {
+                        JammiError::InvalidInput(format!(
+                            "oversample must be an integer of at least 1, got '{v}'"
+                        ))
+                    })?)
             }
             "filter" | "where" => self.filter = Some(v.to_string()),
             "columns" => {
@@ -95,7 +99,7 @@ impl SearchOptions {
             other => {
                 return Err(JammiError::InvalidInput(format!(
                     "unknown vector_search option '{other}'; expected ef_search, exact, filter, \
-                     columns, column, metric, version"
+                     columns, column, metric, version, oversample, rescore"
                 )));
             }
         }
@@ -123,11 +127,28 @@ impl SearchOptions {
         if let Some(v) = self.version {
             parts.push(format!("version={v}"));
         }
+        if let Some(n) = self.oversample {
+            parts.push(format!("oversample={n}"));
+        }
+        if let Some(r) = self.rescore {
+            parts.push(format!("rescore={r}"));
+        }
         // Last: a filter may itself hold `;`.
         if let Some(f) = &self.filter {
             parts.push(format!("filter={f}"));
         }
         parts.join("; ")
+    }
+}
+
+/// A `true`/`false` option's value (`1`/`0`, `yes`/`no` too).
+fn boolean(option: &str, v: &str) -> Result<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(JammiError::InvalidInput(format!(
+            "{option} must be true or false, got '{v}'"
+        ))),
     }
 }
 

@@ -38,6 +38,7 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use crate::error::{JammiError, Result};
 use crate::index::Metric;
 use crate::index::loaded::{Answered, Hit, LoadedIndex, Query};
+use crate::index::vectors::VectorColumn;
 use crate::sql::vector_search::args::{query_vector, query_vectors};
 use crate::sql::vector_search::resolve::{
     DISTANCE, DistanceColumn, PlannedMode, SearchSpec, fmt_projection,
@@ -362,6 +363,7 @@ struct RunMetrics {
     index_loaded: Count,
     index_cached: Count,
     exact_searches: Count,
+    rescored: Count,
     load_time: Time,
     filter_time: Time,
     search_time: Time,
@@ -381,6 +383,7 @@ impl RunMetrics {
             index_loaded: count("index_loaded"),
             index_cached: count("index_cached"),
             exact_searches: count("exact_searches"),
+            rescored: count("candidates_rescored"),
             load_time: time("load_time"),
             filter_time: time("filter_time"),
             search_time: time("search_time"),
@@ -564,6 +567,11 @@ impl Run {
         };
         let timer = self.metrics.search_time.timer();
         let found = match &loaded {
+            Some(l) if self.rescores(l) => {
+                let found = self.search_index(l, vectors, allowed.as_deref())?;
+                self.rescore(store, (&current, footer), found, l, vectors)
+                    .await?
+            }
             Some(l) => self.search_index(l, vectors, allowed.as_deref())?,
             None => {
                 let m = footer().await?;
@@ -729,13 +737,95 @@ impl Run {
         Ok(allowed)
     }
 
+    /// `true` when the graph's candidates are re-ranked by the exact vectors: a quantised
+    /// index, unless the search asks for its approximate answer (`rescore=false`).
+    fn rescores(&self, l: &LoadedIndex) -> bool {
+        l.is_quantised() && self.spec.options.rescore != Some(false)
+    }
+
+    /// Candidates the graph gives per query: `k`, or `k × oversample` to be re-ranked.
+    fn graph_k(&self, l: &LoadedIndex) -> usize {
+        if !self.rescores(l) {
+            return self.spec.k;
+        }
+        let n = self.spec.options.oversample;
+        let n = n.unwrap_or_else(|| l.quantization().default_oversample());
+        self.spec.k.saturating_mul(n).min(l.len().max(self.spec.k))
+    }
+
+    /// The `k` nearest of each query's candidates by the exact distance of their vectors
+    /// (a quantised index's own copies are approximate), so `_distance` is the exact
+    /// distance whatever the index's precision. The vectors come from the index's
+    /// exact-vectors file, else from the Parquet file's vector column.
+    async fn rescore<'m, F, M>(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        (current, footer): (&ObjectMeta, M),
+        found: Found,
+        loaded: &LoadedIndex,
+        vectors: &[Vec<f32>],
+    ) -> Result<Found>
+    where
+        M: Fn() -> F,
+        F: std::future::Future<Output = Result<&'m ArrowReaderMetadata>>,
+    {
+        let keys: Option<Vec<u64>> = found.hits.iter().map(|h| h.key).collect();
+        let from_sibling = match &keys {
+            Some(keys) => loaded.exact_vectors(keys).await?,
+            None => None,
+        };
+        let column = match from_sibling {
+            Some(_) => None,
+            None => {
+                let context = (&self.spec, self.ctx.as_ref(), current);
+                let wanted = [self.spec.vector_idx];
+                let hits = &found.hits;
+                let (mut columns, _) =
+                    hydrate::table_columns(context, store, footer, hits, Some(loaded), &wanted)
+                        .await?;
+                Some(columns.remove(0))
+            }
+        };
+        let from_file = match &column {
+            Some(c) => Some(VectorColumn::new(self.spec.vector_name(), c)?),
+            None => None,
+        };
+        let (metric, dims) = (self.spec.metric, loaded.info().dimensions);
+        let mut per_query: Vec<Vec<Hit>> = vec![Vec::new(); vectors.len()];
+        for (i, hit) in found.hits.iter().enumerate() {
+            let q = found.query_of[i] as usize;
+            let v = match (&from_sibling, &from_file) {
+                (Some(all), _) => Some(std::borrow::Cow::Borrowed(&all[i * dims..(i + 1) * dims])),
+                (None, Some(col)) => col.get(i),
+                (None, None) => None,
+            };
+            let v = v.ok_or_else(|| {
+                JammiError::Index(format!(
+                    "row {} has no vector in the file but one in its index",
+                    hit.row
+                ))
+            })?;
+            let distance = metric.finalize(metric.raw_distance(&vectors[q], &v));
+            per_query[q].push(Hit { distance, ..*hit });
+        }
+        self.metrics.rescored.add(found.hits.len());
+        let mut out = Found::new(found.mode);
+        out.candidates = found.candidates;
+        for (q, mut hits) in per_query.into_iter().enumerate() {
+            hits.sort_by(|a, b| a.distance.total_cmp(&b.distance).then(a.row.cmp(&b.row)));
+            hits.truncate(self.spec.k);
+            out.push(q, hits);
+        }
+        Ok(out)
+    }
+
     fn search_index(
         &self,
         l: &LoadedIndex,
         vectors: &[Vec<f32>],
         allowed: Option<&[bool]>,
     ) -> Result<Found> {
-        let (k, ef) = (self.spec.k, self.spec.options.ef_search);
+        let (k, ef) = (self.graph_k(l), self.spec.options.ef_search);
         let searched = match vectors {
             [one] => vec![l.search(&Query { vector: one, k, ef }, allowed)?],
             many => {
