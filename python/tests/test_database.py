@@ -196,6 +196,30 @@ def test_a_query_vector_can_be_any_array(db, table, as_vector):
     assert hits[0]["id"] == 11 and hits[0]["_distance"] < 1e-6
 
 
+@pytest.mark.parametrize("precision", ["f16", "i8", "b1"])
+def test_a_quantised_table_returns_exact_distances_and_its_files_vectors(db, precision):
+    m = db.write_table(
+        papers(), source="papers", task="emb", model="q", key_column="id",
+        vector_column="embedding", quantization=precision,
+    )
+    t = m["table"]
+    assert db.describe_table(t)["index"]["quantization"] == precision
+    q = (np.asarray(vector(7)) * 0.9 + np.asarray(vector(8)) * 0.1).tolist()
+    exact = db.search(t, q, k=5, exact=True).to_pylist()
+    got = db.search(t, q, k=5, oversample=10).to_pylist()
+    # Re-ranked by the exact vectors: the exact search's rows and distances.
+    assert [h["id"] for h in got] == [h["id"] for h in exact]
+    assert [h["_distance"] for h in got] == pytest.approx([h["_distance"] for h in exact], abs=1e-6)
+    # A hit's vector is the one written, not the quantised graph's copy.
+    assert got[0]["embedding"] == papers()["embedding"][got[0]["id"]].as_py()
+    approx = db.search(t, q, k=5, rescore=False).to_pylist()
+    assert len(approx) == 5
+    with pytest.raises(jammi_ai.InvalidInputError, match="oversample"):
+        db.search(t, q, k=5, oversample=0)
+    with pytest.raises(jammi_ai.InvalidInputError, match="jammi.quantization"):
+        db.write_table(papers(), source="p", task="e", model="m", vector_column="embedding", quantization="q4")
+
+
 def test_search_options_filter_columns_and_exact(db, table):
     hits = db.search(table, vector(7), k=5, filter="id > 20", columns=["id"], exact=True).to_pylist()
     assert len(hits) == 5 and all(h["id"] > 20 for h in hits)

@@ -247,11 +247,16 @@ impl IndexCache {
             )));
         }
         let exact = match manifest.file(FileRole::Vectors) {
-            Some(v) if info.quantization != crate::index::Quantization::F32 => Some(
-                vector_file(dir, store, v, info.dimensions)
+            Some(v) if info.quantization != crate::index::Quantization::F32 => {
+                let f = vector_file(dir, store, v, info.dimensions)
                     .await
-                    .map_err(|e| corrupt(e.to_string()))?,
-            ),
+                    .map_err(|e| corrupt(e.to_string()))?;
+                if let Some(slot) = f.copy_slot() {
+                    let key = format!("{}-vectors-{:08x}", manifest.table, v.crc32c);
+                    self.download_copy(key, store, dir.join(&v.name)?, v, slot);
+                }
+                Some(f)
+            }
             _ => None,
         };
         let loaded = LoadedIndex::new(
@@ -267,6 +272,46 @@ impl IndexCache {
         self.insert(key.clone(), loaded.clone());
         self.gates.lock().expect("lock").remove(&key);
         Ok((loaded, true))
+    }
+
+    /// Downloads the remote exact-vectors file `entry` (at `url`) into the local cache in
+    /// the background and maps it into `slot` once its checksum matches: later searches
+    /// then read candidates from memory instead of the store. A failure only warns.
+    fn download_copy(
+        &self,
+        key: String,
+        store: &Arc<dyn ObjectStore>,
+        url: StorageUrl,
+        entry: &crate::format::manifest::FileEntry,
+        slot: crate::index::quantize::LocalCopy,
+    ) {
+        let (local, store, entry) = (self.local.clone(), store.clone(), entry.clone());
+        tokio::spawn(async move {
+            let got: Result<()> = async {
+                let location = url.object_path()?;
+                let (file, crc) = local.fetch(&key, &store, &location, entry.size).await?;
+                let crc = match crc {
+                    Some(c) => c,
+                    None => {
+                        let p = file.path().to_path_buf();
+                        tokio::task::spawn_blocking(move || file_crc(&p))
+                            .await
+                            .map_err(|e| JammiError::Index(e.to_string()))??
+                            .1
+                    }
+                };
+                if crc != entry.crc32c {
+                    drop(file);
+                    local.invalidate(&key);
+                    return Err(JammiError::Index("its copy fails its checksum".into()));
+                }
+                crate::index::quantize::adopt_copy(&slot, file)
+            }
+            .await;
+            if let Err(e) = got {
+                tracing::warn!("exact vectors {url} stay remote: {e}");
+            }
+        });
     }
 
     fn insert(&self, key: String, loaded: Arc<LoadedIndex>) {

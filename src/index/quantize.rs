@@ -89,8 +89,9 @@ pub(crate) fn sign_bits(v: &[f32]) -> Vec<b1x8> {
 
 /// The exact vectors of a quantised index (its `.idx.vectors` sibling: `f32`
 /// little-endian, by index key), read a few at a time to re-rank candidates: a local file
-/// mapped into memory, one coalesced ranged request to a remote store. The whole file
-/// is never fetched, so a cold search downloads the small graph and the candidates alone.
+/// mapped into memory; a remote one by one coalesced ranged request per search until its
+/// copy, downloaded in the background into the local cache, is mapped instead. A cold
+/// search so waits for the small graph and its candidates alone.
 pub struct VectorFile {
     source: VectorSource,
     dims: usize,
@@ -102,7 +103,22 @@ enum VectorSource {
     Remote {
         store: std::sync::Arc<dyn object_store::ObjectStore>,
         path: object_store::path::Path,
+        /// The whole file, once a background download into the local cache landed.
+        copy: LocalCopy,
     },
+}
+
+/// Where a remote exact-vectors file's local copy is put once downloaded and checked.
+pub(crate) type LocalCopy =
+    std::sync::Arc<std::sync::OnceLock<(memmap2::Mmap, crate::storage::cache::LocalFile)>>;
+
+/// Maps the downloaded copy `file` of a remote exact-vectors file into `copy`.
+pub(crate) fn adopt_copy(copy: &LocalCopy, file: crate::storage::cache::LocalFile) -> Result<()> {
+    let f = std::fs::File::open(file.path())?;
+    // SAFETY: the cache's files are its own, checked before use and never rewritten in place.
+    let map = unsafe { memmap2::Mmap::map(&f)? };
+    let _ = copy.set((map, file));
+    Ok(())
 }
 
 impl VectorFile {
@@ -130,12 +146,24 @@ impl VectorFile {
         (size, found): (u64, u64),
     ) -> Result<Self> {
         let f = VectorFile {
-            source: VectorSource::Remote { store, path },
+            source: VectorSource::Remote {
+                store,
+                path,
+                copy: LocalCopy::default(),
+            },
             dims,
             size,
         };
         f.check_size(found)?;
         Ok(f)
+    }
+
+    /// Where a downloaded copy of a remote file goes (`None` for a local file).
+    pub(crate) fn copy_slot(&self) -> Option<LocalCopy> {
+        match &self.source {
+            VectorSource::Remote { copy, .. } => Some(copy.clone()),
+            VectorSource::Local(_) => None,
+        }
     }
 
     fn check_size(&self, found: u64) -> Result<()> {
@@ -166,7 +194,13 @@ impl VectorFile {
                     push_le(&mut out, &map[r.start as usize..r.end as usize]);
                 }
             }
-            VectorSource::Remote { store, path } => {
+            VectorSource::Remote { copy, .. } if copy.get().is_some() => {
+                let (map, _) = copy.get().expect("checked");
+                for r in &ranges {
+                    push_le(&mut out, &map[r.start as usize..r.end as usize]);
+                }
+            }
+            VectorSource::Remote { store, path, .. } => {
                 let parts = store
                     .get_ranges(path, &ranges)
                     .await
