@@ -44,6 +44,9 @@ fn vector_bytes(q: Quantization) -> u64 {
     }
 }
 
+/// A search's warm p50 and recall@K.
+type Searched = (Duration, f64);
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -235,7 +238,7 @@ async fn main() {
     s.refresh_tables().await.unwrap();
     // Searches run once every table is written, in two rounds over the precisions; each
     // keeps its lower p50, so a slow moment of the machine does not land on one precision.
-    let mut searched: Vec<(Duration, f64, Option<(Duration, f64)>)> = Vec::new();
+    let mut searched: Vec<(Duration, f64, Option<Searched>)> = Vec::new();
     for round in 0..2 {
         for (i, (q, _, _)) in written.iter().enumerate() {
             let table = format!("t_{q}");
