@@ -361,19 +361,35 @@ mod tests {
         ))
     }
 
-    /// Built on two threads, as jammi-db builds: 20 builds each of 50 and of 5,000
-    /// vectors, every vector its own nearest neighbour.
+    /// Built on two threads, as jammi-db builds, at every precision: builds of 50 and of
+    /// 5,000 vectors, every vector its own nearest neighbour (or one stored alike).
     #[test]
-    fn every_vector_of_a_two_thread_build_finds_itself() {
-        for (n, builds) in [(50, 20), (5_000, 20)] {
-            for seed in 0..builds {
-                let mut b = IndexBuilder::new("v", IndexParams::default(), Some(32));
+    fn every_vector_of_a_two_thread_build_finds_itself_at_every_precision() {
+        for q in Quantization::ALL {
+            let params = IndexParams {
+                quantization: q,
+                ..IndexParams::default()
+            };
+            let builds = if q == Quantization::F32 { 20 } else { 5 };
+            for (n, seed) in [50, 5_000]
+                .into_iter()
+                .flat_map(|n| (0..builds).map(move |s| (n, s)))
+            {
+                let mut b = IndexBuilder::new("v", params, Some(32));
                 b.threads = 2;
                 b.add_batch(&column(n, 32, seed), None).unwrap();
-                let index = b.finish().unwrap().index.unwrap();
+                let f = b.finish().unwrap();
+                let index = f.index.unwrap();
                 assert_eq!(index.size(), n);
-                let missed = unreachable(&index, Quantization::F32, 2).unwrap();
-                assert!(missed.is_empty(), "{n} vectors, build {seed}: {missed:?}");
+                let missed = unreachable(&index, q, 2).unwrap();
+                assert!(
+                    missed.is_empty(),
+                    "{q}, {n} vectors, build {seed}: {missed:?}"
+                );
+                // A quantised graph keeps the exact vectors beside it, 4 bytes a value.
+                let exact = f.exact.map(|t| t.as_file().metadata().unwrap().len());
+                let want = (q != Quantization::F32).then_some(n as u64 * 32 * 4);
+                assert_eq!(exact, want, "{q}");
             }
         }
     }
