@@ -426,3 +426,86 @@ async fn an_indexed_file_takes_its_precision_from_the_table_option() {
         assert_eq!(d as f32, cosine(&v, &rows[&id]), "row {id}");
     }
 }
+
+/// Every file under `dir` (relative names), recursively.
+fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quantised_table_keeps_its_precision_through_insert_compaction_and_delete() {
+    let dir = tempdir();
+    let root = dir.path().join("root");
+    let s = session(root.to_str().unwrap()).await;
+    let rows = corpus(&s).await;
+    let mut ids: Vec<i64> = rows.keys().copied().collect();
+    ids.sort_unstable();
+    let half = ids[ids.len() / 2];
+    s.sql("SET jammi.quantization = 'i8'").await.unwrap();
+    s.sql(&format!(
+        "CREATE TABLE jammi.public.grows AS SELECT id, embedding FROM corpus WHERE id < {half}"
+    ))
+    .await
+    .unwrap();
+    // The session's setting is for new tables: an INSERT keeps the table's precision.
+    s.sql("SET jammi.quantization = 'f16'").await.unwrap();
+    s.sql(&format!(
+        "INSERT INTO jammi.public.grows SELECT id, embedding FROM corpus WHERE id >= {half}"
+    ))
+    .await
+    .unwrap()
+    .collect()
+    .await
+    .unwrap();
+    let vectors_files = |dir: &std::path::Path| {
+        files_under(dir)
+            .into_iter()
+            .filter(|f| f.ends_with(".idx.vectors"))
+            .count()
+    };
+    let segment_manifests: Vec<String> = files_under(&root)
+        .into_iter()
+        .filter(|f| f.contains("segments/") && f.ends_with(".idx.manifest.json"))
+        .map(|f| std::fs::read_to_string(root.join(f)).unwrap())
+        .collect();
+    assert_eq!(vectors_files(&root), 2, "{segment_manifests:?}");
+    let v = query(&rows, 60);
+    let sql = format!(
+        "SELECT id, _distance FROM vector_search('grows', {}, {K})",
+        vec_sql(&v)
+    );
+    let before = hits(&search_sql(&s, &sql).await.0);
+    let report = s.compact("grows", &Default::default()).await.unwrap();
+    assert_eq!(
+        (report.segments_before, report.segments_after),
+        (2, 1),
+        "{report:?}"
+    );
+    let m = s.describe_table("grows").await.unwrap();
+    assert_eq!(m.index.unwrap().quantization, Quantization::I8);
+    // Re-ranked by the exact vectors, the answer is the same row for row, distance for distance.
+    let after = hits(&search_sql(&s, &sql).await.0);
+    for (id, d) in &after {
+        assert_eq!(*d as f32, cosine(&v, &rows[id]), "row {id}");
+    }
+    let overlap = after
+        .iter()
+        .filter(|a| before.iter().any(|b| b.0 == a.0))
+        .count();
+    assert!(overlap >= K - 1, "{before:?} vs {after:?}");
+    s.delete_table("grows").await.unwrap();
+    assert_eq!(vectors_files(&root), 0, "{:?}", files_under(&root));
+}
