@@ -13,9 +13,18 @@ use crate::error::{JammiError, Result};
 use crate::format::Metric;
 use crate::format::naming::Siblings;
 
-/// Current manifest format version (2 adds `writer`, `kind` and store versions of files).
-/// Readers refuse newer versions.
-pub const FORMAT_VERSION: u32 = 2;
+/// Current manifest format version (2 adds `writer`, `kind` and store versions of files;
+/// 3 a quantised index and its `vectors` file, written only by quantised tables so every
+/// other manifest stays readable by builds that know 2). Readers refuse newer versions.
+pub const FORMAT_VERSION: u32 = 3;
+
+/// The version a manifest of an index of `quantization` (if any) is written with.
+pub(crate) fn format_version_for(quantization: Option<super::Quantization>) -> u32 {
+    match quantization {
+        Some(q) if q != super::Quantization::F32 => FORMAT_VERSION,
+        _ => 2,
+    }
+}
 
 /// What a manifest commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,22 +132,28 @@ pub struct Manifest {
 impl Manifest {
     /// Parses and checks the format version.
     pub fn from_json(table: &str, bytes: &[u8]) -> Result<Manifest> {
-        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| JammiError::Corrupt {
+        let invalid = |e: serde_json::Error| JammiError::Corrupt {
             kind: "table",
             table: table.to_string(),
             reason: format!("manifest is not valid: {e}"),
-        })?;
-        if m.format_version > FORMAT_VERSION {
+        };
+        // The version first: a newer format may hold what this build cannot parse.
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: u32,
+        }
+        let v: Version = serde_json::from_slice(bytes).map_err(invalid)?;
+        if v.format_version > FORMAT_VERSION {
             return Err(JammiError::Corrupt {
-                kind: m.kind_name(),
+                kind: "table",
                 table: table.to_string(),
                 reason: format!(
                     "manifest format version {} is newer than this build understands ({FORMAT_VERSION})",
-                    m.format_version
+                    v.format_version
                 ),
             });
         }
-        Ok(m)
+        serde_json::from_slice(bytes).map_err(invalid)
     }
 
     /// Serialised form.

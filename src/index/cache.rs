@@ -251,7 +251,9 @@ impl IndexCache {
                 let f = vector_file(dir, store, v, info.dimensions)
                     .await
                     .map_err(|e| corrupt(e.to_string()))?;
-                if let Some(slot) = f.copy_slot() {
+                if let Some(slot) = f.copy_slot()
+                    && self.local.has_room_for(v.size)
+                {
                     let key = format!("{}-vectors-{:08x}", manifest.table, v.crc32c);
                     self.download_copy(key, store, dir.join(&v.name)?, v, slot);
                 }
@@ -276,7 +278,9 @@ impl IndexCache {
 
     /// Downloads the remote exact-vectors file `entry` (at `url`) into the local cache in
     /// the background and maps it into `slot` once its checksum matches: later searches
-    /// then read candidates from memory instead of the store. A failure only warns.
+    /// then read candidates from memory instead of the store. Only with a cache directory
+    /// that has room for it (never into temp files, never evicting the graph just
+    /// fetched). A failure only warns.
     fn download_copy(
         &self,
         key: String,
@@ -326,7 +330,8 @@ impl crate::lru::Weighed for LoadedIndex {
 }
 
 /// The exact-vectors sibling `entry` of a quantised index under `dir`, checked against
-/// its manifest entry (size, and the store's ETag where both have one); never downloaded.
+/// its manifest entry: a local file's size and CRC32C, a remote object's size and the
+/// store's ETag where both have one (it is not downloaded here).
 async fn vector_file(
     dir: &StorageUrl,
     store: &Arc<dyn ObjectStore>,
@@ -335,6 +340,16 @@ async fn vector_file(
 ) -> Result<VectorFile> {
     let url = dir.join(&entry.name)?;
     if let Some(p) = url.local_path() {
+        let path = p.clone();
+        let (size, crc) = tokio::task::spawn_blocking(move || file_crc(&path))
+            .await
+            .map_err(|e| JammiError::Index(e.to_string()))??;
+        if size != entry.size || crc != entry.crc32c {
+            return Err(JammiError::Index(format!(
+                "{} does not match its manifest checksum",
+                entry.name
+            )));
+        }
         return VectorFile::local(&p, dims, entry.size);
     }
     let location = url.object_path()?;
@@ -350,7 +365,7 @@ async fn vector_file(
             entry.name
         )));
     }
-    VectorFile::remote(store.clone(), location, dims, (entry.size, head.size))
+    VectorFile::remote(location, dims, (entry.size, head.size))
 }
 
 /// Memory-maps an index file and checks its header against the manifest.

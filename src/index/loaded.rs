@@ -170,10 +170,15 @@ impl LoadedIndex {
     }
 
     /// The exact vectors of `keys` (`dims` values each, in `keys`' order), when the index
-    /// has its exact-vectors file; `None` otherwise (the Parquet file holds them too).
-    pub async fn exact_vectors(&self, keys: &[u64]) -> Result<Option<Vec<f32>>> {
+    /// has its exact-vectors file (read through `store` if remote); `None` otherwise (the
+    /// Parquet file holds them too).
+    pub async fn exact_vectors(
+        &self,
+        store: &std::sync::Arc<dyn object_store::ObjectStore>,
+        keys: &[u64],
+    ) -> Result<Option<Vec<f32>>> {
         match &self.exact {
-            Some(f) => f.read(keys).await.map(Some),
+            Some(f) => f.read(store, keys).await.map(Some),
             None => Ok(None),
         }
     }

@@ -89,9 +89,10 @@ pub(crate) fn sign_bits(v: &[f32]) -> Vec<b1x8> {
 
 /// The exact vectors of a quantised index (its `.idx.vectors` sibling: `f32`
 /// little-endian, by index key), read a few at a time to re-rank candidates: a local file
-/// mapped into memory; a remote one by one coalesced ranged request per search until its
-/// copy, downloaded in the background into the local cache, is mapped instead. A cold
-/// search so waits for the small graph and its candidates alone.
+/// mapped into memory; a remote one by ranged requests (object_store merges ranges less
+/// than 1 MiB apart and runs the rest concurrently) until its copy, downloaded in the
+/// background into the local cache, is mapped instead. A cold search so waits for the
+/// small graph and its candidates alone.
 pub struct VectorFile {
     source: VectorSource,
     dims: usize,
@@ -101,7 +102,6 @@ pub struct VectorFile {
 enum VectorSource {
     Local(memmap2::Mmap),
     Remote {
-        store: std::sync::Arc<dyn object_store::ObjectStore>,
         path: object_store::path::Path,
         /// The whole file, once a background download into the local cache landed.
         copy: LocalCopy,
@@ -126,8 +126,8 @@ impl VectorFile {
     pub(crate) fn local(path: &std::path::Path, dims: usize, size: u64) -> Result<Self> {
         let file = std::fs::File::open(path)?;
         let found = file.metadata()?.len();
-        // SAFETY: jammi-db's siblings are immutable once committed; a file changed under the
-        // mapping is caught by its size here and by the manifest's checksums elsewhere.
+        // SAFETY: jammi-db's siblings are immutable once committed, and the caller checks
+        // this one's size and CRC32C against its manifest before it is used.
         let map = unsafe { memmap2::Mmap::map(&file)? };
         let f = VectorFile {
             source: VectorSource::Local(map),
@@ -138,16 +138,14 @@ impl VectorFile {
         Ok(f)
     }
 
-    /// The object `path` of `store`, whose size `found` (the store's) must be `size`.
+    /// The object `path` of a store, whose size `found` (the store's) must be `size`.
     pub(crate) fn remote(
-        store: std::sync::Arc<dyn object_store::ObjectStore>,
         path: object_store::path::Path,
         dims: usize,
         (size, found): (u64, u64),
     ) -> Result<Self> {
         let f = VectorFile {
             source: VectorSource::Remote {
-                store,
                 path,
                 copy: LocalCopy::default(),
             },
@@ -176,8 +174,13 @@ impl VectorFile {
         Ok(())
     }
 
-    /// The vectors of `keys`, one after the other (`dims` values each).
-    pub async fn read(&self, keys: &[u64]) -> Result<Vec<f32>> {
+    /// The vectors of `keys`, one after the other (`dims` values each); a remote file is
+    /// read through `store` (the caller's, so its requests count as the caller's).
+    pub async fn read(
+        &self,
+        store: &std::sync::Arc<dyn object_store::ObjectStore>,
+        keys: &[u64],
+    ) -> Result<Vec<f32>> {
         let width = self.dims as u64 * 4;
         let ranges: Vec<std::ops::Range<u64>> =
             keys.iter().map(|k| k * width..(k + 1) * width).collect();
@@ -200,7 +203,7 @@ impl VectorFile {
                     push_le(&mut out, &map[r.start as usize..r.end as usize]);
                 }
             }
-            VectorSource::Remote { store, path, .. } => {
+            VectorSource::Remote { path, .. } => {
                 let parts = store
                     .get_ranges(path, &ranges)
                     .await

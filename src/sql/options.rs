@@ -153,7 +153,7 @@ pub const SETTING_KEYS: [&str; 2] = ["segment_max_bytes", "quantization"];
 /// jammi.segment_max_bytes = '256MiB'` bounds the rows of each segment an `INSERT`,
 /// `UPDATE` or `MERGE` writes (a larger write is split into several); `SET
 /// jammi.quantization = 'i8'` is the index precision of the tables `CREATE TABLE ... AS`
-/// creates (appends keep their table's). Only settings that were set are listed, so a
+/// creates through `JammiSession::sql` (the CLI, Python; appends keep their table's). Only settings that were set are listed, so a
 /// session's `SHOW ALL` is unchanged until one is.
 #[derive(Debug, Clone, Default)]
 pub struct JammiSettings {

@@ -126,6 +126,12 @@ impl LocalCache {
         self.dir.as_deref()
     }
 
+    /// `true` when the directory is enabled and `bytes` fit in a quarter of its budget: an
+    /// optional copy (a quantised index's exact vectors) never evicts most of the cache.
+    pub fn has_room_for(&self, bytes: u64) -> bool {
+        self.dir.is_some() && bytes <= self.max_bytes / 4
+    }
+
     /// A local copy of `key`, downloading `location` from `store` first if needed.
     /// `expected_size` guards against truncated downloads. Returns the file and, when this
     /// call downloaded it, its CRC32C (computed on the way, so callers need not re-read).

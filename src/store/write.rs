@@ -16,9 +16,7 @@ use object_store::{MultipartUpload, ObjectStore, PutMode, PutPayload, PutResult}
 use tokio::task::JoinSet;
 
 use crate::error::{JammiError, Result};
-use crate::format::manifest::{
-    FORMAT_VERSION, FileEntry, FileRole, IndexInfo, Manifest, TableKind, encode_schema,
-};
+use crate::format::manifest::{FileEntry, FileRole, IndexInfo, Manifest, TableKind, encode_schema};
 use crate::format::rowmap::{self, SpilledKeys};
 use crate::index::IndexParams;
 use crate::index::build::{Finished, IndexBuilder};
@@ -535,7 +533,9 @@ pub(crate) async fn sidecars_and_manifest(
         });
     }
     Ok(Manifest {
-        format_version: FORMAT_VERSION,
+        format_version: crate::format::manifest::format_version_for(
+            index_info.as_ref().map(|i| i.quantization),
+        ),
         table: info.table,
         created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         writer: None,

@@ -84,6 +84,9 @@ async fn write_table(s: &JammiSession, t: &str, q: Quantization) {
         Quantization::F32 => assert!(exact.is_none(), "{m:?}"),
         _ => assert_eq!(exact.map(|f| f.size), Some(rows * 384 * 4), "{m:?}"),
     }
+    // Only a quantised table's manifest needs the format that knows the `vectors` file.
+    let format = if q == Quantization::F32 { 2 } else { 3 };
+    assert_eq!(m.format_version, format, "{q}");
 }
 
 /// A query near the `i`-th row of the slice (by id), not equal to any row.
@@ -508,4 +511,35 @@ async fn a_quantised_table_keeps_its_precision_through_insert_compaction_and_del
     assert!(overlap >= K - 1, "{before:?} vs {after:?}");
     s.delete_table("grows").await.unwrap();
     assert_eq!(vectors_files(&root), 0, "{:?}", files_under(&root));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_exact_vectors_file_of_the_same_size_is_never_used() {
+    let dir = tempdir();
+    let root = dir.path().to_str().unwrap();
+    let s = session(root).await;
+    let rows = corpus(&s).await;
+    write_table(&s, "eights", Quantization::I8).await;
+    // Same size, other bytes: the first vector's values swapped for the second's.
+    let path = dir.path().join("eights.idx.vectors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let (a, b) = bytes.split_at_mut(384 * 4);
+    a.swap_with_slice(&mut b[..384 * 4]);
+    std::fs::write(&path, &bytes).unwrap();
+    let s = session(root).await;
+    let v = query(&rows, 10);
+    let (b, stats) = search_sql(
+        &s,
+        &format!(
+            "SELECT id, _distance FROM vector_search('eights', {}, {K})",
+            vec_sql(&v)
+        ),
+    )
+    .await;
+    let reason = stats.fallback_reason.unwrap_or_default();
+    assert_eq!(stats.mode, "exact", "{reason}");
+    assert!(reason.contains("eights.idx.vectors"), "{reason}");
+    for (id, d) in hits(&b) {
+        assert_eq!(d as f32, cosine(&v, &rows[&id]));
+    }
 }

@@ -771,7 +771,7 @@ impl Run {
     {
         let keys: Option<Vec<u64>> = found.hits.iter().map(|h| h.key).collect();
         let from_sibling = match &keys {
-            Some(keys) => loaded.exact_vectors(keys).await?,
+            Some(keys) => loaded.exact_vectors(store, keys).await?,
             None => None,
         };
         let column = match from_sibling {
