@@ -240,6 +240,26 @@ pub(crate) async fn every_form_at_every_precision(
         let recall = overlap as f64 / (4 * K) as f64;
         assert!(recall >= 0.9, "{q}: recall {recall}");
 
+        // EXPLAIN says what the search will run.
+        let plan = s
+            .sql(&format!(
+                "EXPLAIN SELECT id FROM vector_search('{t}', [{}], {K})",
+                vec!["0.1"; 384].join(", ")
+            ))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&plan)
+            .unwrap()
+            .to_string();
+        let want = format!(
+            "quantization={q}, rescore=exact vectors of {}",
+            K * q.default_oversample()
+        );
+        assert_eq!(text.contains(&want), q != Quantization::F32, "{q}: {text}");
+
         // A batch search re-ranks too.
         let batch = s
             .sql(&format!(

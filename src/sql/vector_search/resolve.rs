@@ -357,7 +357,29 @@ impl SearchSpec {
         if !self.target.segments.is_empty() {
             write!(f, ", segments={}", self.target.segments.len())?;
         }
-        Ok(())
+        self.fmt_quantization(f)
+    }
+
+    /// A quantised index's precision and how its candidates are re-ranked (or not).
+    fn fmt_quantization(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let q = self
+            .target
+            .manifest
+            .as_ref()
+            .and_then(|m| m.index.as_ref())
+            .map(|i| i.quantization);
+        match q {
+            Some(q) if q != crate::format::Quantization::F32 => {
+                write!(f, ", quantization={q}")?;
+                if self.options.rescore == Some(false) {
+                    f.write_str(", rescore=false (approximate distances)")
+                } else {
+                    let n = self.options.oversample.unwrap_or(q.default_oversample());
+                    write!(f, ", rescore=exact vectors of {}", self.k.saturating_mul(n))
+                }
+            }
+            _ => Ok(()),
+        }
     }
 
     /// This search, of one segment `part` of its target (what one partition runs).
