@@ -19,7 +19,7 @@ use jammi_db::store::{FileRole, TableSpec};
 
 #[path = "common/minilm.rs"]
 mod minilm;
-use minilm::{DIMS, K, QUERIES, corpus, ground_truth, list, rows, schema, search_with};
+use minilm::{DIMS, K, QUERIES, corpus, ground_truth, held_out, list, rows, schema, search_with};
 
 fn spec(name: &str, q: Quantization) -> TableSpec {
     TableSpec {
@@ -205,11 +205,7 @@ async fn cold_on_s3(
 #[tokio::main]
 async fn main() {
     let vectors = corpus();
-    let total = vectors.len() / DIMS;
-    let indexed = total - QUERIES;
-    let queries: Vec<Vec<f32>> = (indexed..total)
-        .map(|r| vectors[r * DIMS..(r + 1) * DIMS].to_vec())
-        .collect();
+    let (indexed, queries) = held_out(&vectors);
     println!("{indexed} MiniLM rows indexed, {QUERIES} held-out queries, k = {K}");
     let truth = ground_truth(&vectors, indexed, &queries);
     let dir = tempfile::tempdir().unwrap();

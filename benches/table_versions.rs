@@ -20,7 +20,7 @@ use jammi_db::session::JammiSession;
 
 #[path = "common/minilm.rs"]
 mod minilm;
-use minilm::{DIMS, K, QUERIES, corpus, ground_truth, rows, schema, search, spec};
+use minilm::{DIMS, K, QUERIES, corpus, ground_truth, held_out, rows, schema, search, spec};
 
 /// The index files of table `name`'s segments under `root`.
 fn index_files(root: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
@@ -183,11 +183,7 @@ impl object_store::ObjectStore for Counting {
 #[tokio::main]
 async fn main() {
     let vectors = corpus();
-    let total = vectors.len() / DIMS;
-    let indexed = total - QUERIES;
-    let queries: Vec<Vec<f32>> = (indexed..total)
-        .map(|r| vectors[r * DIMS..(r + 1) * DIMS].to_vec())
-        .collect();
+    let (indexed, queries) = held_out(&vectors);
     println!("{indexed} MiniLM rows indexed, {QUERIES} held-out queries, k = {K}");
     let truth = ground_truth(&vectors, indexed, &queries);
     let dir = tempfile::tempdir().unwrap();

@@ -64,6 +64,17 @@ pub fn corpus() -> Vec<f32> {
     out
 }
 
+/// How many rows of `vectors` are indexed, and the held-out queries (the last
+/// [`QUERIES`] rows).
+pub fn held_out(vectors: &[f32]) -> (usize, Vec<Vec<f32>>) {
+    let total = vectors.len() / DIMS;
+    let indexed = total - QUERIES;
+    let queries = (indexed..total)
+        .map(|r| vectors[r * DIMS..(r + 1) * DIMS].to_vec())
+        .collect();
+    (indexed, queries)
+}
+
 /// Rows `from..to` of `vectors` as a batch, ids offset by `id_base`.
 pub fn rows(vectors: &[f32], from: usize, to: usize, id_base: i64) -> RecordBatch {
     let emb = FixedSizeListArray::new(

@@ -104,34 +104,33 @@ pub const SETTLING_INFIX: &str = ".settling-";
 /// Whether a file name is one jammi-db gives its sidecars, leases and manifests (or a
 /// staging copy of one, `<name>#<digits>`): never a source's data.
 pub fn is_sidecar_name(file_name: &str) -> bool {
+    let base = unstaged(file_name);
+    SIDECAR_SUFFIXES.iter().any(|s| base.ends_with(s))
+}
+
+/// The endings jammi-db gives sidecars, leases and manifests.
+const SIDECAR_SUFFIXES: [&str; 5] = [
+    INDEX_SUFFIX,
+    ROWMAP_SUFFIX,
+    VECTORS_SUFFIX,
+    MANIFEST_SUFFIX,
+    LEASE_SUFFIX,
+];
+
+/// `file_name` without a staging (`#<digits>`) or settling (`.settling-<hex>`) tail.
+fn unstaged(file_name: &str) -> &str {
     let base = file_name.split('#').next().unwrap_or(file_name);
-    let base = base.split(SETTLING_INFIX).next().unwrap_or(base);
-    [
-        INDEX_SUFFIX,
-        ROWMAP_SUFFIX,
-        VECTORS_SUFFIX,
-        MANIFEST_SUFFIX,
-        LEASE_SUFFIX,
-    ]
-    .iter()
-    .any(|s| base.ends_with(s))
+    base.split(SETTLING_INFIX).next().unwrap_or(base)
 }
 
 /// The stem a sidecar-named object belongs to (`a.b.idx.usearch`, `a.b.idx.rowmap#3`,
 /// `a.b.idx.lease.json.settling-1f` → `a.b`), if its name is a sidecar's.
 pub fn stem_of_sidecar(file_name: &str) -> Option<&str> {
-    let base = file_name.split('#').next().unwrap_or(file_name);
-    let base = base.split(SETTLING_INFIX).next().unwrap_or(base);
-    [
-        INDEX_SUFFIX,
-        ROWMAP_SUFFIX,
-        VECTORS_SUFFIX,
-        MANIFEST_SUFFIX,
-        LEASE_SUFFIX,
-    ]
-    .iter()
-    .find_map(|s| base.strip_suffix(s))
-    .filter(|stem| !stem.is_empty())
+    let base = unstaged(file_name);
+    SIDECAR_SUFFIXES
+        .iter()
+        .find_map(|s| base.strip_suffix(s))
+        .filter(|stem| !stem.is_empty())
 }
 
 /// The stem of a lease object's name (`<stem>.idx.lease.json`, or a settler's claimed

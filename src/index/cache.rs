@@ -194,10 +194,7 @@ impl IndexCache {
         let index_file = async {
             let idx_url = dir.join(&idx.name)?;
             if let Some(p) = idx_url.local_path() {
-                let path = p.clone();
-                let (size, crc) = tokio::task::spawn_blocking(move || file_crc(&path))
-                    .await
-                    .map_err(|e| JammiError::Index(e.to_string()))??;
+                let (size, crc) = local_crc(&p).await?;
                 return Ok::<_, JammiError>((p, None, size, crc));
             }
             let location = idx_url.object_path()?;
@@ -210,13 +207,7 @@ impl IndexCache {
                 }
                 let crc = match fresh_crc {
                     Some(crc) => crc,
-                    None => {
-                        let p = file.path().to_path_buf();
-                        tokio::task::spawn_blocking(move || file_crc(&p))
-                            .await
-                            .map_err(|e| JammiError::Index(e.to_string()))??
-                            .1
-                    }
+                    None => local_crc(file.path()).await?.1,
                 };
                 if crc == idx.crc32c || fresh_crc.is_some() || refetched {
                     let path = file.path().to_path_buf();
@@ -296,13 +287,7 @@ impl IndexCache {
                 let (file, crc) = local.fetch(&key, &store, &location, entry.size).await?;
                 let crc = match crc {
                     Some(c) => c,
-                    None => {
-                        let p = file.path().to_path_buf();
-                        tokio::task::spawn_blocking(move || file_crc(&p))
-                            .await
-                            .map_err(|e| JammiError::Index(e.to_string()))??
-                            .1
-                    }
+                    None => local_crc(file.path()).await?.1,
                 };
                 if crc != entry.crc32c {
                     drop(file);
@@ -340,10 +325,7 @@ async fn vector_file(
 ) -> Result<VectorFile> {
     let url = dir.join(&entry.name)?;
     if let Some(p) = url.local_path() {
-        let path = p.clone();
-        let (size, crc) = tokio::task::spawn_blocking(move || file_crc(&path))
-            .await
-            .map_err(|e| JammiError::Index(e.to_string()))??;
+        let (size, crc) = local_crc(&p).await?;
         if size != entry.size || crc != entry.crc32c {
             return Err(JammiError::Index(format!(
                 "{} does not match its manifest checksum",
@@ -411,6 +393,14 @@ fn scalar_name(kind: usearch::ScalarKind) -> String {
         .into_iter()
         .find(|q| q.usearch() == kind)
         .map_or_else(|| format!("{kind:?}").to_lowercase(), |q| q.to_string())
+}
+
+/// [`file_crc`] on a blocking thread, for async callers.
+async fn local_crc(path: &Path) -> Result<(u64, u32)> {
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || file_crc(&path))
+        .await
+        .map_err(|e| JammiError::Index(e.to_string()))?
 }
 
 /// Size and CRC32C of a local file.
