@@ -55,6 +55,9 @@ pub struct OpenOptions {
     /// Run the recovery pass at open. Off by default: opening a database only reads it;
     /// recovery runs when asked (`JammiSession::recover`, `jammi recover`).
     pub recover: bool,
+    /// Whether writes merge the small segments they add (`None`: `JAMMI_AUTO_COMPACT`,
+    /// else on; see [`ResultStore::with_auto_compact`]).
+    pub auto_compact: Option<bool>,
 }
 
 /// A jammi database: sources, result tables and SQL over both.
@@ -96,11 +99,11 @@ impl JammiSession {
         }
         let registry = options.registry.unwrap_or_default();
         let catalog = Catalog::new(root.clone(), registry.clone(), options.cloud.clone());
-        let store = Arc::new(ResultStore::with_root(
-            root,
-            registry.clone(),
-            catalog.clone(),
-        )?);
+        let mut store = ResultStore::with_root(root, registry.clone(), catalog.clone())?;
+        if let Some(on) = options.auto_compact {
+            store = store.with_auto_compact(on);
+        }
+        let store = Arc::new(store);
         // Reach the root once now, so a wrong URL or credentials fail at open.
         store.object_store().await?;
         let recovery = if options.recover {
@@ -230,7 +233,7 @@ impl JammiSession {
             return Ok(None);
         }
         crate::format::naming::validate_table_name(&name.table)?;
-        let budget = crate::sql::options::session_segment_max_bytes(&state);
+        let budget = crate::sql::options::session_write(&state).segment_max_bytes;
         let input = c.input.as_ref().clone();
         let rows = self.ctx.execute_logical_plan(input).await?;
         let rows = rows.execute_stream().await?;

@@ -12,15 +12,16 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use futures::StreamExt;
 
 use crate::error::JammiError;
-use crate::store::ResultStore;
+use crate::store::versions::Operation;
+use crate::store::{Change, ResultStore};
 
 /// The sink of an `INSERT INTO` a result table.
 pub(crate) struct AppendSink {
     store: Arc<ResultStore>,
     table: String,
     schema: SchemaRef,
-    /// The session's segment budget.
-    segment_max_bytes: Option<u64>,
+    /// The session's write settings.
+    write: crate::store::WriteSettings,
 }
 
 impl AppendSink {
@@ -28,13 +29,13 @@ impl AppendSink {
         store: Arc<ResultStore>,
         table: String,
         schema: SchemaRef,
-        segment_max_bytes: Option<u64>,
+        write: crate::store::WriteSettings,
     ) -> Self {
         AppendSink {
             store,
             table,
             schema,
-            segment_max_bytes,
+            write,
         }
     }
 }
@@ -68,9 +69,10 @@ impl DataSink for AppendSink {
     ) -> datafusion::error::Result<u64> {
         let schema = data.schema();
         let rows = data.map(|b| b.map_err(JammiError::from));
+        let change = Change::new(Operation::Append, Vec::new()).with_settings(self.write);
         let v = self
             .store
-            .append_table_with(&self.table, schema, rows, self.segment_max_bytes)
+            .commit_change(&self.table, None, change, Some((schema, rows)))
             .await?;
         Ok(v.rows_added)
     }

@@ -44,8 +44,8 @@ pub(crate) struct DeleteExec {
     predicate: Option<Predicate>,
     /// An UPDATE: each table column's new value, over the whole row.
     assignments: Option<Vec<Arc<dyn PhysicalExpr>>>,
-    /// The session's segment budget for an UPDATE's new rows.
-    segment_max_bytes: Option<u64>,
+    /// The session's write settings for an UPDATE's new rows.
+    write: crate::store::WriteSettings,
     properties: Arc<PlanProperties>,
 }
 
@@ -104,7 +104,7 @@ impl DeleteExec {
             schema,
             predicate,
             assignments,
-            segment_max_bytes: crate::sql::options::session_segment_max_bytes(state),
+            write: crate::sql::options::session_write(state),
             properties,
         })
     }
@@ -287,10 +287,8 @@ impl DeleteExec {
         if n == 0 {
             return Ok(0);
         }
-        let change = crate::store::Change {
-            segment_max_bytes: self.segment_max_bytes,
-            ..crate::store::Change::new(crate::store::versions::Operation::Update, deleted)
-        };
+        let change = crate::store::Change::new(crate::store::versions::Operation::Update, deleted)
+            .with_settings(self.write);
         let rows = futures::stream::iter(updated.into_iter().map(Ok));
         let appended = Some((self.schema.clone(), rows));
         self.store
@@ -402,7 +400,7 @@ impl ExecutionPlan for DeleteExec {
             schema: self.schema.clone(),
             predicate: self.predicate.clone(),
             assignments: self.assignments.clone(),
-            segment_max_bytes: self.segment_max_bytes,
+            write: self.write,
             properties: self.properties.clone(),
         };
         let out = schema.clone();

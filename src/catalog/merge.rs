@@ -106,9 +106,9 @@ pub(crate) async fn plan(
     }
     let plan = joined.filter(action.is_not_null())?.project(out)?.build()?;
     let rows = state.create_physical_plan(&plan).await?;
-    let budget = crate::sql::options::session_segment_max_bytes(state);
+    let write = crate::sql::options::session_write(state);
     Ok(Arc::new(MergeExec::new(
-        store, base, schema, rows, acts, keys, name, budget,
+        store, base, schema, rows, acts, keys, name, write,
     )))
 }
 
@@ -368,8 +368,8 @@ pub(crate) struct MergeExec {
     acts: Vec<Act>,
     keys: Vec<String>,
     table: String,
-    /// The session's segment budget for the rows it writes.
-    segment_max_bytes: Option<u64>,
+    /// The session's write settings for the rows it writes.
+    write: crate::store::WriteSettings,
     properties: Arc<PlanProperties>,
 }
 
@@ -383,7 +383,7 @@ impl MergeExec {
         acts: Vec<Act>,
         keys: Vec<String>,
         table: String,
-        segment_max_bytes: Option<u64>,
+        write: crate::store::WriteSettings,
     ) -> Self {
         let properties = crate::catalog::dml::count_properties();
         MergeExec {
@@ -394,7 +394,7 @@ impl MergeExec {
             acts,
             keys,
             table,
-            segment_max_bytes,
+            write,
             properties,
         }
     }
@@ -408,7 +408,7 @@ impl MergeExec {
             self.acts.clone(),
             self.keys.clone(),
             self.table.clone(),
-            self.segment_max_bytes,
+            self.write,
         )
     }
 
@@ -475,10 +475,7 @@ impl MergeExec {
             .into_iter()
             .map(|(s, rows)| (self.base.segments[s as usize].path.clone(), rows))
             .collect();
-        let change = Change {
-            segment_max_bytes: self.segment_max_bytes,
-            ..Change::new(Operation::Merge, deleted)
-        };
+        let change = Change::new(Operation::Merge, deleted).with_settings(self.write);
         let appended = (!written.is_empty()).then(|| {
             let rows = futures::stream::iter(written.into_iter().map(Ok));
             (self.schema.clone(), rows)

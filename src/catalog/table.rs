@@ -374,7 +374,7 @@ impl TableProvider for IndexedTable {
             store.clone(),
             self.name().to_string(),
             self.schema(),
-            crate::sql::options::session_segment_max_bytes(state),
+            crate::sql::options::session_write(state),
         );
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }

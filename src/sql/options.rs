@@ -147,20 +147,23 @@ impl ConfigExtension for JammiOptions {
 }
 
 /// Keys of the `jammi.*` session settings (`SET jammi.<key> = ...`).
-pub const SETTING_KEYS: [&str; 2] = ["segment_max_bytes", "quantization"];
+pub const SETTING_KEYS: [&str; 3] = ["segment_max_bytes", "quantization", "auto_compact"];
 
 /// `jammi.*` session settings, read by the writes of the session: `SET
 /// jammi.segment_max_bytes = '256MiB'` bounds the rows of each segment an `INSERT`,
 /// `UPDATE` or `MERGE` writes (a larger write is split into several); `SET
 /// jammi.quantization = 'i8'` is the index precision of the tables `CREATE TABLE ... AS`
-/// creates through `JammiSession::sql` (the CLI, Python; appends keep their table's). Only settings that were set are listed, so a
-/// session's `SHOW ALL` is unchanged until one is.
+/// creates through `JammiSession::sql` (the CLI, Python; appends keep their table's); `SET
+/// jammi.auto_compact = false` stops its writes merging the small segments they add. Only
+/// settings that were set are listed, so a session's `SHOW ALL` is unchanged until one is.
 #[derive(Debug, Clone, Default)]
 pub struct JammiSettings {
     /// Bytes of rows (Arrow's in-memory size) per segment.
     pub segment_max_bytes: Option<u64>,
     /// Index precision of new tables.
     pub quantization: Option<crate::format::Quantization>,
+    /// Whether writes merge the size tiers of small segments they fill.
+    pub auto_compact: Option<bool>,
 }
 
 impl ExtensionOptions for JammiSettings {
@@ -193,6 +196,12 @@ impl ExtensionOptions for JammiSettings {
                 self.quantization = Some(q);
                 Ok(())
             }
+            "auto_compact" => {
+                let on = parse_bool(value)
+                    .map_err(|e| DataFusionError::Configuration(format!("jammi.{short}: {e}")))?;
+                self.auto_compact = Some(on);
+                Ok(())
+            }
             _ => Err(DataFusionError::Configuration(format!(
                 "unknown setting 'jammi.{short}'; valid settings: {}",
                 SETTING_KEYS.map(|k| format!("jammi.{k}")).join(", ")
@@ -211,7 +220,12 @@ impl ExtensionOptions for JammiSettings {
             value: Some(q.to_string()),
             description: "index precision of the tables this session creates",
         });
-        budget.into_iter().chain(precision).collect()
+        let merges = self.auto_compact.map(|on| ConfigEntry {
+            key: "jammi.auto_compact".into(),
+            value: Some(on.to_string()),
+            description: "whether this session's writes merge the small segments they add",
+        });
+        budget.into_iter().chain(precision).chain(merges).collect()
     }
 }
 
@@ -258,6 +272,15 @@ pub fn parse_bytes(value: &str) -> std::result::Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// `true` or `false` (case and spaces ignored).
+pub fn parse_bool(value: &str) -> std::result::Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("'{value}' is not a boolean: use 'true' or 'false'")),
+    }
+}
+
 /// A duration: a number with a unit `s`, `m`, `h`, `d` or `w` (e.g. `'7d'`, `'36h'`,
 /// `'0s'`), or seconds without one.
 pub fn parse_duration(value: &str) -> std::result::Result<std::time::Duration, String> {
@@ -292,13 +315,15 @@ pub(crate) fn session_quantization(
         .and_then(|s| s.quantization)
 }
 
-/// The session's `jammi.segment_max_bytes`, if set.
-pub(crate) fn session_segment_max_bytes(state: &dyn datafusion::catalog::Session) -> Option<u64> {
-    state
-        .config_options()
-        .extensions
-        .get::<JammiSettings>()
-        .and_then(|s| s.segment_max_bytes)
+/// The session's settings for its writes (`jammi.segment_max_bytes`, `jammi.auto_compact`).
+pub(crate) fn session_write(
+    state: &dyn datafusion::catalog::Session,
+) -> crate::store::WriteSettings {
+    let settings = state.config_options().extensions.get::<JammiSettings>();
+    crate::store::WriteSettings {
+        segment_max_bytes: settings.and_then(|s| s.segment_max_bytes),
+        auto_compact: settings.and_then(|s| s.auto_compact),
+    }
 }
 
 #[cfg(test)]

@@ -89,34 +89,91 @@ impl ResultStore {
             .cloned()
             .collect();
         let before = base.segments.len();
-        let nothing = CompactReport {
-            version: None,
-            segments_before: before,
-            segments_after: before,
-            rewritten: 0,
-            rows: 0,
-        };
         if picked.len() < 2 && !picked.iter().any(|s| s.deleted.is_some()) {
-            return Ok(nothing);
+            return Ok(CompactReport {
+                version: None,
+                segments_before: before,
+                segments_after: before,
+                rewritten: 0,
+                rows: 0,
+            });
         }
+        let (rewritten, rows) = (
+            picked.len(),
+            picked.iter().map(SegmentRef::rows).sum::<u64>(),
+        );
+        let v = self.rewrite(name, &manifest, &base, picked, budget).await?;
+        Ok(CompactReport {
+            version: Some(v.version),
+            segments_before: before,
+            segments_after: v.segments.len(),
+            rewritten,
+            rows,
+        })
+    }
+
+    /// After a change committed `v`, merges the size tiers of small segments it filled
+    /// ([`tier_to_merge`]), each as a version of its own, until none is full. `budget`:
+    /// the change's segment budget (`None`: the table's, else the store's). Returns what
+    /// was merged, if anything.
+    pub(crate) async fn merge_filled_tier(
+        &self,
+        name: &str,
+        v: &TableVersion,
+        budget: Option<u64>,
+    ) -> Result<Option<CompactReport>> {
+        let manifest = self.manifest(name).await?;
+        let budget = match budget.or(manifest.segment_max_bytes) {
+            Some(b) => b,
+            None => self.segment_budget()?,
+        };
+        let mut report: Option<CompactReport> = None;
+        let mut base = v.clone();
+        loop {
+            let picked = tier_to_merge(&base.segments, budget);
+            if picked.is_empty() {
+                return Ok(report);
+            }
+            let (rewritten, rows) = (
+                picked.len(),
+                picked.iter().map(SegmentRef::rows).sum::<u64>(),
+            );
+            let before = base.segments.len();
+            base = self.rewrite(name, &manifest, &base, picked, budget).await?;
+            let so_far = report.get_or_insert(CompactReport {
+                version: None,
+                segments_before: before,
+                segments_after: before,
+                rewritten: 0,
+                rows: 0,
+            });
+            so_far.version = Some(base.version);
+            so_far.segments_after = base.segments.len();
+            so_far.rewritten += rewritten;
+            so_far.rows += rows;
+        }
+    }
+
+    /// Rewrites the live rows of `picked`, segments of `base`, into segments of about
+    /// `budget`, committed as a compaction in their place.
+    async fn rewrite(
+        &self,
+        name: &str,
+        manifest: &crate::format::manifest::Manifest,
+        base: &TableVersion,
+        picked: Vec<SegmentRef>,
+        budget: u64,
+    ) -> Result<TableVersion> {
+        let store = self.object_store().await?;
         let schema = manifest.schema()?;
-        let rows = picked.iter().map(SegmentRef::rows).sum();
         let change = Change {
             segment_max_bytes: Some(budget),
             replaced: picked.iter().map(|s| s.path.clone()).collect(),
             ..Change::new(Operation::Compact, Vec::new())
         };
-        let live = live_rows(store, self.root().clone(), schema.clone(), picked.clone());
-        let v = self
-            .commit_change(name, Some(&base), change, Some((schema, Box::pin(live))))
-            .await?;
-        Ok(CompactReport {
-            version: Some(v.version),
-            segments_before: before,
-            segments_after: v.segments.len(),
-            rewritten: picked.len(),
-            rows,
-        })
+        let live = live_rows(store, self.root().clone(), schema.clone(), picked);
+        self.commit_version(name, Some(base), change, Some((schema, Box::pin(live))))
+            .await
     }
 
     /// Removes what only versions of result table `name` replaced more than `older_than`
@@ -266,15 +323,57 @@ impl ResultStore {
     }
 }
 
-/// Whether compaction rewrites `seg`: small beside the budget, or many rows deleted.
-fn worth_rewriting(seg: &SegmentRef, budget: u64, deleted_fraction: f64) -> bool {
-    let bytes: u64 = seg
-        .manifest
+/// Segments that merge when a change fills their size tier: [`MERGE_FACTOR`] or more
+/// small segments (Parquet under half the segment `budget`) of about one size — the largest
+/// at most `MERGE_FACTOR` times the smallest, sizes under [`TIER_FLOOR`] counting as that —
+/// the group of the smallest sizes first, in table order. Empty when no tier is full.
+///
+/// Each merge makes a segment at least `MERGE_FACTOR` times its tier's smallest, so a row is
+/// rewritten about log(budget / write size) times however many writes a table takes, and
+/// a table grown by n equal writes keeps O(log n) segments (the log-structured merge of
+/// Lucene's merge policies).
+pub fn tier_to_merge(segments: &[SegmentRef], budget: u64) -> Vec<SegmentRef> {
+    let mut small: Vec<(u64, &str)> = segments
+        .iter()
+        .map(|s| (parquet_bytes(s), s.path.as_str()))
+        .filter(|(b, _)| *b < budget / 2)
+        .map(|(b, p)| (b.max(TIER_FLOOR), p))
+        .collect();
+    small.sort_by_key(|(b, _)| *b);
+    for (i, (smallest, _)) in small.iter().enumerate() {
+        let top = smallest.saturating_mul(MERGE_FACTOR);
+        let tier = small[i..].iter().take_while(|(b, _)| *b <= top).count();
+        if tier >= MERGE_FACTOR as usize {
+            let paths: BTreeSet<&str> = small[i..i + tier].iter().map(|(_, p)| *p).collect();
+            return segments
+                .iter()
+                .filter(|s| paths.contains(s.path.as_str()))
+                .cloned()
+                .collect();
+        }
+    }
+    Vec::new()
+}
+
+/// Segments of about one size that fill a tier (see [`tier_to_merge`]).
+pub const MERGE_FACTOR: u64 = 3;
+
+/// Segments under this size (Parquet bytes) are one tier.
+pub const TIER_FLOOR: u64 = 1 << 20;
+
+/// Bytes of `seg`'s Parquet file.
+fn parquet_bytes(seg: &SegmentRef) -> u64 {
+    seg.manifest
         .files
         .iter()
         .filter(|f| f.role == FileRole::Parquet)
         .map(|f| f.size)
-        .sum();
+        .sum()
+}
+
+/// Whether compaction rewrites `seg`: small beside the budget, or many rows deleted.
+fn worth_rewriting(seg: &SegmentRef, budget: u64, deleted_fraction: f64) -> bool {
+    let bytes = parquet_bytes(seg);
     let deleted = seg.deleted.as_ref().map_or(0, |d| d.rows);
     bytes < budget / 2
         || (deleted > 0 && deleted as f64 >= deleted_fraction * seg.manifest.rows.max(1) as f64)
@@ -491,4 +590,117 @@ pub(crate) async fn live_rows_at(
         );
         Ok((batch, rows))
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::manifest::{FileEntry, Manifest};
+
+    /// A segment `path` whose Parquet file has `bytes`.
+    fn seg(path: &str, bytes: u64) -> SegmentRef {
+        SegmentRef {
+            path: path.into(),
+            manifest: Manifest {
+                format_version: 2,
+                table: path.into(),
+                created_at: String::new(),
+                writer: None,
+                kind: None,
+                source: None,
+                task: None,
+                model: None,
+                key_column: None,
+                rows: bytes / 100,
+                schema_ipc: String::new(),
+                index: None,
+                files: vec![FileEntry {
+                    role: FileRole::Parquet,
+                    name: format!("{path}.parquet"),
+                    size: bytes,
+                    crc32c: 0,
+                    e_tag: None,
+                    version: None,
+                }],
+                segment_max_bytes: None,
+            },
+            deleted: None,
+        }
+    }
+
+    fn paths(segments: &[SegmentRef]) -> Vec<&str> {
+        segments.iter().map(|s| s.path.as_str()).collect()
+    }
+
+    const MB: u64 = 1 << 20;
+    const BUDGET: u64 = 256 * MB;
+
+    #[test]
+    fn a_tier_merges_once_it_holds_three_segments_of_about_one_size() {
+        let two = [seg("a", 10 * MB), seg("b", 11 * MB)];
+        assert!(tier_to_merge(&two, BUDGET).is_empty());
+        let three = [seg("a", 10 * MB), seg("b", 11 * MB), seg("c", 9 * MB)];
+        assert_eq!(paths(&tier_to_merge(&three, BUDGET)), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_large_segment_beside_small_ones_is_not_rewritten() {
+        // An append to a large table: its own segment stays, the small ones wait for peers.
+        let segs = [seg("big", 90 * MB), seg("s1", 9 * MB), seg("s2", 9 * MB)];
+        assert!(tier_to_merge(&segs, BUDGET).is_empty());
+        let segs = [
+            seg("big", 90 * MB),
+            seg("s1", 9 * MB),
+            seg("s2", 9 * MB),
+            seg("s3", 8 * MB),
+        ];
+        assert_eq!(paths(&tier_to_merge(&segs, BUDGET)), ["s1", "s2", "s3"]);
+    }
+
+    #[test]
+    fn segments_of_half_the_budget_or_more_never_merge() {
+        let full = [seg("a", 128 * MB), seg("b", 130 * MB), seg("c", 129 * MB)];
+        assert!(tier_to_merge(&full, BUDGET).is_empty());
+    }
+
+    #[test]
+    fn tiny_segments_are_one_tier_and_merge_in_table_order() {
+        let segs = [
+            seg("x", 10),
+            seg("y", 900_000),
+            seg("z", 3),
+            seg("w", 40 * MB),
+        ];
+        assert_eq!(paths(&tier_to_merge(&segs, BUDGET)), ["x", "y", "z"]);
+    }
+
+    #[test]
+    fn equal_writes_keep_a_logarithmic_number_of_segments() {
+        // 81 writes of 1 MiB each, merging after every write as the store does.
+        let mut table: Vec<SegmentRef> = Vec::new();
+        let mut rewritten = 0u64;
+        for i in 0..81 {
+            table.push(seg(&format!("w{i}"), MB));
+            loop {
+                let picked = tier_to_merge(&table, BUDGET);
+                if picked.is_empty() {
+                    break;
+                }
+                let bytes: u64 = picked.iter().map(parquet_bytes).sum();
+                rewritten += bytes;
+                let names = paths(&picked).join("+");
+                table.retain(|s| !picked.iter().any(|p| p.path == s.path));
+                table.push(seg(&names, bytes));
+            }
+        }
+        assert!(
+            table.len() <= 8,
+            "{} segments: {:?}",
+            table.len(),
+            paths(&table)
+        );
+        // Each MiB is rewritten once per tier it climbs: log3(81) = 4 times.
+        assert!(rewritten <= 4 * 81 * MB, "rewrote {} MiB", rewritten / MB);
+        assert_eq!(table.iter().map(parquet_bytes).sum::<u64>(), 81 * MB);
+    }
 }

@@ -67,6 +67,19 @@ pub struct Change {
     /// Segments (paths, of the version the change was planned on) the added ones replace
     /// — a compaction; empty: the added segments come after the others.
     pub replaced: Vec<String>,
+    /// Whether a change that adds segments then merges a size tier they filled (a
+    /// session's `jammi.auto_compact`); `None`: the store's setting.
+    pub auto_compact: Option<bool>,
+}
+
+/// A session's settings for the changes it makes (`SET jammi.segment_max_bytes`, `SET
+/// jammi.auto_compact`); `None`: the table's, else the store's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteSettings {
+    /// Bytes of rows per segment the change adds.
+    pub segment_max_bytes: Option<u64>,
+    /// Whether the change merges a size tier its segments filled.
+    pub auto_compact: Option<bool>,
 }
 
 impl Change {
@@ -80,6 +93,16 @@ impl Change {
             deleted,
             segment_max_bytes: None,
             replaced: Vec::new(),
+            auto_compact: None,
+        }
+    }
+
+    /// This change with a session's write settings.
+    pub fn with_settings(self, settings: WriteSettings) -> Self {
+        Change {
+            segment_max_bytes: settings.segment_max_bytes,
+            auto_compact: settings.auto_compact,
+            ..self
         }
     }
 }
@@ -209,6 +232,7 @@ pub struct ResultStore {
     index_cache: Arc<IndexCache>,
     lease_ttl: Option<Duration>,
     segment_max_bytes: Option<u64>,
+    auto_compact: Option<bool>,
 }
 
 /// Default in-memory size of the rows of one segment an append writes: its index build then
@@ -240,7 +264,29 @@ impl ResultStore {
             index_cache: Arc::new(IndexCache::with_defaults()),
             lease_ttl: None,
             segment_max_bytes: None,
+            auto_compact: None,
         })
+    }
+
+    /// Whether appends, updates and merges that fill a size tier of small segments also
+    /// merge it (see [`maintain::tier_to_merge`]), so a table that grows by many small
+    /// writes keeps few segments. Default: `JAMMI_AUTO_COMPACT` (`true` or `false`), else
+    /// on.
+    pub fn with_auto_compact(mut self, on: bool) -> Self {
+        self.auto_compact = Some(on);
+        self
+    }
+
+    /// Whether a change with `setting` (a session's) merges filled tiers.
+    fn auto_compacts(&self, setting: Option<bool>) -> Result<bool> {
+        if let Some(on) = setting.or(self.auto_compact) {
+            return Ok(on);
+        }
+        match std::env::var("JAMMI_AUTO_COMPACT") {
+            Err(_) => Ok(true),
+            Ok(v) => crate::sql::options::parse_bool(&v)
+                .map_err(|e| JammiError::Config(format!("JAMMI_AUTO_COMPACT: {e}"))),
+        }
     }
 
     /// Appends of more than `bytes` of rows (Arrow's in-memory size) are written as several
@@ -574,7 +620,43 @@ impl ResultStore {
     /// deleted by the other writer, and a merge only when no rows were added meanwhile
     /// (they could hold its keys). Otherwise [`JammiError::Conflict`], with nothing of this
     /// change visible.
+    ///
+    /// A change that added segments then merges a size tier they filled, when auto
+    /// compaction is on ([`with_auto_compact`](Self::with_auto_compact)), as a version of
+    /// its own. That merge is an optimisation: it failing (a racing delete of its
+    /// segments, a storage error) is logged, never returned — this change has committed.
     pub async fn commit_change<S>(
+        &self,
+        name: &str,
+        base: Option<&versions::TableVersion>,
+        change: Change,
+        appended: Option<(SchemaRef, S)>,
+    ) -> Result<versions::TableVersion>
+    where
+        S: Stream<Item = Result<RecordBatch>> + Send + Unpin,
+    {
+        let merges = appended.is_some()
+            && change.replaced.is_empty()
+            && self.auto_compacts(change.auto_compact)?;
+        let budget = change.segment_max_bytes;
+        let v = self.commit_version(name, base, change, appended).await?;
+        if merges && v.segments.len() > 1 {
+            match self.merge_filled_tier(name, &v, budget).await {
+                Ok(Some(r)) => tracing::info!(
+                    "{name}: merged {} small segments ({} rows) into version {:?}",
+                    r.rewritten,
+                    r.rows,
+                    r.version
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("{name}: small segments left unmerged: {e}"),
+            }
+        }
+        Ok(v)
+    }
+
+    /// [`commit_change`](Self::commit_change) without the merge after it.
+    pub(crate) async fn commit_version<S>(
         &self,
         name: &str,
         base: Option<&versions::TableVersion>,
