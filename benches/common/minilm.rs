@@ -179,3 +179,47 @@ pub async fn search_with(
         found as f64 / (K * queries.len()) as f64,
     )
 }
+
+/// Warm p50s and recalls@K of prepared searches of `tables`, timed side by side: 5
+/// passes, each running every query on one table and then on the next, so a noisy machine
+/// weighs on all alike while each table's searches stay warm in the caches.
+pub async fn search_side_by_side(
+    s: &JammiSession,
+    tables: &[&str],
+    queries: &[Vec<f32>],
+    truth: &[Vec<i64>],
+) -> Vec<(Duration, f64)> {
+    let mut prepared = Vec::new();
+    let mut recalls = Vec::new();
+    for table in tables {
+        let sql = format!("SELECT id FROM vector_search('{table}', $1, {K})");
+        let p = s.prepare(&sql).await.unwrap();
+        let mut found = 0usize;
+        for (q, t) in queries.iter().zip(truth) {
+            for b in p.collect(vec![list(q)]).await.unwrap() {
+                let ids = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                found += ids.values().iter().filter(|i| t.contains(i)).count();
+            }
+        }
+        recalls.push(found as f64 / (K * queries.len()) as f64);
+        prepared.push(p);
+    }
+    let mut times = vec![Vec::new(); tables.len()];
+    for _ in 0..5 {
+        for (p, times) in prepared.iter().zip(&mut times) {
+            for q in queries {
+                let t = Instant::now();
+                std::hint::black_box(p.collect(vec![list(q)]).await.unwrap());
+                times.push(t.elapsed());
+            }
+        }
+    }
+    times
+        .into_iter()
+        .zip(recalls)
+        .map(|(mut t, r)| {
+            t.sort();
+            (t[t.len() / 2], r)
+        })
+        .collect()
+}

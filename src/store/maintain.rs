@@ -325,13 +325,15 @@ impl ResultStore {
 
 /// Segments that merge when a change fills their size tier: [`MERGE_FACTOR`] or more
 /// small segments (Parquet under half the segment `budget`) of about one size — the largest
-/// at most `MERGE_FACTOR` times the smallest, sizes under [`TIER_FLOOR`] counting as that —
+/// at most [`TIER_RATIO`] times the smallest, sizes under [`TIER_FLOOR`] counting as that —
 /// the group of the smallest sizes first, in table order. Empty when no tier is full.
 ///
-/// Each merge makes a segment at least `MERGE_FACTOR` times its tier's smallest, so a row is
-/// rewritten about log(budget / write size) times however many writes a table takes, and
-/// a table grown by n equal writes keeps O(log n) segments (the log-structured merge of
-/// Lucene's merge policies).
+/// A merge makes a segment at least 1.5 times the largest it rewrites (the other two are
+/// at least a quarter of it), so a row is rewritten at most log₁.₅(budget / write size)
+/// times however many writes a table takes (about log₃ for equal writes), and a table grown
+/// by n equal writes keeps O(log n) segments: the log-structured merging of Lucene's merge
+/// policies. The ratio is looser than the factor so that three merged writes (a little more
+/// or less than three times one, as Parquet sizes go) still join the next two.
 pub fn tier_to_merge(segments: &[SegmentRef], budget: u64) -> Vec<SegmentRef> {
     let mut small: Vec<(u64, &str)> = segments
         .iter()
@@ -341,7 +343,7 @@ pub fn tier_to_merge(segments: &[SegmentRef], budget: u64) -> Vec<SegmentRef> {
         .collect();
     small.sort_by_key(|(b, _)| *b);
     for (i, (smallest, _)) in small.iter().enumerate() {
-        let top = smallest.saturating_mul(MERGE_FACTOR);
+        let top = smallest.saturating_mul(TIER_RATIO);
         let tier = small[i..].iter().take_while(|(b, _)| *b <= top).count();
         if tier >= MERGE_FACTOR as usize {
             let paths: BTreeSet<&str> = small[i..i + tier].iter().map(|(_, p)| *p).collect();
@@ -357,6 +359,9 @@ pub fn tier_to_merge(segments: &[SegmentRef], budget: u64) -> Vec<SegmentRef> {
 
 /// Segments of about one size that fill a tier (see [`tier_to_merge`]).
 pub const MERGE_FACTOR: u64 = 3;
+
+/// The largest segment of a tier is at most this many times its smallest.
+pub const TIER_RATIO: u64 = 4;
 
 /// Segments under this size (Parquet bytes) are one tier.
 pub const TIER_FLOOR: u64 = 1 << 20;
@@ -646,15 +651,28 @@ mod tests {
     #[test]
     fn a_large_segment_beside_small_ones_is_not_rewritten() {
         // An append to a large table: its own segment stays, the small ones wait for peers.
-        let segs = [seg("big", 90 * MB), seg("s1", 9 * MB), seg("s2", 9 * MB)];
+        let segs = [seg("big", 40 * MB), seg("s1", 9 * MB), seg("s2", 9 * MB)];
         assert!(tier_to_merge(&segs, BUDGET).is_empty());
         let segs = [
-            seg("big", 90 * MB),
+            seg("big", 40 * MB),
             seg("s1", 9 * MB),
             seg("s2", 9 * MB),
             seg("s3", 8 * MB),
         ];
         assert_eq!(paths(&tier_to_merge(&segs, BUDGET)), ["s1", "s2", "s3"]);
+    }
+
+    #[test]
+    fn three_merged_writes_join_the_next_two_whatever_the_rounding() {
+        // Three writes merged come out a little over or under three times one write.
+        for merged in [26 * MB + MB / 2, 27 * MB, 28 * MB] {
+            let segs = [
+                seg("m", merged),
+                seg("a", 9 * MB),
+                seg("b", 9 * MB - MB / 4),
+            ];
+            assert_eq!(paths(&tier_to_merge(&segs, BUDGET)), ["m", "a", "b"]);
+        }
     }
 
     #[test]
