@@ -115,7 +115,12 @@ class Database:
         quantization: str = "f32",
     ) -> dict[str, Any]: ...
     def append(
-        self, table: str, data: Any, *, segment_max_bytes: int | str | None = None
+        self,
+        table: str,
+        data: Any,
+        *,
+        segment_max_bytes: int | str | None = None,
+        auto_compact: bool | None = None,
     ) -> dict[str, Any]: ...
     def merge(self, table: str, data: Any, on: str | list[str]) -> int: ...
     def compact(self, table: str) -> dict[str, Any]: ...

@@ -438,16 +438,26 @@ impl Database {
     /// `data` is what `write_table` takes. Returns the version: `version`, `rows` (live rows
     /// of the table), `rows_added`, `segments`.
     /// `segment_max_bytes` (bytes, or a size such as `"256MiB"`) bounds each segment this
-    /// append writes (default: the table's own, else 256 MiB).
-    #[pyo3(signature = (table, data, *, segment_max_bytes=None))]
+    /// append writes (default: the table's own, else 256 MiB). `auto_compact=False` leaves
+    /// the small segments it fills a tier with unmerged (default: merged, as a later
+    /// version; `JAMMI_AUTO_COMPACT`).
+    #[pyo3(signature = (table, data, *, segment_max_bytes=None, auto_compact=None))]
     fn append<'py>(
         &self,
         py: Python<'py>,
         table: String,
         data: Bound<'py, PyAny>,
         segment_max_bytes: Option<Bound<'py, PyAny>>,
+        auto_compact: Option<bool>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let budget = byte_size(segment_max_bytes, "segment_max_bytes")?;
+        let settings = jammi_db::store::WriteSettings {
+            segment_max_bytes: byte_size(segment_max_bytes, "segment_max_bytes")?,
+            auto_compact,
+        };
+        let change = || {
+            jammi_db::store::Change::new(jammi_db::store::versions::Operation::Append, vec![])
+                .with_settings(settings)
+        };
         self.changed();
         let v = if let Ok(result) = data.cast::<QueryResult>() {
             let df = result.get().dataframe(py)?;
@@ -455,7 +465,7 @@ impl Database {
                 let schema = Arc::new(df.schema().as_arrow().clone());
                 let stream = df.execute_stream().await?.map_err(JammiError::from);
                 s.result_store()
-                    .append_table_with(&table, schema, stream, budget)
+                    .commit_change(&table, None, change(), Some((schema, stream)))
                     .await
             })?
         } else {
@@ -464,7 +474,7 @@ impl Database {
             run(py, self, |s| async move {
                 let (schema, batches) = reader_stream(reader);
                 s.result_store()
-                    .append_table_with(&table, schema, batches, budget)
+                    .commit_change(&table, None, change(), Some((schema, batches)))
                     .await
             })?
         };

@@ -397,7 +397,7 @@ def test_merge_upserts_changed_documents_by_key(db, table):
 
 def test_compact_keeps_the_answers_and_vacuum_removes_only_replaced_files(db, table, tmp_path):
     for start in (50, 60, 70):
-        db.append(table, papers(start + 10).slice(start))
+        db.append(table, papers(start + 10).slice(start), auto_compact=False)
     db.sql(f'DELETE FROM jammi.public."{table}" WHERE id % 3 = 0').to_pylist()
     q = f'SELECT id FROM jammi.public."{table}" ORDER BY id'
     before = db.sql(q).to_pylist()
@@ -416,3 +416,19 @@ def test_compact_keeps_the_answers_and_vacuum_removes_only_replaced_files(db, ta
     assert db.sql(q).to_pylist() == before
     with pytest.raises(ValueError, match="older_than"):
         db.vacuum(table, older_than="soon")
+
+
+def test_small_appends_merge_as_their_tier_fills_unless_told_not_to(db, table):
+    kept = db.append(table, papers(60).slice(50), auto_compact=False)
+    assert kept["segments"] == 2, kept
+    # The third small segment fills the tier: merged into one as the version after.
+    landed = db.append(table, papers(70).slice(60))
+    assert landed["segments"] == 3 and landed["rows"] == 70, landed
+    latest = db.sql(f'SELECT count(*) AS n FROM jammi.public."{table}"').to_pylist()
+    assert latest == [{"n": 70}]
+    # Version 3 is the merge, of the same rows.
+    merged = db.sql(f'SELECT count(*) AS n FROM jammi.public."{table}@3"').to_pylist()
+    assert merged == [{"n": 70}]
+    assert db.search(table, vector(65), k=1, exact=True).to_pylist()[0]["id"] == 65
+    with pytest.raises(TypeError):
+        db.append(table, papers(80).slice(70), auto_compact="no")
