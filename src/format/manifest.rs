@@ -127,6 +127,10 @@ pub struct Manifest {
     /// when it was created); absent: the writer's setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment_max_bytes: Option<u64>,
+    /// Arrow in-memory bytes of the rows written (what a segment budget counts); absent in
+    /// files written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_bytes: Option<u64>,
 }
 
 impl Manifest {

@@ -18,7 +18,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use super::versions::{self, Operation, SegmentRef, TableVersion};
 use super::{Change, ResultStore, delete_if_present, delete_sidecars, lease, read, txn};
 use crate::error::{JammiError, Result};
-use crate::format::manifest::FileRole;
+use crate::format::manifest::{FileRole, Manifest};
 use crate::format::naming;
 
 /// Default retention of `vacuum`: versions replaced more recently stay readable.
@@ -113,44 +113,48 @@ impl ResultStore {
     }
 
     /// After a change committed `v`, merges the size tiers of small segments it filled
-    /// ([`tier_to_merge`]), each as a version of its own, until none is full. `budget`:
-    /// the change's segment budget (`None`: the table's, else the store's). Returns what
-    /// was merged, if anything.
-    pub(crate) async fn merge_filled_tier(
+    /// ([`tier_to_merge`]), each as a version of its own, until none is full or a merge
+    /// fails (logged: the change has committed either way). `budget`: the change's segment
+    /// budget (`None`: the table's, else the store's).
+    pub(crate) async fn merge_filled_tiers(
         &self,
         name: &str,
         v: &TableVersion,
         budget: Option<u64>,
-    ) -> Result<Option<CompactReport>> {
-        let manifest = self.manifest(name).await?;
-        let budget = match budget.or(manifest.segment_max_bytes) {
-            Some(b) => b,
-            None => self.segment_budget()?,
+    ) {
+        let ready = async {
+            let manifest = self.manifest(name).await?;
+            let budget = match budget.or(manifest.segment_max_bytes) {
+                Some(b) => b,
+                None => self.segment_budget()?,
+            };
+            Ok::<_, JammiError>((manifest, budget))
         };
-        let mut report: Option<CompactReport> = None;
+        let (manifest, budget) = match ready.await {
+            Ok(r) => r,
+            Err(e) => return tracing::warn!("{name}: small segments left unmerged: {e}"),
+        };
         let mut base = v.clone();
         loop {
             let picked = tier_to_merge(&base.segments, budget);
             if picked.is_empty() {
-                return Ok(report);
+                return;
             }
-            let (rewritten, rows) = (
-                picked.len(),
-                picked.iter().map(SegmentRef::rows).sum::<u64>(),
+            let (before, rewritten) = (base.segments.len(), picked.len());
+            let rows: u64 = picked.iter().map(SegmentRef::rows).sum();
+            base = match self.rewrite(name, &manifest, &base, picked, budget).await {
+                Ok(next) => next,
+                Err(e) => return tracing::warn!("{name}: small segments left unmerged: {e}"),
+            };
+            tracing::info!(
+                "{name}: merged {rewritten} small segments ({rows} rows) as version {}",
+                base.version
             );
-            let before = base.segments.len();
-            base = self.rewrite(name, &manifest, &base, picked, budget).await?;
-            let so_far = report.get_or_insert(CompactReport {
-                version: None,
-                segments_before: before,
-                segments_after: before,
-                rewritten: 0,
-                rows: 0,
-            });
-            so_far.version = Some(base.version);
-            so_far.segments_after = base.segments.len();
-            so_far.rewritten += rewritten;
-            so_far.rows += rows;
+            // Rows that make as many segments as they came from (the budget cut them) are
+            // not merged again.
+            if base.segments.len() + (MERGE_FACTOR as usize - 1) > before {
+                return;
+            }
         }
     }
 
@@ -159,7 +163,7 @@ impl ResultStore {
     async fn rewrite(
         &self,
         name: &str,
-        manifest: &crate::format::manifest::Manifest,
+        manifest: &Manifest,
         base: &TableVersion,
         picked: Vec<SegmentRef>,
         budget: u64,
@@ -324,20 +328,22 @@ impl ResultStore {
 }
 
 /// Segments that merge when a change fills their size tier: [`MERGE_FACTOR`] or more
-/// small segments (Parquet under half the segment `budget`) of about one size — the largest
-/// at most [`TIER_RATIO`] times the smallest, sizes under [`TIER_FLOOR`] counting as that —
-/// the group of the smallest sizes first, in table order. Empty when no tier is full.
+/// small segments (under half the segment `budget`, sized as the budget counts: Arrow bytes
+/// of their rows) of about one size — the largest at most [`TIER_RATIO`] times the
+/// smallest, sizes under [`TIER_FLOOR`] counting as that — the group of the smallest sizes
+/// first, in table order. Empty when no tier is full.
 ///
-/// A merge makes a segment at least 1.5 times the largest it rewrites (the other two are
-/// at least a quarter of it), so a row is rewritten at most log₁.₅(budget / write size)
-/// times however many writes a table takes (about log₃ for equal writes), and a table grown
-/// by n equal writes keeps O(log n) segments: the log-structured merging of Lucene's merge
-/// policies. The ratio is looser than the factor so that three merged writes (a little more
-/// or less than three times one, as Parquet sizes go) still join the next two.
+/// A merge within the budget makes a segment at least 1.5 times the largest it rewrites
+/// (the other two are at least a quarter of it), so a row is rewritten about
+/// log₃(budget / write size) times for equal writes however many a table takes, and a
+/// table grown by n equal writes keeps O(log n) segments: the log-structured merging of
+/// Lucene's merge policies. A merge over the budget makes full segments (never merged
+/// again) and a remainder. The ratio is looser than the factor so that three merged writes
+/// (a little more or less than three times one) still join the next two.
 pub fn tier_to_merge(segments: &[SegmentRef], budget: u64) -> Vec<SegmentRef> {
     let mut small: Vec<(u64, &str)> = segments
         .iter()
-        .map(|s| (parquet_bytes(s), s.path.as_str()))
+        .map(|s| (segment_bytes(s), s.path.as_str()))
         .filter(|(b, _)| *b < budget / 2)
         .map(|(b, p)| (b.max(TIER_FLOOR), p))
         .collect();
@@ -366,19 +372,22 @@ pub const TIER_RATIO: u64 = 4;
 /// Segments under this size (Parquet bytes) are one tier.
 pub const TIER_FLOOR: u64 = 1 << 20;
 
-/// Bytes of `seg`'s Parquet file.
-fn parquet_bytes(seg: &SegmentRef) -> u64 {
-    seg.manifest
-        .files
-        .iter()
-        .filter(|f| f.role == FileRole::Parquet)
-        .map(|f| f.size)
-        .sum()
+/// The size of `seg` in the unit of the segment budget: the Arrow bytes of the rows it was
+/// written from, or its Parquet file's bytes where those were not recorded.
+fn segment_bytes(seg: &SegmentRef) -> u64 {
+    seg.manifest.row_bytes.unwrap_or_else(|| {
+        seg.manifest
+            .files
+            .iter()
+            .filter(|f| f.role == FileRole::Parquet)
+            .map(|f| f.size)
+            .sum()
+    })
 }
 
 /// Whether compaction rewrites `seg`: small beside the budget, or many rows deleted.
 fn worth_rewriting(seg: &SegmentRef, budget: u64, deleted_fraction: f64) -> bool {
-    let bytes = parquet_bytes(seg);
+    let bytes = segment_bytes(seg);
     let deleted = seg.deleted.as_ref().map_or(0, |d| d.rows);
     bytes < budget / 2
         || (deleted > 0 && deleted as f64 >= deleted_fraction * seg.manifest.rows.max(1) as f64)
@@ -628,6 +637,7 @@ mod tests {
                     version: None,
                 }],
                 segment_max_bytes: None,
+                row_bytes: Some(bytes),
             },
             deleted: None,
         }
@@ -676,6 +686,27 @@ mod tests {
     }
 
     #[test]
+    fn segments_the_budget_cut_are_full_however_small_their_files() {
+        // Rows that compress well: a budget's worth of them writes a small Parquet file.
+        let full = |path: &str| {
+            let mut s = seg(path, 10 * MB);
+            s.manifest.row_bytes = Some(BUDGET);
+            s
+        };
+        assert!(tier_to_merge(&[full("a"), full("b"), full("c")], BUDGET).is_empty());
+        // Where no row size was recorded (older segments), the file's size stands for it.
+        let old = |path: &str| {
+            let mut s = seg(path, 10 * MB);
+            s.manifest.row_bytes = None;
+            s
+        };
+        assert_eq!(
+            paths(&tier_to_merge(&[old("a"), old("b"), old("c")], BUDGET)),
+            ["a", "b", "c"]
+        );
+    }
+
+    #[test]
     fn segments_of_half_the_budget_or_more_never_merge() {
         let full = [seg("a", 128 * MB), seg("b", 130 * MB), seg("c", 129 * MB)];
         assert!(tier_to_merge(&full, BUDGET).is_empty());
@@ -704,7 +735,7 @@ mod tests {
                 if picked.is_empty() {
                     break;
                 }
-                let bytes: u64 = picked.iter().map(parquet_bytes).sum();
+                let bytes: u64 = picked.iter().map(segment_bytes).sum();
                 rewritten += bytes;
                 let names = paths(&picked).join("+");
                 table.retain(|s| !picked.iter().any(|p| p.path == s.path));
@@ -719,6 +750,6 @@ mod tests {
         );
         // Each MiB is rewritten once per tier it climbs: log3(81) = 4 times.
         assert!(rewritten <= 4 * 81 * MB, "rewrote {} MiB", rewritten / MB);
-        assert_eq!(table.iter().map(parquet_bytes).sum::<u64>(), 81 * MB);
+        assert_eq!(table.iter().map(segment_bytes).sum::<u64>(), 81 * MB);
     }
 }

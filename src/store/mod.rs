@@ -528,6 +528,7 @@ impl ResultStore {
                 rows: streamed.rows,
                 schema: schema.clone(),
                 segment_max_bytes: spec.segment_max_bytes,
+                row_bytes: Some(streamed.row_bytes),
             };
             write::sidecars_and_manifest(
                 &store,
@@ -641,16 +642,7 @@ impl ResultStore {
         let budget = change.segment_max_bytes;
         let v = self.commit_version(name, base, change, appended).await?;
         if merges && v.segments.len() > 1 {
-            match self.merge_filled_tier(name, &v, budget).await {
-                Ok(Some(r)) => tracing::info!(
-                    "{name}: merged {} small segments ({} rows) into version {:?}",
-                    r.rewritten,
-                    r.rows,
-                    r.version
-                ),
-                Ok(None) => {}
-                Err(e) => tracing::warn!("{name}: small segments left unmerged: {e}"),
-            }
+            self.merge_filled_tiers(name, &v, budget).await;
         }
         Ok(v)
     }
@@ -730,6 +722,29 @@ impl ResultStore {
                 "changing {name}: {MAX_COMMIT_ATTEMPTS} other writers committed first; try again"
             ))
         }))
+    }
+
+    /// Whether a version after `base` up to `parent` added rows. A compaction adds none
+    /// (its segments are new, its rows are not), so the records are read, not the segments.
+    async fn rows_added_between(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        name: &str,
+        base: &versions::TableVersion,
+        parent: &versions::TableVersion,
+    ) -> Result<bool> {
+        for n in base.version + 1..=parent.version {
+            let v = match n == parent.version {
+                true => Some(parent.clone()),
+                false => versions::read(store, &self.root, name, n).await?,
+            };
+            // A record vacuum removed meanwhile proves nothing: assume it added rows.
+            match v {
+                Some(v) if v.rows_added == 0 => {}
+                _ => return Ok(true),
+            }
+        }
+        Ok(false)
     }
 
     /// Removes segments this process wrote for a change that committed no version
@@ -863,7 +878,7 @@ impl ResultStore {
         };
         if rebased
             && change.operation == Operation::Merge
-            && parent.segments.len() > base.segments.len()
+            && self.rows_added_between(store, name, base, parent).await?
         {
             return conflict("rows were added meanwhile, which could hold its keys".into());
         }
@@ -1435,6 +1450,7 @@ async fn build_for_file(
         rows,
         schema: file_schema,
         segment_max_bytes: None,
+        row_bytes: None,
     };
     write::sidecars_and_manifest(store, txn, info, parquet_entry, Some(built), Some(&request)).await
 }

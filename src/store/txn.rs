@@ -773,6 +773,7 @@ mod tests {
             index: None,
             files: Vec::new(),
             segment_max_bytes: None,
+            row_bytes: None,
         };
         // The table was deleted and written again since the delete was planned.
         put(&store, &s.parquet, b"new rows").await;

@@ -302,6 +302,9 @@ impl BuiltIndex {
 /// Outcome of streaming the Parquet file (and building the index alongside).
 pub(crate) struct Streamed {
     pub rows: u64,
+    /// Arrow in-memory bytes of the rows, counted as the segment budget counts them (a
+    /// slice as its whole batch: a segment the budget cut counts at least the budget).
+    pub row_bytes: u64,
     pub parquet: FileEntry,
     pub index: Option<BuiltIndex>,
 }
@@ -354,6 +357,7 @@ where
         )),
     )?;
     let mut rows = 0u64;
+    let mut row_bytes = 0u64;
     let result: Result<()> = async {
         while let Some(batch) = batches.next().await {
             let batch = batch?;
@@ -365,6 +369,7 @@ where
                 )));
             }
             rows += batch.num_rows() as u64;
+            row_bytes += batch.get_array_memory_size() as u64;
             match (column_idx, builder.take()) {
                 (Some(ci), Some(b)) => {
                     let col = batch.column(ci).clone();
@@ -395,6 +400,7 @@ where
     };
     Ok(Streamed {
         rows,
+        row_bytes,
         parquet,
         index,
     })
@@ -489,6 +495,7 @@ pub(crate) struct CommitInfo {
     pub rows: u64,
     pub schema: SchemaRef,
     pub segment_max_bytes: Option<u64>,
+    pub row_bytes: Option<u64>,
 }
 
 /// Uploads the index and rowmap of `index` (if any) under `txn`, and returns the manifest
@@ -548,6 +555,7 @@ pub(crate) async fn sidecars_and_manifest(
         schema_ipc: encode_schema(&info.schema),
         index: index_info,
         segment_max_bytes: info.segment_max_bytes,
+        row_bytes: info.row_bytes,
         files,
     })
 }

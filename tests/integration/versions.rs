@@ -2183,3 +2183,55 @@ async fn small_writes_merge_as_their_tier_fills_and_every_answer_stays() {
         "{e}"
     );
 }
+
+/// A MERGE planned before another writer's append commits must not land on top of it (the
+/// rows added could hold its keys), also when that append's merge of small segments left
+/// fewer segments than the MERGE saw.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_merge_planned_before_an_append_and_its_merge_of_segments_is_refused() {
+    use jammi_db::store::{Change, WriteSettings, versions::Operation};
+    let s = open_unmerged(&memory_root("merge-after-merge"))
+        .await
+        .unwrap();
+    let rs = s.result_store();
+    rs.write_batches(
+        &spec("t"),
+        sample_schema(DIMS),
+        vec![sample_batch(0, 10, DIMS)],
+    )
+    .await
+    .unwrap();
+    let one = |start| futures::stream::iter(vec![Ok(sample_batch(start, 10, DIMS))]);
+    rs.append_table("t", sample_schema(DIMS), one(10))
+        .await
+        .unwrap();
+    let planned = rs.latest_version("t").await.unwrap();
+    // Another writer appends id 20..30; its merge leaves one segment where there were three.
+    let on = WriteSettings {
+        auto_compact: Some(true),
+        ..Default::default()
+    };
+    let append = Change::new(Operation::Append, Vec::new()).with_settings(on);
+    rs.commit_change("t", None, append, Some((sample_schema(DIMS), one(20))))
+        .await
+        .unwrap();
+    let now = rs.latest_version("t").await.unwrap();
+    assert_eq!((now.operation, now.segments.len()), (Operation::Compact, 1));
+    // The MERGE inserts key 25 as new: planned on the old version, it must not commit.
+    let merge = Change::new(Operation::Merge, Vec::new());
+    let e = rs
+        .commit_change(
+            "t",
+            Some(&planned),
+            merge,
+            Some((sample_schema(DIMS), one(25))),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, JammiError::Conflict(_)), "{e}");
+    assert!(e.to_string().contains("rows were added meanwhile"), "{e}");
+    s.refresh_tables().await.unwrap();
+    let mut ids = ints(&rows(&s, "SELECT id FROM jammi.public.t").await, "id");
+    ids.sort();
+    assert_eq!(ids, (0..30).collect::<Vec<i64>>());
+}
