@@ -78,10 +78,7 @@ impl ResultStore {
         let manifest = self.manifest(name).await?;
         let store = self.object_store().await?;
         let base = versions::latest(&store, self.root(), name, || manifest.clone()).await?;
-        let budget = match options.segment_max_bytes.or(manifest.segment_max_bytes) {
-            Some(b) => b,
-            None => self.segment_budget()?,
-        };
+        let budget = self.budget_of(options.segment_max_bytes, &manifest)?;
         let picked: Vec<SegmentRef> = base
             .segments
             .iter()
@@ -114,26 +111,15 @@ impl ResultStore {
 
     /// After a change committed `v`, merges the size tiers of small segments it filled
     /// ([`tier_to_merge`]), each as a version of its own, until none is full or a merge
-    /// fails (logged: the change has committed either way). `budget`: the change's segment
-    /// budget (`None`: the table's, else the store's).
+    /// fails (logged: the change has committed either way), on the table `manifest`
+    /// describes, writing segments of about `budget`.
     pub(crate) async fn merge_filled_tiers(
         &self,
         name: &str,
+        manifest: &Manifest,
         v: &TableVersion,
-        budget: Option<u64>,
+        budget: u64,
     ) {
-        let ready = async {
-            let manifest = self.manifest(name).await?;
-            let budget = match budget.or(manifest.segment_max_bytes) {
-                Some(b) => b,
-                None => self.segment_budget()?,
-            };
-            Ok::<_, JammiError>((manifest, budget))
-        };
-        let (manifest, budget) = match ready.await {
-            Ok(r) => r,
-            Err(e) => return tracing::warn!("{name}: small segments left unmerged: {e}"),
-        };
         let mut base = v.clone();
         loop {
             let picked = tier_to_merge(&base.segments, budget);
@@ -142,7 +128,7 @@ impl ResultStore {
             }
             let (before, rewritten) = (base.segments.len(), picked.len());
             let rows: u64 = picked.iter().map(SegmentRef::rows).sum();
-            base = match self.rewrite(name, &manifest, &base, picked, budget).await {
+            base = match self.rewrite(name, manifest, &base, picked, budget).await {
                 Ok(next) => next,
                 Err(e) => return tracing::warn!("{name}: small segments left unmerged: {e}"),
             };
@@ -176,8 +162,14 @@ impl ResultStore {
             ..Change::new(Operation::Compact, Vec::new())
         };
         let live = live_rows(store, self.root().clone(), schema.clone(), picked);
-        self.commit_version(name, Some(base), change, Some((schema, Box::pin(live))))
-            .await
+        self.commit_version(
+            name,
+            manifest,
+            Some(base),
+            change,
+            Some((schema, Box::pin(live))),
+        )
+        .await
     }
 
     /// Removes what only versions of result table `name` replaced more than `older_than`

@@ -302,6 +302,15 @@ impl ResultStore {
         Ok(self)
     }
 
+    /// The segment budget of a write asking for `asked`: else the table's own (recorded in
+    /// its `manifest`), else the store's.
+    fn budget_of(&self, asked: Option<u64>, manifest: &Manifest) -> Result<u64> {
+        match asked.or(manifest.segment_max_bytes) {
+            Some(b) => Ok(b),
+            None => self.segment_budget(),
+        }
+    }
+
     fn segment_budget(&self) -> Result<u64> {
         if let Some(b) = self.segment_max_bytes {
             return Ok(b);
@@ -639,18 +648,26 @@ impl ResultStore {
         let merges = appended.is_some()
             && change.replaced.is_empty()
             && self.auto_compacts(change.auto_compact)?;
+        let manifest = self.manifest(name).await?;
         let budget = change.segment_max_bytes;
-        let v = self.commit_version(name, base, change, appended).await?;
+        let v = self
+            .commit_version(name, &manifest, base, change, appended)
+            .await?;
         if merges && v.segments.len() > 1 {
-            self.merge_filled_tiers(name, &v, budget).await;
+            match self.budget_of(budget, &manifest) {
+                Ok(budget) => self.merge_filled_tiers(name, &manifest, &v, budget).await,
+                Err(e) => tracing::warn!("{name}: small segments left unmerged: {e}"),
+            }
         }
         Ok(v)
     }
 
-    /// [`commit_change`](Self::commit_change) without the merge after it.
+    /// [`commit_change`](Self::commit_change) without the merge after it, on the table
+    /// `manifest` describes.
     pub(crate) async fn commit_version<S>(
         &self,
         name: &str,
+        manifest: &Manifest,
         base: Option<&versions::TableVersion>,
         change: Change,
         appended: Option<(SchemaRef, S)>,
@@ -658,7 +675,6 @@ impl ResultStore {
     where
         S: Stream<Item = Result<RecordBatch>> + Send + Unpin,
     {
-        let manifest = self.manifest(name).await?;
         if let Some((schema, _)) = &appended {
             check_append_schema(name, &manifest.schema()?, schema)?;
         }
@@ -670,11 +686,8 @@ impl ResultStore {
         let added = match appended {
             None => Vec::new(),
             Some((schema, batches)) => {
-                let budget = match change.segment_max_bytes.or(manifest.segment_max_bytes) {
-                    Some(b) => b,
-                    None => self.segment_budget()?,
-                };
-                self.write_segments(name, &manifest, &base, schema, batches, budget)
+                let budget = self.budget_of(change.segment_max_bytes, manifest)?;
+                self.write_segments(name, manifest, &base, schema, batches, budget)
                     .await?
             }
         };
