@@ -221,8 +221,20 @@ impl IndexCache {
                 refetched = true;
             }
         };
-        let (rowmap::RowMap { rows: rowmap, keys }, (path, file, size, crc)) =
-            tokio::try_join!(rowmap, index_file)?;
+        // A quantised index's exact vectors are checked (not read) beside the two.
+        let exact = async {
+            match manifest.file(FileRole::Vectors) {
+                Some(v) if info.quantization != crate::index::Quantization::F32 => {
+                    let f = vector_file(dir, store, v, info.dimensions)
+                        .await
+                        .map_err(|e| corrupt(e.to_string()))?;
+                    Ok(Some((f, v)))
+                }
+                _ => Ok(None),
+            }
+        };
+        let (rowmap::RowMap { rows: rowmap, keys }, (path, file, size, crc), exact) =
+            tokio::try_join!(rowmap, index_file, exact)?;
         if size != idx.size || crc != idx.crc32c {
             return Err(corrupt(format!(
                 "{} does not match its manifest checksum",
@@ -237,20 +249,18 @@ impl IndexCache {
                 rowmap.len()
             )));
         }
-        let exact = match manifest.file(FileRole::Vectors) {
-            Some(v) if info.quantization != crate::index::Quantization::F32 => {
-                let f = vector_file(dir, store, v, info.dimensions)
-                    .await
-                    .map_err(|e| corrupt(e.to_string()))?;
+        let exact = match exact {
+            Some((f, v)) => {
                 if let Some(slot) = f.copy_slot()
                     && self.local.has_room_for(v.size)
                 {
                     let key = format!("{}-vectors-{:08x}", manifest.table, v.crc32c);
-                    self.download_copy(key, store, dir.join(&v.name)?, v, slot);
+                    let copy = self.download_copy(key, store, dir.join(&v.name)?, v, slot);
+                    f.copy_after_first_read(copy);
                 }
                 Some(f)
             }
-            _ => None,
+            None => None,
         };
         let loaded = LoadedIndex::new(
             index,
@@ -267,8 +277,8 @@ impl IndexCache {
         Ok((loaded, true))
     }
 
-    /// Downloads the remote exact-vectors file `entry` (at `url`) into the local cache in
-    /// the background and maps it into `slot` once its checksum matches: later searches
+    /// What downloads the remote exact-vectors file `entry` (at `url`) into the local cache
+    /// in the background and maps it into `slot` once its checksum matches: later searches
     /// then read candidates from memory instead of the store. Only with a cache directory
     /// that has room for it (never into temp files, never evicting the graph just
     /// fetched). A failure only warns.
@@ -279,9 +289,9 @@ impl IndexCache {
         url: StorageUrl,
         entry: &crate::format::manifest::FileEntry,
         slot: crate::index::quantize::LocalCopy,
-    ) {
+    ) -> crate::index::quantize::CopyTask {
         let (local, store, entry) = (self.local.clone(), store.clone(), entry.clone());
-        tokio::spawn(async move {
+        Box::pin(async move {
             let got: Result<()> = async {
                 let location = url.object_path()?;
                 let (file, crc) = local.fetch(&key, &store, &location, entry.size).await?;
@@ -300,7 +310,7 @@ impl IndexCache {
             if let Err(e) = got {
                 tracing::warn!("exact vectors {url} stay remote: {e}");
             }
-        });
+        })
     }
 
     fn insert(&self, key: String, loaded: Arc<LoadedIndex>) {

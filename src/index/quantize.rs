@@ -91,8 +91,12 @@ pub(crate) fn sign_bits(v: &[f32]) -> Vec<b1x8> {
 /// little-endian, by index key), read a few at a time to re-rank candidates: a local file
 /// mapped into memory; a remote one by ranged requests (object_store merges ranges less
 /// than 1 MiB apart and runs the rest concurrently) until its copy, downloaded in the
-/// background into the local cache, is mapped instead. A cold search so waits for the
-/// small graph and its candidates alone.
+/// background into the local cache, is mapped instead. The copy starts once the first
+/// candidates are in, so it never competes with them: a cold search waits for the small
+/// graph and its candidates alone, and a table searched only without re-ranking never
+/// downloads its exact vectors. A read whose merged ranges would cover half the file or
+/// more (many candidates: b1) downloads the copy first and reads from it, rather than
+/// fetch most of the file twice.
 pub struct VectorFile {
     source: VectorSource,
     dims: usize,
@@ -105,12 +109,40 @@ enum VectorSource {
         path: object_store::path::Path,
         /// The whole file, once a background download into the local cache landed.
         copy: LocalCopy,
+        /// That download, not yet started; taken by the first read.
+        start_copy: std::sync::Mutex<Option<CopyTask>>,
     },
 }
 
 /// Where a remote exact-vectors file's local copy is put once downloaded and checked.
 pub(crate) type LocalCopy =
     std::sync::Arc<std::sync::OnceLock<(memmap2::Mmap, crate::storage::cache::LocalFile)>>;
+
+/// The download of a remote exact-vectors file's local copy (it fills its [`LocalCopy`]
+/// or warns).
+pub(crate) type CopyTask = futures::future::BoxFuture<'static, ()>;
+
+/// Ranges closer than this are fetched as one, as object_store's `get_ranges` merges them.
+const COALESCE_GAP: u64 = 1024 * 1024;
+
+/// The bytes `ranges` cover once ranges less than [`COALESCE_GAP`] apart are merged.
+fn covered_bytes(ranges: &[std::ops::Range<u64>]) -> u64 {
+    let mut sorted: Vec<_> = ranges.iter().map(|r| (r.start, r.end)).collect();
+    sorted.sort_unstable();
+    let mut total = 0;
+    let mut open: Option<(u64, u64)> = None;
+    for (s, e) in sorted {
+        open = match open {
+            Some((os, oe)) if s <= oe.saturating_add(COALESCE_GAP) => Some((os, oe.max(e))),
+            Some((os, oe)) => {
+                total += oe - os;
+                Some((s, e))
+            }
+            None => Some((s, e)),
+        };
+    }
+    total + open.map_or(0, |(s, e)| e - s)
+}
 
 /// Maps the downloaded copy `file` of a remote exact-vectors file into `copy`.
 pub(crate) fn adopt_copy(copy: &LocalCopy, file: crate::storage::cache::LocalFile) -> Result<()> {
@@ -148,6 +180,7 @@ impl VectorFile {
             source: VectorSource::Remote {
                 path,
                 copy: LocalCopy::default(),
+                start_copy: Default::default(),
             },
             dims,
             size,
@@ -161,6 +194,14 @@ impl VectorFile {
         match &self.source {
             VectorSource::Remote { copy, .. } => Some(copy.clone()),
             VectorSource::Local(_) => None,
+        }
+    }
+
+    /// Runs `start` (the download of a remote file's copy) with the first read of
+    /// candidates; a local file needs no copy.
+    pub(crate) fn copy_after_first_read(&self, start: CopyTask) {
+        if let VectorSource::Remote { start_copy, .. } = &self.source {
+            *start_copy.lock().expect("lock") = Some(start);
         }
     }
 
@@ -203,13 +244,44 @@ impl VectorFile {
                     push_le(&mut out, &map[r.start as usize..r.end as usize]);
                 }
             }
-            VectorSource::Remote { path, .. } => {
-                let parts = store
-                    .get_ranges(path, &ranges)
-                    .await
-                    .map_err(|e| JammiError::Index(format!("reading exact vectors: {e}")))?;
-                for b in &parts {
-                    push_le(&mut out, b);
+            VectorSource::Remote {
+                path,
+                copy,
+                start_copy,
+            } => {
+                let start = start_copy.lock().expect("lock").take();
+                let most = covered_bytes(&ranges).saturating_mul(2) >= self.size;
+                let parts = match start {
+                    Some(task) if most => {
+                        task.await;
+                        None
+                    }
+                    Some(task) => {
+                        let parts = store.get_ranges(path, &ranges).await;
+                        drop(tokio::spawn(task));
+                        Some(parts)
+                    }
+                    None => Some(store.get_ranges(path, &ranges).await),
+                };
+                match (parts, copy.get()) {
+                    (Some(parts), _) => {
+                        let parts = parts.map_err(|e| {
+                            JammiError::Index(format!("reading exact vectors: {e}"))
+                        })?;
+                        parts.iter().for_each(|b| push_le(&mut out, b));
+                    }
+                    (None, Some((map, _))) => {
+                        ranges.iter().for_each(|r| {
+                            push_le(&mut out, &map[r.start as usize..r.end as usize])
+                        });
+                    }
+                    // The copy failed (it warned): the ranges, from the store.
+                    (None, None) => {
+                        let parts = store.get_ranges(path, &ranges).await.map_err(|e| {
+                            JammiError::Index(format!("reading exact vectors: {e}"))
+                        })?;
+                        parts.iter().for_each(|b| push_le(&mut out, b));
+                    }
                 }
             }
         }
@@ -232,6 +304,16 @@ fn idx_err(e: impl std::fmt::Display) -> JammiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_closer_than_the_gap_cover_their_span_and_far_ones_only_themselves() {
+        let mib = COALESCE_GAP;
+        assert_eq!(covered_bytes(&[]), 0);
+        // Out of order, one inside another, and a gap of exactly the limit: one span.
+        assert_eq!(covered_bytes(&[mib + 10..mib + 20, 0..10, 2..5]), mib + 20);
+        // Two far apart: their own bytes.
+        assert_eq!(covered_bytes(&[0..10, 5 * mib..5 * mib + 10]), 20);
+    }
 
     #[test]
     fn sign_bits_pack_positive_values_most_significant_first() {

@@ -563,3 +563,61 @@ async fn a_changed_exact_vectors_file_of_the_same_size_is_never_used() {
         assert_eq!(d as f32, cosine(&v, &rows[&id]));
     }
 }
+
+/// A first search whose candidates' ranges would cover most of a remote table's
+/// exact-vectors file (a binary index's many candidates) downloads the file once, as its
+/// local copy, and reads no ranges of it; the next search asks the store for nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn many_candidates_download_the_exact_vectors_once_instead_of_their_ranges() {
+    let root = memory_root("b1-copy");
+    let s = JammiSession::open(&root).await.unwrap();
+    // A name of its own (the cache keys copies by table), so no earlier run's copy is in
+    // the shared cache directory.
+    let nanos = std::time::SystemTime::UNIX_EPOCH
+        .elapsed()
+        .unwrap()
+        .as_nanos();
+    let t = format!("bits_{nanos}");
+    let start = 0;
+    let spec = jammi_db::store::TableSpec {
+        name: Some(t.clone()),
+        vector_column: Some("embedding".into()),
+        index: jammi_db::index::IndexParams {
+            quantization: Quantization::B1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let batch = crate::common::sample_batch(start, 2000, 64);
+    let m = s
+        .result_store()
+        .write_batches(&spec, crate::common::sample_schema(64), vec![batch])
+        .await
+        .unwrap();
+    assert!(m.file(FileRole::Vectors).is_some(), "{m:?}");
+
+    // A new session on the same in-process store: nothing of the table is loaded.
+    let options = OpenOptions {
+        registry: Some(s.registry().clone()),
+        ..Default::default()
+    };
+    let s = JammiSession::open_with(&root, options).await.unwrap();
+    let q = vec_sql(&crate::common::sample_vector(start + 7, 64));
+    let sql = format!("SELECT id, _distance FROM vector_search('{t}', {q}, {K})");
+    let before = s.registry().request_counts();
+    let (first, stats) = search_sql(&s, &sql).await;
+    let requests = s.registry().request_counts().since(&before);
+    assert_eq!(stats.mode, "index", "{:?}", stats.fallback_reason);
+    assert_eq!(hits(&first)[0].0, start + 7);
+    // The manifest, rowmap, graph and the whole exact-vectors file (GETs), the HEADs of the
+    // Parquet file and of the vectors, and one ranged read: the hits' rows. Reading the
+    // 160 candidates' vectors as ranges would be 160 more.
+    assert_eq!(requests.get_range, 1, "{requests:?}");
+    assert_eq!((requests.get, requests.head), (4, 2), "{requests:?}");
+
+    let before = s.registry().request_counts();
+    let (again, _) = search_sql(&s, &sql).await;
+    let requests = s.registry().request_counts().since(&before);
+    assert_eq!(hits(&again), hits(&first));
+    assert_eq!((requests.get, requests.get_range), (0, 0), "{requests:?}");
+}

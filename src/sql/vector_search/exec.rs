@@ -513,24 +513,25 @@ impl Run {
         scalar: Option<&ScalarValue>,
     ) -> Result<RecordBatch> {
         let url = &self.spec.target.parquet;
-        // The file's current version: the index must have been built for it, and cached
-        // footers and vectors are those of this version.
-        let current = store
-            .head(&url.object_path()?)
-            .await
-            .map_err(|e| JammiError::storage(url, e))?;
         let footer = tokio::sync::OnceCell::new();
         let timer = self.metrics.load_time.timer();
-        let (loaded, reason) = if self.needs_footer() {
-            let (m, li) = tokio::join!(
-                self.ctx.footer(store, url, &current),
-                self.index(store, &current)
-            );
-            let _ = footer.set(m?);
-            li
-        } else {
-            self.index(store, &current).await
+        // The file's current version (the index must have been built for it; cached footers
+        // and vectors are this version's) is asked for while the index loads: a cold search
+        // waits for the larger of the two, not their sum. An index whose file changed is
+        // loaded for nothing, and not used.
+        let version = async {
+            let current = store
+                .head(&url.object_path()?)
+                .await
+                .map_err(|e| JammiError::storage(url, e))?;
+            if self.needs_footer() {
+                let _ = footer.set(self.ctx.footer(store, url, &current).await?);
+            }
+            Ok::<_, JammiError>(current)
         };
+        let (current, loaded) = tokio::join!(version, self.index(store));
+        let current = current?;
+        let (loaded, reason) = self.check_index(store, &current, loaded).await;
         timer.done();
         let footer = || footer.get_or_try_init(|| self.ctx.footer(store, url, &current));
         if let (Some(r), false) = (&reason, self.spec.options.exact) {
@@ -675,19 +676,37 @@ impl Run {
             })
     }
 
-    /// The loaded index, or why the search goes exact.
+    /// The index the plan searches (through the caller's `store`), or why the search goes
+    /// exact; not yet checked against the file's current version ([`Self::check_index`]).
     async fn index(
         &self,
         store: &Arc<dyn ObjectStore>,
+    ) -> std::result::Result<(Arc<LoadedIndex>, bool), String> {
+        let t = &self.spec.target;
+        match (&self.spec.mode, &t.manifest) {
+            (PlannedMode::Exact(why), _) => Err(why.clone()),
+            (PlannedMode::Index, None) => Err("no manifest".into()),
+            (PlannedMode::Index, Some(m)) => self
+                .ctx
+                .indexes
+                .get_traced(&t.dir, store, m)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The loaded index when the manifest it came from was written for the file's
+    /// `current` version, or why the search goes exact.
+    async fn check_index(
+        &self,
+        store: &Arc<dyn ObjectStore>,
         current: &ObjectMeta,
+        loaded: std::result::Result<(Arc<LoadedIndex>, bool), String>,
     ) -> (Option<Arc<LoadedIndex>>, Option<String>) {
         let t = &self.spec.target;
-        let m = match (&self.spec.mode, &t.manifest) {
-            (PlannedMode::Exact(why), _) => return (None, Some(why.clone())),
-            (PlannedMode::Index, None) => return (None, Some("no manifest".into())),
-            (PlannedMode::Index, Some(m)) => m,
-        };
-        if let Some(entry) = m.file(FileRole::Parquet) {
+        if let (Some(m), PlannedMode::Index) = (&t.manifest, &self.spec.mode)
+            && let Some(entry) = m.file(FileRole::Parquet)
+        {
             match check(store, &t.parquet, current, entry).await {
                 Ok(FileCheck::Same) => {}
                 Ok(FileCheck::Changed(why)) => {
@@ -696,7 +715,7 @@ impl Run {
                 Err(e) => return (None, Some(e.to_string())),
             }
         }
-        match self.ctx.indexes.get_traced(&t.dir, store, m).await {
+        match loaded {
             Ok((l, fresh)) => {
                 if fresh {
                     self.metrics.index_loaded.add(1);
@@ -706,7 +725,7 @@ impl Run {
                 self.stats.lock().expect("lock").index_loaded = fresh;
                 (Some(l), None)
             }
-            Err(e) => (None, Some(e.to_string())),
+            Err(why) => (None, Some(why)),
         }
     }
 
