@@ -9,6 +9,7 @@
 
 pub(crate) mod append;
 pub(crate) mod dml;
+pub mod live;
 pub(crate) mod merge;
 pub mod provider;
 pub mod table;

@@ -19,7 +19,6 @@ use crate::error::Result;
 use crate::storage::{CloudConfig, StorageUrl};
 use crate::store::versions::TableVersion;
 use crate::store::{Manifest, ResultStore};
-use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
@@ -46,8 +45,7 @@ pub struct IndexedTable {
     selections: tokio::sync::OnceCell<Arc<Selections>>,
 }
 
-/// The live rows of segments with deletions, by object path.
-type Selections = std::collections::HashMap<object_store::path::Path, RowSelection>;
+use crate::catalog::live::Selections;
 
 /// The rows of a segment of `rows` rows that `deleted` does not name.
 fn live_rows(rows: u64, deleted: &roaring::RoaringBitmap) -> RowSelection {
@@ -194,56 +192,21 @@ impl IndexedTable {
             .cloned()
     }
 
-    /// `plan` (the listing table's scan) reading only the live rows of each segment.
-    /// Its files' statistics go too: they count the deleted rows.
+    /// `plan` (the listing table's scan) reading only the live rows of each segment: a
+    /// [`LiveRowsExec`](crate::catalog::live::LiveRowsExec) above it, so the selections
+    /// travel with the plan.
     fn without_deleted(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        selections: &Selections,
+        selections: &Arc<Selections>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        use datafusion::common::Statistics;
-        use datafusion::common::tree_node::{Transformed, TreeNode};
-        use datafusion::datasource::physical_plan::{
-            FileGroup, FileScanConfig, FileScanConfigBuilder,
-        };
-        use datafusion::datasource::source::DataSourceExec;
         if selections.is_empty() {
             return Ok(plan);
         }
-        plan.transform_up(|node| {
-            let Some(ds) = node.downcast_ref::<DataSourceExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            let Some(config) = ds.data_source().downcast_ref::<FileScanConfig>() else {
-                return Ok(Transformed::no(node));
-            };
-            let groups = config
-                .file_groups
-                .iter()
-                .map(|g| {
-                    FileGroup::new(
-                        g.iter()
-                            .map(|f| {
-                                let mut f = f.clone();
-                                f.statistics = None;
-                                match selections.get(&f.object_meta.location) {
-                                    Some(live) => {
-                                        f.with_extension(ParquetRowSelection::new(live.clone()))
-                                    }
-                                    None => f,
-                                }
-                            })
-                            .collect(),
-                    )
-                })
-                .collect();
-            let config = FileScanConfigBuilder::from(config.clone())
-                .with_file_groups(groups)
-                .with_statistics(Statistics::new_unknown(&self.schema()))
-                .build();
-            Ok(Transformed::yes(DataSourceExec::from_data_source(config)))
-        })
-        .map(|t| t.data)
+        Ok(Arc::new(crate::catalog::live::LiveRowsExec::try_new(
+            plan,
+            selections.clone(),
+        )?))
     }
 
     /// The version read (0 for a table that never changed).

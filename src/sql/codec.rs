@@ -3,7 +3,9 @@
 //!
 //! - [`JammiLogicalCodec`], for the `vector_search` node and the indexed tables (result tables
 //!   and tables created with `jammi.vector_column`).
-//! - [`JammiPhysicalCodec`], for the executable search, [`VectorSearchExec`].
+//! - [`JammiPhysicalCodec`], for the executable search, [`VectorSearchExec`], and the merge
+//!   of a segmented table's per-segment searches, [`SegmentMergeExec`], and the live rows
+//!   of a scan of segments with deletions, [`LiveRowsExec`].
 //!
 //! A table travels as its Parquet URL and its manifest; a search as its table, `k`, options
 //! and expressions. Credentials never travel: the decoding process reaches the storage with
@@ -27,15 +29,18 @@ use datafusion_proto::protobuf;
 use prost::Message;
 
 use crate::catalog::IndexedTable;
+use crate::catalog::live::{LiveRowsExec, Selections};
 use crate::sql::vector_search::SearchContext;
 use crate::sql::vector_search::args::SearchOptions;
 use crate::sql::vector_search::exec::{Prefilter, Queries, VectorSearchExec};
+use crate::sql::vector_search::merge::{MergeColumns, SegmentMergeExec};
 use crate::sql::vector_search::node::{BatchQueries, VectorSearchNode};
 use crate::sql::vector_search::resolve::{
     Deleted, DistanceColumn, SearchSpec, SearchTarget, Segment,
 };
 use crate::storage::StorageUrl;
 use crate::store::Manifest;
+use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 
 /// What is searched: the file, its manifest, the schema, `k`, the options and the columns.
 #[derive(Clone, PartialEq, Message)]
@@ -124,6 +129,97 @@ struct ExecProto {
     /// The parameter of a prepared query's search, unbound.
     #[prost(string, optional, tag = "10")]
     param: Option<String>,
+}
+
+/// A `SegmentMergeExec`: the merge of a segmented table's per-segment searches.
+#[derive(Clone, PartialEq, Message)]
+struct MergeProto {
+    #[prost(uint64, tag = "1")]
+    k: u64,
+    #[prost(uint64, tag = "2")]
+    distance: u64,
+    #[prost(bool, tag = "3")]
+    descending: bool,
+    #[prost(uint64, optional, tag = "4")]
+    query_key: Option<u64>,
+    #[prost(uint64, optional, tag = "5")]
+    rank: Option<u64>,
+    #[prost(uint64, repeated, tag = "6")]
+    projection: Vec<u64>,
+    #[prost(bool, tag = "7")]
+    projected: bool,
+}
+
+/// A `LiveRowsExec`: the live rows of each segment file with deletions.
+#[derive(Clone, PartialEq, Message)]
+struct LiveRowsProto {
+    #[prost(message, repeated, tag = "1")]
+    files: Vec<FileRowsProto>,
+}
+
+/// One file's row selection: runs of rows, each `count << 1 | skip`.
+#[derive(Clone, PartialEq, Message)]
+struct FileRowsProto {
+    #[prost(string, tag = "1")]
+    path: String,
+    #[prost(uint64, repeated, tag = "2")]
+    runs: Vec<u64>,
+}
+
+/// Which of jammi's plans a physical payload holds.
+#[derive(Clone, PartialEq, Message)]
+struct PhysicalProto {
+    #[prost(oneof = "PhysicalNode", tags = "1, 2, 3")]
+    node: Option<PhysicalNode>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum PhysicalNode {
+    #[prost(message, tag = "1")]
+    Search(ExecProto),
+    #[prost(message, tag = "2")]
+    Merge(MergeProto),
+    #[prost(message, tag = "3")]
+    LiveRows(LiveRowsProto),
+}
+
+fn encode_live_rows(selections: &Selections) -> LiveRowsProto {
+    let mut files: Vec<FileRowsProto> = selections
+        .iter()
+        .map(|(path, sel)| FileRowsProto {
+            path: path.to_string(),
+            runs: sel
+                .iter()
+                .map(|r| ((r.row_count as u64) << 1) | u64::from(r.skip))
+                .collect(),
+        })
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    LiveRowsProto { files }
+}
+
+fn decode_live_rows(p: &LiveRowsProto) -> Selections {
+    p.files
+        .iter()
+        .map(|f| {
+            let runs: Vec<RowSelector> = f
+                .runs
+                .iter()
+                .map(|&r| {
+                    let n = (r >> 1) as usize;
+                    if r & 1 == 1 {
+                        RowSelector::skip(n)
+                    } else {
+                        RowSelector::select(n)
+                    }
+                })
+                .collect();
+            (
+                object_store::path::Path::from(f.path.as_str()),
+                RowSelection::from(runs),
+            )
+        })
+        .collect()
 }
 
 fn bad(what: &str, e: impl std::fmt::Display) -> DataFusionError {
@@ -374,7 +470,75 @@ impl PhysicalExtensionCodec for JammiPhysicalCodec {
         ctx: &TaskContext,
         proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let p: ExecProto = decode(buf, "VectorSearchExec")?;
+        let p: PhysicalProto = decode(buf, "jammi plan")?;
+        match p.node {
+            Some(PhysicalNode::Search(p)) => self.decode_search(p, inputs, ctx, proto_converter),
+            Some(PhysicalNode::Merge(m)) => {
+                let [input] = inputs else {
+                    return Err(bad("SegmentMergeExec", "it has one input"));
+                };
+                let columns = MergeColumns {
+                    distance: m.distance as usize,
+                    descending: m.descending,
+                    query_key: m.query_key.map(|i| i as usize),
+                    rank: m.rank.map(|i| i as usize),
+                };
+                let projection = m.projected.then(|| usizes(&m.projection));
+                Ok(Arc::new(SegmentMergeExec::try_new(
+                    input.clone(),
+                    m.k as usize,
+                    columns,
+                    projection,
+                )?))
+            }
+            Some(PhysicalNode::LiveRows(l)) => {
+                let [input] = inputs else {
+                    return Err(bad("LiveRowsExec", "it has one input"));
+                };
+                let selections = Arc::new(decode_live_rows(&l));
+                Ok(Arc::new(LiveRowsExec::try_new(input.clone(), selections)?))
+            }
+            None => Err(bad("decode", "no plan")),
+        }
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let node = if let Some(m) = node.downcast_ref::<SegmentMergeExec>() {
+            let c = m.columns();
+            PhysicalNode::Merge(MergeProto {
+                k: m.k() as u64,
+                distance: c.distance as u64,
+                descending: c.descending,
+                query_key: c.query_key.map(|i| i as u64),
+                rank: c.rank.map(|i| i as u64),
+                projection: m.projection().map_or(vec![], u64s),
+                projected: m.projection().is_some(),
+            })
+        } else if let Some(l) = node.downcast_ref::<LiveRowsExec>() {
+            PhysicalNode::LiveRows(encode_live_rows(l.selections()))
+        } else if let Some(e) = node.downcast_ref::<VectorSearchExec>() {
+            PhysicalNode::Search(self.encode_search(e, proto_converter)?)
+        } else {
+            return Err(bad("encode", format!("unknown plan {}", node.name())));
+        };
+        let p = PhysicalProto { node: Some(node) };
+        p.encode(buf).map_err(|e| bad("encode", e))
+    }
+}
+
+impl JammiPhysicalCodec {
+    fn decode_search(
+        &self,
+        p: ExecProto,
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let spec = decode_spec(p.spec.as_ref())?;
         let decode_ctx = PhysicalPlanDecodeContext::new(ctx, self);
         let queries = match (&p.query, &p.param, p.batch.as_slice(), inputs) {
@@ -412,15 +576,11 @@ impl PhysicalExtensionCodec for JammiPhysicalCodec {
         )?))
     }
 
-    fn try_encode(
+    fn encode_search(
         &self,
-        node: Arc<dyn ExecutionPlan>,
-        buf: &mut Vec<u8>,
+        e: &VectorSearchExec,
         proto_converter: &dyn PhysicalProtoConverterExtension,
-    ) -> Result<()> {
-        let Some(e) = node.downcast_ref::<VectorSearchExec>() else {
-            return Err(bad("encode", format!("unknown plan {}", node.name())));
-        };
+    ) -> Result<ExecProto> {
         let (query, batch, param) = match e.queries() {
             Queries::Single(q) => (
                 Some(proto_converter.physical_expr_to_proto(q, self)?),
@@ -444,6 +604,6 @@ impl PhysicalExtensionCodec for JammiPhysicalCodec {
             projected: e.projection().is_some(),
             param,
         };
-        p.encode(buf).map_err(|e| bad("encode", e))
+        Ok(p)
     }
 }
