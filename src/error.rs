@@ -129,6 +129,15 @@ pub enum JammiError {
     /// Local I/O error (temp files, caches).
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The Ballista cluster at `url` (its scheduler) could not be reached, or cannot run
+    /// what was asked of it.
+    #[error("the cluster at {url}: {reason}")]
+    Cluster {
+        /// The scheduler's address as given (`df://host:port`).
+        url: String,
+        /// Why.
+        reason: String,
+    },
     /// JSON (manifest / catalog document) could not be read.
     #[error("invalid document {what}: {reason}")]
     Document {

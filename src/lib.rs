@@ -15,6 +15,8 @@
 #![warn(missing_docs)]
 
 pub mod catalog;
+#[cfg(feature = "ballista")]
+pub mod cluster;
 pub mod error;
 pub mod format;
 pub mod index;

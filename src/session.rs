@@ -58,6 +58,41 @@ pub struct OpenOptions {
     /// Whether writes merge the small segments they add (`None`: `JAMMI_AUTO_COMPACT`,
     /// else on; see [`ResultStore::with_auto_compact`]).
     pub auto_compact: Option<bool>,
+    /// Run queries on the Apache Ballista cluster whose scheduler is at this address
+    /// (`df://host:port`): planned here, run on its executors, which reach the storage
+    /// with their own ambient credentials. Needs the `ballista` feature. `None`: queries
+    /// run in this process.
+    pub cluster: Option<String>,
+}
+
+/// Hands `ctx`'s queries to the cluster at `url`; a root only this process can reach
+/// (`memory://`) cannot be, nor can a build without the `ballista` feature.
+async fn connect_cluster(
+    ctx: &SessionContext,
+    search: &Arc<SearchContext>,
+    url: &str,
+    root: &StorageUrl,
+) -> Result<()> {
+    let refuse = |reason: String| JammiError::Cluster {
+        url: url.to_string(),
+        reason,
+    };
+    if root.scheme() == crate::storage::Scheme::Memory {
+        return Err(refuse(format!(
+            "the root {root} is in this process's memory, which executors cannot reach"
+        )));
+    }
+    #[cfg(feature = "ballista")]
+    {
+        crate::cluster::connect(ctx, search, url).await
+    }
+    #[cfg(not(feature = "ballista"))]
+    {
+        let _ = (ctx, search);
+        Err(refuse(
+            "this build of jammi-db has no cluster client (cargo feature `ballista`)".into(),
+        ))
+    }
 }
 
 /// A jammi database: sources, result tables and SQL over both.
@@ -127,6 +162,9 @@ impl JammiSession {
             .build();
         let ctx = SessionContext::new_with_state(state);
         let search = crate::sql::register(&ctx, &registry, Some(store.clone())).await?;
+        if let Some(url) = &options.cluster {
+            connect_cluster(&ctx, &search, url, store.root()).await?;
+        }
         let session = JammiSession {
             ctx,
             registry,

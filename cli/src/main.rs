@@ -18,6 +18,8 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use datafusion::arrow::record_batch::RecordBatch;
 
+#[cfg(feature = "ballista")]
+mod cluster;
 mod output;
 
 use jammi_db::index::progress::TerminalBar;
@@ -39,6 +41,10 @@ struct Cli {
     /// Output format of query results.
     #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
     output: Output,
+    /// Run queries on the Apache Ballista cluster whose scheduler is at df://host:port
+    /// (a build with the `ballista` feature).
+    #[arg(long, global = true, env = "JAMMI_CLUSTER")]
+    cluster: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -69,6 +75,12 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Run an Apache Ballista scheduler that plans jammi-db's queries.
+    #[cfg(feature = "ballista")]
+    Scheduler(cluster::SchedulerArgs),
+    /// Run an Apache Ballista executor that runs jammi-db's tasks.
+    #[cfg(feature = "ballista")]
+    Executor(cluster::ExecutorArgs),
 }
 
 #[derive(Subcommand)]
@@ -180,11 +192,23 @@ fn one_line(s: &str) -> String {
 pub(crate) type Error = Box<dyn std::error::Error>;
 
 async fn run(cli: Cli) -> Result<(), Error> {
+    // A cluster process serves until stopped and opens no database.
+    let command = match cli.command {
+        #[cfg(feature = "ballista")]
+        Some(Command::Scheduler(args)) => return cluster::scheduler(args).await,
+        #[cfg(feature = "ballista")]
+        Some(Command::Executor(args)) => return cluster::executor(args).await,
+        other => other,
+    };
     let root = cli.root.clone().unwrap_or_else(default_root);
-    let session = JammiSession::open_with(&root, OpenOptions::default()).await?;
+    let options = OpenOptions {
+        cluster: cli.cluster.clone(),
+        ..Default::default()
+    };
+    let session = JammiSession::open_with(&root, options).await?;
     session.set_build_progress(Arc::new(TerminalBar::default()));
     let out = cli.output;
-    match cli.command {
+    match command {
         None => repl(&session, out).await,
         Some(Command::Sql { query, file }) => match (query, file) {
             (Some(q), None) => run_script(&session, &q, out).await,
@@ -399,6 +423,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 Ok(())
             }
         },
+        #[cfg(feature = "ballista")]
+        Some(Command::Scheduler(_) | Command::Executor(_)) => {
+            Err("a scheduler or executor opens no database".into())
+        }
         Some(Command::Recover { dry_run }) => {
             let r = if dry_run {
                 session.result_store().recover_dry_run().await?
