@@ -238,8 +238,8 @@ impl ProcessEnv {
     }
 }
 
-/// `df://host:port` (or `host:port`) as the scheduler's gRPC endpoint `http://host:port`.
-pub fn scheduler_endpoint(url: &str) -> Result<String> {
+/// The host and port of a scheduler address `df://host:port` (or `host:port`).
+pub fn scheduler_address(url: &str) -> Result<(String, u16)> {
     let bad = |reason: &str| JammiError::Cluster {
         url: url.to_string(),
         reason: reason.to_string(),
@@ -251,8 +251,15 @@ pub fn scheduler_endpoint(url: &str) -> Result<String> {
     if host.is_empty() || host.contains('/') {
         return Err(bad("expected df://host:port"));
     }
-    port.parse::<u16>()
+    let port = port
+        .parse::<u16>()
         .map_err(|_| bad("the port is not a number from 1 to 65535"))?;
+    Ok((host.to_string(), port))
+}
+
+/// A scheduler address (see [`scheduler_address`]) as its gRPC endpoint `http://host:port`.
+pub fn scheduler_endpoint(url: &str) -> Result<String> {
+    let (host, port) = scheduler_address(url)?;
     Ok(format!("http://{host}:{port}"))
 }
 

@@ -114,12 +114,7 @@ pub(crate) async fn scheduler(args: SchedulerArgs) -> Result<(), Error> {
 pub(crate) async fn executor(args: ExecutorArgs) -> Result<(), Error> {
     let (dir, _keep) = work_dir(args.work_dir)?;
     let env = ProcessEnv::new(&dir).await?;
-    let endpoint = jammi_db::cluster::scheduler_endpoint(&args.scheduler)?;
-    let (host, port) = endpoint
-        .trim_start_matches("http://")
-        .rsplit_once(':')
-        .map(|(h, p)| (h.to_string(), p.parse::<u16>().unwrap_or_default()))
-        .ok_or("bad --scheduler")?;
+    let (host, port) = jammi_db::cluster::scheduler_address(&args.scheduler)?;
     let runtime = env.runtime();
     let config = ExecutorProcessConfig {
         bind_host: args.bind_host.clone(),
