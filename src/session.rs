@@ -104,6 +104,8 @@ pub struct JammiSession {
     search: Arc<SearchContext>,
     sources: RwLock<HashMap<String, Arc<LazySource>>>,
     recovery: RecoveryReport,
+    /// Queries run on a cluster ([`OpenOptions::cluster`]).
+    clustered: bool,
 }
 
 impl std::fmt::Debug for JammiSession {
@@ -173,6 +175,7 @@ impl JammiSession {
             search,
             sources: RwLock::default(),
             recovery,
+            clustered: options.cluster.is_some(),
         };
         for entry in session.catalog.sources().await? {
             session.mount(entry, None, None);
@@ -289,12 +292,13 @@ impl JammiSession {
 
     /// Plans `query` once, for many runs with new parameter values
     /// ([`PreparedQuery::execute`]). A query whose only parameters are `vector_search`
-    /// query vectors keeps its physical plan: a run skips DataFusion's planning.
+    /// query vectors keeps its physical plan: a run skips DataFusion's planning (on a
+    /// cluster, every run is planned and sent to the scheduler again).
     pub async fn prepare(&self, query: &str) -> Result<PreparedQuery> {
         let state = self.ctx.state();
         let plan = crate::sql::create_logical_plan(&state, query).await?;
         SQLOptions::new().verify_plan(&plan)?;
-        PreparedQuery::new(state, plan).await
+        PreparedQuery::new(state, plan, self.clustered).await
     }
 
     /// [`JammiSession::search`] prepared once: each run takes the query vector as `$1`.
@@ -307,7 +311,7 @@ impl JammiSession {
         let query = Expr::Placeholder(Placeholder::new_with_field("$1".into(), None));
         let df = self.plan_search(table, SearchQueries::One(query), k, options)?;
         let (state, plan) = df.into_parts();
-        PreparedQuery::new(state, plan).await
+        PreparedQuery::new(state, plan, self.clustered).await
     }
 
     /// Registers a source and persists it. The object (or a non-empty prefix) must exist

@@ -49,8 +49,10 @@ enum Kind {
 }
 
 impl PreparedQuery {
-    /// Prepares `plan` (a query, its placeholders unbound) in `state`.
-    pub(crate) async fn new(state: SessionState, plan: LogicalPlan) -> Result<Self> {
+    /// Prepares `plan` (a query, its placeholders unbound) in `state`. `per_run`: plan
+    /// every run (a cluster's plan is sent to its scheduler whole, so the searches of a
+    /// kept physical plan cannot be bound).
+    pub(crate) async fn new(state: SessionState, plan: LogicalPlan, per_run: bool) -> Result<Self> {
         if !is_query(&plan) {
             return Err(JammiError::NotAQuery {
                 statement: plan.display().to_string(),
@@ -59,8 +61,8 @@ impl PreparedQuery {
         // Judged on the optimised plan: the optimizer may move a parameter into a search
         // (`ORDER BY <distance>($1) LIMIT k`). That plan is the one planned physically.
         let optimized = match state.optimize(&plan) {
-            Ok(optimized) if only_search_params(&optimized) => optimized,
-            Err(e) if only_search_params(&plan) => return Err(e.into()),
+            Ok(optimized) if !per_run && only_search_params(&optimized) => optimized,
+            Err(e) if !per_run && only_search_params(&plan) => return Err(e.into()),
             _ => {
                 let schema = Arc::new(plan.schema().as_arrow().clone());
                 let state = Box::new(state);

@@ -1,0 +1,437 @@
+//! The same SQL on an Apache Ballista cluster of `jammi` processes (a scheduler and two
+//! executors, one vcore each, on free loopback ports) as on one session, with the data in
+//! the S3 server of the live lane (`scripts/test-servers.sh start`; buckets jammi-45..47
+//! are this binary's). Every process reaches the bucket with the ambient credentials of
+//! its environment, as a deployment's would.
+#![cfg(all(feature = "ballista", feature = "live-s3-tests"))]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{AsArray, RecordBatch};
+use datafusion::arrow::datatypes::Float32Type;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::common::ScalarValue;
+use jammi_db::session::{JammiSession, OpenOptions};
+use jammi_db::source::{SourceConnection, SourceType};
+
+const BUCKET: &str = "jammi-45";
+
+fn endpoint() -> String {
+    std::env::var("JAMMI_TEST_S3_ENDPOINT")
+        .expect("JAMMI_TEST_S3_ENDPOINT: run `eval \"$(scripts/test-servers.sh env)\"`")
+}
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when the test ends, its output in `log`.
+struct Process {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn start(args: &[&str], cache: &Path, log: PathBuf) -> Process {
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_jammi"))
+            .args(args)
+            .env("JAMMI_CACHE_DIR", cache)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Process { child, log }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The body of `GET path` on the scheduler's REST API (`None` while it does not answer).
+fn rest_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+}
+
+/// The ids of the executors the scheduler knows.
+fn executor_ids(port: u16) -> Vec<String> {
+    let Some(body) = rest_get(port, "/api/executors") else {
+        return vec![];
+    };
+    // A chunked body: the JSON array is between the first '[' and the last ']'.
+    let (Some(a), Some(b)) = (body.find('['), body.rfind(']')) else {
+        return vec![];
+    };
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body[a..=b]).unwrap_or_default();
+    list.iter()
+        .filter_map(|e| e["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The executors each task of every logged job ran on.
+fn task_executors(event_log: &Path) -> Vec<String> {
+    let mut out = vec![];
+    for f in std::fs::read_dir(event_log).unwrap() {
+        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v["ev"] == "TaskEnd" {
+                out.push(v["data"]["executor_id"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The files under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+async fn rows(s: &JammiSession, sql: &str) -> Vec<RecordBatch> {
+    s.sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn text(batches: &[RecordBatch]) -> String {
+    pretty_format_batches(batches).unwrap().to_string()
+}
+
+fn row_count(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(RecordBatch::num_rows).sum()
+}
+
+/// A query vector near corpus row `id`, as a SQL literal (every f32 printed exactly).
+async fn query_vector(s: &JammiSession, id: i64) -> (String, Vec<f32>) {
+    let b = rows(
+        s,
+        &format!("SELECT embedding FROM corpus.public.corpus WHERE id = {id}"),
+    )
+    .await;
+    let v = b[0].column(0).as_fixed_size_list().value(0);
+    let v: Vec<f32> = v
+        .as_primitive::<Float32Type>()
+        .values()
+        .iter()
+        .enumerate()
+        .map(|(i, x)| x + if i % 3 == 0 { 0.01 } else { -0.004 })
+        .collect();
+    let literal = v.iter().map(|x| format!("{x:?}")).collect::<Vec<_>>();
+    (format!("[{}]", literal.join(", ")), v)
+}
+
+/// Sets the ambient S3 settings every process reads. Called before any thread starts.
+fn ambient_s3_environment() {
+    // SAFETY: the test's only thread is running; the runtime starts after this.
+    unsafe {
+        std::env::set_var("AWS_ENDPOINT_URL", endpoint());
+        std::env::set_var("AWS_ALLOW_HTTP", "true");
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        std::env::set_var("AWS_REGION", "us-east-1");
+    }
+}
+
+/// Scheduler, two executors: each process with its own cache and work directories.
+struct Cluster {
+    scheduler_port: u16,
+    event_log: PathBuf,
+    caches: Vec<PathBuf>,
+    scheduler: Process,
+    executors: Vec<Process>,
+}
+
+impl Cluster {
+    fn start(dir: &Path) -> Cluster {
+        let port = free_port();
+        let event_log = dir.join("events");
+        std::fs::create_dir_all(&event_log).unwrap();
+        let cache = |name: &str| dir.join(name).join("cache");
+        let work = |name: &str| dir.join(name).join("work").display().to_string();
+        let port_s = port.to_string();
+        let scheduler = Process::start(
+            &[
+                "scheduler",
+                "--port",
+                &port_s,
+                "--work-dir",
+                &work("scheduler"),
+                "--event-log-dir",
+                event_log.to_str().unwrap(),
+                "--executor-timeout-seconds",
+                "5",
+                "--expire-dead-executor-interval-seconds",
+                "1",
+            ],
+            &cache("scheduler"),
+            dir.join("scheduler.log"),
+        );
+        let mut executors = vec![];
+        for name in ["executor-1", "executor-2"] {
+            let (flight, grpc) = (free_port().to_string(), free_port().to_string());
+            executors.push(Process::start(
+                &[
+                    "executor",
+                    "--scheduler",
+                    &format!("127.0.0.1:{port}"),
+                    "--port",
+                    &flight,
+                    "--grpc-port",
+                    &grpc,
+                    "--vcores",
+                    "1",
+                    "--heartbeat-interval-seconds",
+                    "1",
+                    "--work-dir",
+                    &work(name),
+                ],
+                &cache(name),
+                dir.join(format!("{name}.log")),
+            ));
+        }
+        let cluster = Cluster {
+            scheduler_port: port,
+            event_log,
+            caches: vec![cache("scheduler"), cache("executor-1"), cache("executor-2")],
+            scheduler,
+            executors,
+        };
+        cluster.wait_for_executors(2);
+        cluster
+    }
+
+    fn wait_for_executors(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while executor_ids(self.scheduler_port).len() != n {
+            assert!(
+                Instant::now() < deadline,
+                "{n} executors did not register within 60 s\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("df://127.0.0.1:{}", self.scheduler_port)
+    }
+
+    fn logs(&self) -> String {
+        let mut out = format!("--- scheduler\n{}", self.scheduler.output());
+        for (i, e) in self.executors.iter().enumerate() {
+            out.push_str(&format!("\n--- executor {}\n{}", i + 1, e.output()));
+        }
+        out
+    }
+}
+
+/// Uploads the repository's MiniLM slice (1,001 rows) as the source file.
+async fn upload_source(plain: &JammiSession, url: &str) {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/data/debian_sample.parquet")
+        .canonicalize()
+        .unwrap();
+    let df = plain
+        .context()
+        .read_parquet(sample.to_str().unwrap(), Default::default())
+        .await
+        .unwrap();
+    df.write_parquet(url, Default::default(), None)
+        .await
+        .unwrap();
+}
+
+#[test]
+fn the_same_queries_give_the_same_answers_on_a_cluster_of_jammi_processes() {
+    ambient_s3_environment();
+    let dir = tempfile::tempdir().unwrap();
+    // This process's cache: where a plain session keeps the indexes it loads.
+    let client_cache = dir.path().join("client").join("cache");
+    // SAFETY: still the only thread.
+    unsafe { std::env::set_var("JAMMI_CACHE_DIR", &client_cache) };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(run(dir.path(), &client_cache));
+}
+
+async fn run(dir: &Path, client_cache: &Path) {
+    // A prefix of this run's own: the server keeps earlier runs' objects.
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let root = format!("s3://{BUCKET}/cluster-{run}/db/");
+    let source = format!("s3://{BUCKET}/cluster-{run}/src/");
+    let options = OpenOptions {
+        auto_compact: Some(false),
+        ..Default::default()
+    };
+    // The data, written by a plain session: a result table of two segments, rows of
+    // both deleted, indexed.
+    let plain = JammiSession::open_with(&root, options.clone())
+        .await
+        .unwrap();
+    upload_source(&plain, &format!("{source}corpus.parquet")).await;
+    let connection = SourceConnection {
+        url: Some(format!("{source}corpus.parquet")),
+        ..Default::default()
+    };
+    plain
+        .add_source("corpus", SourceType::File, connection)
+        .await
+        .unwrap();
+    for sql in [
+        "CREATE TABLE jammi.public.emb AS SELECT id, section, package, embedding \
+         FROM corpus.public.corpus WHERE id < 30000",
+        "INSERT INTO jammi.public.emb SELECT id, section, package, embedding \
+         FROM corpus.public.corpus WHERE id >= 30000",
+        "DELETE FROM jammi.public.emb WHERE id % 11 = 0",
+    ] {
+        rows(&plain, sql).await;
+    }
+    let v = plain.result_store().latest_version("emb").await.unwrap();
+    assert_eq!(v.segments.len(), 2, "{v:?}");
+    let (v, vector) = query_vector(&plain, 12_000).await;
+    let queries = [
+        "SELECT id, section FROM corpus.public.corpus WHERE id % 7 = 3 ORDER BY id".to_string(),
+        "SELECT section, count(*) AS n, sum(id) AS s FROM corpus.public.corpus \
+         GROUP BY section ORDER BY section"
+            .to_string(),
+        "SELECT c.id, c.package, e.section FROM corpus.public.corpus c \
+         JOIN jammi.public.emb e ON c.id = e.id WHERE c.id % 5 = 0 ORDER BY c.id"
+            .to_string(),
+        format!("SELECT id, package, _distance FROM vector_search('emb', {v}, 10)"),
+        format!(
+            "SELECT id, _distance FROM vector_search('{source}corpus.parquet', {v}, 7, 'exact=true')"
+        ),
+        format!(
+            "SELECT id, section, _distance FROM vector_search('emb', {v}, 10, 'filter=section = ''admin''')"
+        ),
+        format!("SELECT id, _distance FROM vector_search('emb', {v}, 10, 'exact=true')"),
+        format!(
+            "SELECT id, cosine_distance(embedding, {v}) AS d FROM jammi.public.emb ORDER BY d LIMIT 10"
+        ),
+    ];
+    let mut expected = vec![];
+    for q in &queries {
+        let b = rows(&plain, q).await;
+        assert!(row_count(&b) > 0, "{q} found nothing");
+        expected.push(text(&b));
+    }
+    let prepared_sql = "SELECT id, _distance FROM vector_search('emb', $1, 10)";
+    let param = || {
+        vec![ScalarValue::List(ScalarValue::new_list_nullable(
+            &vector
+                .iter()
+                .map(|x| ScalarValue::Float32(Some(*x)))
+                .collect::<Vec<_>>(),
+            &datafusion::arrow::datatypes::DataType::Float32,
+        ))]
+    };
+    let plain_prepared = plain.prepare(prepared_sql).await.unwrap();
+    let expected_prepared = text(&plain_prepared.collect(param()).await.unwrap());
+    drop(plain);
+    // Nothing the cluster's answers depend on is in this process from here on.
+    std::fs::remove_dir_all(client_cache).ok();
+
+    let cluster = Cluster::start(dir);
+    let client = JammiSession::open_with(
+        &root,
+        OpenOptions {
+            cluster: Some(cluster.url()),
+            ..options
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    rows(
+        &client,
+        "SET ballista.scheduler.max_partitions_per_task = 1",
+    )
+    .await;
+    for (q, want) in queries.iter().zip(&expected) {
+        let got = match client.sql(q).await {
+            Ok(df) => df.collect().await,
+            Err(e) => panic!("{q}: {e}\n{}", cluster.logs()),
+        };
+        let got = got.unwrap_or_else(|e| panic!("{q}: {e}\n{}", cluster.logs()));
+        assert_eq!(&text(&got), want, "{q}");
+    }
+    let prepared = client.prepare(prepared_sql).await.unwrap();
+    let got = prepared.collect(param()).await.unwrap();
+    assert_eq!(text(&got), expected_prepared, "{prepared_sql}");
+
+    // The work ran on the executors: they hold the indexes; the client and the
+    // scheduler loaded none, and tasks ran on both executors.
+    let [scheduler_cache, e1, e2] = &cluster.caches[..] else {
+        unreachable!()
+    };
+    assert!(
+        files_under(client_cache).is_empty(),
+        "{:?}",
+        files_under(client_cache)
+    );
+    assert!(
+        files_under(scheduler_cache).is_empty(),
+        "{:?}",
+        files_under(scheduler_cache)
+    );
+    let on_executors = [files_under(e1), files_under(e2)];
+    assert!(
+        on_executors
+            .iter()
+            .flatten()
+            .any(|f| f.to_string_lossy().ends_with(".jammi-cache")),
+        "{on_executors:?}"
+    );
+    let mut ran_on = task_executors(&cluster.event_log);
+    ran_on.sort();
+    ran_on.dedup();
+    let mut registered = executor_ids(cluster.scheduler_port);
+    registered.sort();
+    assert_eq!(ran_on, registered, "tasks ran on {ran_on:?}");
+}
