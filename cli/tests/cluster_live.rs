@@ -112,6 +112,24 @@ fn task_executors(event_log: &Path) -> Vec<String> {
     out
 }
 
+/// The physical plan of every logged job (for a failure's message).
+fn job_plans(event_log: &Path) -> String {
+    let mut out = String::new();
+    for f in std::fs::read_dir(event_log).unwrap() {
+        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v["ev"] == "JobStart" {
+                let plan = v["data"]["physical_plan"].as_str().unwrap_or("");
+                out.push_str(&format!("{}\n{plan}\n", v["data"]["job_id"]));
+            } else {
+                out.push_str(&format!("{}\n", &line[..line.len().min(400)]));
+            }
+        }
+    }
+    out
+}
+
 /// The files under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = vec![];
@@ -399,7 +417,7 @@ async fn run(dir: &Path, client_cache: &Path) {
             Err(e) => panic!("{q}: {e}\n{}", cluster.logs()),
         };
         let got = got.unwrap_or_else(|e| panic!("{q}: {e}\n{}", cluster.logs()));
-        assert_eq!(&text(&got), want, "{q}");
+        assert_eq!(&text(&got), want, "{q}\n{}", job_plans(&cluster.event_log));
     }
     let prepared = client.prepare(prepared_sql).await.unwrap();
     let got = prepared.collect(param()).await.unwrap();
@@ -420,12 +438,12 @@ async fn run(dir: &Path, client_cache: &Path) {
         "{:?}",
         files_under(scheduler_cache)
     );
+    // Each segment's search is a task of its own: each executor loaded one's index.
     let on_executors = [files_under(e1), files_under(e2)];
     assert!(
-        on_executors
+        on_executors.iter().all(|files| files
             .iter()
-            .flatten()
-            .any(|f| f.to_string_lossy().ends_with(".jammi-cache")),
+            .any(|f| f.to_string_lossy().ends_with(".jammi-cache"))),
         "{on_executors:?}"
     );
     let mut ran_on = task_executors(&cluster.event_log);

@@ -148,6 +148,8 @@ struct MergeProto {
     projection: Vec<u64>,
     #[prost(bool, tag = "7")]
     projected: bool,
+    #[prost(uint64, optional, tag = "8")]
+    part: Option<u64>,
 }
 
 /// A `LiveRowsExec`: the live rows of each segment file with deletions.
@@ -482,6 +484,7 @@ impl PhysicalExtensionCodec for JammiPhysicalCodec {
                     descending: m.descending,
                     query_key: m.query_key.map(|i| i as usize),
                     rank: m.rank.map(|i| i as usize),
+                    part: m.part.map(|i| i as usize),
                 };
                 let projection = m.projected.then(|| usizes(&m.projection));
                 Ok(Arc::new(SegmentMergeExec::try_new(
@@ -516,6 +519,7 @@ impl PhysicalExtensionCodec for JammiPhysicalCodec {
                 descending: c.descending,
                 query_key: c.query_key.map(|i| i as u64),
                 rank: c.rank.map(|i| i as u64),
+                part: c.part.map(|i| i as u64),
                 projection: m.projection().map_or(vec![], u64s),
                 projected: m.projection().is_some(),
             })
@@ -541,6 +545,12 @@ impl JammiPhysicalCodec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let spec = decode_spec(p.spec.as_ref())?;
         let decode_ctx = PhysicalPlanDecodeContext::new(ctx, self);
+        // A segmented table's segment numbers come last (perhaps restricted to the
+        // partitions of one task).
+        let (inputs, segments) = match inputs.split_last() {
+            Some((last, rest)) if spec.target.parts().len() > 1 => (rest, Some(last.clone())),
+            _ => (inputs, None),
+        };
         let queries = match (&p.query, &p.param, p.batch.as_slice(), inputs) {
             (None, Some(id), [], []) => Queries::Param(id.clone()),
             (Some(q), None, _, _) => Queries::Single(proto_converter.proto_to_physical_expr(
@@ -567,13 +577,17 @@ impl JammiPhysicalCodec {
             }
             None => None,
         };
-        Ok(Arc::new(VectorSearchExec::try_new(
+        let search = VectorSearchExec::try_new(
             spec,
             queries,
             prefilter,
             p.projected.then(|| usizes(&p.projection)),
             self.ctx.clone(),
-        )?))
+        )?;
+        Ok(Arc::new(match segments {
+            Some(s) => search.with_segments(s)?,
+            None => search,
+        }))
     }
 
     fn encode_search(

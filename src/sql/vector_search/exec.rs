@@ -11,7 +11,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::compute::{concat_batches, take};
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DataFusionError, ParamValues, Result as DfResult, ScalarValue};
 use datafusion::execution::TaskContext;
@@ -86,7 +86,14 @@ enum OutCol {
     Table(usize),
     Distance,
     Rank,
+    /// The partition (segment) a row came from: the merge's tie-break, never in the
+    /// statement's output (see [`PART`]).
+    Part,
 }
+
+/// The name of the hidden column that numbers a segmented search's partitions. Only a
+/// projection asks for it (index: one past the search's output columns).
+pub const PART: &str = "__jammi_segment";
 
 /// Runs a nearest-neighbour search when executed.
 #[derive(Debug)]
@@ -103,6 +110,47 @@ pub struct VectorSearchExec {
     stats: Arc<Mutex<SearchStats>>,
     /// A batch search's queries, read once for all its segments' partitions.
     batch_queries: BatchQueries,
+    /// A segmented table's segment numbers, one partition each ([`segment_numbers`]).
+    segments: Option<Arc<dyn ExecutionPlan>>,
+}
+
+/// The partitions of a search over `n` segments as a plan of their numbers: partition
+/// `i` holds one row, `i`. A distributed engine gives each task some partitions of a
+/// stage's leaves (Ballista restricts scans, never an extension's own partitions); as
+/// this child, a search's partitions are restricted with them, and each partition reads
+/// which segment it is.
+fn segment_numbers(n: usize) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let schema = Arc::new(Schema::new(vec![Field::new(PART, DataType::UInt32, false)]));
+    let partitions = (0..n as u32)
+        .map(|i| {
+            let numbers: ArrayRef = Arc::new(UInt32Array::from(vec![i]));
+            Ok(vec![RecordBatch::try_new(schema.clone(), vec![numbers])?])
+        })
+        .collect::<DfResult<Vec<_>>>()?;
+    let source =
+        datafusion::datasource::memory::MemorySourceConfig::try_new(&partitions, schema, None)?;
+    Ok(datafusion::datasource::source::DataSourceExec::from_data_source(source))
+}
+
+/// The segment a partition of [`segment_numbers`] (perhaps restricted) stands for.
+async fn segment_number(
+    segments: &Arc<dyn ExecutionPlan>,
+    partition: usize,
+    context: Arc<TaskContext>,
+) -> DfResult<usize> {
+    let batches: Vec<RecordBatch> = segments.execute(partition, context)?.try_collect().await?;
+    let mut numbers = batches.iter().flat_map(|b| {
+        let column = datafusion::arrow::array::AsArray::as_primitive::<
+            datafusion::arrow::datatypes::UInt32Type,
+        >(b.column(0));
+        column.values().to_vec()
+    });
+    match (numbers.next(), numbers.next()) {
+        (Some(n), None) => Ok(n as usize),
+        _ => Err(DataFusionError::Internal(format!(
+            "VectorSearchExec: partition {partition} of its segment numbers is not one number"
+        ))),
+    }
 }
 
 /// The query vectors and keys of a batch search, shared by its partitions.
@@ -110,13 +158,49 @@ type BatchQueries = Arc<tokio::sync::OnceCell<(Vec<Vec<f32>>, ArrayRef)>>;
 
 impl VectorSearchExec {
     /// A search of `spec` for `queries`. `projection` keeps output columns of the full
-    /// output (`[query_<key>,] <table columns>, _distance[, _rank]`).
+    /// output (`[query_<key>,] <table columns>, _distance[, _rank]`, then, for a
+    /// segmented table, the partition number [`PART`]; without a projection, all but it).
     pub fn try_new(
         spec: SearchSpec,
         queries: Queries,
         prefilter: Option<Prefilter>,
         projection: Option<Vec<usize>>,
         ctx: Arc<SearchContext>,
+    ) -> DfResult<Self> {
+        let parts = spec.target.parts().len();
+        let segments = (parts > 1).then(|| segment_numbers(parts)).transpose()?;
+        Self::build(spec, queries, prefilter, projection, ctx, segments)
+    }
+
+    /// This search over `segments` (its [`segment_numbers`], perhaps restricted to some).
+    pub fn with_segments(&self, segments: Arc<dyn ExecutionPlan>) -> DfResult<Self> {
+        if self.segments.is_none() || segments.schema().fields().len() != 1 {
+            return Err(DataFusionError::Internal(
+                "VectorSearchExec: segment numbers of a search over one file".into(),
+            ));
+        }
+        Self::build(
+            self.spec.clone(),
+            self.queries.clone(),
+            self.prefilter.clone(),
+            self.projection.clone(),
+            self.ctx.clone(),
+            Some(segments),
+        )
+    }
+
+    /// The plan of the segment numbers this search's partitions read (segmented tables).
+    pub fn segments(&self) -> Option<&Arc<dyn ExecutionPlan>> {
+        self.segments.as_ref()
+    }
+
+    fn build(
+        spec: SearchSpec,
+        queries: Queries,
+        prefilter: Option<Prefilter>,
+        projection: Option<Vec<usize>>,
+        ctx: Arc<SearchContext>,
+        segments: Option<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Self> {
         let batch = matches!(queries, Queries::Batch { .. });
         let mut full: Vec<OutCol> = Vec::new();
@@ -132,12 +216,24 @@ impl VectorSearchExec {
             Queries::Batch { input, key, .. } => Some(input.schema().field(*key).clone()),
             Queries::Single(_) | Queries::Param(_) => None,
         };
-        let fields = spec.output_fields(key_field.as_ref());
+        let mut fields = spec.output_fields(key_field.as_ref());
         let (out, fields) = match &projection {
-            Some(p) => (
-                p.iter().map(|&i| full[i]).collect(),
-                p.iter().map(|&i| fields[i].clone()).collect(),
-            ),
+            Some(p) => {
+                if !spec.target.segments.is_empty() {
+                    full.push(OutCol::Part);
+                    fields.push(Field::new(PART, DataType::UInt32, false));
+                }
+                if let Some(&bad) = p.iter().find(|&&i| i >= full.len()) {
+                    return Err(DataFusionError::Internal(format!(
+                        "VectorSearchExec: output column {bad} of {}",
+                        full.len()
+                    )));
+                }
+                (
+                    p.iter().map(|&i| full[i]).collect(),
+                    p.iter().map(|&i| fields[i].clone()).collect(),
+                )
+            }
             None => (full, fields),
         };
         let schema = Arc::new(Schema::new(fields));
@@ -153,9 +249,12 @@ impl VectorSearchExec {
             eq.add_ordering([nearest_first]);
         }
         // One partition per segment of a result table that changed.
+        let partitions = segments
+            .as_ref()
+            .map_or(1, |s| s.properties().partitioning.partition_count());
         let properties = Arc::new(PlanProperties::new(
             eq,
-            Partitioning::UnknownPartitioning(spec.target.parts().len()),
+            Partitioning::UnknownPartitioning(partitions),
             EmissionType::Final,
             Boundedness::Bounded,
         ));
@@ -171,6 +270,7 @@ impl VectorSearchExec {
             metrics: ExecutionPlanMetricsSet::new(),
             stats: Arc::default(),
             batch_queries: Arc::default(),
+            segments,
         })
     }
 
@@ -209,12 +309,13 @@ impl VectorSearchExec {
 
     /// This search for `queries`, with fresh metrics and statistics.
     fn with_queries(&self, queries: Queries) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(VectorSearchExec::try_new(
+        Ok(Arc::new(VectorSearchExec::build(
             self.spec.clone(),
             queries,
             self.prefilter.clone(),
             self.projection.clone(),
             self.ctx.clone(),
+            self.segments.clone(),
         )?))
     }
 
@@ -257,18 +358,31 @@ impl ExecutionPlan for VectorSearchExec {
         &self.properties
     }
 
+    /// A batch search's queries, then a segmented table's segment numbers.
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        match &self.queries {
-            Queries::Batch { input, .. } => vec![input],
-            Queries::Single(_) | Queries::Param(_) => vec![],
+        let mut children = Vec::new();
+        if let Queries::Batch { input, .. } = &self.queries {
+            children.push(input);
         }
+        children.extend(self.segments.as_ref());
+        children
     }
 
+    /// The queries whole (every partition searches them all); the segment numbers
+    /// partition by partition.
     fn required_input_distribution(&self) -> Vec<Distribution> {
-        self.children()
-            .iter()
-            .map(|_| Distribution::SinglePartition)
-            .collect()
+        let mut d = Vec::new();
+        if matches!(self.queries, Queries::Batch { .. }) {
+            d.push(Distribution::SinglePartition);
+        }
+        if self.segments.is_some() {
+            d.push(Distribution::UnspecifiedDistribution);
+        }
+        d
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false; self.children().len()]
     }
 
     fn apply_expressions(
@@ -291,15 +405,31 @@ impl ExecutionPlan for VectorSearchExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let queries = match (&self.queries, children.into_iter().next()) {
-            (Queries::Batch { key, vector, .. }, Some(input)) => Queries::Batch {
-                input,
+        let mut children = children.into_iter();
+        let queries = match &self.queries {
+            Queries::Batch { key, vector, .. } => Queries::Batch {
+                input: children.next().ok_or_else(|| {
+                    DataFusionError::Internal("VectorSearchExec: no queries".into())
+                })?,
                 key: *key,
                 vector: *vector,
             },
-            (q, _) => q.clone(),
+            q => q.clone(),
         };
-        self.with_queries(queries)
+        let segments = match &self.segments {
+            Some(_) => Some(children.next().ok_or_else(|| {
+                DataFusionError::Internal("VectorSearchExec: no segment numbers".into())
+            })?),
+            None => None,
+        };
+        Ok(Arc::new(VectorSearchExec::build(
+            self.spec.clone(),
+            queries,
+            self.prefilter.clone(),
+            self.projection.clone(),
+            self.ctx.clone(),
+            segments,
+        )?))
     }
 
     #[allow(deprecated)]
@@ -318,20 +448,14 @@ impl ExecutionPlan for VectorSearchExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        let parts = self.spec.target.parts();
-        let Some(part) = parts.get(partition) else {
+        let count = self.properties.partitioning.partition_count();
+        if partition >= count {
             return Err(DataFusionError::Internal(format!(
-                "VectorSearchExec has {} partitions, asked for {partition}",
-                parts.len()
+                "VectorSearchExec has {count} partitions, asked for {partition}"
             )));
-        };
-        let spec = if self.spec.target.segments.is_empty() {
-            self.spec.clone()
-        } else {
-            self.spec.for_segment(part.clone())?
-        };
-        let run = Run {
-            spec,
+        }
+        let mut run = Run {
+            spec: self.spec.clone(),
             queries: self.queries.clone(),
             prefilter: self.prefilter.clone(),
             out: self.out.clone(),
@@ -340,8 +464,25 @@ impl ExecutionPlan for VectorSearchExec {
             metrics: RunMetrics::new(&self.metrics, partition),
             stats: self.stats.clone(),
             batch_queries: self.batch_queries.clone(),
+            part: 0,
         };
-        let stream = futures::stream::once(async move { run.run(context).await });
+        let segments = self.segments.clone();
+        let stream = futures::stream::once(async move {
+            if !run.spec.target.segments.is_empty() {
+                let n = match &segments {
+                    Some(s) => segment_number(s, partition, context.clone()).await?,
+                    None => 0,
+                };
+                let Some(part) = run.spec.target.parts().into_iter().nth(n) else {
+                    return Err(DataFusionError::Internal(format!(
+                        "VectorSearchExec: no segment {n}"
+                    )));
+                };
+                run.spec = run.spec.for_segment(part)?;
+                run.part = n as u32;
+            }
+            run.run(context).await
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
             stream,
@@ -403,6 +544,8 @@ struct Run {
     metrics: RunMetrics,
     stats: Arc<Mutex<SearchStats>>,
     batch_queries: BatchQueries,
+    /// The partition this run is.
+    part: u32,
 }
 
 /// The hits of every query, and how they were found.
@@ -925,6 +1068,7 @@ impl Run {
                 OutCol::Table(_) => table.next().expect("one array per table column"),
                 OutCol::Distance => self.distances(found),
                 OutCol::Rank => Arc::new(UInt32Array::from(found.rank.clone())),
+                OutCol::Part => Arc::new(UInt32Array::from(vec![self.part; found.hits.len()])),
                 OutCol::QueryKey => {
                     let keys = keys.expect("batch searches have keys");
                     take(

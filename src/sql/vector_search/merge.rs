@@ -11,10 +11,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array, UInt64Array,
+    Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt32Array, UInt64Array,
 };
 use datafusion::arrow::compute::{concat_batches, take};
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::UInt32Type;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::{Result, internal_err};
 use datafusion::execution::TaskContext;
@@ -41,6 +42,9 @@ pub struct MergeColumns {
     pub query_key: Option<usize>,
     /// `_rank` of a batch search.
     pub rank: Option<usize>,
+    /// The partition (segment) number of each row ([`PART`](super::exec::PART)): ties
+    /// go to the earlier segment whatever order the partitions arrive in.
+    pub part: Option<usize>,
 }
 
 /// The node (see the module docs).
@@ -131,11 +135,15 @@ fn top_k(all: &RecordBatch, k: usize, c: &MergeColumns) -> Result<Vec<u64>> {
                 .collect()
         }
     };
+    let part = c.part.map(|p| all.column(p).as_primitive::<UInt32Type>());
+    let part_of = |i: usize| part.map_or(0, |p| p.value(i));
     let mut order: Vec<usize> = (0..all.num_rows()).collect();
+    // Within a partition rows arrive in its order: the position breaks the last tie.
     order.sort_by(|&a, &b| {
         query_of[a]
             .cmp(&query_of[b])
             .then(rows.row(a).cmp(&rows.row(b)))
+            .then(part_of(a).cmp(&part_of(b)))
             .then(a.cmp(&b))
     });
     let mut kept = Vec::new();
@@ -154,12 +162,8 @@ fn top_k(all: &RecordBatch, k: usize, c: &MergeColumns) -> Result<Vec<u64>> {
 
 impl DisplayAs for SegmentMergeExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "SegmentMergeExec: k={}, segments={}",
-            self.k,
-            self.input.properties().partitioning.partition_count()
-        )
+        // The segments are the search's (its partitions arrive coalesced).
+        write!(f, "SegmentMergeExec: k={}", self.k)
     }
 }
 
@@ -176,9 +180,10 @@ impl ExecutionPlan for SegmentMergeExec {
         vec![&self.input]
     }
 
-    /// Every partition of the input: one per segment.
+    /// One partition: the segments' partitions coalesced below, so each segment's search
+    /// is a task of its own (locally, and on a cluster a stage of one task per segment).
     fn required_input_distribution(&self) -> Vec<datafusion::physical_plan::Distribution> {
-        vec![datafusion::physical_plan::Distribution::UnspecifiedDistribution]
+        vec![datafusion::physical_plan::Distribution::SinglePartition]
     }
 
     fn apply_expressions(
@@ -230,8 +235,9 @@ impl ExecutionPlan for SegmentMergeExec {
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let run = async move {
             let full = input.schema();
-            // The segments are searched side by side, each partition a task of its own (a
-            // search is CPU-bound work: in one task the partitions would take turns).
+            // One partition below (coalesced segments) in a planned query; a plan built by
+            // hand may hand over every segment's partition: each runs as a task of its own
+            // (a search is CPU-bound work: in one task the partitions would take turns).
             let streams = execute_stream_partitioned(input, context)?;
             let tasks: Vec<_> = streams
                 .into_iter()

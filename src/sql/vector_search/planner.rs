@@ -83,13 +83,17 @@ impl ExtensionPlanner for VectorSearchExtensionPlanner {
         }
         // Segments: each partition's top k, merged to the global top k on the way out. The
         // partitions hydrate only the columns the statement reads, plus what the merge needs.
+        // Each partition numbers its rows (the hidden column after the output's), so
+        // the merge breaks ties in segment order whatever order partitions arrive in.
         let width = n.spec.columns.len() + if batch { 3 } else { 1 };
         let distance = if batch { width - 2 } else { width - 1 };
-        let mut read: Vec<usize> = match &n.projection {
+        let part = width;
+        let kept: Vec<usize> = match &n.projection {
             Some(p) => p.clone(),
             None => (0..width).collect(),
         };
-        read.push(distance);
+        let mut read = kept.clone();
+        read.extend([distance, part]);
         if batch {
             read.extend([0, width - 1]);
         }
@@ -101,11 +105,9 @@ impl ExtensionPlanner for VectorSearchExtensionPlanner {
             descending: n.spec.distance.nearest_largest(n.spec.metric),
             query_key: batch.then(|| at(0)),
             rank: batch.then(|| at(width - 1)),
+            part: Some(at(part)),
         };
-        let projection = n
-            .projection
-            .as_ref()
-            .map(|p| p.iter().map(|&i| at(i)).collect());
+        let projection = Some(kept.iter().map(|&i| at(i)).collect());
         let search = VectorSearchExec::try_new(
             n.spec.clone(),
             queries,
