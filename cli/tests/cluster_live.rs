@@ -288,6 +288,41 @@ impl Cluster {
     }
 }
 
+/// Writes to `t` with every statement that changes a table (and a `CREATE TABLE AS` from
+/// a search over it), then reads it whole and searches it.
+async fn write_and_read(s: &JammiSession, t: &str, v: &str) -> Vec<String> {
+    for sql in [
+        format!(
+            "INSERT INTO jammi.public.{t} SELECT id + 100000, section, package, embedding \
+             FROM corpus.public.corpus WHERE id % 13 = 0"
+        ),
+        format!("UPDATE jammi.public.{t} SET section = 'moved' WHERE id % 17 = 0"),
+        format!("DELETE FROM jammi.public.{t} WHERE id % 19 = 0"),
+        format!(
+            "MERGE INTO jammi.public.{t} AS t USING (SELECT id, 'merged' AS package, embedding \
+             FROM corpus.public.corpus WHERE id % 23 = 0) AS s ON t.id = s.id \
+             WHEN MATCHED THEN UPDATE SET package = s.package \
+             WHEN NOT MATCHED THEN INSERT (id, section, package, embedding) \
+             VALUES (s.id, 'new', s.package, s.embedding)"
+        ),
+        format!(
+            "CREATE TABLE jammi.public.{t}_near AS SELECT id, package, _distance \
+             FROM vector_search('{t}', {v}, 10)"
+        ),
+    ] {
+        rows(s, &sql).await;
+    }
+    let mut out = vec![];
+    for sql in [
+        format!("SELECT id, section, package FROM jammi.public.{t} ORDER BY id"),
+        format!("SELECT * FROM jammi.public.{t}_near ORDER BY _distance, id"),
+        format!("SELECT id, _distance FROM vector_search('{t}', {v}, 10)"),
+    ] {
+        out.push(text(&rows(s, &sql).await));
+    }
+    out
+}
+
 /// Uploads the repository's MiniLM slice (1,001 rows) as the source file.
 async fn upload_source(plain: &JammiSession, url: &str) {
     let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -342,14 +377,21 @@ async fn run(dir: &Path, client_cache: &Path) {
         .add_source("corpus", SourceType::File, connection)
         .await
         .unwrap();
-    for sql in [
-        "CREATE TABLE jammi.public.emb AS SELECT id, section, package, embedding \
-         FROM corpus.public.corpus WHERE id < 30000",
-        "INSERT INTO jammi.public.emb SELECT id, section, package, embedding \
-         FROM corpus.public.corpus WHERE id >= 30000",
-        "DELETE FROM jammi.public.emb WHERE id % 11 = 0",
-    ] {
-        rows(&plain, sql).await;
+    // `emb` for the reads; `w_plain` and `w_cluster` the same, for the writes.
+    for t in ["emb", "w_plain", "w_cluster"] {
+        for sql in [
+            format!(
+                "CREATE TABLE jammi.public.{t} AS SELECT id, section, package, embedding \
+                 FROM corpus.public.corpus WHERE id < 30000"
+            ),
+            format!(
+                "INSERT INTO jammi.public.{t} SELECT id, section, package, embedding \
+                 FROM corpus.public.corpus WHERE id >= 30000"
+            ),
+            format!("DELETE FROM jammi.public.{t} WHERE id % 11 = 0"),
+        ] {
+            rows(&plain, &sql).await;
+        }
     }
     let v = plain.result_store().latest_version("emb").await.unwrap();
     assert_eq!(v.segments.len(), 2, "{v:?}");
@@ -392,6 +434,7 @@ async fn run(dir: &Path, client_cache: &Path) {
     };
     let plain_prepared = plain.prepare(prepared_sql).await.unwrap();
     let expected_prepared = text(&plain_prepared.collect(param()).await.unwrap());
+    let expected_writes = write_and_read(&plain, "w_plain", &v).await;
     drop(plain);
     // Nothing the cluster's answers depend on is in this process from here on.
     std::fs::remove_dir_all(client_cache).ok();
@@ -422,6 +465,21 @@ async fn run(dir: &Path, client_cache: &Path) {
     let prepared = client.prepare(prepared_sql).await.unwrap();
     let got = prepared.collect(param()).await.unwrap();
     assert_eq!(text(&got), expected_prepared, "{prepared_sql}");
+
+    // Writes: their queries run on the cluster, the commits here; the tables end equal.
+    let got = write_and_read(&client, "w_cluster", &v).await;
+    for (g, w) in got.iter().zip(&expected_writes) {
+        assert_eq!(g, w, "{}", cluster.logs());
+    }
+    let plans = job_plans(&cluster.event_log);
+    assert!(
+        plans.contains("100000"),
+        "the INSERT's query ran elsewhere:\n{plans}"
+    );
+    assert!(
+        plans.contains("merged"),
+        "the MERGE's source ran elsewhere:\n{plans}"
+    );
 
     // The work ran on the executors: they hold the indexes; the client and the
     // scheduler loaded none, and tasks ran on both executors.

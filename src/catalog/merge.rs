@@ -105,11 +105,29 @@ pub(crate) async fn plan(
         out.extend(new_values(&clauses, &schema, &action, &col_t)?);
     }
     let plan = joined.filter(action.is_not_null())?.project(out)?.build()?;
-    let rows = state.create_physical_plan(&plan).await?;
+    let rows = plan_here(state, &plan).await?;
     let write = crate::sql::options::session_write(state);
     Ok(Arc::new(MergeExec::new(
         store, base, schema, rows, acts, keys, name, write,
     )))
+}
+
+/// `plan` planned for this process whatever the session's query planner (a cluster's
+/// would send it away): its rows (the target's segments, the USING stream) are here.
+async fn plan_here(state: &dyn Session, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
+    use datafusion::physical_planner::PhysicalPlanner;
+    let Some(state) = state
+        .as_any()
+        .downcast_ref::<datafusion::execution::SessionState>()
+    else {
+        return Ok(state.create_physical_plan(plan).await?);
+    };
+    let optimized = state.optimize(plan)?;
+    Ok(
+        datafusion::physical_planner::DefaultPhysicalPlanner::default()
+            .create_physical_plan(&optimized, state)
+            .await?,
+    )
 }
 
 /// The live rows of every segment of `base` with their segment index and row position,

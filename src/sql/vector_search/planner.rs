@@ -197,7 +197,7 @@ fn holds_search(plan: &LogicalPlan) -> bool {
 
 /// `INSERT`, `DELETE`, `UPDATE` or `MERGE` into a source (`<source>.public.<table>`): refused,
 /// since a source's files are the user's; only result tables change.
-fn refuse_source_changes(plan: &LogicalPlan, session: &dyn Session) -> Result<()> {
+pub(crate) fn refuse_source_changes(plan: &LogicalPlan, session: &dyn Session) -> Result<()> {
     let LogicalPlan::Dml(d) = plan else {
         return Ok(());
     };

@@ -13,6 +13,8 @@
 //! physical codec is datafusion-proto's `ComposedPhysicalExtensionCodec` of Ballista's and
 //! [`JammiPhysicalCodec`].
 
+mod planner;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -268,7 +270,8 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Turns `ctx`'s planning over to the cluster whose scheduler is at `url`: queries are
 /// planned here and sent to the scheduler, which runs them on its executors; DDL, `SET`
-/// and `information_schema` stay local. The scheduler must answer within 10 s.
+/// and `information_schema` stay local, and writes commit here (their queries run on the
+/// cluster). The scheduler must answer within 10 s.
 pub(crate) async fn connect(
     ctx: &SessionContext,
     search: &Arc<SearchContext>,
@@ -300,11 +303,19 @@ pub(crate) async fn connect(
     }
     let state_ref = ctx.state_ref();
     let mut state = state_ref.write();
+    let codec: Arc<dyn LogicalExtensionCodec> = Arc::new(ClusterLogicalCodec::default());
+    let ballista = state
+        .config()
+        .clone()
+        .upgrade_for_ballista()
+        .ballista_config();
+    let planner = planner::ClusterPlanner::new(endpoint.clone(), ballista, codec.clone());
     let config = state
         .config()
         .clone()
-        .with_ballista_logical_extension_codec(Arc::new(ClusterLogicalCodec::default()))
-        .with_ballista_physical_extension_codec(physical_codec(search.clone()));
+        .with_ballista_logical_extension_codec(codec)
+        .with_ballista_physical_extension_codec(physical_codec(search.clone()))
+        .with_ballista_query_planner(Arc::new(planner));
     let functions = (
         state.scalar_functions().clone(),
         state.aggregate_functions().clone(),
