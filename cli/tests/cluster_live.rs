@@ -412,6 +412,9 @@ async fn run(dir: &Path, client_cache: &Path) {
             "SELECT id, section, _distance FROM vector_search('emb', {v}, 10, 'filter=section = ''admin''')"
         ),
         format!("SELECT id, _distance FROM vector_search('emb', {v}, 10, 'exact=true')"),
+        "SELECT id, _distance FROM vector_search('emb', \
+         (SELECT embedding FROM jammi.public.emb WHERE id = 12000), 5)"
+            .to_string(),
         format!(
             "SELECT id, cosine_distance(embedding, {v}) AS d FROM jammi.public.emb ORDER BY d LIMIT 10"
         ),

@@ -10,19 +10,23 @@ use ballista_core::config::BallistaConfig;
 use ballista_core::execution_plans::DistributedQueryExec;
 use ballista_core::planner::BallistaQueryPlanner;
 use datafusion::catalog::Session;
-use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{DFSchemaRef, Result};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchemaRef, Result, ScalarValue, exec_err};
 use datafusion::execution::SessionState;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::dml::WriteOp;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
-    Expr, Extension, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
+    Expr, Extension, LogicalPlan, Subquery, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
 };
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::protobuf::LogicalPlanNode;
+
+use crate::sql::vector_search::node::VectorSearchNode;
 
 /// Plans queries as jobs of the cluster at `endpoint`, and writes as a local commit of
 /// rows a job yields.
@@ -66,6 +70,8 @@ impl QueryPlanner for ClusterPlanner {
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         crate::sql::vector_search::planner::refuse_source_changes(plan, session)?;
+        let evaluated = self.evaluate_query_subqueries(plan, session).await?;
+        let plan = &evaluated;
         let LogicalPlan::Dml(dml) = plan else {
             return self.remote.create_physical_plan(plan, session).await;
         };
@@ -99,6 +105,87 @@ impl QueryPlanner for ClusterPlanner {
                 )
             })?;
         local.create_physical_plan(&plan, state).await
+    }
+}
+
+impl ClusterPlanner {
+    /// `plan` with the value of each search's query vector given by a scalar subquery
+    /// (`vector_search(t, (SELECT v FROM ...), k)`), computed first by a job of its own:
+    /// Ballista plans no scalar subquery in an expression of an extension node.
+    async fn evaluate_query_subqueries(
+        &self,
+        plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> Result<LogicalPlan> {
+        let mut subqueries: Vec<Subquery> = Vec::new();
+        plan.apply_with_subqueries(|p| {
+            if let Some(Expr::ScalarSubquery(q)) = search_query(p)
+                && q.outer_ref_columns.is_empty()
+                && !subqueries.contains(q)
+            {
+                subqueries.push(q.clone());
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        if subqueries.is_empty() {
+            return Ok(plan.clone());
+        }
+        let mut values = Vec::with_capacity(subqueries.len());
+        for q in &subqueries {
+            let exec = self.remote.create_physical_plan(&q.subquery, session).await?;
+            let batches = datafusion::physical_plan::collect(exec, session.task_ctx()).await?;
+            values.push(scalar_value(&batches)?);
+        }
+        let replaced = plan.clone().transform_down_with_subqueries(|p| {
+            let LogicalPlan::Extension(e) = &p else {
+                return Ok(Transformed::no(p));
+            };
+            let Some(n) = e.node.as_any().downcast_ref::<VectorSearchNode>() else {
+                return Ok(Transformed::no(p));
+            };
+            let Some(Expr::ScalarSubquery(q)) = &n.query else {
+                return Ok(Transformed::no(p));
+            };
+            let Some(i) = subqueries.iter().position(|s| s == q) else {
+                return Ok(Transformed::no(p));
+            };
+            let mut node = n.clone();
+            node.query = Some(Expr::Literal(values[i].clone(), None));
+            Ok(Transformed::yes(LogicalPlan::Extension(Extension {
+                node: Arc::new(node),
+            })))
+        })?;
+        Ok(replaced.data)
+    }
+}
+
+/// The query vector expression of a search node.
+fn search_query(plan: &LogicalPlan) -> Option<&Expr> {
+    let LogicalPlan::Extension(e) = plan else {
+        return None;
+    };
+    e.node
+        .as_any()
+        .downcast_ref::<VectorSearchNode>()?
+        .query
+        .as_ref()
+}
+
+/// The value of a scalar subquery from its rows: NULL for none, an error for several.
+fn scalar_value(batches: &[RecordBatch]) -> Result<ScalarValue> {
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    match rows {
+        0 => {
+            let t = batches
+                .first()
+                .map_or(DataType::Null, |b| b.schema().field(0).data_type().clone());
+            ScalarValue::try_from(&t)
+        }
+        1 => {
+            let b = batches.iter().find(|b| b.num_rows() == 1).expect("one row");
+            ScalarValue::try_from_array(b.column(0), 0)
+        }
+        n => exec_err!("vector_search: the query vector's subquery returned {n} rows, not one"),
     }
 }
 
