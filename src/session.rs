@@ -165,7 +165,19 @@ impl JammiSession {
         let ctx = SessionContext::new_with_state(state);
         let search = crate::sql::register(&ctx, &registry, Some(store.clone())).await?;
         if let Some(url) = &options.cluster {
+            if options.cloud.as_ref().is_some_and(CloudConfig::has_secrets) {
+                return Err(JammiError::Cluster {
+                    url: url.clone(),
+                    reason: format!(
+                        "the root {} was given credentials, which never leave this process: \
+                         the cluster's scheduler and executors read it with their own \
+                         ambient credentials; give them those, and this session none",
+                        store.root()
+                    ),
+                });
+            }
             connect_cluster(&ctx, &search, url, store.root()).await?;
+            registry.refuse_credentials_for_cluster(url);
         }
         let session = JammiSession {
             ctx,

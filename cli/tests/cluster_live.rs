@@ -17,6 +17,7 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::common::ScalarValue;
 use jammi_db::session::{JammiSession, OpenOptions};
 use jammi_db::source::{SourceConnection, SourceType};
+use jammi_db::storage::{CloudConfig, S3Config};
 
 const BUCKET: &str = "jammi-45";
 
@@ -288,6 +289,56 @@ impl Cluster {
     }
 }
 
+fn secret_s3() -> CloudConfig {
+    CloudConfig::S3(S3Config {
+        access_key_id: Some("testing".into()),
+        secret_access_key: Some("testing".into()),
+        ..Default::default()
+    })
+}
+
+/// Credentials given to a cluster's client would stay in it: every way of giving them is
+/// refused, naming the cluster and the URL, and how to provide them instead.
+async fn refuses_credentials_that_cannot_travel(
+    client: &JammiSession,
+    cluster: &str,
+    root: &str,
+    source: &str,
+) {
+    let file = format!("{source}corpus.parquet");
+    let e = client
+        .set_source_credentials("corpus", secret_s3())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(cluster) && e.contains(&file), "{e}");
+    assert!(e.contains("ambient credentials"), "{e}");
+    let e = client
+        .sql(&format!(
+            "CREATE EXTERNAL TABLE keyed STORED AS PARQUET LOCATION '{file}' \
+             OPTIONS ('aws.access_key_id' 'testing', 'aws.secret_access_key' 'testing')"
+        ))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(cluster) && e.contains(&file), "{e}");
+    let options = OpenOptions {
+        cloud: Some(secret_s3()),
+        cluster: Some(cluster.to_string()),
+        ..Default::default()
+    };
+    let e = JammiSession::open_with(root, options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(cluster) && e.contains(root), "{e}");
+    // The source still answers, with the executors' own credentials.
+    assert_eq!(
+        row_count(&rows(client, "SELECT id FROM corpus.public.corpus").await),
+        1001
+    );
+}
+
 /// Writes to `t` with every statement that changes a table (and a `CREATE TABLE AS` from
 /// a search over it), then reads it whole and searches it.
 async fn write_and_read(s: &JammiSession, t: &str, v: &str) -> Vec<String> {
@@ -457,6 +508,7 @@ async fn run(dir: &Path, client_cache: &Path) {
         "SET ballista.scheduler.max_partitions_per_task = 1",
     )
     .await;
+    refuses_credentials_that_cannot_travel(&client, &cluster.url(), &root, &source).await;
     for (q, want) in queries.iter().zip(&expected) {
         let got = match client.sql(q).await {
             Ok(df) => df.collect().await,
@@ -513,4 +565,38 @@ async fn run(dir: &Path, client_cache: &Path) {
     let mut registered = executor_ids(cluster.scheduler_port);
     registered.sort();
     assert_eq!(ran_on, registered, "tasks ran on {ran_on:?}");
+}
+
+#[tokio::test]
+async fn a_scheduler_that_does_not_answer_fails_the_open_within_seconds_naming_it() {
+    let root = tempfile::tempdir().unwrap();
+    let url = format!("df://127.0.0.1:{}", free_port());
+    let options = OpenOptions {
+        cluster: Some(url.clone()),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let e = JammiSession::open_with(root.path().to_str().unwrap(), options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&url), "{e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    // A scheduler address that is not one is refused before any connection.
+    let options = OpenOptions {
+        cluster: Some("df://scheduler".into()),
+        ..Default::default()
+    };
+    let e = JammiSession::open_with(root.path().to_str().unwrap(), options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("df://scheduler") && e.contains("host:port"),
+        "{e}"
+    );
 }

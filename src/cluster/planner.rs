@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use ballista_core::config::BallistaConfig;
 use ballista_core::execution_plans::DistributedQueryExec;
 use ballista_core::planner::BallistaQueryPlanner;
-use datafusion::catalog::Session;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
+use datafusion::catalog::Session;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchemaRef, Result, ScalarValue, exec_err};
 use datafusion::execution::SessionState;
@@ -132,7 +132,10 @@ impl ClusterPlanner {
         }
         let mut values = Vec::with_capacity(subqueries.len());
         for q in &subqueries {
-            let exec = self.remote.create_physical_plan(&q.subquery, session).await?;
+            let exec = self
+                .remote
+                .create_physical_plan(&q.subquery, session)
+                .await?;
             let batches = datafusion::physical_plan::collect(exec, session.task_ctx()).await?;
             values.push(scalar_value(&batches)?);
         }

@@ -57,6 +57,9 @@ struct Inner {
     stores: Mutex<HashMap<StoreKey, Entry>>,
     bindings: RwLock<HashMap<String, Arc<dyn ObjectStore>>>,
     runtimes: Mutex<Vec<Weak<RuntimeEnv>>>,
+    /// The scheduler address of the cluster the queries run on: credentials given here
+    /// cannot reach its processes, so settings with secrets are refused.
+    cluster: RwLock<Option<String>>,
     hasher: RandomState,
     layer: Option<StoreLayer>,
     counts: Arc<RequestCounts>,
@@ -113,6 +116,7 @@ impl StorageRegistry {
                 stores: Mutex::new(HashMap::new()),
                 bindings: RwLock::new(HashMap::new()),
                 runtimes: Mutex::new(Vec::new()),
+                cluster: RwLock::new(None),
                 hasher: RandomState::new(),
                 layer,
                 counts: Arc::default(),
@@ -149,6 +153,19 @@ impl StorageRegistry {
                 )));
             }
             c.validate()?;
+            if c.has_secrets()
+                && let Some(cluster) = self.inner.cluster.read().expect("lock").clone()
+            {
+                return Err(JammiError::Cluster {
+                    url: cluster,
+                    reason: format!(
+                        "{url} was given credentials, which never leave this process: the \
+                         cluster's scheduler and executors read it with their own ambient \
+                         credentials (environment, profile or instance identity); give \
+                         them those, and this session none"
+                    ),
+                });
+            }
         }
         let key = self.key(url, cloud);
         if let Some(e) = self.inner.stores.lock().expect("lock").get(&key)
@@ -170,6 +187,11 @@ impl StorageRegistry {
             *e = entry;
         }
         Ok(e.store.clone())
+    }
+
+    /// Refuses settings with secrets from now on: queries run on the cluster at `url`.
+    pub(crate) fn refuse_credentials_for_cluster(&self, url: &str) {
+        *self.inner.cluster.write().expect("lock") = Some(url.to_string());
     }
 
     /// The store SQL uses for `url`'s bucket, if one is bound.
