@@ -289,6 +289,79 @@ impl Cluster {
     }
 }
 
+/// A query of a billion rows, its stream dropped while it runs: the job ends cancelled
+/// and the executors are free for the next query.
+async fn a_dropped_stream_cancels_its_job(client: &JammiSession, cluster: &Cluster) {
+    use futures::StreamExt;
+    let long = "SELECT count(*) FROM corpus.public.corpus a, corpus.public.corpus b, \
+                corpus.public.corpus c WHERE a.id + b.id <> c.id";
+    let mut stream = client
+        .sql(long)
+        .await
+        .unwrap()
+        .execute_stream()
+        .await
+        .unwrap();
+    // Read until the job runs on the executors, then stop reading.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !job_statuses(cluster.scheduler_port).contains(&"\"Running\"".to_string()) {
+        let next = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
+        assert!(next.is_err(), "the query ended: {next:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the job did not start within 60 s"
+        );
+    }
+    let next = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
+    assert!(next.is_err(), "the query ended: {next:?}");
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ended = job_ends(&cluster.event_log);
+        if ended.iter().any(|s| s.contains("Cancelled")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no job was cancelled within 30 s: {ended:?}\n{:?}\n{}",
+            job_statuses(cluster.scheduler_port),
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let after = rows(client, "SELECT count(*) FROM corpus.public.corpus").await;
+    assert_eq!(text(&after).matches("1001").count(), 1, "{}", text(&after));
+}
+
+/// The status of every job the scheduler knows.
+fn job_statuses(port: u16) -> Vec<String> {
+    let Some(body) = rest_get(port, "/api/jobs") else {
+        return vec![];
+    };
+    let (Some(a), Some(b)) = (body.find('['), body.rfind(']')) else {
+        return vec![];
+    };
+    let list: Vec<serde_json::Value> = serde_json::from_str(&body[a..=b]).unwrap_or_default();
+    list.iter().map(|j| j["status"].to_string()).collect()
+}
+
+/// The status of every logged job that ended.
+fn job_ends(event_log: &Path) -> Vec<String> {
+    let mut out = vec![];
+    for f in std::fs::read_dir(event_log).unwrap() {
+        let text = std::fs::read_to_string(f.unwrap().path()).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if v["ev"] == "JobEnd" {
+                out.push(v["data"]["status"].to_string());
+            }
+        }
+    }
+    out
+}
+
 fn secret_s3() -> CloudConfig {
     CloudConfig::S3(S3Config {
         access_key_id: Some("testing".into()),
@@ -535,6 +608,8 @@ async fn run(dir: &Path, client_cache: &Path) {
         plans.contains("merged"),
         "the MERGE's source ran elsewhere:\n{plans}"
     );
+
+    a_dropped_stream_cancels_its_job(&client, &cluster).await;
 
     // The work ran on the executors: they hold the indexes; the client and the
     // scheduler loaded none, and tasks ran on both executors.

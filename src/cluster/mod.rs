@@ -13,6 +13,7 @@
 //! physical codec is datafusion-proto's `ComposedPhysicalExtensionCodec` of Ballista's and
 //! [`JammiPhysicalCodec`].
 
+mod cancel;
 mod planner;
 
 use std::path::Path;

@@ -26,6 +26,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, Phy
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::protobuf::LogicalPlanNode;
 
+use super::cancel::CancelOnDrop;
 use crate::sql::vector_search::node::VectorSearchNode;
 
 /// Plans queries as jobs of the cluster at `endpoint`, and writes as a local commit of
@@ -73,7 +74,8 @@ impl QueryPlanner for ClusterPlanner {
         let evaluated = self.evaluate_query_subqueries(plan, session).await?;
         let plan = &evaluated;
         let LogicalPlan::Dml(dml) = plan else {
-            return self.remote.create_physical_plan(plan, session).await;
+            let job = self.remote.create_physical_plan(plan, session).await?;
+            return Ok(CancelOnDrop::wrap(job, &self.endpoint));
         };
         // INSERT's and MERGE's rows come from a job; DELETE and UPDATE find their rows
         // through the table itself, here.
@@ -246,14 +248,13 @@ impl ExtensionPlanner for ClusterInputPlanner {
         let Some(c) = node.as_any().downcast_ref::<ClusterInput>() else {
             return Ok(None);
         };
-        Ok(Some(Arc::new(
-            DistributedQueryExec::<LogicalPlanNode>::with_extension(
-                self.endpoint.clone(),
-                self.config.clone(),
-                c.input.clone(),
-                self.codec.clone(),
-                session.session_id().to_string(),
-            ),
-        )))
+        let job = Arc::new(DistributedQueryExec::<LogicalPlanNode>::with_extension(
+            self.endpoint.clone(),
+            self.config.clone(),
+            c.input.clone(),
+            self.codec.clone(),
+            session.session_id().to_string(),
+        ));
+        Ok(Some(CancelOnDrop::wrap(job, &self.endpoint)))
     }
 }
