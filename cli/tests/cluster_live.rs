@@ -640,6 +640,46 @@ async fn run(dir: &Path, client_cache: &Path) {
     let mut registered = executor_ids(cluster.scheduler_port);
     registered.sort();
     assert_eq!(ran_on, registered, "tasks ran on {ran_on:?}");
+
+    an_executor_lost_mid_query_has_its_tasks_run_again(&client, cluster).await;
+}
+
+/// A query of some seconds per task; one executor killed while its task runs: the job
+/// still returns the right count (Ballista runs the lost tasks again on the other).
+async fn an_executor_lost_mid_query_has_its_tasks_run_again(
+    client: &JammiSession,
+    mut cluster: Cluster,
+) {
+    let heavy = "SELECT count(*) AS n FROM corpus.public.corpus a, corpus.public.corpus b, \
+                 (SELECT id FROM corpus.public.corpus WHERE id < 600) c \
+                 WHERE cosine_distance(a.embedding, b.embedding) + c.id >= -1";
+    let df = client.sql(heavy).await.unwrap();
+    let run = tokio::spawn(async move { df.collect().await });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !job_statuses(cluster.scheduler_port).contains(&"\"Running\"".to_string()) {
+        assert!(
+            Instant::now() < deadline,
+            "the job did not start within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lost = cluster.executors.pop().unwrap();
+    drop(lost);
+    let Ok(got) = tokio::time::timeout(Duration::from_secs(90), run).await else {
+        panic!(
+            "no answer 90 s after losing an executor\n{}",
+            cluster.logs()
+        );
+    };
+    let got = got.unwrap();
+    let got = got.unwrap_or_else(|e| panic!("after losing an executor: {e}\n{}", cluster.logs()));
+    assert_eq!(
+        text(&got).matches(" 10020010 ").count(),
+        1,
+        "{}",
+        text(&got)
+    );
 }
 
 #[tokio::test]

@@ -305,15 +305,14 @@ pub(crate) async fn connect(
     let state_ref = ctx.state_ref();
     let mut state = state_ref.write();
     let codec: Arc<dyn LogicalExtensionCodec> = Arc::new(ClusterLogicalCodec::default());
-    let ballista = state
-        .config()
-        .clone()
-        .upgrade_for_ballista()
-        .ballista_config();
-    let planner = planner::ClusterPlanner::new(endpoint.clone(), ballista, codec.clone());
-    let config = state
-        .config()
-        .clone()
+    // Ballista 55's adaptive planner never runs a lost executor's tasks again (the job
+    // waits forever); its static planner does. `SET` turns it back on.
+    let mut base = state.config().clone().upgrade_for_ballista();
+    base.options_mut()
+        .set("ballista.planner.adaptive.enabled", "false")?;
+    let planner =
+        planner::ClusterPlanner::new(endpoint.clone(), base.ballista_config(), codec.clone());
+    let config = base
         .with_ballista_logical_extension_codec(codec)
         .with_ballista_physical_extension_codec(physical_codec(search.clone()))
         .with_ballista_query_planner(Arc::new(planner));
