@@ -15,6 +15,10 @@ tree -p jammi-db -p jammi-cli -e dev > "$out/test"
 tree -p jammi-cli > "$out/run"
 tree -p jammi-python > "$out/python"
 tree -p jammi-datafusion-cli > "$out/datafusion-cli"
+# The cluster (cargo feature `ballista`) is opt-in: no default build compiles Ballista.
+if grep -l '^ballista' "$out"/*; then
+  echo "the default build compiles Ballista (above: the builds that do)"; exit 1
+fi
 python3 - "$out" <<'PY'
 import sys, pathlib, collections
 out = pathlib.Path(sys.argv[1])

@@ -5,10 +5,10 @@
 //! its environment, as a deployment's would.
 #![cfg(all(feature = "ballista", feature = "live-s3-tests"))]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+#[path = "support/cluster.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
@@ -18,85 +18,9 @@ use datafusion::common::ScalarValue;
 use jammi_db::session::{JammiSession, OpenOptions};
 use jammi_db::source::{SourceConnection, SourceType};
 use jammi_db::storage::{CloudConfig, S3Config};
+use support::{Cluster, ambient_s3_environment, executor_ids, free_port, rest_get};
 
 const BUCKET: &str = "jammi-45";
-
-fn endpoint() -> String {
-    std::env::var("JAMMI_TEST_S3_ENDPOINT")
-        .expect("JAMMI_TEST_S3_ENDPOINT: run `eval \"$(scripts/test-servers.sh env)\"`")
-}
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed when the test ends, its output in `log`.
-struct Process {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn start(args: &[&str], cache: &Path, log: PathBuf) -> Process {
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_jammi"))
-            .args(args)
-            .env("JAMMI_CACHE_DIR", cache)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        Process { child, log }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The body of `GET path` on the scheduler's REST API (`None` while it does not answer).
-fn rest_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
-}
-
-/// The ids of the executors the scheduler knows.
-fn executor_ids(port: u16) -> Vec<String> {
-    let Some(body) = rest_get(port, "/api/executors") else {
-        return vec![];
-    };
-    // A chunked body: the JSON array is between the first '[' and the last ']'.
-    let (Some(a), Some(b)) = (body.find('['), body.rfind(']')) else {
-        return vec![];
-    };
-    let list: Vec<serde_json::Value> = serde_json::from_str(&body[a..=b]).unwrap_or_default();
-    list.iter()
-        .filter_map(|e| e["id"].as_str().map(str::to_string))
-        .collect()
-}
 
 /// The executors each task of every logged job ran on.
 fn task_executors(event_log: &Path) -> Vec<String> {
@@ -182,111 +106,6 @@ async fn query_vector(s: &JammiSession, id: i64) -> (String, Vec<f32>) {
         .collect();
     let literal = v.iter().map(|x| format!("{x:?}")).collect::<Vec<_>>();
     (format!("[{}]", literal.join(", ")), v)
-}
-
-/// Sets the ambient S3 settings every process reads. Called before any thread starts.
-fn ambient_s3_environment() {
-    // SAFETY: the test's only thread is running; the runtime starts after this.
-    unsafe {
-        std::env::set_var("AWS_ENDPOINT_URL", endpoint());
-        std::env::set_var("AWS_ALLOW_HTTP", "true");
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-        std::env::set_var("AWS_REGION", "us-east-1");
-    }
-}
-
-/// Scheduler, two executors: each process with its own cache and work directories.
-struct Cluster {
-    scheduler_port: u16,
-    event_log: PathBuf,
-    caches: Vec<PathBuf>,
-    scheduler: Process,
-    executors: Vec<Process>,
-}
-
-impl Cluster {
-    fn start(dir: &Path) -> Cluster {
-        let port = free_port();
-        let event_log = dir.join("events");
-        std::fs::create_dir_all(&event_log).unwrap();
-        let cache = |name: &str| dir.join(name).join("cache");
-        let work = |name: &str| dir.join(name).join("work").display().to_string();
-        let port_s = port.to_string();
-        let scheduler = Process::start(
-            &[
-                "scheduler",
-                "--port",
-                &port_s,
-                "--work-dir",
-                &work("scheduler"),
-                "--event-log-dir",
-                event_log.to_str().unwrap(),
-                "--executor-timeout-seconds",
-                "5",
-                "--expire-dead-executor-interval-seconds",
-                "1",
-            ],
-            &cache("scheduler"),
-            dir.join("scheduler.log"),
-        );
-        let mut executors = vec![];
-        for name in ["executor-1", "executor-2"] {
-            let (flight, grpc) = (free_port().to_string(), free_port().to_string());
-            executors.push(Process::start(
-                &[
-                    "executor",
-                    "--scheduler",
-                    &format!("127.0.0.1:{port}"),
-                    "--port",
-                    &flight,
-                    "--grpc-port",
-                    &grpc,
-                    "--vcores",
-                    "1",
-                    "--heartbeat-interval-seconds",
-                    "1",
-                    "--work-dir",
-                    &work(name),
-                ],
-                &cache(name),
-                dir.join(format!("{name}.log")),
-            ));
-        }
-        let cluster = Cluster {
-            scheduler_port: port,
-            event_log,
-            caches: vec![cache("scheduler"), cache("executor-1"), cache("executor-2")],
-            scheduler,
-            executors,
-        };
-        cluster.wait_for_executors(2);
-        cluster
-    }
-
-    fn wait_for_executors(&self, n: usize) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while executor_ids(self.scheduler_port).len() != n {
-            assert!(
-                Instant::now() < deadline,
-                "{n} executors did not register within 60 s\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("df://127.0.0.1:{}", self.scheduler_port)
-    }
-
-    fn logs(&self) -> String {
-        let mut out = format!("--- scheduler\n{}", self.scheduler.output());
-        for (i, e) in self.executors.iter().enumerate() {
-            out.push_str(&format!("\n--- executor {}\n{}", i + 1, e.output()));
-        }
-        out
-    }
 }
 
 /// A query of a billion rows, its stream dropped while it runs: the job ends cancelled
@@ -611,6 +430,38 @@ async fn run(dir: &Path, client_cache: &Path) {
 
     a_dropped_stream_cancels_its_job(&client, &cluster).await;
 
+    // The CLI's --cluster: the same answer as the session's.
+    let sql = "SELECT count(*) AS n, sum(id) AS s FROM jammi.public.emb";
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_jammi"))
+        .env("JAMMI_CACHE_DIR", client_cache)
+        .args([
+            "--cluster",
+            &cluster.url(),
+            "--root",
+            &root,
+            "--output",
+            "csv",
+        ])
+        .args(["sql", sql])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = rows(&client, sql).await;
+    let (n, sum) = (
+        b[0].column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .value(0),
+        b[0].column(1)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .value(0),
+    );
+    assert_eq!(printed.trim(), format!("n,s\n{n},{sum}"), "{printed}");
+
     // The work ran on the executors: they hold the indexes; the client and the
     // scheduler loaded none, and tasks ran on both executors.
     let [scheduler_cache, e1, e2] = &cluster.caches[..] else {
@@ -714,4 +565,50 @@ async fn a_scheduler_that_does_not_answer_fails_the_open_within_seconds_naming_i
         e.contains("df://scheduler") && e.contains("host:port"),
         "{e}"
     );
+}
+
+#[test]
+fn executors_that_cannot_reach_the_bucket_fail_the_query_naming_the_url() {
+    ambient_s3_environment();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let root = format!("s3://jammi-46/unreachable-{run}/db/");
+        let file = format!("s3://jammi-46/unreachable-{run}/src/corpus.parquet");
+        let plain = JammiSession::open(&root).await.unwrap();
+        upload_source(&plain, &file).await;
+        // Each executor's storage endpoint is a port nothing listens on.
+        let dead = format!("http://127.0.0.1:{}", free_port());
+        let cluster = Cluster::start_with(dir.path(), &[("AWS_ENDPOINT_URL", &dead)]);
+        let options = OpenOptions {
+            cluster: Some(cluster.url()),
+            ..Default::default()
+        };
+        let client = JammiSession::open_with(&root, options).await.unwrap();
+        client
+            .sql(&format!(
+                "CREATE EXTERNAL TABLE corpus STORED AS PARQUET LOCATION '{file}'"
+            ))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let run = async {
+            let df = client
+                .sql("SELECT sum(id) FROM corpus WHERE id % 2 = 0")
+                .await
+                .map_err(|e| e.to_string())?;
+            df.collect().await.map_err(|e| e.to_string())
+        };
+        let e = tokio::time::timeout(Duration::from_secs(120), run)
+            .await
+            .unwrap_or_else(|_| panic!("the query hung\n{}", cluster.logs()))
+            .expect_err("the executors cannot read the file");
+        let key = file.strip_prefix("s3://jammi-46/").unwrap();
+        assert!(e.contains(key), "{e}");
+        eprintln!("failed in {:?}: {e}", started.elapsed());
+    });
 }

@@ -178,7 +178,7 @@ struct PhysicalProto {
 #[derive(Clone, PartialEq, prost::Oneof)]
 enum PhysicalNode {
     #[prost(message, tag = "1")]
-    Search(ExecProto),
+    Search(Box<ExecProto>),
     #[prost(message, tag = "2")]
     Merge(MergeProto),
     #[prost(message, tag = "3")]
@@ -474,7 +474,7 @@ impl PhysicalExtensionCodec for JammiPhysicalCodec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let p: PhysicalProto = decode(buf, "jammi plan")?;
         match p.node {
-            Some(PhysicalNode::Search(p)) => self.decode_search(p, inputs, ctx, proto_converter),
+            Some(PhysicalNode::Search(p)) => self.decode_search(*p, inputs, ctx, proto_converter),
             Some(PhysicalNode::Merge(m)) => {
                 let [input] = inputs else {
                     return Err(bad("SegmentMergeExec", "it has one input"));
@@ -526,7 +526,7 @@ impl PhysicalExtensionCodec for JammiPhysicalCodec {
         } else if let Some(l) = node.downcast_ref::<LiveRowsExec>() {
             PhysicalNode::LiveRows(encode_live_rows(l.selections()))
         } else if let Some(e) = node.downcast_ref::<VectorSearchExec>() {
-            PhysicalNode::Search(self.encode_search(e, proto_converter)?)
+            PhysicalNode::Search(Box::new(self.encode_search(e, proto_converter)?))
         } else {
             return Err(bad("encode", format!("unknown plan {}", node.name())));
         };
