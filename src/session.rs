@@ -128,6 +128,18 @@ impl JammiSession {
     pub async fn open_with(root: &str, options: OpenOptions) -> Result<JammiSession> {
         let root = StorageUrl::parse(root)?.as_prefix();
         root.check_enabled()?;
+        if let Some(url) = &options.cluster
+            && options.cloud.as_ref().is_some_and(CloudConfig::has_secrets)
+        {
+            return Err(JammiError::Cluster {
+                url: url.clone(),
+                reason: format!(
+                    "the root {root} was given credentials, which never leave this process: \
+                     the cluster's scheduler and executors read it with their own ambient \
+                     credentials; give them those, and this session none"
+                ),
+            });
+        }
         if let Some(dir) = root.local_path() {
             std::fs::create_dir_all(&dir).map_err(|e| JammiError::InvalidUrl {
                 url: root.to_string(),
@@ -165,17 +177,6 @@ impl JammiSession {
         let ctx = SessionContext::new_with_state(state);
         let search = crate::sql::register(&ctx, &registry, Some(store.clone())).await?;
         if let Some(url) = &options.cluster {
-            if options.cloud.as_ref().is_some_and(CloudConfig::has_secrets) {
-                return Err(JammiError::Cluster {
-                    url: url.clone(),
-                    reason: format!(
-                        "the root {} was given credentials, which never leave this process: \
-                         the cluster's scheduler and executors read it with their own \
-                         ambient credentials; give them those, and this session none",
-                        store.root()
-                    ),
-                });
-            }
             connect_cluster(&ctx, &search, url, store.root()).await?;
             registry.refuse_credentials_for_cluster(url);
         }

@@ -2,7 +2,8 @@
 //! executors, one vcore each, on free loopback ports) as on one session, with the data in
 //! the S3 server of the live lane (`scripts/test-servers.sh start`; buckets jammi-45..47
 //! are this binary's). Every process reaches the bucket with the ambient credentials of
-//! its environment, as a deployment's would.
+//! its environment, as a deployment's would. The tests set that environment and start
+//! clusters of their own: run them one at a time (`-- --test-threads=1`, as `.ci/run` does).
 #![cfg(all(feature = "ballista", feature = "live-s3-tests"))]
 
 #[path = "support/cluster.rs"]
@@ -137,7 +138,9 @@ async fn a_dropped_stream_cancels_its_job(client: &JammiSession, cluster: &Clust
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ended = job_ends(&cluster.event_log);
-        if ended.iter().any(|s| s.contains("Cancelled")) {
+        let cancelled = ended.iter().filter(|s| s.contains("Cancelled")).count();
+        assert!(cancelled <= 1, "{ended:?}");
+        if cancelled == 1 {
             break;
         }
         assert!(
@@ -336,6 +339,14 @@ async fn run(dir: &Path, client_cache: &Path) {
             rows(&plain, &sql).await;
         }
     }
+    // An i8 index: its candidates re-ranked by their exact vectors, on the executors.
+    rows(&plain, "SET jammi.quantization = 'i8'").await;
+    rows(
+        &plain,
+        "CREATE TABLE jammi.public.q8 AS SELECT id, package, embedding FROM corpus.public.corpus",
+    )
+    .await;
+    rows(&plain, "SET jammi.quantization = 'f32'").await;
     let v = plain.result_store().latest_version("emb").await.unwrap();
     assert_eq!(v.segments.len(), 2, "{v:?}");
     let (v, vector) = query_vector(&plain, 12_000).await;
@@ -355,6 +366,7 @@ async fn run(dir: &Path, client_cache: &Path) {
             "SELECT id, section, _distance FROM vector_search('emb', {v}, 10, 'filter=section = ''admin''')"
         ),
         format!("SELECT id, _distance FROM vector_search('emb', {v}, 10, 'exact=true')"),
+        format!("SELECT id, package, _distance FROM vector_search('q8', {v}, 10)"),
         "SELECT id, _distance FROM vector_search('emb', \
          (SELECT embedding FROM jammi.public.emb WHERE id = 12000), 5)"
             .to_string(),
@@ -517,6 +529,11 @@ async fn an_executor_lost_mid_query_has_its_tasks_run_again(
     tokio::time::sleep(Duration::from_secs(1)).await;
     let lost = cluster.executors.pop().unwrap();
     drop(lost);
+    let running = job_statuses(cluster.scheduler_port);
+    assert!(
+        running.contains(&"\"Running\"".to_string()),
+        "the job ended before the executor was lost: {running:?}"
+    );
     let Ok(got) = tokio::time::timeout(Duration::from_secs(90), run).await else {
         panic!(
             "no answer 90 s after losing an executor\n{}",

@@ -192,6 +192,10 @@ impl Drop for Watched {
         }
         let known = self.job.downcast_ref::<Job>().and_then(Job::job_id);
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                "a job of {} was left running: its stream was dropped outside a runtime",
+                self.endpoint
+            );
             return;
         };
         let (endpoint, name) = (self.endpoint.clone(), self.name.clone());
@@ -244,17 +248,17 @@ async fn job_named(endpoint: &str, name: &str) -> Option<String> {
 /// `GET /api/jobs` of the scheduler at `address` (host:port), as JSON.
 async fn rest_jobs(address: &str) -> Option<Vec<serde_json::Value>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(address).await.ok()?;
     let request = format!("GET /api/jobs HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).await.ok()?;
     let mut response = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        s.read_to_end(&mut response),
-    )
-    .await
-    .ok()?
-    .ok()?;
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(address).await?;
+        s.write_all(request.as_bytes()).await?;
+        s.read_to_end(&mut response).await
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), exchange)
+        .await
+        .ok()?
+        .ok()?;
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text.split_once("\r\n\r\n")?;
     if !head.starts_with("HTTP/1.1 200") {
@@ -262,5 +266,8 @@ async fn rest_jobs(address: &str) -> Option<Vec<serde_json::Value>> {
     }
     // The body may be chunked: the JSON array lies between the first '[' and the last ']'.
     let (a, b) = (body.find('[')?, body.rfind(']')?);
+    if a > b {
+        return None;
+    }
     serde_json::from_str(&body[a..=b]).ok()
 }

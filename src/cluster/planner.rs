@@ -74,6 +74,7 @@ impl QueryPlanner for ClusterPlanner {
         let evaluated = self.evaluate_query_subqueries(plan, session).await?;
         let plan = &evaluated;
         let LogicalPlan::Dml(dml) = plan else {
+            refuse_nested_writes(plan)?;
             let job = self.remote.create_physical_plan(plan, session).await?;
             return Ok(CancelOnDrop::wrap(job, &self.endpoint));
         };
@@ -139,7 +140,8 @@ impl ClusterPlanner {
                 .create_physical_plan(&q.subquery, session)
                 .await?;
             let batches = datafusion::physical_plan::collect(exec, session.task_ctx()).await?;
-            values.push(scalar_value(&batches)?);
+            let t = q.subquery.schema().field(0).data_type().clone();
+            values.push(scalar_value(&batches, &t)?);
         }
         let replaced = plan.clone().transform_down_with_subqueries(|p| {
             let LogicalPlan::Extension(e) = &p else {
@@ -164,6 +166,27 @@ impl ClusterPlanner {
     }
 }
 
+/// A write below the top of a plan (`EXPLAIN ANALYZE INSERT ...`) would run whole on the
+/// cluster, where no process may commit: refused.
+fn refuse_nested_writes(plan: &LogicalPlan) -> Result<()> {
+    let mut nested = false;
+    plan.apply_with_subqueries(|p| {
+        nested |= matches!(p, LogicalPlan::Dml(d) if !matches!(d.op, WriteOp::Ctas));
+        Ok(if nested {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })?;
+    if nested {
+        return datafusion::common::plan_err!(
+            "a write inside another statement (EXPLAIN [ANALYZE] of a write) does not run on a \
+             cluster: the client commits every write; run the write itself"
+        );
+    }
+    Ok(())
+}
+
 /// The query vector expression of a search node.
 fn search_query(plan: &LogicalPlan) -> Option<&Expr> {
     let LogicalPlan::Extension(e) = plan else {
@@ -176,16 +199,12 @@ fn search_query(plan: &LogicalPlan) -> Option<&Expr> {
         .as_ref()
 }
 
-/// The value of a scalar subquery from its rows: NULL for none, an error for several.
-fn scalar_value(batches: &[RecordBatch]) -> Result<ScalarValue> {
+/// The value of a scalar subquery of type `t` from its rows: NULL for none, an error for
+/// several.
+fn scalar_value(batches: &[RecordBatch], t: &DataType) -> Result<ScalarValue> {
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     match rows {
-        0 => {
-            let t = batches
-                .first()
-                .map_or(DataType::Null, |b| b.schema().field(0).data_type().clone());
-            ScalarValue::try_from(&t)
-        }
+        0 => ScalarValue::try_from(t),
         1 => {
             let b = batches.iter().find(|b| b.num_rows() == 1).expect("one row");
             ScalarValue::try_from_array(b.column(0), 0)

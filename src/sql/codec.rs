@@ -129,6 +129,9 @@ struct ExecProto {
     /// The parameter of a prepared query's search, unbound.
     #[prost(string, optional, tag = "10")]
     param: Option<String>,
+    /// Its last input is the segment numbers its partitions search.
+    #[prost(bool, tag = "11")]
+    segmented: bool,
 }
 
 /// A `SegmentMergeExec`: the merge of a segmented table's per-segment searches.
@@ -547,24 +550,24 @@ impl JammiPhysicalCodec {
         let decode_ctx = PhysicalPlanDecodeContext::new(ctx, self);
         // A segmented table's segment numbers come last (perhaps restricted to the
         // partitions of one task).
-        let (inputs, segments) = match inputs.split_last() {
-            Some((last, rest)) if spec.target.parts().len() > 1 => (rest, Some(last.clone())),
-            _ => (inputs, None),
+        let (inputs, segments) = match (p.segmented, inputs.split_last()) {
+            (true, Some((last, rest))) => (rest, Some(last.clone())),
+            (true, None) => return Err(bad("VectorSearchExec", "no segment numbers")),
+            (false, _) => (inputs, None),
         };
-        let queries = match (&p.query, &p.param, p.batch.as_slice(), inputs) {
-            (None, Some(id), [], []) => Queries::Param(id.clone()),
-            (Some(q), None, _, _) => Queries::Single(proto_converter.proto_to_physical_expr(
-                q,
-                &Schema::empty(),
-                &decode_ctx,
-            )?),
-            (None, None, [key, vector], [input]) => Queries::Batch {
-                input: input.clone(),
-                key: *key as usize,
-                vector: *vector as usize,
-            },
-            _ => return Err(bad("VectorSearchExec", "no query and no query relation")),
-        };
+        let queries =
+            match (&p.query, &p.param, p.batch.as_slice(), inputs) {
+                (None, Some(id), [], []) => Queries::Param(id.clone()),
+                (Some(q), None, [], []) => Queries::Single(
+                    proto_converter.proto_to_physical_expr(q, &Schema::empty(), &decode_ctx)?,
+                ),
+                (None, None, [key, vector], [input]) => Queries::Batch {
+                    input: input.clone(),
+                    key: *key as usize,
+                    vector: *vector as usize,
+                },
+                _ => return Err(bad("VectorSearchExec", "no query and no query relation")),
+            };
         let prefilter = match &p.prefilter {
             Some(e) => {
                 let columns = usizes(&p.prefilter_columns);
@@ -617,6 +620,7 @@ impl JammiPhysicalCodec {
             projection: e.projection().map_or(vec![], u64s),
             projected: e.projection().is_some(),
             param,
+            segmented: e.segments().is_some(),
         };
         Ok(p)
     }

@@ -91,8 +91,8 @@ enum OutCol {
     Part,
 }
 
-/// The name of the hidden column that numbers a segmented search's partitions. Only a
-/// projection asks for it (index: one past the search's output columns).
+/// The name of the hidden column that tags a segmented search's rows with their segment's
+/// number. Only a projection asks for it (index: one past the search's output columns).
 pub const PART: &str = "__jammi_segment";
 
 /// Runs a nearest-neighbour search when executed.
@@ -174,10 +174,16 @@ impl VectorSearchExec {
 
     /// This search over `segments` (its [`segment_numbers`], perhaps restricted to some).
     pub fn with_segments(&self, segments: Arc<dyn ExecutionPlan>) -> DfResult<Self> {
-        if self.segments.is_none() || segments.schema().fields().len() != 1 {
+        if self.segments.is_none() {
             return Err(DataFusionError::Internal(
-                "VectorSearchExec: segment numbers of a search over one file".into(),
+                "VectorSearchExec: segment numbers for a search over one file".into(),
             ));
+        }
+        let schema = segments.schema();
+        if schema.fields().len() != 1 || schema.field(0).data_type() != &DataType::UInt32 {
+            return Err(DataFusionError::Internal(format!(
+                "VectorSearchExec: segment numbers are one UInt32 column, not {schema}"
+            )));
         }
         Self::build(
             self.spec.clone(),
@@ -544,7 +550,7 @@ struct Run {
     metrics: RunMetrics,
     stats: Arc<Mutex<SearchStats>>,
     batch_queries: BatchQueries,
-    /// The partition this run is.
+    /// The number of the segment this run searches.
     part: u32,
 }
 

@@ -2,10 +2,11 @@
 //!
 //! A result table that changed is searched one partition per segment (each a
 //! [`VectorSearchExec`](super::exec::VectorSearchExec) partition returning its own top k,
-//! nearest first); this node reads them all and keeps, per query, the k nearest rows by
+//! nearest first, its rows tagged with their segment's number); this node reads them,
+//! coalesced into one partition in any order, and keeps, per query, the k nearest rows by
 //! distance — ties in segment order, then in each segment's order — renumbering `_rank`,
 //! then keeps the output columns the plan asked for. A distributed engine schedules the
-//! partitions below it as tasks.
+//! partitions below the coalesce as tasks.
 
 use std::fmt;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{concat_batches, take};
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::datatypes::UInt32Type;
+use datafusion::arrow::datatypes::{DataType, UInt32Type};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::{Result, internal_err};
 use datafusion::execution::TaskContext;
@@ -68,6 +69,11 @@ impl SegmentMergeExec {
         projection: Option<Vec<usize>>,
     ) -> Result<Self> {
         let full = input.schema();
+        if let Some(p) = columns.part
+            && full.fields().get(p).map(|f| f.data_type()) != Some(&DataType::UInt32)
+        {
+            return internal_err!("SegmentMergeExec: input column {p} is no segment number");
+        }
         let schema = match &projection {
             Some(p) => Arc::new(full.project(p)?),
             None => full,
@@ -113,7 +119,13 @@ fn top_k(all: &RecordBatch, k: usize, c: &MergeColumns) -> Result<Vec<u64>> {
         datafusion::arrow::compute::SortOptions::new(c.descending, c.descending),
     );
     let rows = RowConverter::new(vec![field])?.convert_columns(std::slice::from_ref(distance))?;
-    // Query of each row: its position among the distinct keys, as first seen.
+    let part = c.part.map(|p| all.column(p).as_primitive::<UInt32Type>());
+    let part_of = |i: usize| part.map_or(0, |p| p.value(i));
+    // The rows in segment order (partitions arrive in any order; each keeps its own).
+    let mut in_segment_order: Vec<usize> = (0..all.num_rows()).collect();
+    in_segment_order.sort_by_key(|&i| (part_of(i), i));
+    // Query of each row: its position among the distinct keys, as first seen in segment
+    // order.
     let query_of: Vec<usize> = match c.query_key {
         None => vec![0; all.num_rows()],
         Some(key) => {
@@ -121,22 +133,20 @@ fn top_k(all: &RecordBatch, k: usize, c: &MergeColumns) -> Result<Vec<u64>> {
                 RowConverter::new(vec![SortField::new(all.column(key).data_type().clone())])?
                     .convert_columns(&[all.column(key).clone()])?;
             let mut seen: Vec<datafusion::arrow::row::OwnedRow> = Vec::new();
-            (0..all.num_rows())
-                .map(|i| {
-                    let r = keys.row(i);
-                    match seen.iter().position(|s| s.row() == r) {
-                        Some(q) => q,
-                        None => {
-                            seen.push(r.owned());
-                            seen.len() - 1
-                        }
+            let mut query_of = vec![0; all.num_rows()];
+            for &i in &in_segment_order {
+                let r = keys.row(i);
+                query_of[i] = match seen.iter().position(|s| s.row() == r) {
+                    Some(q) => q,
+                    None => {
+                        seen.push(r.owned());
+                        seen.len() - 1
                     }
-                })
-                .collect()
+                };
+            }
+            query_of
         }
     };
-    let part = c.part.map(|p| all.column(p).as_primitive::<UInt32Type>());
-    let part_of = |i: usize| part.map_or(0, |p| p.value(i));
     let mut order: Vec<usize> = (0..all.num_rows()).collect();
     // Within a partition rows arrive in its order: the position breaks the last tie.
     order.sort_by(|&a, &b| {

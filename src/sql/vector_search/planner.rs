@@ -83,8 +83,9 @@ impl ExtensionPlanner for VectorSearchExtensionPlanner {
         }
         // Segments: each partition's top k, merged to the global top k on the way out. The
         // partitions hydrate only the columns the statement reads, plus what the merge needs.
-        // Each partition numbers its rows (the hidden column after the output's), so
-        // the merge breaks ties in segment order whatever order partitions arrive in.
+        // Each partition tags its rows with its segment's number (the hidden column after
+        // the output's), so the merge breaks ties in segment order whatever order the
+        // partitions arrive in.
         let width = n.spec.columns.len() + if batch { 3 } else { 1 };
         let distance = if batch { width - 2 } else { width - 1 };
         let part = width;
@@ -195,12 +196,27 @@ fn holds_search(plan: &LogicalPlan) -> bool {
     found
 }
 
-/// `INSERT`, `DELETE`, `UPDATE` or `MERGE` into a source (`<source>.public.<table>`): refused,
-/// since a source's files are the user's; only result tables change.
+/// `INSERT`, `DELETE`, `UPDATE` or `MERGE` into a source (`<source>.public.<table>`), anywhere
+/// in `plan` (`EXPLAIN ANALYZE` runs the write it holds): refused, since a source's files are
+/// the user's; only result tables change.
 pub(crate) fn refuse_source_changes(plan: &LogicalPlan, session: &dyn Session) -> Result<()> {
-    let LogicalPlan::Dml(d) = plan else {
-        return Ok(());
-    };
+    let mut refused = Ok(());
+    plan.apply_with_subqueries(|p| {
+        if let LogicalPlan::Dml(d) = p {
+            refused = refuse_source_change(d, session);
+            if refused.is_err() {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    refused
+}
+
+fn refuse_source_change(
+    d: &datafusion::logical_expr::DmlStatement,
+    session: &dyn Session,
+) -> Result<()> {
     if matches!(d.op, datafusion::logical_expr::WriteOp::Ctas) {
         return Ok(());
     }
