@@ -18,7 +18,7 @@ S3_PORT="${JAMMI_S3_PORT:-45055}"
 AZ_PORT="${JAMMI_AZURE_PORT:-40000}"
 GCS_PORT="${JAMMI_GCS_PORT:-44443}"
 PROXY_PORT="${JAMMI_S3_PROXY_PORT:-45057}"
-BUCKETS="$(seq -f "jammi-%g" 1 50 | tr "\n" " ")benchmarks archives snapshots"
+BUCKETS="$(seq -f "jammi-%g" 1 50 | tr "\n" " ")benchmarks archives snapshots cluster"
 mkdir -p "$dir"
 
 install() {

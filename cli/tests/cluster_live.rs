@@ -1,7 +1,7 @@
 //! The same SQL on an Apache Ballista cluster of `jammi` processes (a scheduler and two
 //! executors, one vcore each, on free loopback ports) as on one session, with the data in
-//! the S3 server of the live lane (`scripts/test-servers.sh start`; buckets jammi-45..47
-//! are this binary's). Every process reaches the bucket with the ambient credentials of
+//! the S3 server of the live lane (`scripts/test-servers.sh start`; the bucket `cluster`
+//! is this binary's). Every process reaches the bucket with the ambient credentials of
 //! its environment, as a deployment's would. The tests set that environment and start
 //! clusters of their own: run them one at a time (`-- --test-threads=1`, as `.ci/run` does).
 #![cfg(all(feature = "ballista", feature = "live-s3-tests"))]
@@ -21,7 +21,7 @@ use jammi_db::source::{SourceConnection, SourceType};
 use jammi_db::storage::{CloudConfig, S3Config};
 use support::{Cluster, ambient_s3_environment, executor_ids, free_port, rest_get};
 
-const BUCKET: &str = "jammi-45";
+const BUCKET: &str = "cluster";
 
 /// The executors each task of every logged job ran on.
 fn task_executors(event_log: &Path) -> Vec<String> {
@@ -594,8 +594,8 @@ fn executors_that_cannot_reach_the_bucket_fail_the_query_naming_the_url() {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let root = format!("s3://jammi-46/unreachable-{run}/db/");
-        let file = format!("s3://jammi-46/unreachable-{run}/src/corpus.parquet");
+        let root = format!("s3://cluster/unreachable-{run}/db/");
+        let file = format!("s3://cluster/unreachable-{run}/src/corpus.parquet");
         let plain = JammiSession::open(&root).await.unwrap();
         upload_source(&plain, &file).await;
         // Each executor's storage endpoint is a port nothing listens on.
@@ -624,7 +624,7 @@ fn executors_that_cannot_reach_the_bucket_fail_the_query_naming_the_url() {
             .await
             .unwrap_or_else(|_| panic!("the query hung\n{}", cluster.logs()))
             .expect_err("the executors cannot read the file");
-        let key = file.strip_prefix("s3://jammi-46/").unwrap();
+        let key = file.strip_prefix("s3://cluster/").unwrap();
         assert!(e.contains(key), "{e}");
         eprintln!("failed in {:?}: {e}", started.elapsed());
     });
