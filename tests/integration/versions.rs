@@ -1076,6 +1076,9 @@ async fn dml_on_a_source_is_refused_and_datafusions_tables_keep_theirs() {
         "DELETE FROM papers.public.papers WHERE id = 1",
         "UPDATE papers.public.papers SET score = 0",
         "INSERT INTO papers.public.papers SELECT * FROM papers.public.papers",
+        // EXPLAIN ANALYZE runs the write it holds.
+        "EXPLAIN ANALYZE INSERT INTO papers.public.papers SELECT * FROM papers.public.papers",
+        "EXPLAIN ANALYZE DELETE FROM papers.public.papers WHERE id = 1",
     ] {
         let e = rows_err(&s, sql).await;
         assert!(
