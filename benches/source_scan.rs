@@ -6,11 +6,15 @@
 //!
 //! Run: `cargo bench --profile dev --bench source_scan`
 
+#[path = "common/events.rs"]
+mod events;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use events::{FILES, ROWS_PER_FILE, file_bytes};
+
+use datafusion::arrow::array::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -22,40 +26,9 @@ use jammi_db::storage::metrics::{CountingStore, RequestCounts};
 use jammi_db::storage::{CloudConfig, StorageRegistry, StorageUrl};
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-const FILES: usize = 10;
-const ROWS_PER_FILE: usize = 500_000;
 const RUNS: usize = 7;
 const QUERY: &str = "SELECT category, count(*) AS n, avg(value) AS mean, max(id) AS last \
                      FROM {T} WHERE value > 0.25 AND id % 7 <> 0 GROUP BY category ORDER BY category";
-
-fn file_bytes(f: usize) -> Vec<u8> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("category", DataType::Utf8, false),
-        Field::new("value", DataType::Float64, false),
-    ]));
-    let mut buf = Vec::new();
-    let mut w =
-        datafusion::parquet::arrow::ArrowWriter::try_new(&mut buf, schema.clone(), None).unwrap();
-    for chunk in 0..(ROWS_PER_FILE / 100_000) {
-        let start = (f * ROWS_PER_FILE + chunk * 100_000) as i64;
-        let ids: Vec<i64> = (start..start + 100_000).collect();
-        let cats: Vec<String> = ids.iter().map(|i| format!("c{}", i % 16)).collect();
-        let vals: Vec<f64> = ids.iter().map(|i| ((*i as f64) * 0.618).fract()).collect();
-        let b = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(Int64Array::from(ids)),
-                Arc::new(StringArray::from(cats)),
-                Arc::new(Float64Array::from(vals)),
-            ],
-        )
-        .unwrap();
-        w.write(&b).unwrap();
-    }
-    w.close().unwrap();
-    buf
-}
 
 async fn time_query(ctx: &SessionContext, table: &str) -> (Duration, Vec<RecordBatch>) {
     let t = Instant::now();

@@ -13,52 +13,23 @@
 #[path = "../tests/support/cluster.rs"]
 mod support;
 
+#[path = "../../benches/common/events.rs"]
+mod events;
+
 use std::path::Path;
-use std::sync::Arc;
+
+use events::{FILES, file_bytes};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use jammi_db::session::{JammiSession, OpenOptions};
 use jammi_db::source::{FileFormat, SourceConnection, SourceType};
 use jammi_db::storage::{StorageRegistry, StorageUrl};
 use object_store::ObjectStoreExt;
 
-const FILES: usize = 10;
-const ROWS_PER_FILE: usize = 500_000;
 const AGGREGATE: &str = "SELECT category, count(*) AS n, sum(id % 1000) AS total, max(id) AS last \
                          FROM events.public.events WHERE value > 0.25 AND id % 7 <> 0 \
                          GROUP BY category ORDER BY category";
-
-fn file_bytes(f: usize) -> Vec<u8> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("category", DataType::Utf8, false),
-        Field::new("value", DataType::Float64, false),
-    ]));
-    let mut buf = Vec::new();
-    let mut w =
-        datafusion::parquet::arrow::ArrowWriter::try_new(&mut buf, schema.clone(), None).unwrap();
-    for chunk in 0..(ROWS_PER_FILE / 100_000) {
-        let base = (f * ROWS_PER_FILE + chunk * 100_000) as i64;
-        let ids: Vec<i64> = (base..base + 100_000).collect();
-        let cats: Vec<String> = ids.iter().map(|i| format!("c{}", i % 16)).collect();
-        let vals: Vec<f64> = ids.iter().map(|i| (i % 1000) as f64 / 1000.0).collect();
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(Int64Array::from(ids)),
-                Arc::new(StringArray::from(cats)),
-                Arc::new(Float64Array::from(vals)),
-            ],
-        )
-        .unwrap();
-        w.write(&batch).unwrap();
-    }
-    w.close().unwrap();
-    buf
-}
 
 async fn answer(s: &JammiSession, sql: &str) -> String {
     let batches = s.sql(sql).await.unwrap().collect().await.unwrap();
@@ -140,11 +111,7 @@ fn main() {
 }
 
 async fn run(dir: &Path) {
-    let run = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let prefix = format!("s3://benchmarks/cluster-{run}/");
+    let prefix = support::fresh_prefix("benchmarks", "cluster");
     let (events, corpus) = setup(&prefix).await;
     let root = format!("{prefix}db/");
     let options = OpenOptions {

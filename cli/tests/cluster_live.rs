@@ -19,38 +19,46 @@ use datafusion::common::ScalarValue;
 use jammi_db::session::{JammiSession, OpenOptions};
 use jammi_db::source::{SourceConnection, SourceType};
 use jammi_db::storage::{CloudConfig, S3Config};
-use support::{Cluster, ambient_s3_environment, executor_ids, free_port, rest_get};
+use support::{Cluster, ambient_s3_environment, executor_ids, free_port, fresh_prefix, rest_list};
 
 const BUCKET: &str = "cluster";
 
-/// The executors each task of every logged job ran on.
-fn task_executors(event_log: &Path) -> Vec<String> {
+/// Every record of the scheduler's event log, with its line. The last line of a log may
+/// be one the scheduler is still writing: it is skipped until whole.
+fn event_records(event_log: &Path) -> Vec<(String, serde_json::Value)> {
     let mut out = vec![];
     for f in std::fs::read_dir(event_log).unwrap() {
         let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            if v["ev"] == "TaskEnd" {
-                out.push(v["data"]["executor_id"].as_str().unwrap().to_string());
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            match serde_json::from_str(line) {
+                Ok(v) => out.push((line.to_string(), v)),
+                Err(_) if i + 1 == lines.len() => {}
+                Err(e) => panic!("a bad event log line ({e}): {line}"),
             }
         }
     }
     out
 }
 
+/// The executors each task of every logged job ran on.
+fn task_executors(event_log: &Path) -> Vec<String> {
+    event_records(event_log)
+        .into_iter()
+        .filter(|(_, v)| v["ev"] == "TaskEnd")
+        .map(|(_, v)| v["data"]["executor_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// The physical plan of every logged job (for a failure's message).
 fn job_plans(event_log: &Path) -> String {
     let mut out = String::new();
-    for f in std::fs::read_dir(event_log).unwrap() {
-        let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            if v["ev"] == "JobStart" {
-                let plan = v["data"]["physical_plan"].as_str().unwrap_or("");
-                out.push_str(&format!("{}\n{plan}\n", v["data"]["job_id"]));
-            } else {
-                out.push_str(&format!("{}\n", &line[..line.len().min(400)]));
-            }
+    for (line, v) in event_records(event_log) {
+        if v["ev"] == "JobStart" {
+            let plan = v["data"]["physical_plan"].as_str().unwrap_or("");
+            out.push_str(&format!("{}\n{plan}\n", v["data"]["job_id"]));
+        } else {
+            out.push_str(&format!("{}\n", &line[..line.len().min(400)]));
         }
     }
     out
@@ -157,31 +165,19 @@ async fn a_dropped_stream_cancels_its_job(client: &JammiSession, cluster: &Clust
 
 /// The status of every job the scheduler knows.
 fn job_statuses(port: u16) -> Vec<String> {
-    let Some(body) = rest_get(port, "/api/jobs") else {
-        return vec![];
-    };
-    let (Some(a), Some(b)) = (body.find('['), body.rfind(']')) else {
-        return vec![];
-    };
-    let list: Vec<serde_json::Value> = serde_json::from_str(&body[a..=b]).unwrap_or_default();
-    list.iter().map(|j| j["status"].to_string()).collect()
+    rest_list(port, "/api/jobs")
+        .iter()
+        .map(|j| j["status"].to_string())
+        .collect()
 }
 
 /// The status of every logged job that ended.
 fn job_ends(event_log: &Path) -> Vec<String> {
-    let mut out = vec![];
-    for f in std::fs::read_dir(event_log).unwrap() {
-        let text = std::fs::read_to_string(f.unwrap().path()).unwrap_or_default();
-        for line in text.lines() {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            if v["ev"] == "JobEnd" {
-                out.push(v["data"]["status"].to_string());
-            }
-        }
-    }
-    out
+    event_records(event_log)
+        .into_iter()
+        .filter(|(_, v)| v["ev"] == "JobEnd")
+        .map(|(_, v)| v["data"]["status"].to_string())
+        .collect()
 }
 
 fn secret_s3() -> CloudConfig {
@@ -298,13 +294,9 @@ fn the_same_queries_give_the_same_answers_on_a_cluster_of_jammi_processes() {
 }
 
 async fn run(dir: &Path, client_cache: &Path) {
-    // A prefix of this run's own: the server keeps earlier runs' objects.
-    let run = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let root = format!("s3://{BUCKET}/cluster-{run}/db/");
-    let source = format!("s3://{BUCKET}/cluster-{run}/src/");
+    let prefix = fresh_prefix(BUCKET, "cluster");
+    let root = format!("{prefix}db/");
+    let source = format!("{prefix}src/");
     let options = OpenOptions {
         auto_compact: Some(false),
         ..Default::default()
@@ -590,12 +582,9 @@ fn executors_that_cannot_reach_the_bucket_fail_the_query_naming_the_url() {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let run = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let root = format!("s3://cluster/unreachable-{run}/db/");
-        let file = format!("s3://cluster/unreachable-{run}/src/corpus.parquet");
+        let prefix = fresh_prefix(BUCKET, "unreachable");
+        let root = format!("{prefix}db/");
+        let file = format!("{prefix}src/corpus.parquet");
         let plain = JammiSession::open(&root).await.unwrap();
         upload_source(&plain, &file).await;
         // Each executor's storage endpoint is a port nothing listens on.
@@ -624,7 +613,7 @@ fn executors_that_cannot_reach_the_bucket_fail_the_query_naming_the_url() {
             .await
             .unwrap_or_else(|_| panic!("the query hung\n{}", cluster.logs()))
             .expect_err("the executors cannot read the file");
-        let key = file.strip_prefix("s3://cluster/").unwrap();
+        let key = file.strip_prefix(&format!("s3://{BUCKET}/")).unwrap();
         assert!(e.contains(key), "{e}");
         eprintln!("failed in {:?}: {e}", started.elapsed());
     });

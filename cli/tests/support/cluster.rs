@@ -72,19 +72,34 @@ pub fn rest_get(port: u16, path: &str) -> Option<String> {
     head.starts_with("HTTP/1.1 200").then(|| body.to_string())
 }
 
-/// The ids of the executors the scheduler knows.
-pub fn executor_ids(port: u16) -> Vec<String> {
-    let Some(body) = rest_get(port, "/api/executors") else {
+/// The JSON list `GET path` on the scheduler's REST API returns (empty while it does not
+/// answer).
+pub fn rest_list(port: u16, path: &str) -> Vec<serde_json::Value> {
+    let Some(body) = rest_get(port, path) else {
         return vec![];
     };
     // A chunked body: the JSON array is between the first '[' and the last ']'.
     let (Some(a), Some(b)) = (body.find('['), body.rfind(']')) else {
         return vec![];
     };
-    let list: Vec<serde_json::Value> = serde_json::from_str(&body[a..=b]).unwrap_or_default();
-    list.iter()
+    serde_json::from_str(&body[a..=b]).unwrap_or_default()
+}
+
+/// The ids of the executors the scheduler knows.
+pub fn executor_ids(port: u16) -> Vec<String> {
+    rest_list(port, "/api/executors")
+        .iter()
         .filter_map(|e| e["id"].as_str().map(str::to_string))
         .collect()
+}
+
+/// A prefix in `bucket` no earlier run used (the server keeps earlier runs' objects).
+pub fn fresh_prefix(bucket: &str, name: &str) -> String {
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("s3://{bucket}/{name}-{run}/")
 }
 
 /// Sets the ambient S3 settings every process reads. Called before any thread starts.

@@ -167,7 +167,7 @@ impl VectorSearchExec {
         projection: Option<Vec<usize>>,
         ctx: Arc<SearchContext>,
     ) -> DfResult<Self> {
-        let parts = spec.target.parts().len();
+        let parts = spec.target.part_count();
         let segments = (parts > 1).then(|| segment_numbers(parts)).transpose()?;
         Self::build(spec, queries, prefilter, projection, ctx, segments)
     }
@@ -479,7 +479,7 @@ impl ExecutionPlan for VectorSearchExec {
                     Some(s) => segment_number(s, partition, context.clone()).await?,
                     None => 0,
                 };
-                let Some(part) = run.spec.target.parts().into_iter().nth(n) else {
+                let Some(part) = run.spec.target.part(n) else {
                     return Err(DataFusionError::Internal(format!(
                         "VectorSearchExec: no segment {n}"
                     )));

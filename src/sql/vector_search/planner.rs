@@ -72,7 +72,7 @@ impl ExtensionPlanner for VectorSearchExtensionPlanner {
             None => None,
         };
         let batch = matches!(queries, Queries::Batch { .. });
-        if n.spec.target.parts().len() == 1 {
+        if n.spec.target.part_count() == 1 {
             return Ok(Some(Arc::new(VectorSearchExec::try_new(
                 n.spec.clone(),
                 queries,

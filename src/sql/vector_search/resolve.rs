@@ -83,23 +83,26 @@ impl Hash for SearchTarget {
 }
 
 impl SearchTarget {
-    /// Targets searched one per partition: each segment, or the file itself.
-    pub fn parts(&self) -> Vec<SearchTarget> {
+    /// How many partitions search this target: its segments, or 1 for a file.
+    pub fn part_count(&self) -> usize {
+        self.segments.len().max(1)
+    }
+
+    /// The target partition `i` searches: segment `i`, or the file itself.
+    pub fn part(&self, i: usize) -> Option<SearchTarget> {
         if self.segments.is_empty() {
-            return vec![self.clone()];
+            return (i == 0).then(|| self.clone());
         }
-        self.segments
-            .iter()
-            .map(|seg| SearchTarget {
-                name: self.name.clone(),
-                dir: seg.parquet.parent(),
-                parquet: seg.parquet.clone(),
-                manifest: Some(seg.manifest.clone()),
-                schema: self.schema.clone(),
-                segments: Vec::new(),
-                deleted: seg.deleted.clone(),
-            })
-            .collect()
+        let seg = self.segments.get(i)?;
+        Some(SearchTarget {
+            name: self.name.clone(),
+            dir: seg.parquet.parent(),
+            parquet: seg.parquet.clone(),
+            manifest: Some(seg.manifest.clone()),
+            schema: self.schema.clone(),
+            segments: Vec::new(),
+            deleted: seg.deleted.clone(),
+        })
     }
 
     /// The key column the manifest declares, if the table has it.
